@@ -1,0 +1,172 @@
+"""Types shared by the three custom resources: pod knobs, secret references, status and conditions.
+
+Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
+These models are the single source of truth: the CRDs under ``crds/`` are generated from them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from dpo_operator.api.schema_hints import int_or_string, preserve_unknown
+
+GROUP = "dpo.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class ApiModel(BaseModel):
+    """Base for every API object: camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+    )
+
+    def to_api(self) -> dict[str, Any]:
+        """The object as it appears in the Kubernetes API (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+Quantity = Annotated[str | int, int_or_string()]
+"""A Kubernetes resource quantity such as ``"16Gi"``, ``"500m"`` or ``1``."""
+
+FreeForm = Annotated[dict[str, Any], preserve_unknown()]
+"""A Kubernetes core object passed through as is (affinity, toleration, envFrom source...)."""
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the resource's own namespace. Secrets are never copied into specs or status."""
+
+    name: str = Field(min_length=1, description="Name of the Secret.")
+    key: str = Field(min_length=1, description="Key inside the Secret.")
+
+
+class LocalObjectReference(ApiModel):
+    name: str = Field(min_length=1)
+
+
+class ResourceRequirements(ApiModel):
+    """Container resources; request GPUs with ``nvidia.com/gpu``."""
+
+    limits: dict[str, Quantity] | None = None
+    requests: dict[str, Quantity] | None = None
+
+
+class EnvVar(ApiModel):
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: FreeForm | None = Field(default=None, description="A core/v1 EnvVarSource.")
+
+
+class ImagePullPolicy(str, Enum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class PodOptions(ApiModel):
+    """Knobs of the pods the operator launches (collection, training and serving pods alike)."""
+
+    image: str | None = Field(default=None, description="Container image; the operator's configured default when unset.")
+    image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
+    image_pull_secrets: list[LocalObjectReference] | None = None
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[FreeForm] | None = None
+    affinity: FreeForm | None = None
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    env: list[EnvVar] | None = None
+    env_from: list[FreeForm] | None = None
+    labels: dict[str, str] | None = Field(default=None, description="Extra labels for the pods.")
+    annotations: dict[str, str] | None = Field(default=None, description="Extra annotations for the pods.")
+
+
+class ConditionStatus(str, Enum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    type: str
+    status: ConditionStatus
+    reason: str = Field(description="CamelCase machine-readable reason.")
+    message: str = ""
+    last_transition_time: str = Field(description="RFC 3339 time of the last status change.")
+    observed_generation: int | None = None
+
+
+class Phase(str, Enum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    SUSPENDED = "Suspended"
+
+
+class CommonStatus(ApiModel):
+    """Status fields every kind has."""
+
+    phase: Phase | None = None
+    message: str | None = Field(default=None, description="Human-readable summary of the current phase.")
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+class PvcLocation(ApiModel):
+    """A directory on a PersistentVolumeClaim."""
+
+    claim_name: str = Field(min_length=1)
+    path: str = Field(default="/", description="Directory inside the volume.")
+
+
+class HubLocation(ApiModel):
+    """A dataset or model repository on a Hugging Face Hub-compatible server (e.g. NeMo Datastore)."""
+
+    endpoint: str = Field(min_length=1, description="Hub API root, e.g. http://nemo-datastore:3000/v1/hf.")
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$", description="namespace/name.")
+    revision: str = "main"
+    token_secret_ref: SecretKeyRef | None = None
+
+
+class StorageLocation(ApiModel):
+    """Where a dataset or model lives: exactly one of ``pvc`` or ``hub``."""
+
+    pvc: PvcLocation | None = None
+    hub: HubLocation | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "StorageLocation":
+        if (self.pvc is None) == (self.hub is None):
+            raise ValueError("set exactly one of 'pvc' or 'hub'")
+        return self
+
+    def describe(self) -> str:
+        if self.pvc is not None:
+            return f"pvc://{self.pvc.claim_name}/{self.pvc.path.strip('/')}".rstrip("/")
+        assert self.hub is not None
+        return f"{self.hub.endpoint.rstrip('/')}/datasets/{self.hub.repo_id}@{self.hub.revision}"
+
+
+class JobControls(ApiModel):
+    """batch/v1 Job knobs for the pods a resource launches."""
+
+    backoff_limit: int = Field(default=2, ge=0, le=100)
+    active_deadline_seconds: int | None = Field(default=None, ge=1, description="Fail when running longer than this.")
+    ttl_seconds_after_finished: int | None = Field(default=86400, ge=0)
+

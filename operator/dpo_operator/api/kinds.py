@@ -1,0 +1,42 @@
+"""Kind metadata (names, printer columns) that the CRD generator and the handlers share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from dpo_operator.api.common import GROUP
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    name: str
+    type: str
+    json_path: str
+    priority: int = 0
+    description: str = ""
+
+    def to_crd(self) -> dict[str, object]:
+        column: dict[str, object] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
+        if self.priority:
+            column["priority"] = self.priority
+        if self.description:
+            column["description"] = self.description
+        return column
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+    spec_model: type[BaseModel]
+    status_model: type[BaseModel]
+    printer_columns: list[PrinterColumn] = field(default_factory=list)
+    categories: tuple[str, ...] = ("dpo",)
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"

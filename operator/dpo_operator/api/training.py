@@ -1,0 +1,180 @@
+"""DPOTrainingJob: DPO (or SFT) training with our own trainer or NeMo Customizer."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field, model_validator
+
+from dpo_operator.api.common import (
+    ApiModel,
+    CommonStatus,
+    HubLocation,
+    JobControls,
+    LocalObjectReference,
+    PodOptions,
+    PvcLocation,
+    SecretKeyRef,
+    StorageLocation,
+)
+from dpo_operator.api.deployment import DeploymentTemplate
+from dpo_operator.api.kinds import KindInfo, PrinterColumn
+from dpo_operator.api.schema_hints import immutable, nested
+
+
+class DatasetSource(ApiModel):
+    """A DPOCollection (training waits until it has Succeeded) or an explicit dataset location."""
+
+    collection_ref: LocalObjectReference | None = None
+    location: StorageLocation | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "DatasetSource":
+        if (self.collection_ref is None) == (self.location is None):
+            raise ValueError("dataset: set exactly one of 'collectionRef' or 'location'")
+        return self
+
+
+class ModelSource(ApiModel):
+    """The base model: a Hugging Face repo id / Customizer config, a directory on a PVC, or a hub repo."""
+
+    name: str = Field(
+        min_length=1,
+        description="Model id: an HF repo id for the local backend, a Customizer config (e.g. "
+        "'meta/llama-3.2-1b-instruct@v1.0.0+A100') for the customizer backend.",
+    )
+    pvc: PvcLocation | None = Field(default=None, description="Load the weights from this directory instead.")
+    hub: HubLocation | None = None
+
+
+class TrainingType(str, Enum):
+    DPO = "dpo"
+    SFT = "sft"
+
+
+class FinetuningType(str, Enum):
+    LORA = "lora"
+    ALL_WEIGHTS = "all_weights"
+
+
+class DPOParams(ApiModel):
+    ref_policy_kl_penalty: float = Field(default=0.1, gt=0.0, description="beta of the DPO loss.")
+    preference_loss_weight: float = Field(default=1.0, ge=0.0)
+    preference_average_log_probs: bool = False
+    sft_loss_weight: float = Field(default=0.0, ge=0.0)
+
+
+class LoraParams(ApiModel):
+    rank: int = Field(default=16, ge=1, le=1024)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(default=None, description="Module names; the model's defaults when unset.")
+
+
+class Hyperparameters(ApiModel):
+    training_type: TrainingType = TrainingType.DPO
+    finetuning_type: FinetuningType = FinetuningType.LORA
+    epochs: int = Field(default=1, ge=1, le=1000)
+    batch_size: int = Field(default=8, ge=1, le=65536)
+    learning_rate: float = Field(default=5e-6, gt=0.0, lt=1.0)
+    max_seq_length: int = Field(default=1024, ge=8, le=1_048_576)
+    seed: int = Field(default=42, ge=0)
+    dpo: DPOParams = nested(DPOParams)
+    lora: LoraParams = nested(LoraParams)
+
+    @model_validator(mode="after")
+    def _weights_make_sense(self) -> "Hyperparameters":
+        if self.training_type == TrainingType.DPO.value and self.dpo.preference_loss_weight == 0 and self.dpo.sft_loss_weight == 0:
+            raise ValueError("dpo.preferenceLossWeight and dpo.sftLossWeight are both 0: the loss would be identically zero")
+        return self
+
+
+class Precision(str, Enum):
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class LocalBackend(ApiModel):
+    num_nodes: int = Field(default=1, ge=1, le=1024)
+    gpus_per_node: int = Field(default=1, ge=0, le=64, description="0 trains on CPU (tests, demos).")
+    output: PvcLocation | None = Field(default=None, description="Where checkpoints and the final model go.")
+    precision: Precision = Precision.BF16
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    save_every_steps: int | None = Field(default=None, ge=1)
+
+
+class CustomizerBackend(ApiModel):
+    entity_store_url: str = Field(min_length=1, description="NeMo Entity Store root, e.g. http://nemo-entity-store:8000.")
+    customizer_url: str | None = Field(default=None, description="NeMo Customizer root; entityStoreUrl when unset.")
+    datastore_url: str = Field(min_length=1, description="NeMo Datastore root, e.g. http://nemo-datastore:3000.")
+    namespace: str = Field(default="dpo", min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    dataset_name: str | None = Field(default=None, description="Dataset name; the training job's name when unset.")
+    output_model: str | None = Field(default=None, description="namespace/name of the trained model.")
+    api_key_secret_ref: SecretKeyRef | None = None
+    hf_token_secret_ref: SecretKeyRef | None = None
+    poll_interval_seconds: float = Field(default=30.0, ge=1.0)
+    max_consecutive_poll_failures: int = Field(default=10, ge=1)
+
+
+class Backend(str, Enum):
+    LOCAL = "local"
+    CUSTOMIZER = "customizer"
+
+
+class DPOTrainingJobSpec(ApiModel):
+    dataset: DatasetSource = Field(json_schema_extra=immutable("dataset is immutable; create a new DPOTrainingJob"))
+    model: ModelSource = Field(json_schema_extra=immutable("model is immutable; create a new DPOTrainingJob"))
+    backend: Backend = Field(default=Backend.LOCAL, json_schema_extra=immutable("backend is immutable"))
+    hyperparameters: Hyperparameters = nested(Hyperparameters, **immutable("hyperparameters are immutable"))
+    local: LocalBackend | None = None
+    customizer: CustomizerBackend | None = None
+    template: PodOptions = nested(PodOptions)
+    job: JobControls = nested(JobControls)
+    deploy_on_completion: DeploymentTemplate | None = Field(
+        default=None, description="Create a ModelDeployment owned by this job when it succeeds."
+    )
+    suspend: bool = False
+
+    @model_validator(mode="after")
+    def _backend_block(self) -> "DPOTrainingJobSpec":
+        if self.backend == Backend.CUSTOMIZER.value and self.customizer is None:
+            raise ValueError("backend 'customizer' needs the 'customizer' block (entityStoreUrl, datastoreUrl)")
+        if self.backend == Backend.LOCAL.value and self.customizer is not None:
+            raise ValueError("'customizer' is set but backend is 'local'; set backend: customizer or drop the block")
+        return self
+
+
+class TrainingProgress(ApiModel):
+    percentage_done: float | None = None
+    epochs_completed: int | None = None
+    steps_completed: int | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+
+
+class DPOTrainingJobStatus(CommonStatus):
+    job_name: str | None = None
+    remote_job_id: str | None = None
+    output_model: str | None = None
+    progress: TrainingProgress | None = None
+    dataset_location: str | None = None
+    consecutive_poll_failures: int | None = None
+    deployment_name: str | None = None
+    failure_reason: str | None = None
+
+
+KIND = KindInfo(
+    kind="DPOTrainingJob",
+    plural="dpotrainingjobs",
+    singular="dpotrainingjob",
+    short_names=["dpotj"],
+    spec_model=DPOTrainingJobSpec,
+    status_model=DPOTrainingJobStatus,
+    printer_columns=[
+        PrinterColumn("Backend", "string", ".spec.backend"),
+        PrinterColumn("Phase", "string", ".status.phase"),
+        PrinterColumn("Progress", "number", ".status.progress.percentageDone", description="Percent done"),
+        PrinterColumn("Model", "string", ".status.outputModel", priority=1),
+    ],
+)

@@ -1,0 +1,20 @@
+"""Operator-wide settings, read from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    workload_image: str
+    nim_image: str
+    data_root: str = "/data"
+
+    @classmethod
+    def from_env(cls) -> "OperatorConfig":
+        return cls(
+            workload_image=os.environ.get("DPO_WORKLOAD_IMAGE", "ghcr.io/dpo-operator/dpo-workload:0.1.0"),
+            nim_image=os.environ.get("DPO_NIM_IMAGE", "nvcr.io/nim/meta/llama-3.2-1b-instruct:latest"),
+        )

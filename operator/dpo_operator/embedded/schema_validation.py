@@ -1,0 +1,127 @@
+"""What a real API server does with a custom resource's ``openAPIV3Schema`` on create and update.
+
+In order: apply defaults, prune (or with ``fieldValidation=Strict`` reject) unknown fields, validate
+against the schema (OpenAPI 3.0), then evaluate the CEL rules of ``x-kubernetes-validations``,
+including transition rules that compare ``self`` with ``oldSelf``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import celpy
+from openapi_schema_validator import OAS30Validator
+
+
+class InvalidObject(Exception):
+    """The object does not satisfy the schema; ``causes`` are 'path: message' strings."""
+
+    def __init__(self, causes: list[str]) -> None:
+        super().__init__("; ".join(causes))
+        self.causes = causes
+
+
+def apply_defaults(schema: dict[str, Any], obj: Any) -> None:
+    """Fill unset properties that have a ``default``, recursing into the objects that exist."""
+    if isinstance(obj, dict):
+        for name, child_schema in (schema.get("properties") or {}).items():
+            if name not in obj and "default" in child_schema:
+                obj[name] = copy.deepcopy(child_schema["default"])
+            if name in obj:
+                apply_defaults(child_schema, obj[name])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for value in obj.values():
+                apply_defaults(extra, value)
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for item in obj:
+            apply_defaults(schema["items"], item)
+
+
+def unknown_fields(schema: dict[str, Any], obj: Any, path: str = "", prune: bool = False) -> list[str]:
+    """Paths of fields the schema does not declare; with ``prune`` they are also removed."""
+    found: list[str] = []
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return found
+    if isinstance(obj, dict):
+        properties = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for name in list(obj):
+            child_path = f"{path}.{name}" if path else name
+            if properties is not None and name in properties:
+                found += unknown_fields(properties[name], obj[name], child_path, prune)
+            elif isinstance(extra, dict):
+                found += unknown_fields(extra, obj[name], child_path, prune)
+            else:
+                found.append(child_path)
+                if prune:
+                    del obj[name]
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(obj):
+            found += unknown_fields(schema["items"], item, f"{path}[{index}]", prune)
+    return found
+
+
+@lru_cache(maxsize=256)
+def _compile(rule: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def _rule_errors(schema: dict[str, Any], new: Any, old: Any, path: str) -> list[str]:
+    errors: list[str] = []
+    for validation in schema.get("x-kubernetes-validations") or []:
+        rule = validation["rule"]
+        is_transition = "oldSelf" in rule
+        if is_transition and old is None:
+            continue  # transition rules only apply to updates of an existing value
+        activation = {"self": celpy.json_to_cel(new)}
+        if is_transition:
+            activation["oldSelf"] = celpy.json_to_cel(old)
+        try:
+            passed = bool(_compile(rule).evaluate(activation))
+        except celpy.CELEvalError as exc:
+            errors.append(f"{path or '<root>'}: rule {rule!r} could not be evaluated: {exc}")
+            continue
+        if not passed:
+            errors.append(f"{path or '<root>'}: Invalid value: {validation.get('message') or 'failed rule: ' + rule}")
+    if isinstance(new, dict):
+        for name, child in (schema.get("properties") or {}).items():
+            if name in new:
+                old_child = old.get(name) if isinstance(old, dict) else None
+                errors += _rule_errors(child, new[name], old_child, f"{path}.{name}" if path else name)
+    return errors
+
+
+@dataclass
+class ResourceSchema:
+    """The validation schema of one served version of a custom resource."""
+
+    open_api: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self._validator = OAS30Validator(self.open_api)
+
+    def admit(self, obj: dict[str, Any], old: dict[str, Any] | None, strict: bool) -> dict[str, Any]:
+        """Return the object as it would be stored (defaulted, pruned) or raise :class:`InvalidObject`."""
+        obj = copy.deepcopy(obj)
+        metadata = obj.pop("metadata", None)
+        apply_defaults(self.open_api, obj)
+        unknown = unknown_fields(self.open_api, obj, prune=not strict)
+        if strict and unknown:
+            raise InvalidObject([f'{path}: unknown field "{path}"' for path in unknown])
+        causes = []
+        for error in self._validator.iter_errors(obj):
+            where = ".".join(str(p) for p in error.absolute_path) or "<root>"
+            causes.append(f"{where}: {error.message}")
+        if not causes:
+            old_body = {k: v for k, v in (old or {}).items() if k != "metadata"} if old is not None else None
+            causes = _rule_errors(self.open_api, obj, old_body, "")
+        if causes:
+            raise InvalidObject(causes)
+        if metadata is not None:
+            obj["metadata"] = metadata
+        return obj

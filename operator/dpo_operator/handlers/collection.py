@@ -1,0 +1,165 @@
+"""DPOCollection reconciler: one collection Job per resource, status read back from the Job and its pod."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from dpo_operator.api import GROUP, VERSION
+from dpo_operator.api.collection import KIND, DPOCollectionSpec
+from dpo_operator.api.common import Phase
+from dpo_operator.config import OperatorConfig
+from dpo_operator.handlers.common import InvalidSpec, parse_spec, reconcile_guard
+from dpo_operator.kube import client
+from dpo_operator.kube.jobs import JobState, ensure_job, get_job, job_state, pod_results, set_suspended
+from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
+from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
+from dpo_operator.kube.status import Outcome, is_terminal, write_status
+
+log = logging.getLogger(__name__)
+SPEC_ENV = "DPO_COLLECTION_SPEC"
+
+
+def job_name(name: str) -> str:
+    return child_name(name, "collect")
+
+
+def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    labels = labels_for(KIND.kind, name, "collector")
+    volumes, mounts = [], []
+    if spec.output.pvc is not None:
+        volumes.append(pvc_volume("output", spec.output.pvc))
+        mounts.append({"name": "output", "mountPath": config.data_root})
+    env = [
+        {"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
+        {"name": "DPO_DATA_ROOT", "value": config.data_root},
+        {"name": "DPO_RESOURCE_NAME", "value": name},
+        *secret_env("OPENAI_API_KEY", spec.llm.api_key_secret_ref),
+        *secret_env("HF_TOKEN", spec.output.hub.token_secret_ref if spec.output.hub else None),
+    ]
+    collector = container(
+        spec.template, name="collector", default_image=config.workload_image,
+        command=["dpo-operator", "collect", "--spec-env", SPEC_ENV, "--result-file", "/dev/termination-log"],
+        env=env, volume_mounts=mounts,
+    )
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.job.backoff_limit,
+        "suspend": spec.suspend,
+        "template": {
+            "metadata": pod_metadata(spec.template, labels),
+            "spec": pod_spec(spec.template, [collector], volumes=volumes),
+        },
+    }
+    if spec.job.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.job.active_deadline_seconds
+    if spec.job.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name),
+            "namespace": body["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(KIND.kind, body)],
+        },
+        "spec": job_spec,
+    }
+
+
+def _result_fields(result: dict[str, Any]) -> dict[str, Any]:
+    pairs = result.get("pairs") or {}
+    return {
+        "pairs": {k: int(pairs.get(k, 0)) for k in ("total", "training", "validation")},
+        "candidates": result.get("candidates"),
+        "runsCompleted": result.get("runsCompleted"),
+        "runsFailed": result.get("runsFailed"),
+        "meanScoreDiff": result.get("meanScoreDiff"),
+        "datasetLocation": result.get("datasetLocation"),
+    }
+
+
+def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome:
+    fields: dict[str, Any] = {"jobName": job["metadata"]["name"]}
+    if state.phase == Phase.SUCCEEDED.value:
+        result = next((r for r in pod_results(namespace, job["metadata"]["name"]) if "pairs" in r), None)
+        if result is None:
+            return Outcome(state.phase, "ResultUnavailable",
+                           "the collection job completed but its pod's result could not be read", fields)
+        fields.update(_result_fields(result))
+        total = fields["pairs"]["total"]
+        return Outcome(state.phase, "Collected", f"collected {total} preference pairs", fields)
+    if state.phase == Phase.FAILED.value:
+        errors = [r["error"] for r in pod_results(namespace, job["metadata"]["name"]) if r.get("error")]
+        message = state.message + (f"; last pod error: {errors[0]}" if errors else "")
+        fields["failureReason"] = state.reason
+        return Outcome(state.phase, state.reason, message, fields)
+    return Outcome(state.phase, state.reason, state.message, fields)
+
+
+def _needs_retry_after_fix(body: Any) -> bool:
+    """A spec fixed after an InvalidSpec failure gets another chance; other terminal states are final."""
+    status = body.get("status") or {}
+    failed = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
+    return failed.get("reason") == "InvalidSpec" and body["metadata"].get("generation") != status.get("observedGeneration")
+
+
+def reconcile(body: Any) -> None:
+    if is_terminal(body) and not _needs_retry_after_fix(body):
+        return
+    spec = parse_spec(DPOCollectionSpec, body)
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    recorded_job = (body.get("status") or {}).get("jobName")
+    if recorded_job and get_job(namespace, recorded_job) is None:
+        write_status(KIND, body, Outcome(
+            Phase.FAILED.value, "JobMissing",
+            f"job {recorded_job} disappeared before its result was recorded (deleted, or removed by "
+            "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
+            {"failureReason": "JobMissing"}))
+        return
+    job = ensure_job(namespace, job_manifest(body, spec, OperatorConfig.from_env()))
+    job = set_suspended(namespace, job, spec.suspend)
+    write_status(KIND, body, outcome_for(namespace, job, job_state(job)))
+
+
+@kopf.on.create(GROUP, VERSION, KIND.plural)
+@kopf.on.resume(GROUP, VERSION, KIND.plural)
+@kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
+def collection_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+    reconcile_guard(KIND, body, retry, lambda: reconcile(body))
+
+
+def _read(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return client.custom().get_namespaced_custom_object(GROUP, VERSION, namespace, KIND.plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
+def collection_job_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+    """Job progress (pods started, completion, failure) flows into the owner's status."""
+    if type == "DELETED":
+        return
+    owner = _read(namespace, body["metadata"]["labels"][owner_label(KIND.kind)])
+    if owner is None:
+        return
+    try:
+        reconcile(owner)
+    except InvalidSpec:
+        return  # reported by the resource's own handler
+    except ApiException as exc:
+        log.warning("could not update DPOCollection %s/%s from its job: %s", namespace, owner["metadata"]["name"], exc)
+
+
+@kopf.timer(GROUP, VERSION, KIND.plural, interval=120, initial_delay=120, when=lambda body, **_: not is_terminal(body))
+def collection_resync(body: kopf.Body, retry: int, **_: Any) -> None:
+    """A periodic level-based resync, in case a Job event was missed."""
+    reconcile_guard(KIND, body, retry, lambda: reconcile(body))

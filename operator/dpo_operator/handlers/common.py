@@ -1,0 +1,97 @@
+"""What every reconciler shares: spec parsing, and the line between transient and permanent failures.
+
+- A spec that fails the pydantic model ends in phase Failed, reason ``InvalidSpec``, and is not retried.
+- API 409/429/5xx and network errors are transient: kopf retries them with exponential backoff.
+- Other API errors (400/403/404/422) are permanent for the resource: phase Failed with the API's message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kopf
+import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
+from pydantic import BaseModel, ValidationError
+
+from dpo_operator.api import KindInfo
+from dpo_operator.api.common import Phase
+from dpo_operator.kube.status import Outcome, write_status
+
+log = logging.getLogger(__name__)
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+TRANSIENT_HTTP = {409, 429, 500, 502, 503, 504}
+MAX_BACKOFF_SECONDS = 300.0
+
+
+class InvalidSpec(Exception):
+    """The spec cannot be acted on; the message says what to fix."""
+
+
+class PermanentFailure(Exception):
+    """Something outside the spec failed for good (e.g. a referenced object is unusable)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def describe_validation_error(exc: ValidationError, root: str = "spec") -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in (root, *error["loc"]) if p != "")
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{location}: {message}")
+    return "; ".join(parts)
+
+
+def parse_spec(model: type[SpecT], body: Any) -> SpecT:
+    try:
+        return model.model_validate(dict(body.get("spec") or {}))
+    except ValidationError as exc:
+        raise InvalidSpec(describe_validation_error(exc)) from None
+
+
+def backoff_delay(retry: int) -> float:
+    return min(MAX_BACKOFF_SECONDS, 2.0 ** min(retry, 10))
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in TRANSIENT_HTTP or exc.status == 0
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def api_message(exc: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(exc.body or "{}").get("message") or str(exc.reason)
+    except (ValueError, AttributeError):
+        return f"{exc.status} {exc.reason}"
+
+
+def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], None], done_condition: str = "Succeeded") -> None:
+    """Run one reconcile; turn its failures into status and kopf's retry semantics."""
+    try:
+        action()
+    except InvalidSpec as exc:
+        write_status(kind, body, Outcome(Phase.FAILED.value, "InvalidSpec", str(exc)), done_condition)
+        raise kopf.PermanentError(f"invalid spec: {exc}") from None
+    except PermanentFailure as exc:
+        write_status(kind, body, Outcome(Phase.FAILED.value, exc.reason, str(exc)), done_condition)
+        raise kopf.PermanentError(str(exc)) from None
+    except Exception as exc:
+        if is_transient(exc):
+            delay = backoff_delay(retry)
+            log.warning("transient failure reconciling %s/%s (retry %d in %.0fs): %s", kind.kind,
+                        body["metadata"]["name"], retry, delay, exc)
+            raise kopf.TemporaryError(f"transient: {exc}", delay=delay) from exc
+        if isinstance(exc, ApiException):
+            message = f"the Kubernetes API refused a request ({exc.status}): {api_message(exc)}"
+            write_status(kind, body, Outcome(Phase.FAILED.value, "ApiError", message), done_condition)
+            raise kopf.PermanentError(message) from None
+        raise

@@ -1,0 +1,26 @@
+"""Operator-wide kopf settings and startup."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from dpo_operator.api import GROUP
+from dpo_operator.kube import client
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Handler progress lives in annotations, so our status schema stays strict and free of kopf's fields.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.reconnect_backoff = 1.0
+    settings.queueing.worker_limit = 64
+    settings.execution.max_workers = 16
+    client.load()

@@ -1,0 +1,98 @@
+"""batch/v1 Jobs the operator owns: create once, read their state, read their pods' results."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from dpo_operator.api.common import Phase
+from dpo_operator.kube import client
+
+log = logging.getLogger(__name__)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return client.api_client().sanitize_for_serialization(obj)
+
+
+def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return to_dict(client.batch().read_namespaced_job(name, namespace))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def ensure_job(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Create the Job, or return the one that already exists under its deterministic name."""
+    name = manifest["metadata"]["name"]
+    existing = get_job(namespace, name)
+    if existing is not None:
+        return existing
+    try:
+        return to_dict(client.batch().create_namespaced_job(namespace, manifest))
+    except ApiException as exc:
+        if exc.status == 409:  # created meanwhile (another worker or a restarted operator): adopt it
+            found = get_job(namespace, name)
+            if found is not None:
+                return found
+        raise
+
+
+def set_suspended(namespace: str, job: dict[str, Any], suspend: bool) -> dict[str, Any]:
+    if bool(job["spec"].get("suspend")) == suspend:
+        return job
+    return to_dict(client.batch().patch_namespaced_job(job["metadata"]["name"], namespace, {"spec": {"suspend": suspend}}))
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: str
+    reason: str
+    message: str
+
+
+def job_state(job: dict[str, Any]) -> JobState:
+    """The phase a Job implies (Pending / Running / Suspended / Succeeded / Failed) and why."""
+    status = job.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return JobState(Phase.SUCCEEDED.value, "JobComplete", "the job completed")
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            reason = condition.get("reason") or "JobFailed"
+            return JobState(Phase.FAILED.value, reason, condition.get("message") or f"the job failed ({reason})")
+    if job["spec"].get("suspend"):
+        return JobState(Phase.SUSPENDED.value, "Suspended", "the job is suspended")
+    if (status.get("active") or 0) > 0:
+        return JobState(Phase.RUNNING.value, "PodsRunning", f"{status['active']} pod(s) running")
+    return JobState(Phase.PENDING.value, "JobCreated", "waiting for the job's pods to start")
+
+
+def pod_results(namespace: str, job_name: str) -> list[dict[str, Any]]:
+    """Termination messages (JSON objects) of the Job's terminated containers, newest first.
+
+    The workload writes its result summary to /dev/termination-log, so pods need no API permissions.
+    """
+    pods = client.core().list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}")
+    results: list[tuple[str, dict[str, Any]]] = []
+    for pod in to_dict(pods).get("items", []):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            message = terminated.get("message")
+            if not message:
+                continue
+            try:
+                parsed = json.loads(message)
+            except ValueError:
+                parsed = {"error": message.strip()[-2000:]}
+            if isinstance(parsed, dict):
+                parsed.setdefault("exitCode", terminated.get("exitCode"))
+                results.append((terminated.get("finishedAt") or "", parsed))
+    return [result for _, result in sorted(results, key=lambda item: item[0], reverse=True)]

@@ -1,0 +1,71 @@
+"""Write a custom resource's status through the status subresource, following Kubernetes conventions.
+
+A reconcile ends in an :class:`Outcome` (phase, reason, message and per-kind fields); this module turns it
+into ``phase``, ``conditions`` (Progressing / Failed / Suspended / the kind's done-condition),
+``observedGeneration`` and start/completion times, and patches only when something changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dpo_operator.api import GROUP, VERSION, KindInfo
+from dpo_operator.api.common import Phase
+from dpo_operator.kube import client
+from dpo_operator.kube.conditions import now, set_condition
+
+TERMINAL_PHASES = {Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.CANCELLED.value}
+ACTIVE_PHASES = {Phase.PENDING.value, Phase.RUNNING.value, Phase.PROGRESSING.value}
+
+
+@dataclass
+class Outcome:
+    phase: str
+    reason: str
+    message: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def is_terminal(body: Any) -> bool:
+    return ((body.get("status") or {}).get("phase")) in TERMINAL_PHASES
+
+
+def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, Any]:
+    """The full status an outcome implies, given the object's current status."""
+    old = dict(body.get("status") or {})
+    generation = body["metadata"].get("generation")
+    phase = outcome.phase
+    conditions = old.get("conditions")
+    conditions = set_condition(conditions, "Progressing", phase in ACTIVE_PHASES,
+                               outcome.reason if phase in ACTIVE_PHASES else phase, outcome.message if phase in ACTIVE_PHASES else "", generation)
+    conditions = set_condition(conditions, done_condition, phase in (Phase.SUCCEEDED.value, Phase.READY.value),
+                               outcome.reason if phase in (Phase.SUCCEEDED.value, Phase.READY.value) else phase,
+                               outcome.message if phase in (Phase.SUCCEEDED.value, Phase.READY.value) else "", generation)
+    failed = phase in (Phase.FAILED.value, Phase.CANCELLED.value)
+    conditions = set_condition(conditions, "Failed", failed, outcome.reason if failed else "NoFailure",
+                               outcome.message if failed else "", generation)
+    suspended = phase == Phase.SUSPENDED.value
+    conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else "NotSuspended",
+                               outcome.message if suspended else "", generation)
+    status = {**old, **outcome.fields}
+    status.update(phase=phase, message=outcome.message, observedGeneration=generation, conditions=conditions)
+    if phase != Phase.PENDING.value and not status.get("startTime"):
+        status["startTime"] = now()
+    if phase in TERMINAL_PHASES and not status.get("completionTime"):
+        status["completionTime"] = now()
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def write_status(kind: KindInfo, body: Any, outcome: Outcome, done_condition: str = "Succeeded") -> dict[str, Any]:
+    """Patch the status subresource if the outcome changes it; returns the status now in force."""
+    old = dict(body.get("status") or {})
+    new = build_status(body, outcome, done_condition)
+    if old == new:
+        return old
+    removed = {key: None for key in old if key not in new}
+    client.custom().patch_namespaced_custom_object_status(
+        GROUP, VERSION, body["metadata"]["namespace"], kind.plural, body["metadata"]["name"],
+        {"status": {**removed, **new}},
+    )
+    return new

@@ -1,0 +1,66 @@
+"""Fixtures: an API server (embedded emulator, or a real cluster via $DPO_E2E_KUBECONFIG) and the real operator.
+
+Tests talk to the Kubernetes API only (the kubernetes client over HTTP), so the same tests run against a real
+cluster: `DPO_E2E_KUBECONFIG=~/.kube/config pytest -m e2e` (the CRDs must be installed there).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from dpo_operator import crdgen
+from tests.kubehelpers import Kube
+
+REAL_CLUSTER = os.environ.get("DPO_E2E_KUBECONFIG")
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[Path]:
+    if REAL_CLUSTER:
+        os.environ["KUBECONFIG"] = REAL_CLUSTER
+        yield Path(REAL_CLUSTER)
+        return
+    from dpo_operator.embedded.cluster import EmbeddedCluster
+
+    with EmbeddedCluster() as cluster:
+        cluster.use_as_default()
+        yield cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kube(kubeconfig: Path) -> Kube:
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    kube = Kube(kubernetes.client.ApiClient(configuration))
+    if not REAL_CLUSTER:
+        for crd in crdgen.all_crds():
+            kube.apply_crd(crd)
+    return kube
+
+
+@pytest.fixture()
+def namespace(kube: Kube) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.core.create_namespace({"metadata": {"name": name}})
+    yield name
+    try:
+        kube.core.delete_namespace(name)
+    except kubernetes.client.ApiException:
+        pass
+
+
+@pytest.fixture()
+def operator(kube: Kube, namespace: str) -> Iterator[None]:
+    """The real operator (kopf), watching this test's namespace, in a background thread."""
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        yield
+    assert runner.exception is None or isinstance(runner.exception, SystemExit), runner.output

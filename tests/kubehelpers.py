@@ -1,0 +1,125 @@
+"""Test helpers over the Kubernetes API: typed shortcuts for our kinds and polling waits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from dpo_operator.api import GROUP, VERSION
+
+T = TypeVar("T")
+
+PLURALS = {"DPOCollection": "dpocollections", "DPOTrainingJob": "dpotrainingjobs", "ModelDeployment": "modeldeployments"}
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> T:
+    """Poll until ``probe`` returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except ApiException as exc:
+            last = exc
+        if last and not isinstance(last, ApiException):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class Kube:
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.api = api
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.batch = kubernetes.client.BatchV1Api(api)
+        self.apps = kubernetes.client.AppsV1Api(api)
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.ext = kubernetes.client.ApiextensionsV1Api(api)
+
+    def to_dict(self, obj: Any) -> dict[str, Any]:
+        return self.api.sanitize_for_serialization(obj)
+
+    def apply_crd(self, crd: dict[str, Any]) -> None:
+        try:
+            self.ext.create_custom_resource_definition(crd)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    # -- our custom resources
+
+    def create(self, kind: str, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], body)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name)
+
+    def patch_spec(self, kind: str, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name, {"spec": spec})
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name)
+
+    def exists(self, kind: str, namespace: str, name: str) -> bool:
+        try:
+            self.get(kind, namespace, name)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def wait_phase(self, kind: str, namespace: str, name: str, phase: str, timeout: float = 20.0) -> dict[str, Any]:
+        return wait_for(
+            lambda: (obj := self.get(kind, namespace, name)) and (obj.get("status") or {}).get("phase") == phase and obj,
+            timeout=timeout, what=f"{kind} {namespace}/{name} phase {phase}",
+        )
+
+    # -- built-ins
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.to_dict(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def jobs(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        return self.to_dict(self.batch.list_namespaced_job(namespace, label_selector=selector))["items"]
+
+    def finish_job(self, namespace: str, job_name: str, *, succeeded: bool, message: str = "",
+                   reason: str = "BackoffLimitExceeded", exit_code: int | None = None) -> None:
+        """Play the job controller and kubelet: a terminated pod with a termination message, then the Job's
+        final condition (what a cluster would do when the workload exits)."""
+        job = self.job(namespace, job_name)
+        assert job is not None, f"job {job_name} not found"
+        pod = {
+            "metadata": {
+                "name": f"{job_name}-pod",
+                "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                                     "uid": job["metadata"]["uid"], "controller": True}],
+            },
+            "spec": {"containers": [{"name": "main", "image": "x"}], "restartPolicy": "Never"},
+        }
+        self.core.create_namespaced_pod(namespace, pod)
+        terminated = {"exitCode": 0 if succeeded else (exit_code or 1), "message": message,
+                      "reason": "Completed" if succeeded else "Error", "finishedAt": "2026-01-01T00:00:00Z"}
+        self.core.patch_namespaced_pod_status(f"{job_name}-pod", namespace, {"status": {
+            "phase": "Succeeded" if succeeded else "Failed",
+            "containerStatuses": [{"name": "main", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
+                                   "state": {"terminated": terminated}}]}})
+        condition = {"type": "Complete" if succeeded else "Failed", "status": "True",
+                     "reason": "Completed" if succeeded else reason, "message": "" if succeeded else f"Job has reached the specified {reason}",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z", "lastProbeTime": "2026-01-01T00:00:00Z"}
+        self.batch.patch_namespaced_job_status(job_name, namespace, {"status": {
+            "conditions": [condition], "succeeded": 1 if succeeded else 0, "failed": 0 if succeeded else 1, "active": 0}})
+
+    def start_job(self, namespace: str, job_name: str) -> None:
+        self.batch.patch_namespaced_job_status(job_name, namespace, {"status": {"active": 1, "startTime": "2026-01-01T00:00:00Z"}})

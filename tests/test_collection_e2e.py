@@ -1,0 +1,108 @@
+"""DPOCollection against the (emulated) Kubernetes API with the real operator running."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.kubehelpers import Kube, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SPEC = {
+    "workflow": {"name": "tictactoe", "numExamples": 8},
+    "llm": {"baseUrl": "http://nim.example:8000/v1", "model": "meta/llama-3.2-1b-instruct",
+            "apiKeySecretRef": {"name": "nim-key", "key": "api-key"}},
+    "output": {"pvc": {"claimName": "dpo-data", "path": "/datasets/ttt"}},
+    "template": {"resources": {"limits": {"nvidia.com/gpu": 1}}, "nodeSelector": {"gpu": "yes"}},
+    "job": {"activeDeadlineSeconds": 3600},
+}
+RESULT = {"pairs": {"total": 10, "training": 8, "validation": 2}, "candidates": 32, "runsCompleted": 1,
+          "runsFailed": 0, "meanScoreDiff": 0.75, "datasetLocation": "pvc://dpo-data/datasets/ttt"}
+
+
+def test_collection_launches_job_reports_result_and_cleans_up(kube: Kube, namespace: str, operator: None) -> None:
+    kube.create("DPOCollection", namespace, "ttt", SPEC)
+
+    job = wait_for(lambda: kube.job(namespace, "ttt-collect"), what="collection job")
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "DPOCollection" and owner["name"] == "ttt" and owner["controller"] is True
+    assert job["spec"]["activeDeadlineSeconds"] == 3600 and job["spec"]["backoffLimit"] == 2
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"gpu": "yes"}
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "dpo-data"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "nim-key", "key": "api-key"}
+    assert json.loads(env["DPO_COLLECTION_SPEC"]["value"])["workflow"]["numExamples"] == 8
+
+    pending = kube.wait_phase("DPOCollection", namespace, "ttt", "Pending")
+    assert pending["status"]["jobName"] == "ttt-collect"
+    assert pending["status"]["observedGeneration"] == pending["metadata"]["generation"]
+
+    kube.start_job(namespace, "ttt-collect")
+    running = kube.wait_phase("DPOCollection", namespace, "ttt", "Running")
+    assert running["status"]["startTime"]
+
+    kube.finish_job(namespace, "ttt-collect", succeeded=True, message=json.dumps(RESULT))
+    done = kube.wait_phase("DPOCollection", namespace, "ttt", "Succeeded")
+    status = done["status"]
+    assert status["pairs"] == {"total": 10, "training": 8, "validation": 2}
+    assert status["candidates"] == 32 and status["meanScoreDiff"] == 0.75
+    assert status["datasetLocation"] == "pvc://dpo-data/datasets/ttt"
+    assert status["completionTime"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Succeeded"]["status"] == "True" and conditions["Progressing"]["status"] == "False"
+    assert conditions["Succeeded"]["observedGeneration"] == done["metadata"]["generation"]
+
+    kube.delete("DPOCollection", namespace, "ttt")
+    wait_for(lambda: not kube.exists("DPOCollection", namespace, "ttt"), what="collection deleted")
+    wait_for(lambda: kube.job(namespace, "ttt-collect") is None, what="job garbage-collected")
+    wait_for(lambda: not kube.core.list_namespaced_pod(namespace).items, what="pods garbage-collected")
+
+
+def test_failed_job_reports_reason_and_pod_error(kube: Kube, namespace: str, operator: None) -> None:
+    kube.create("DPOCollection", namespace, "boom", SPEC)
+    wait_for(lambda: kube.job(namespace, "boom-collect"), what="collection job")
+    kube.finish_job(namespace, "boom-collect", succeeded=False, reason="DeadlineExceeded",
+                    message=json.dumps({"error": "LLM endpoint http://nim.example:8000/v1 unreachable"}))
+    failed = kube.wait_phase("DPOCollection", namespace, "boom", "Failed")
+    assert failed["status"]["failureReason"] == "DeadlineExceeded"
+    assert "unreachable" in failed["status"]["message"]
+    assert {c["type"]: c["reason"] for c in failed["status"]["conditions"]}["Failed"] == "DeadlineExceeded"
+
+
+def test_invalid_spec_fails_with_actionable_message_and_no_job(kube: Kube, namespace: str, operator: None) -> None:
+    spec = {**SPEC, "candidatesPerTurn": 1}  # schema-valid, but no pair can come from one candidate
+    kube.create("DPOCollection", namespace, "single", spec)
+    failed = kube.wait_phase("DPOCollection", namespace, "single", "Failed")
+    condition = {c["type"]: c for c in failed["status"]["conditions"]}["Failed"]
+    assert condition["reason"] == "InvalidSpec"
+    assert "candidatesPerTurn must be at least 2" in condition["message"]
+    assert kube.jobs(namespace) == []
+
+
+def test_suspend_pauses_and_resumes_the_job(kube: Kube, namespace: str, operator: None) -> None:
+    kube.create("DPOCollection", namespace, "paused", {**SPEC, "suspend": True})
+    job = wait_for(lambda: kube.job(namespace, "paused-collect"), what="collection job")
+    assert job["spec"]["suspend"] is True
+    kube.wait_phase("DPOCollection", namespace, "paused", "Suspended")
+    kube.patch_spec("DPOCollection", namespace, "paused", {"suspend": False})
+    wait_for(lambda: kube.job(namespace, "paused-collect")["spec"]["suspend"] is False, what="job resumed")
+    kube.wait_phase("DPOCollection", namespace, "paused", "Pending")
+    assert len(kube.jobs(namespace)) == 1
+
+
+def test_operator_restart_adopts_the_existing_job(kube: Kube, namespace: str) -> None:
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
+    with KopfRunner(args, timeout=60):
+        kube.create("DPOCollection", namespace, "again", SPEC)
+        wait_for(lambda: kube.job(namespace, "again-collect"), what="collection job")
+    with KopfRunner(args, timeout=60):
+        kube.start_job(namespace, "again-collect")
+        kube.wait_phase("DPOCollection", namespace, "again", "Running")
+    assert [j["metadata"]["name"] for j in kube.jobs(namespace)] == ["again-collect"]
