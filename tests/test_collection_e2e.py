@@ -106,3 +106,24 @@ def test_operator_restart_adopts_the_existing_job(kube: Kube, namespace: str) ->
         kube.start_job(namespace, "again-collect")
         kube.wait_phase("DPOCollection", namespace, "again", "Running")
     assert [j["metadata"]["name"] for j in kube.jobs(namespace)] == ["again-collect"]
+
+
+def test_real_collector_runs_in_a_local_pod(kube: Kube, namespace: str, operator: None, tmp_path) -> None:  # noqa: ANN001
+    """The Job's real container command (the collector) runs, against an OpenAI-compatible server, and its
+    termination message flows into the status."""
+    from dpo_operator.embedded.executor import LocalExecutor
+    from dpo_operator.embedded.policy_server import PolicyServer
+
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "nim-key"}, "stringData": {"api-key": "sk-1"}})
+    with PolicyServer(seed=2) as policy, LocalExecutor(kube.api, tmp_path, namespace) as executor:
+        spec = {**SPEC, "llm": {**SPEC["llm"], "baseUrl": policy.url}, "numRuns": 2}
+        kube.create("DPOCollection", namespace, "real", spec)
+        done = kube.wait_phase("DPOCollection", namespace, "real", "Succeeded", timeout=60)
+    status = done["status"]
+    dataset = executor.pvc_dir("dpo-data") / "datasets/ttt"
+    train = (dataset / "training/training_file.jsonl").read_text().splitlines()
+    validation = (dataset / "validation/validation_file.jsonl").read_text().splitlines()
+    assert status["pairs"] == {"total": len(train) + len(validation), "training": len(train), "validation": len(validation)}
+    assert status["runsCompleted"] == 2 and status["candidates"] > 0
+    assert status["datasetLocation"] == "pvc://dpo-data/datasets/ttt"
+    assert json.loads((dataset / "metrics.json").read_text())["pairs"] == status["pairs"]

@@ -32,6 +32,44 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_result(path: str | None, payload: str) -> None:
+    """The pod's result for the operator: /dev/termination-log holds at most 4096 bytes."""
+    if path:
+        Path(path).write_text(payload[:4000])
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+
+    from dpo_operator.api.collection import DPOCollectionSpec
+    from dpo_operator.collect.runner import run_collection
+
+    raw = os.environ[args.spec_env] if args.spec_env else Path(args.spec).read_text()
+    try:
+        import yaml
+
+        document = yaml.safe_load(raw)
+        spec = DPOCollectionSpec.model_validate(document.get("spec", document) if "kind" in document else document)
+        result = run_collection(spec, data_root=Path(os.environ.get("DPO_DATA_ROOT", "/data")),
+                                output_dir=Path(args.output_dir) if args.output_dir else None,
+                                name=os.environ.get("DPO_RESOURCE_NAME", "local"))
+    except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
+        logging.getLogger("dpo_operator.collect").error("collection failed: %s", exc)
+        _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    _write_result(args.result_file, result.to_json())
+    print(result.to_json())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dpo_operator.embedded.demo import run_demo
+
+    return run_demo(Path(args.workdir), examples=args.examples, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpo-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,11 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="generate the CRDs from the API models")
     crds.add_argument("-o", "--output", default="crds", help="output directory")
     crds.set_defaults(func=_crds)
+
+    collect = sub.add_parser("collect", help="run a preference-pair collection (what a collection pod runs)")
+    source = collect.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", help="a DPOCollection manifest or spec (YAML/JSON file)")
+    source.add_argument("--spec-env", help="environment variable holding the spec as JSON")
+    collect.add_argument("--output-dir", help="write the dataset to this directory instead of spec.output")
+    collect.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
+    collect.set_defaults(func=_collect)
+
+    demo = sub.add_parser("demo", help="run the pipeline on an embedded, emulated cluster (no cluster, no GPU)")
+    demo.add_argument("--workdir", default=".demo", help="where local volumes and pod logs go")
+    demo.add_argument("--examples", type=int, default=24, help="tic-tac-toe positions per collection run")
+    demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    demo.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -1,0 +1,1 @@
+"""The collection runtime: agent episodes with test-time compute -> scored candidates -> preference pairs."""

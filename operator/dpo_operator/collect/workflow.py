@@ -1,0 +1,61 @@
+"""The workflow plugin interface: an agent episode that asks for candidates at each decision point.
+
+A workflow is built by a factory ``factory(config: dict) -> Workflow``, named in the spec either as a
+built-in (``tictactoe``), an import path (``package.module:factory``), or an entry point in the group
+``dpo_operator.workflows``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+from dpo_operator.collect.events import CandidateEvent, Message
+
+Sampler = Callable[[list[Message]], Awaitable[list[str]]]
+"""Returns the candidate responses (as many as the spec asks for) for one decision point."""
+
+
+@dataclass(frozen=True)
+class Example:
+    example_id: str
+    payload: Any
+
+
+class Workflow(Protocol):
+    def examples(self, count: int, seed: int) -> list[Example]:
+        """The dataset examples (episode starting points) of one run."""
+        ...
+
+    async def episode(self, example: Example, sample: Sampler, seed: int) -> list[CandidateEvent]:
+        """Play one episode; return every scored candidate of every decision point."""
+        ...
+
+
+BUILTIN = {"tictactoe": "dpo_operator.collect.tictactoe:TicTacToeWorkflow"}
+
+
+class WorkflowNotFound(ValueError):
+    pass
+
+
+def _import(path: str) -> Callable[..., Workflow]:
+    module_name, _, attribute = path.partition(":")
+    if not attribute:
+        raise WorkflowNotFound(f"workflow {path!r} is neither built-in ({', '.join(BUILTIN)}) nor 'module:factory'")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise WorkflowNotFound(f"cannot load workflow {path!r}: {exc}") from None
+
+
+def load_workflow(name: str, config: dict[str, Any] | None) -> Workflow:
+    if name in BUILTIN:
+        factory = _import(BUILTIN[name])
+    else:
+        plugins = {ep.name: ep for ep in entry_points(group="dpo_operator.workflows")}
+        factory = plugins[name].load() if name in plugins else _import(name)
+    return factory(config or {})

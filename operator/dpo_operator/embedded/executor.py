@@ -1,0 +1,199 @@
+"""A development stand-in for the kubelet and the Job controller: runs each Job's container as a local process.
+
+For the embedded demo and end-to-end tests only; on a real cluster Kubernetes runs the pods. It watches Jobs
+created by the operator, and for each one: creates a Pod, runs the container's command with its env (values
+from Secrets resolved through the API), PVC mounts mapped to local directories and the termination log mapped
+to a local file, then records the outcome as a kubelet and the Job controller would (pod terminated state and
+termination message; Job ``Complete`` or ``Failed`` with ``BackoffLimitExceeded`` / ``DeadlineExceeded``).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class LocalExecutor:
+    def __init__(self, api: kubernetes.client.ApiClient, workdir: Path, namespace: str | None = None,
+                 poll_seconds: float = 0.2) -> None:
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.batch = kubernetes.client.BatchV1Api(api)
+        self.api = api
+        self.workdir = workdir.resolve()
+        self.namespace = namespace
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._started: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        self._poller = threading.Thread(target=self._poll, name="local-executor", daemon=True)
+
+    def pvc_dir(self, claim: str) -> Path:
+        path = self.workdir / "pvc" / claim
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> "LocalExecutor":
+        self._poller.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poller.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def __enter__(self) -> "LocalExecutor":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _list_jobs(self) -> list[dict[str, Any]]:
+        selector = "app.kubernetes.io/managed-by=dpo-operator"
+        if self.namespace:
+            jobs = self.batch.list_namespaced_job(self.namespace, label_selector=selector)
+        else:
+            jobs = self.batch.list_job_for_all_namespaces(label_selector=selector)
+        return self.api.sanitize_for_serialization(jobs)["items"]
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for job in self._list_jobs():
+                    key = job["metadata"]["uid"]
+                    finished = any(c.get("status") == "True" for c in (job.get("status") or {}).get("conditions") or [])
+                    if key in self._started or job["spec"].get("suspend") or finished:
+                        continue
+                    self._started.add(key)
+                    thread = threading.Thread(target=self._run_job, args=(job,), name=f"job-{job['metadata']['name']}",
+                                              daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
+            except Exception:  # noqa: BLE001  (a dev tool: keep polling through API hiccups)
+                log.exception("local executor: listing jobs failed")
+            self._stop.wait(self.poll_seconds)
+
+    # ---------------------------------------------------------------- one job
+
+    def _secret_value(self, namespace: str, name: str, key: str) -> str:
+        secret = self.api.sanitize_for_serialization(self.core.read_namespaced_secret(name, namespace))
+        if key in (secret.get("stringData") or {}):
+            return secret["stringData"][key]
+        return base64.b64decode(secret["data"][key]).decode()
+
+    def _environment(self, namespace: str, container: dict[str, Any], path_map: dict[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV",
+                                                           "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS")}
+        for var in container.get("env") or []:
+            if "value" in var and var["value"] is not None:
+                env[var["name"]] = self._map_paths(var["value"], path_map)
+            elif (ref := (var.get("valueFrom") or {}).get("secretKeyRef")) is not None:
+                env[var["name"]] = self._secret_value(namespace, ref["name"], ref["key"])
+        return env
+
+    @staticmethod
+    def _map_paths(value: str, path_map: dict[str, str]) -> str:
+        for container_path, local_path in sorted(path_map.items(), key=lambda kv: -len(kv[0])):
+            if value == container_path or value.startswith(container_path.rstrip("/") + "/"):
+                return local_path + value[len(container_path):]
+        return value
+
+    def _pod(self, job: dict[str, Any], attempt: int) -> str:
+        name = f"{job['metadata']['name']}-{attempt}"
+        template = job["spec"]["template"]
+        labels = {**(template["metadata"].get("labels") or {}), "batch.kubernetes.io/job-name": job["metadata"]["name"],
+                  "job-name": job["metadata"]["name"]}
+        pod = {"metadata": {"name": name, "labels": labels, "ownerReferences": [{
+                   "apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"],
+                   "controller": True}]},
+               "spec": template["spec"]}
+        self.core.create_namespaced_pod(job["metadata"]["namespace"], pod)
+        self.core.patch_namespaced_pod_status(name, job["metadata"]["namespace"],
+                                              {"status": {"phase": "Running", "startTime": _now()}})
+        return name
+
+    def _run_attempt(self, job: dict[str, Any], attempt: int, deadline: float | None) -> tuple[int, str, bool]:
+        namespace = job["metadata"]["namespace"]
+        spec = job["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        run_dir = self.workdir / "pods" / namespace / f"{job['metadata']['name']}-{attempt}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        path_map = {TERMINATION_LOG: str(run_dir / "termination-log")}
+        for mount in container.get("volumeMounts") or []:
+            claim = (volumes.get(mount["name"], {}).get("persistentVolumeClaim") or {}).get("claimName")
+            path_map[mount["mountPath"]] = str(self.pvc_dir(claim) if claim else run_dir / mount["name"])
+        env = self._environment(namespace, container, path_map)
+        command = [self._map_paths(arg, path_map) for arg in [*container["command"], *(container.get("args") or [])]]
+        if command[0] == "dpo-operator":
+            command = [sys.executable, "-m", "dpo_operator", *command[1:]]
+        pod_name = self._pod(job, attempt)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with open(run_dir / "output.log", "wb") as output:
+            try:
+                code = subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT, timeout=timeout,
+                                      cwd=run_dir).returncode
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                code, timed_out = 137, True
+        termination = Path(path_map[TERMINATION_LOG])
+        message = termination.read_text()[:4096] if termination.exists() else ""
+        if not message and code != 0:  # terminationMessagePolicy: FallbackToLogsOnError
+            message = (run_dir / "output.log").read_text(errors="replace")[-2048:]
+        self.core.patch_namespaced_pod_status(pod_name, namespace, {"status": {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [{"name": container["name"], "image": container.get("image", ""), "imageID": "",
+                                   "ready": False, "restartCount": 0, "state": {"terminated": {
+                                       "exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                       "message": message, "finishedAt": _now()}}}]}})
+        return code, message, timed_out
+
+    def _finish(self, job: dict[str, Any], status: dict[str, Any]) -> None:
+        self.batch.patch_namespaced_job_status(job["metadata"]["name"], job["metadata"]["namespace"], {"status": status})
+
+    def _run_job(self, job: dict[str, Any]) -> None:
+        deadline_s = job["spec"].get("activeDeadlineSeconds")
+        deadline = time.monotonic() + deadline_s if deadline_s else None
+        backoff_limit = job["spec"].get("backoffLimit", 6)
+        try:
+            self._finish(job, {"active": 1, "startTime": _now()})
+            failures = 0
+            while True:
+                code, _, timed_out = self._run_attempt(job, failures, deadline)
+                if code == 0:
+                    self._finish(job, {"active": 0, "succeeded": 1, "completionTime": _now(), "conditions": [
+                        {"type": "Complete", "status": "True", "reason": "Completed", "message": "",
+                         "lastTransitionTime": _now(), "lastProbeTime": _now()}]})
+                    return
+                failures += 1
+                reason = "DeadlineExceeded" if timed_out else "BackoffLimitExceeded" if failures > backoff_limit else ""
+                if reason:
+                    message = ("Job was active longer than specified deadline" if timed_out
+                               else "Job has reached the specified backoff limit")
+                    self._finish(job, {"active": 0, "failed": failures, "conditions": [
+                        {"type": "Failed", "status": "True", "reason": reason, "message": message,
+                         "lastTransitionTime": _now(), "lastProbeTime": _now()}]})
+                    return
+                self._finish(job, {"active": 1, "failed": failures})
+        except ApiException as exc:
+            if exc.status != 404:  # the job was deleted meanwhile
+                log.exception("local executor: job %s failed to run", job["metadata"]["name"])
