@@ -8,16 +8,15 @@ not a language model. ``GET /v1/models`` and ``GET /v1/health/ready`` answer as 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
-import threading
 import time
 from typing import Any
 
 from aiohttp import web
 
 from dpo_operator.collect import tictactoe as ttt
+from dpo_operator.embedded.http_thread import AppThread
 
 BOARD_RE = re.compile(r"Board \('\.' is empty\):\n((?:[XO.] [XO.] [XO.]\n?){3})")
 
@@ -28,20 +27,17 @@ def board_from_messages(messages: list[dict[str, Any]]) -> str | None:
     return match.group(1).replace(" ", "").replace("\n", "") if match else None
 
 
-class PolicyServer:
+class PolicyServer(AppThread):
     def __init__(self, model: str = "toy/tictactoe-policy", skill: float = 0.4, noise: float = 0.15,
                  seed: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.model, self.skill, self.noise = model, skill, noise
-        self.host, self.port = host, port
         self._rng = random.Random(seed)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="policy-server", daemon=True)
-        self._runner: web.AppRunner | None = None
         self.requests = 0
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self.root_url}/v1"
 
     def answer(self, messages: list[dict[str, Any]]) -> str:
         board = board_from_messages(messages)
@@ -74,30 +70,7 @@ class PolicyServer:
     async def _ready(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "health.response", "message": "Service is ready."})
 
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/health/ready", self._ready)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def start(self) -> "PolicyServer":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> "PolicyServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

@@ -1,0 +1,1 @@
+"""Our DPO trainer (the ``local`` backend of DPOTrainingJob). Needs the ``[workload]`` extra (torch, transformers)."""

@@ -1,0 +1,90 @@
+"""The emulated API server behaves like kube-apiserver where the operator and kopf depend on it."""
+
+from __future__ import annotations
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.kubehelpers import Kube
+
+GOOD = {"llm": {"baseUrl": "http://x/v1", "model": "m"}, "output": {"pvc": {"claimName": "d"}}}
+
+
+def test_create_fills_metadata_and_defaults(kube: Kube, namespace: str) -> None:
+    obj = kube.create("DPOCollection", namespace, "a", GOOD)
+    meta = obj["metadata"]
+    assert meta["namespace"] == namespace and meta["uid"] and meta["creationTimestamp"] and meta["generation"] == 1
+    assert int(meta["resourceVersion"]) > 0
+    assert obj["spec"]["candidatesPerTurn"] == 4 and obj["spec"]["workflow"]["name"] == "tictactoe"
+    with pytest.raises(ApiException) as conflict:
+        kube.create("DPOCollection", namespace, "a", GOOD)
+    assert conflict.value.status == 409
+
+
+def test_schema_violations_answer_422_with_the_field(kube: Kube, namespace: str) -> None:
+    with pytest.raises(ApiException) as invalid:
+        kube.create("DPOCollection", namespace, "b", {**GOOD, "numRuns": 0})
+    assert invalid.value.status == 422 and "spec.numRuns" in invalid.value.body
+
+
+def test_status_subresource_and_generation(kube: Kube, namespace: str) -> None:
+    kube.create("DPOCollection", namespace, "c", GOOD)
+    args = ("dpo.ai", "v1alpha1", namespace, "dpocollections", "c")
+    obj = kube.custom.patch_namespaced_custom_object(*args, {"status": {"phase": "Running"}})
+    assert "status" not in obj  # the main resource ignores status
+    obj = kube.custom.patch_namespaced_custom_object_status(*args, {"status": {"phase": "Running"}, "spec": {"suspend": True}})
+    assert obj["status"]["phase"] == "Running" and obj["spec"]["suspend"] is False and obj["metadata"]["generation"] == 1
+    obj = kube.patch_spec("DPOCollection", namespace, "c", {"suspend": True})
+    assert obj["metadata"]["generation"] == 2 and obj["status"]["phase"] == "Running"
+
+
+def test_failed_json_patch_test_is_422_and_stale_update_is_409(kube: Kube, namespace: str) -> None:
+    obj = kube.create("DPOCollection", namespace, "d", GOOD)
+    args = ("dpo.ai", "v1alpha1", namespace, "dpocollections", "d")
+    with pytest.raises(ApiException) as failed:
+        kube.custom.patch_namespaced_custom_object(*args, [{"op": "test", "path": "/metadata/resourceVersion", "value": "0"}],
+                                                   _content_type="application/json-patch+json")
+    assert failed.value.status == 422
+    stale = {**obj, "spec": {**obj["spec"], "suspend": True}}
+    kube.patch_spec("DPOCollection", namespace, "d", {"seed": 1})
+    with pytest.raises(ApiException) as conflict:
+        kube.custom.replace_namespaced_custom_object(*args, stale)
+    assert conflict.value.status == 409
+
+
+def test_watch_resumes_from_a_resource_version(kube: Kube, namespace: str) -> None:
+    first = kube.create("DPOCollection", namespace, "e", GOOD)
+    kube.patch_spec("DPOCollection", namespace, "e", {"seed": 5})
+    watch = kubernetes.watch.Watch()
+    events = [(e["type"], e["object"]["spec"]["seed"]) for e in watch.stream(
+        kube.custom.list_namespaced_custom_object, "dpo.ai", "v1alpha1", namespace, "dpocollections",
+        resource_version=first["metadata"]["resourceVersion"], timeout_seconds=1)]
+    assert events == [("MODIFIED", 5)]
+
+
+def test_finalizers_and_owner_garbage_collection(kube: Kube, namespace: str) -> None:
+    owner = kube.create("DPOCollection", namespace, "f", GOOD)
+    kube.custom.patch_namespaced_custom_object("dpo.ai", "v1alpha1", namespace, "dpocollections", "f",
+                                               {"metadata": {"finalizers": ["test/hold"]}})
+    kube.core.create_namespaced_config_map(namespace, {"metadata": {"name": "child", "ownerReferences": [
+        {"apiVersion": "dpo.ai/v1alpha1", "kind": "DPOCollection", "name": "f", "uid": owner["metadata"]["uid"]}]}})
+    kube.delete("DPOCollection", namespace, "f")
+    held = kube.get("DPOCollection", namespace, "f")
+    assert held["metadata"]["deletionTimestamp"]
+    assert [c.metadata.name for c in kube.core.list_namespaced_config_map(namespace).items] == ["child"]
+    kube.custom.patch_namespaced_custom_object("dpo.ai", "v1alpha1", namespace, "dpocollections", "f",
+                                               {"metadata": {"finalizers": None}})
+    assert not kube.exists("DPOCollection", namespace, "f")
+    assert kube.core.list_namespaced_config_map(namespace).items == []
+
+
+def test_label_selectors(kube: Kube, namespace: str) -> None:
+    for name, tier in (("x", "gpu"), ("y", "cpu"), ("z", None)):
+        labels = {"tier": tier} if tier else {}
+        kube.core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": labels}})
+    names = lambda selector: sorted(c.metadata.name for c in kube.core.list_namespaced_config_map(namespace, label_selector=selector).items)  # noqa: E731
+    assert names("tier=gpu") == ["x"]
+    assert names("tier!=gpu") == ["y", "z"]
+    assert names("tier in (gpu,cpu)") == ["x", "y"]
+    assert names("!tier") == ["z"]
