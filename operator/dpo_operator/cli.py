@@ -64,6 +64,37 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from dpo_operator.api.training import DPOTrainingJobSpec
+    from dpo_operator.train.trainer import TrainConfig, train
+
+    raw = os.environ[args.spec_env] if args.spec_env else Path(args.spec).read_text()
+    try:
+        import yaml
+
+        document = yaml.safe_load(raw)
+        spec = DPOTrainingJobSpec.model_validate(document.get("spec", document) if "kind" in document else document)
+        config = TrainConfig.from_spec(spec, args.model or spec.model.name, args.dataset_dir, args.output_dir)
+        if args.max_steps:
+            config.max_steps = args.max_steps
+        summary = train(config)
+    except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
+        logging.getLogger("dpo_operator.train").exception("training failed")
+        _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    train_metrics = summary.get("train") or {}
+    result = {"outputModel": summary.get("outputModel"), "steps": summary["steps"],
+              "trainLoss": train_metrics.get("loss"), "rewardAccuracy": train_metrics.get("rewards/accuracies"),
+              "valLoss": (summary.get("validation") or {}).get("val/loss"),
+              "tokensPerSecond": train_metrics.get("tokens_per_second")}
+    if int(os.environ.get("RANK", "0")) == 0:
+        _write_result(args.result_file, json.dumps(result))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from dpo_operator.embedded.demo import run_demo
 
@@ -93,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--output-dir", help="write the dataset to this directory instead of spec.output")
     collect.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
     collect.set_defaults(func=_collect)
+
+    train = sub.add_parser("train", help="run DPO/SFT training (what a training pod runs; needs the [workload] extra)")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", help="a DPOTrainingJob manifest or spec (YAML/JSON file)")
+    source.add_argument("--spec-env", help="environment variable holding the spec as JSON")
+    train.add_argument("--model", help="model directory or hub id (default: spec.model.name)")
+    train.add_argument("--dataset-dir", required=True, help="directory with training/ and validation/ JSONL files")
+    train.add_argument("--output-dir", required=True, help="checkpoints, metrics.jsonl and final/ go here")
+    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
+    train.set_defaults(func=_train)
 
     demo = sub.add_parser("demo", help="run the pipeline on an embedded, emulated cluster (no cluster, no GPU)")
     demo.add_argument("--workdir", default=".demo", help="where local volumes and pod logs go")

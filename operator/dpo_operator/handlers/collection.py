@@ -14,7 +14,7 @@ from dpo_operator.api.collection import KIND, DPOCollectionSpec
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import InvalidSpec, parse_spec, reconcile_guard
-from dpo_operator.kube import client
+from dpo_operator.kube import resources
 from dpo_operator.kube.jobs import JobState, ensure_job, get_job, job_state, pod_results, set_suspended
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
@@ -134,21 +134,12 @@ def collection_changed(body: kopf.Body, retry: int, **_: Any) -> None:
     reconcile_guard(KIND, body, retry, lambda: reconcile(body))
 
 
-def _read(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return client.custom().get_namespaced_custom_object(GROUP, VERSION, namespace, KIND.plural, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
 def collection_job_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """Job progress (pods started, completion, failure) flows into the owner's status."""
     if type == "DELETED":
         return
-    owner = _read(namespace, body["metadata"]["labels"][owner_label(KIND.kind)])
+    owner = resources.read(KIND, namespace, body["metadata"]["labels"][owner_label(KIND.kind)])
     if owner is None:
         return
     try:

@@ -1,0 +1,136 @@
+"""Our DPO trainer on CPU with a tiny randomly initialised model: the loss is the formula, masks are right."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from dpo_operator.train.data import EncodedPair, collate, encode  # noqa: E402
+from dpo_operator.train.logprobs import CompletionLogps, full_logits_logps  # noqa: E402
+from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402
+from dpo_operator.train.trainer import TrainConfig, load_model_and_tokenizer, reference_logps, train  # noqa: E402
+from tests.tinymodel import build_tiny_model  # noqa: E402
+
+pytestmark = pytest.mark.workload
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def load(tiny: Path, finetuning: str = "all_weights"):  # noqa: ANN201
+    config = TrainConfig(model=str(tiny), dataset_dir="", output_dir="", finetuning_type=finetuning, lora_rank=4)
+    return load_model_and_tokenizer(config, torch.device("cpu"))
+
+
+PAIRS = [EncodedPair([1, 10, 11, 12], [20, 21, 2], [30, 2]), EncodedPair([1, 13], [22, 2], [31, 32, 33, 2])]
+
+
+def test_completion_logps_match_full_logits_and_skip_prompt_and_padding(tiny: Path) -> None:
+    model, _ = load(tiny)
+    batch = collate(PAIRS, [0, 1], pad_id=0)
+    assert batch.completion_mask.sum(1).tolist() == [3, 2, 2, 4]  # completion tokens only, no prompt, no padding
+    sums, counts = CompletionLogps(model)(batch.input_ids, batch.attention_mask, batch.completion_mask)
+    reference = full_logits_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    torch.testing.assert_close(sums, reference.sums, atol=1e-5, rtol=1e-5)
+    assert counts.tolist() == [3, 2, 2, 4]
+    # by hand for the first sequence: prompt [1,10,11,12] then completion [20,21,2]
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids[:1, :7]).logits[0].log_softmax(-1)
+    by_hand = sum(float(logits[t - 1, tok]) for t, tok in zip(range(4, 7), [20, 21, 2], strict=True))
+    assert float(sums[0]) == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_prompt_tokens_never_count(tiny: Path) -> None:
+    model, _ = load(tiny)
+    scorer = CompletionLogps(model)
+    a = collate([EncodedPair([1, 10], [20, 2], [30, 2])], [0], 0)
+    b = collate([EncodedPair([1, 10], [20, 2], [30, 2, 30, 2])], [0], 0)  # longer rejected: more padding on chosen
+    with torch.no_grad():
+        sums_a, _ = scorer(a.input_ids, a.attention_mask, a.completion_mask)
+        sums_b, _ = scorer(b.input_ids, b.attention_mask, b.completion_mask)
+    assert float(sums_a[0]) == pytest.approx(float(sums_b[0]), abs=1e-5)
+
+
+def test_loss_equals_the_formula_by_hand() -> None:
+    policy = torch.tensor([-3.0, -5.0, -4.0, -4.5])  # chosen (2 pairs), then rejected
+    reference = torch.tensor([-3.5, -5.0, -3.0, -4.0])
+    counts = torch.tensor([3, 2, 2, 4])
+    config = DPOLossConfig(beta=0.5, preference_loss_weight=0.7, sft_loss_weight=0.2)
+    out = dpo_loss(policy, counts, reference, config)
+    margins = [(-3.0 + 3.5) - (-4.0 + 3.0), (-5.0 + 5.0) - (-4.5 + 4.0)]
+    preference = sum(-math.log(1 / (1 + math.exp(-0.5 * m))) for m in margins) / 2
+    nll = (3.0 + 5.0) / (3 + 2)
+    assert float(out.loss) == pytest.approx(0.7 * preference + 0.2 * nll, rel=1e-6)
+    metrics = out.metrics()
+    assert metrics["rewards/chosen"] == pytest.approx(0.5 * (0.5 + 0.0) / 2)
+    assert metrics["rewards/accuracies"] == 1.0
+
+
+def test_average_log_probs_divides_by_completion_length() -> None:
+    policy = torch.tensor([-3.0, -4.0])
+    reference = torch.tensor([-6.0, -4.0])
+    counts = torch.tensor([3, 4])
+    summed = dpo_loss(policy, counts, reference, DPOLossConfig(beta=1.0))
+    averaged = dpo_loss(policy, counts, reference, DPOLossConfig(beta=1.0, average_log_probs=True))
+    assert float(summed.preference_loss) == pytest.approx(-math.log(1 / (1 + math.exp(-3.0))))
+    assert float(averaged.preference_loss) == pytest.approx(-math.log(1 / (1 + math.exp(-1.0))))
+
+
+def test_lora_reference_is_the_base_model(tiny: Path) -> None:
+    model, _ = load(tiny, "lora")
+    with torch.no_grad():  # make the adapters matter, as they would after some training
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    reference = reference_logps(model, PAIRS, 2, 0, torch.device("cpu"))
+    base, _ = load(tiny)
+    batch = collate(PAIRS, [0, 1], 0)
+    with torch.no_grad():
+        base_sums, _ = CompletionLogps(base)(batch.input_ids, batch.attention_mask, batch.completion_mask)
+        adapted, _ = CompletionLogps(model)(batch.input_ids, batch.attention_mask, batch.completion_mask)
+    torch.testing.assert_close(reference[:, 0], base_sums[:2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reference[:, 1], base_sums[2:], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(adapted, base_sums, atol=1e-3)
+
+
+def test_encode_truncates_prompt_from_the_left_and_appends_eos(tiny: Path) -> None:
+    _, tokenizer = load(tiny)
+    pair = encode(tokenizer, {"prompt": "x" * 50, "chosen_response": "yes", "rejected_response": "no"}, max_length=16)
+    assert pair.chosen[-1] == tokenizer.eos_token_id and len(pair.chosen) == 4
+    assert len(pair.prompt) + len(pair.chosen) <= 16
+    messages = [{"role": "user", "content": "hi"}]
+    assert encode(tokenizer, {"prompt": messages, "chosen_response": "a", "rejected_response": "b"}, 64).prompt
+
+
+def toy_dataset(path: Path, n: int = 32) -> Path:
+    rows = [{"prompt": f"Q{i % 4}: is {i} fine?", "chosen_response": "yes, fine", "rejected_response": "no!"}
+            for i in range(n)]
+    for name, part in (("training/training_file.jsonl", rows[:24]), ("validation/validation_file.jsonl", rows[24:])):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+    return path
+
+
+@pytest.mark.parametrize("finetuning", ["all_weights", "lora"])
+def test_training_separates_a_toy_preference_set(tiny: Path, tmp_path: Path, finetuning: str) -> None:
+    config = TrainConfig(model=str(tiny), dataset_dir=str(toy_dataset(tmp_path / "data")), output_dir=str(tmp_path / "out"),
+                         finetuning_type=finetuning, epochs=4, batch_size=8, learning_rate=5e-3 if finetuning == "lora" else 1e-3,
+                         beta=0.1, lora_rank=8, lora_alpha=16)
+    summary = train(config)
+    metrics = [json.loads(line) for line in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == summary["steps"] == 12
+    assert metrics[0]["rewards/margins"] == pytest.approx(0.0, abs=0.05)  # the policy starts as the reference
+    assert metrics[-1]["rewards/margins"] > 0.5 and metrics[-1]["loss"] < metrics[0]["loss"]
+    assert summary["validation"]["val/rewards/accuracies"] == 1.0
+    assert metrics[-1]["tokens_per_second"] > 0
+    final = tmp_path / "out/final"
+    expected = "adapter_config.json" if finetuning == "lora" else "config.json"
+    assert (final / expected).exists() and (final / "tokenizer.json").exists()

@@ -1,0 +1,116 @@
+"""DPOTrainingJob (local backend) against the (emulated) Kubernetes API with the real operator running."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.kubehelpers import Kube, wait_for
+from tests.test_collection_e2e import RESULT as COLLECTION_RESULT
+from tests.test_collection_e2e import SPEC as COLLECTION_SPEC
+
+pytestmark = pytest.mark.e2e
+
+TRAINING = {
+    "dataset": {"collectionRef": {"name": "pairs"}},
+    "model": {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}},
+    "hyperparameters": {"epochs": 1, "batchSize": 4, "learningRate": 0.001, "finetuningType": "all_weights"},
+    "local": {"gpusPerNode": 1, "output": {"claimName": "dpo-data", "path": "/models"}},
+    "deployOnCompletion": {"replicas": 1},
+}
+TRAIN_RESULT = {"outputModel": "/mnt/pvc/dpo-data/models/dpo/final", "steps": 6, "trainLoss": 0.42,
+                "rewardAccuracy": 0.9, "valLoss": 0.5}
+
+
+def test_training_waits_for_its_collection_then_trains_and_deploys(kube: Kube, namespace: str, operator: None) -> None:
+    kube.create("DPOCollection", namespace, "pairs", COLLECTION_SPEC)
+    kube.create("DPOTrainingJob", namespace, "dpo", TRAINING)
+    waiting = kube.wait_phase("DPOTrainingJob", namespace, "dpo", "Pending")
+    assert {c["type"]: c for c in waiting["status"]["conditions"]}["Progressing"]["reason"] == "WaitingForDataset"
+    assert kube.job(namespace, "dpo-train") is None
+
+    wait_for(lambda: kube.job(namespace, "pairs-collect"), what="collection job")
+    kube.finish_job(namespace, "pairs-collect", succeeded=True, message=json.dumps(COLLECTION_RESULT))
+    job = wait_for(lambda: kube.job(namespace, "dpo-train"), what="training job")
+    pod = job["spec"]["template"]["spec"]
+    trainer = pod["containers"][0]
+    assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"dpo-data", "models"}
+    command = trainer["command"]
+    assert command[:2] == ["dpo-operator", "train"]
+    assert command[command.index("--dataset-dir") + 1] == "/mnt/pvc/dpo-data/datasets/ttt"
+    assert command[command.index("--model") + 1] == "/mnt/pvc/models/tiny"
+    assert command[command.index("--output-dir") + 1] == "/mnt/pvc/dpo-data/models/dpo"
+
+    kube.finish_job(namespace, "dpo-train", succeeded=True, message=json.dumps(TRAIN_RESULT))
+    done = kube.wait_phase("DPOTrainingJob", namespace, "dpo", "Succeeded")
+    status = done["status"]
+    assert status["outputModel"] == "pvc://dpo-data/models/dpo/final"
+    assert status["progress"]["percentageDone"] == 100.0 and status["progress"]["trainLoss"] == 0.42
+    assert status["datasetLocation"] == "pvc://dpo-data/datasets/ttt"
+    deployment = kube.get("ModelDeployment", namespace, status["deploymentName"])
+    assert deployment["spec"]["model"] == {"trainingJobRef": {"name": "dpo"}}
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == done["metadata"]["uid"]
+
+
+def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespace: str, operator: None) -> None:
+    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+            "local": {**TRAINING["local"], "numNodes": 2, "gpusPerNode": 8}}
+    kube.create("DPOTrainingJob", namespace, "big", spec)
+    job = wait_for(lambda: kube.job(namespace, "big-train"), what="training job")
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 2, 2)
+    assert job["spec"]["template"]["spec"]["subdomain"] == "big-train"
+    service = kube.to_dict(kube.core.read_namespaced_service("big-train", namespace))
+    assert service["spec"]["clusterIP"] == "None"
+    trainer = job["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in trainer["env"]}["MASTER_ADDR"] == "big-train-0.big-train"
+    assert "torchrun --nnodes 2 --nproc-per-node 8 --node-rank $JOB_COMPLETION_INDEX" in trainer["command"][2]
+    assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "8"
+
+
+@pytest.mark.parametrize("spec, reason, text", [
+    ({**TRAINING, "local": {"gpusPerNode": 1}}, "InvalidSpec", "local.output is required"),
+    ({**TRAINING, "backend": "customizer", "local": None,
+      "customizer": {"entityStoreUrl": "http://es", "datastoreUrl": "http://ds"}}, "BackendUnavailable", "customizer"),
+])
+def test_unusable_specs_fail_with_a_reason(kube: Kube, namespace: str, operator: None, spec: dict, reason: str,
+                                           text: str) -> None:
+    kube.create("DPOTrainingJob", namespace, "bad", {k: v for k, v in spec.items() if v is not None})
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "bad", "Failed")
+    condition = {c["type"]: c for c in failed["status"]["conditions"]}["Failed"]
+    assert condition["reason"] == reason and text in condition["message"]
+    assert kube.jobs(namespace) == []
+
+
+def test_failed_collection_fails_the_training(kube: Kube, namespace: str, operator: None) -> None:
+    kube.create("DPOCollection", namespace, "pairs", COLLECTION_SPEC)
+    kube.create("DPOTrainingJob", namespace, "dpo", TRAINING)
+    wait_for(lambda: kube.job(namespace, "pairs-collect"), what="collection job")
+    kube.finish_job(namespace, "pairs-collect", succeeded=False, message=json.dumps({"error": "no pairs"}))
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "dpo", "Failed")
+    assert failed["status"]["conditions"][[c["type"] for c in failed["status"]["conditions"]].index("Failed")]["reason"] == "DatasetFailed"
+
+
+@pytest.mark.workload
+def test_real_trainer_runs_in_a_local_pod(kube: Kube, namespace: str, operator: None, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from dpo_operator.embedded.executor import LocalExecutor
+    from tests.test_trainer import toy_dataset
+    from tests.tinymodel import build_tiny_model
+
+    executor = LocalExecutor(kube.api, tmp_path, namespace)
+    build_tiny_model(executor.pvc_dir("models") / "tiny")
+    toy_dataset(executor.pvc_dir("dpo-data") / "ds")
+    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+            "local": {"gpusPerNode": 0, "precision": "fp32", "output": {"claimName": "dpo-data", "path": "/models"}}}
+    spec.pop("deployOnCompletion")
+    with executor:
+        kube.create("DPOTrainingJob", namespace, "real", spec)
+        done = kube.wait_phase("DPOTrainingJob", namespace, "real", "Succeeded", timeout=120)
+    assert done["status"]["progress"]["stepsCompleted"] == 6
+    final = executor.pvc_dir("dpo-data") / "models/real/final"
+    assert (final / "config.json").exists() and (final / "model.safetensors").exists()
+    assert len((executor.pvc_dir("dpo-data") / "models/real/metrics.jsonl").read_text().splitlines()) == 6
