@@ -106,7 +106,7 @@ def test_no_pairs_when_all_candidates_tie(tmp_path: Path) -> None:
 def test_max_pairs_and_seed_make_the_dataset_reproducible(tmp_path: Path) -> None:
     first = run_collection(spec(maxPairs=5), data_root=tmp_path / "a", transport=scripted_transport())
     second = run_collection(spec(maxPairs=5), data_root=tmp_path / "b", transport=scripted_transport())
-    assert first.pairs["total"] == 5
+    assert first.pairs["total"] == second.pairs["total"] == 5
     for name in ("training/training_file.jsonl", "validation/validation_file.jsonl"):
         assert (tmp_path / "a/ds" / name).read_bytes() == (tmp_path / "b/ds" / name).read_bytes()
 

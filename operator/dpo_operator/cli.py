@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -38,6 +39,17 @@ def _write_result(path: str | None, payload: str) -> None:
         Path(path).write_text(payload[:4000])
 
 
+def _load_spec(args: argparse.Namespace, model: Any) -> Any:
+    """The spec from ``--spec FILE`` (a manifest or a bare spec, YAML or JSON) or ``--spec-env VAR`` (JSON)."""
+    import os
+
+    import yaml
+
+    raw = os.environ[args.spec_env] if args.spec_env else Path(args.spec).read_text()
+    document = yaml.safe_load(raw)
+    return model.model_validate(document.get("spec", document) if "kind" in document else document)
+
+
 def _collect(args: argparse.Namespace) -> int:
     import json
     import os
@@ -46,12 +58,8 @@ def _collect(args: argparse.Namespace) -> int:
     from dpo_operator.api.collection import DPOCollectionSpec
     from dpo_operator.collect.runner import run_collection
 
-    raw = os.environ[args.spec_env] if args.spec_env else Path(args.spec).read_text()
     try:
-        import yaml
-
-        document = yaml.safe_load(raw)
-        spec = DPOCollectionSpec.model_validate(document.get("spec", document) if "kind" in document else document)
+        spec = _load_spec(args, DPOCollectionSpec)
         result = run_collection(spec, data_root=Path(os.environ.get("DPO_DATA_ROOT", "/data")),
                                 output_dir=Path(args.output_dir) if args.output_dir else None,
                                 name=os.environ.get("DPO_RESOURCE_NAME", "local"))
@@ -71,12 +79,8 @@ def _train(args: argparse.Namespace) -> int:
     from dpo_operator.api.training import DPOTrainingJobSpec
     from dpo_operator.train.trainer import TrainConfig, train
 
-    raw = os.environ[args.spec_env] if args.spec_env else Path(args.spec).read_text()
     try:
-        import yaml
-
-        document = yaml.safe_load(raw)
-        spec = DPOTrainingJobSpec.model_validate(document.get("spec", document) if "kind" in document else document)
+        spec = _load_spec(args, DPOTrainingJobSpec)
         config = TrainConfig.from_spec(spec, args.model or spec.model.name, args.dataset_dir, args.output_dir)
         if args.max_steps:
             config.max_steps = args.max_steps

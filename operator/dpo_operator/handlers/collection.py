@@ -15,7 +15,7 @@ from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import InvalidSpec, parse_spec, reconcile_guard
 from dpo_operator.kube import resources
-from dpo_operator.kube.jobs import JobState, ensure_job, get_job, job_state, pod_results, set_suspended
+from dpo_operator.kube.jobs import JobState, ensure_job, failure_message, get_job, job_state, pod_results, set_suspended
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
 from dpo_operator.kube.status import Outcome, is_terminal, write_status
@@ -95,10 +95,8 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
         total = fields["pairs"]["total"]
         return Outcome(state.phase, "Collected", f"collected {total} preference pairs", fields)
     if state.phase == Phase.FAILED.value:
-        errors = [r["error"] for r in pod_results(namespace, job["metadata"]["name"]) if r.get("error")]
-        message = state.message + (f"; last pod error: {errors[0]}" if errors else "")
         fields["failureReason"] = state.reason
-        return Outcome(state.phase, state.reason, message, fields)
+        return Outcome(state.phase, state.reason, failure_message(namespace, job["metadata"]["name"], state), fields)
     return Outcome(state.phase, state.reason, state.message, fields)
 
 
@@ -113,7 +111,7 @@ def reconcile(body: Any) -> None:
     if is_terminal(body) and not _needs_retry_after_fix(body):
         return
     spec = parse_spec(DPOCollectionSpec, body)
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    namespace = body["metadata"]["namespace"]
     recorded_job = (body.get("status") or {}).get("jobName")
     if recorded_job and get_job(namespace, recorded_job) is None:
         write_status(KIND, body, Outcome(

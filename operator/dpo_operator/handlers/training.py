@@ -22,7 +22,7 @@ from dpo_operator.api.training import KIND, Backend, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import InvalidSpec, PermanentFailure, parse_spec, reconcile_guard
 from dpo_operator.kube import client, resources
-from dpo_operator.kube.jobs import ensure_job, get_job, job_state, pod_results, set_suspended
+from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results, set_suspended
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
 from dpo_operator.kube.status import Outcome, is_terminal, write_status
@@ -191,10 +191,8 @@ def reconcile(body: Any) -> None:
         write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields))
         return
     if state.phase == Phase.FAILED.value:
-        errors = [r["error"] for r in pod_results(namespace, jname) if r.get("error")]
         fields["failureReason"] = state.reason
-        write_status(KIND, body, Outcome(state.phase, state.reason,
-                                         state.message + (f"; last pod error: {errors[0]}" if errors else ""), fields))
+        write_status(KIND, body, Outcome(state.phase, state.reason, failure_message(namespace, jname, state), fields))
         return
     write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields))
 

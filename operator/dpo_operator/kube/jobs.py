@@ -75,6 +75,12 @@ def job_state(job: dict[str, Any]) -> JobState:
     return JobState(Phase.PENDING.value, "JobCreated", "waiting for the job's pods to start")
 
 
+def failure_message(namespace: str, job_name: str, state: JobState) -> str:
+    """The Job's failure, with the last error a pod reported in its termination message."""
+    errors = [r["error"] for r in pod_results(namespace, job_name) if r.get("error")]
+    return state.message + (f"; last pod error: {errors[0]}" if errors else "")
+
+
 def pod_results(namespace: str, job_name: str) -> list[dict[str, Any]]:
     """Termination messages (JSON objects) of the Job's terminated containers, newest first.
 
