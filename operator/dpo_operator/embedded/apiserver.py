@@ -284,11 +284,10 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         meta = body.get("metadata") or {}
         if not meta.get("name") and not meta.get("generateName"):
             raise _error(422, "Invalid", "metadata.name or metadata.generateName is required")
+        if meta.get("name") and self._current(res, namespace, meta["name"]) is not None:
+            raise _error(409, "AlreadyExists", f'{res.plural} "{meta["name"]}" already exists')
         obj = self._new_metadata(body, namespace)
         name = obj["metadata"]["name"]
-        if self._current(res, namespace, name) is not None:
-            self._revision -= 1
-            raise _error(409, "AlreadyExists", f'{res.plural} "{name}" already exists')
         if served.status_subresource and res != CRD_RESOURCE:
             obj.pop("status", None)
         obj = self._admit(res, served, obj, None, request)

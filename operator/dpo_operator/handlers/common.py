@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,8 +67,6 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def api_message(exc: ApiException) -> str:
-    import json
-
     try:
         return json.loads(exc.body or "{}").get("message") or str(exc.reason)
     except (ValueError, AttributeError):
