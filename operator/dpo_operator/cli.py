@@ -105,6 +105,14 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir), examples=args.examples, timeout=args.timeout)
 
 
+def _add_workload_args(parser: argparse.ArgumentParser, kind: str) -> None:
+    """What every workload command takes: its spec (file or env var) and where to report the result."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", help=f"a {kind} manifest or spec (YAML/JSON file)")
+    source.add_argument("--spec-env", help="environment variable holding the spec as JSON")
+    parser.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpo-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,22 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     collect = sub.add_parser("collect", help="run a preference-pair collection (what a collection pod runs)")
-    source = collect.add_mutually_exclusive_group(required=True)
-    source.add_argument("--spec", help="a DPOCollection manifest or spec (YAML/JSON file)")
-    source.add_argument("--spec-env", help="environment variable holding the spec as JSON")
+    _add_workload_args(collect, "DPOCollection")
     collect.add_argument("--output-dir", help="write the dataset to this directory instead of spec.output")
-    collect.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
     collect.set_defaults(func=_collect)
 
     train = sub.add_parser("train", help="run DPO/SFT training (what a training pod runs; needs the [workload] extra)")
-    source = train.add_mutually_exclusive_group(required=True)
-    source.add_argument("--spec", help="a DPOTrainingJob manifest or spec (YAML/JSON file)")
-    source.add_argument("--spec-env", help="environment variable holding the spec as JSON")
+    _add_workload_args(train, "DPOTrainingJob")
     train.add_argument("--model", help="model directory or hub id (default: spec.model.name)")
     train.add_argument("--dataset-dir", required=True, help="directory with training/ and validation/ JSONL files")
     train.add_argument("--output-dir", required=True, help="checkpoints, metrics.jsonl and final/ go here")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    train.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
     train.set_defaults(func=_train)
 
     demo = sub.add_parser("demo", help="run the pipeline on an embedded, emulated cluster (no cluster, no GPU)")
