@@ -73,8 +73,8 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
 
 @pytest.mark.parametrize("spec, reason, text", [
     ({**TRAINING, "local": {"gpusPerNode": 1}}, "InvalidSpec", "local.output is required"),
-    ({**TRAINING, "backend": "customizer", "local": None,
-      "customizer": {"entityStoreUrl": "http://es", "datastoreUrl": "http://ds"}}, "BackendUnavailable", "customizer"),
+    ({**TRAINING, "dataset": {"location": {"hub": {"endpoint": "http://ds/v1/hf", "repoId": "dpo/pairs"}}}},
+     "InvalidSpec", "the local backend reads datasets from a PVC"),
 ])
 def test_unusable_specs_fail_with_a_reason(kube: Kube, namespace: str, operator: None, spec: dict, reason: str,
                                            text: str) -> None:

@@ -99,6 +99,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upload_dataset(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from dpo_operator.nemo import datastore
+
+    try:
+        if args.dataset_dir:
+            files = datastore.read_directory(Path(args.dataset_dir))
+        else:
+            files = datastore.read_hub(args.source_endpoint, args.source_repo, args.source_revision,
+                                       os.environ.get("SOURCE_HF_TOKEN"))
+        result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
+    except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
+        logging.getLogger("dpo_operator.upload").error("dataset upload failed: %s", exc)
+        _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    _write_result(args.result_file, datastore.result_json(result))
+    print(datastore.result_json(result))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from dpo_operator.embedded.demo import run_demo
 
@@ -141,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", required=True, help="checkpoints, metrics.jsonl and final/ go here")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     train.set_defaults(func=_train)
+
+    upload = sub.add_parser("upload-dataset", help="copy a dataset into NeMo Datastore (what an upload pod runs)")
+    source = upload.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset-dir", help="directory with training/ and validation/ JSONL files")
+    source.add_argument("--source-repo", help="namespace/name of a dataset repo on --source-endpoint")
+    upload.add_argument("--source-endpoint", help="Hub API root of --source-repo (token: $SOURCE_HF_TOKEN)")
+    upload.add_argument("--source-revision", default="main")
+    upload.add_argument("--datastore-url", required=True, help="NeMo Datastore root (token: $HF_TOKEN)")
+    upload.add_argument("--repo", required=True, help="namespace/name of the dataset repo to write")
+    upload.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
+    upload.set_defaults(func=_upload_dataset)
 
     demo = sub.add_parser("demo", help="run the pipeline on an embedded, emulated cluster (no cluster, no GPU)")
     demo.add_argument("--workdir", default=".demo", help="where local volumes and pod logs go")

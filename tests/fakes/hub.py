@@ -7,6 +7,7 @@ pre-upload, and NDJSON commits with base64 file contents. Failures can be inject
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections import defaultdict
 from typing import Any
@@ -35,6 +36,7 @@ class FakeHub(AppThread):
         app.router.add_post(p + "/api/repos/create", self._create)
         app.router.add_post(p + "/api/{type}s/{ns}/{name}/preupload/{rev}", self._preupload)
         app.router.add_post(p + "/api/{type}s/{ns}/{name}/commit/{rev}", self._commit)
+        app.router.add_get(p + "/datasets/{ns}/{name}/resolve/{rev}/{path:.+}", self._resolve)
         app.router.add_route("*", p + "/{tail:.*}", self._unknown)
 
     def _check(self, request: web.Request, route: str) -> web.Response | None:
@@ -82,6 +84,19 @@ class FakeHub(AppThread):
         oid = f"{len(self.commits[repo_id]):040x}"
         return web.json_response({"commitUrl": f"{self.endpoint}/datasets/{repo_id}/commit/{oid}", "commitOid": oid,
                                   "pullRequestUrl": None})
+
+    async def _resolve(self, request: web.Request) -> web.Response:
+        """File download (GET, and HEAD for metadata) with the headers huggingface_hub requires."""
+        if (refused := self._check(request, "resolve")) is not None:
+            return refused
+        repo_id = f"{request.match_info['ns']}/{request.match_info['name']}"
+        content = self.repos.get(repo_id, {}).get(request.match_info["path"])
+        if content is None:
+            return web.json_response({"error": "Entry not found"}, status=404, headers={"X-Error-Code": "EntryNotFound"})
+        commit = f"{len(self.commits[repo_id]):040x}"
+        etag = f'"{hashlib.sha256(content).hexdigest()}"'
+        return web.Response(body=content, headers={"ETag": etag, "X-Repo-Commit": commit,
+                                                    "Content-Type": "application/octet-stream"})
 
     async def _unknown(self, request: web.Request) -> web.Response:
         self.calls.append(("unknown", f"{request.method} {request.path}"))

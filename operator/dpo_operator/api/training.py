@@ -156,6 +156,7 @@ class TrainingProgress(ApiModel):
 class DPOTrainingJobStatus(CommonStatus):
     job_name: str | None = None
     remote_job_id: str | None = None
+    submit_time: str | None = Field(default=None, description="When the remote job was created.")
     output_model: str | None = None
     progress: TrainingProgress | None = None
     dataset_location: str | None = None

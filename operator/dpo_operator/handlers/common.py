@@ -1,8 +1,9 @@
 """What every reconciler shares: spec parsing, and the line between transient and permanent failures.
 
 - A spec that fails the pydantic model ends in phase Failed, reason ``InvalidSpec``, and is not retried.
-- API 409/429/5xx and network errors are transient: kopf retries them with exponential backoff.
-- Other API errors (400/403/404/422) are permanent for the resource: phase Failed with the API's message.
+- API 409/429/5xx, NeMo 408/429/5xx and network errors are transient: kopf retries them with exponential backoff.
+- Other API errors (400/403/404/422) are permanent for the resource: phase Failed with the API's message
+  (reason ``ApiError`` for Kubernetes, ``RemoteApiError`` for NeMo services).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from dpo_operator.api import KindInfo
 from dpo_operator.api.common import Phase
 from dpo_operator.kube.status import Outcome, write_status
+from dpo_operator.nemo.http import NemoError
 
 log = logging.getLogger(__name__)
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -61,6 +63,8 @@ def backoff_delay(retry: int) -> float:
 
 
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, NemoError):
+        return exc.transient
     if isinstance(exc, ApiException):
         return exc.status in TRANSIENT_HTTP or exc.status == 0
     return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
@@ -89,6 +93,10 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
             log.warning("transient failure reconciling %s/%s (retry %d in %.0fs): %s", kind.kind,
                         body["metadata"]["name"], retry, delay, exc)
             raise kopf.TemporaryError(f"transient: {exc}", delay=delay) from exc
+        if isinstance(exc, NemoError):
+            message = f"a NeMo service refused a request: {exc}"
+            write_status(kind, body, Outcome(Phase.FAILED.value, "RemoteApiError", message), done_condition)
+            raise kopf.PermanentError(message) from None
         if isinstance(exc, ApiException):
             message = f"the Kubernetes API refused a request ({exc.status}): {api_message(exc)}"
             write_status(kind, body, Outcome(Phase.FAILED.value, "ApiError", message), done_condition)

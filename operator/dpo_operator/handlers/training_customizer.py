@@ -1,0 +1,269 @@
+"""DPOTrainingJob, ``customizer`` backend: train with NeMo Customizer.
+
+Before submission (each step idempotent, so any reconcile may redo it):
+1. the dataset is found (a DPOCollection's output or an explicit location);
+2. namespaces are ensured in the Entity Store and the Datastore;
+3. unless the dataset already lives in this Datastore, an upload Job (``<name>-upload``) copies it there: the pod
+   mounts the PVC, the operator never does;
+4. the dataset is registered in the Entity Store and the customization job created. Jobs carry the resource's
+   uid, so one created just before an operator restart is adopted, never duplicated.
+
+A timer drives both steps: before submission it retries what failed transiently, after it polls the job's status (``pollIntervalSeconds``; failures back off exponentially and
+``maxConsecutivePollFailures`` in a row fail the resource), maps it onto the phase and progress, enforces
+``job.activeDeadlineSeconds`` from submission, and deleting the resource cancels the remote job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from dpo_operator.api.common import Phase, StorageLocation
+from dpo_operator.api.training import KIND, CustomizerBackend, DPOTrainingJobSpec
+from dpo_operator.config import OperatorConfig
+from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
+from dpo_operator.kube import resources
+from dpo_operator.kube.conditions import now
+from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results
+from dpo_operator.kube.naming import child_name, labels_for, owner_reference
+from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.kube.secrets import SecretMissing, read_secret_key
+from dpo_operator.kube.status import Outcome, is_terminal, write_status
+from dpo_operator.nemo import customizer as nemo
+from dpo_operator.nemo.datastore import hf_endpoint
+from dpo_operator.nemo.http import NemoApi, NemoError
+
+log = logging.getLogger(__name__)
+MAX_POLL_BACKOFF_SECONDS = 600.0
+_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def upload_job_name(name: str) -> str:
+    return child_name(name, "upload")
+
+
+def dataset_name(body: Any, backend: CustomizerBackend) -> str:
+    return backend.dataset_name or f"{body['metadata']['namespace']}-{body['metadata']['name']}"
+
+
+@contextmanager
+def sessions(namespace: str, backend: CustomizerBackend) -> Iterator[tuple[NemoApi, NemoApi, NemoApi]]:
+    """Entity Store, Customizer and Datastore sessions, with the API key from its Secret."""
+    key = read_secret_key(namespace, backend.api_key_secret_ref)
+    entity = NemoApi(backend.entity_store_url, key)
+    customizer = NemoApi(backend.customizer_url, key) if backend.customizer_url else entity
+    datastore = NemoApi(backend.datastore_url, key)
+    try:
+        yield entity, customizer, datastore
+    finally:
+        for session in {id(s): s for s in (entity, customizer, datastore)}.values():
+            session.close()
+
+
+def in_datastore(location: StorageLocation, backend: CustomizerBackend) -> bool:
+    return location.hub is not None and location.hub.endpoint.rstrip("/") == hf_endpoint(backend.datastore_url)
+
+
+def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, repo: str,
+                    config: OperatorConfig) -> dict[str, Any]:
+    backend = spec.customizer
+    assert backend is not None
+    name = body["metadata"]["name"]
+    labels = labels_for(KIND.kind, name, "uploader")
+    command = ["dpo-operator", "upload-dataset", "--datastore-url", backend.datastore_url, "--repo", repo,
+               "--result-file", "/dev/termination-log"]
+    env = secret_env("HF_TOKEN", backend.hf_token_secret_ref)
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if location.pvc is not None:
+        command += ["--dataset-dir", mounted(location.pvc)]
+        volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": location.pvc.claim_name,
+                                                                      "readOnly": True}})
+        mounts.append({"name": "dataset", "mountPath": f"{MOUNT_ROOT}/{location.pvc.claim_name}", "readOnly": True})
+    else:
+        assert location.hub is not None
+        command += ["--source-endpoint", location.hub.endpoint, "--source-repo", location.hub.repo_id,
+                    "--source-revision", location.hub.revision]
+        env += secret_env("SOURCE_HF_TOKEN", location.hub.token_secret_ref)
+    uploader = container(spec.template, name="uploader", default_image=config.workload_image, command=command,
+                         env=env, volume_mounts=mounts)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.job.backoff_limit,
+        "template": {"metadata": pod_metadata(spec.template, labels),
+                     "spec": pod_spec(spec.template, [uploader], volumes=volumes)},
+    }
+    if spec.job.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": upload_job_name(name), "namespace": body["metadata"]["namespace"], "labels": labels,
+                         "ownerReferences": [owner_reference(KIND.kind, body)]},
+            "spec": job_spec}
+
+
+def _seconds_since(timestamp: str) -> float:
+    started = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - started).total_seconds()
+
+
+# --------------------------------------------------------------------------- submission
+
+def submit(body: Any, spec: DPOTrainingJobSpec) -> None:
+    backend = spec.customizer
+    assert backend is not None
+    namespace, name, uid = body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"]
+    if spec.suspend:
+        write_status(KIND, body, Outcome(Phase.SUSPENDED.value, "Suspended", "submission to NeMo Customizer is held "
+                                         "while spec.suspend is true"))
+        return
+    location = resolve_dataset(body, spec)
+    if isinstance(location, Outcome):
+        write_status(KIND, body, location)
+        return
+    with sessions(namespace, backend) as (entity, customizer, datastore):
+        nemo.ensure_entity_namespace(entity, backend.namespace)
+        dataset = dataset_name(body, backend)
+        fields: dict[str, Any] = {}
+        if in_datastore(location, backend):
+            assert location.hub is not None
+            files_url = f"hf://datasets/{location.hub.repo_id}"
+        else:
+            nemo.ensure_datastore_namespace(datastore, backend.namespace)
+            repo = f"{backend.namespace}/{dataset}"
+            upload = ensure_job(namespace, upload_manifest(body, spec, location, repo, OperatorConfig.from_env()))
+            state = job_state(upload)
+            fields["jobName"] = upload["metadata"]["name"]
+            if state.phase == Phase.FAILED.value:
+                raise PermanentFailure("DatasetUploadFailed", "uploading the dataset to NeMo Datastore failed: "
+                                       + failure_message(namespace, fields["jobName"], state))
+            if state.phase != Phase.SUCCEEDED.value:
+                write_status(KIND, body, Outcome(Phase.PENDING.value, "UploadingDataset",
+                                                 f"copying {location.describe()} to NeMo Datastore repo {repo}", fields))
+                return
+            uploaded = next((r for r in pod_results(namespace, fields["jobName"]) if "filesUrl" in r), {})
+            files_url = uploaded.get("filesUrl") or f"hf://datasets/{repo}"
+        nemo.register_dataset(entity, backend.namespace, dataset, files_url, f"DPO preference pairs for {namespace}/{name}")
+        job = nemo.find_job(customizer, uid)
+        if job is None:
+            job = nemo.create_job(customizer, nemo.job_body(
+                spec.model.name, backend.namespace, dataset, nemo.customizer_hyperparameters(spec.hyperparameters),
+                backend.output_model, uid, f"DPOTrainingJob {namespace}/{name}"))
+            log.info("DPOTrainingJob %s/%s: created Customizer job %s", namespace, name, job["id"])
+        fields.update(remoteJobId=job["id"], outputModel=job.get("output_model") or backend.output_model,
+                      datasetLocation=files_url, submitTime=now())
+        write_status(KIND, body, Outcome(Phase.PENDING.value, "Submitted", f"Customizer job {job['id']} created", fields))
+
+
+# --------------------------------------------------------------------------- polling
+
+def poll(body: Any, spec: DPOTrainingJobSpec, memo: Any) -> None:
+    backend = spec.customizer
+    assert backend is not None
+    status = body.get("status") or {}
+    job_id = status["remoteJobId"]
+    phase = status.get("phase") or Phase.PENDING.value
+    with sessions(body["metadata"]["namespace"], backend) as (_, customizer, _):
+        _poll(body, spec, memo, customizer, job_id, phase)
+
+
+def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, job_id: str, phase: str) -> None:
+    backend = spec.customizer
+    assert backend is not None
+    status = body.get("status") or {}
+    deadline = spec.job.active_deadline_seconds
+    if deadline is not None and status.get("submitTime") and _seconds_since(status["submitTime"]) > deadline:
+        nemo.cancel_job(customizer, job_id)
+        raise PermanentFailure("DeadlineExceeded", f"Customizer job {job_id} ran longer than "
+                               f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
+    try:
+        remote = nemo.job_status(customizer, job_id)
+    except NemoError as exc:
+        if exc.status == 404:
+            raise PermanentFailure("RemoteJobMissing", f"Customizer job {job_id} no longer exists") from None
+        failures = int(status.get("consecutivePollFailures") or 0) + 1
+        if failures >= backend.max_consecutive_poll_failures:
+            raise PermanentFailure("PollFailed", f"{failures} consecutive status polls of Customizer job {job_id} "
+                                   f"failed; last error: {exc}") from None
+        delay = min(MAX_POLL_BACKOFF_SECONDS, backend.poll_interval_seconds * 2 ** failures)
+        if memo is not None:
+            memo.next_poll = time.monotonic() + delay
+        write_status(KIND, body, Outcome(phase, "PollFailing", f"polling Customizer job {job_id} failed "
+                                         f"({failures} in a row, next try in {delay:.0f}s): {exc}",
+                                         {"consecutivePollFailures": failures}))
+        return
+    # null or missing fields keep the last known values
+    progress = {**(status.get("progress") or {}), **remote.progress}
+    fields: dict[str, Any] = {"progress": progress or None, "consecutivePollFailures": None}
+    if remote.phase == Phase.SUCCEEDED.value:
+        fields["progress"] = {**progress, "percentageDone": 100.0}
+        fields.update(deploy_if_requested(body, spec))
+        write_status(KIND, body, Outcome(Phase.SUCCEEDED.value, "Trained", remote.message, fields))
+    elif remote.phase == Phase.FAILED.value:
+        fields["failureReason"] = "CustomizerJobFailed"
+        write_status(KIND, body, Outcome(Phase.FAILED.value, "CustomizerJobFailed", remote.message, fields))
+    elif remote.phase == Phase.CANCELLED.value:
+        fields["failureReason"] = "CustomizerJobCancelled"
+        write_status(KIND, body, Outcome(Phase.CANCELLED.value, "CustomizerJobCancelled", remote.message, fields))
+    else:
+        reason = "Training" if remote.phase == Phase.RUNNING.value else "Queued"
+        write_status(KIND, body, Outcome(remote.phase, reason, remote.message, fields))
+
+
+def reconcile(body: Any, spec: DPOTrainingJobSpec, memo: Any = None) -> None:
+    """Submit or poll; serialised per resource and always on a fresh read (handlers may overlap).
+
+    The timer passes its ``memo``: its calls are paced to ``pollIntervalSeconds`` (longer after poll failures).
+    """
+    assert spec.customizer is not None
+    if memo is not None:
+        if time.monotonic() < getattr(memo, "next_poll", 0.0):
+            return
+        memo.next_poll = time.monotonic() + spec.customizer.poll_interval_seconds
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    with _locks[body["metadata"]["uid"]]:
+        fresh = resources.read(KIND, namespace, name)
+        if fresh is None or is_terminal(fresh) or fresh["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            if (fresh.get("status") or {}).get("remoteJobId"):
+                poll(fresh, spec, memo)
+            else:
+                submit(fresh, spec)
+        except SecretMissing as exc:
+            write_status(KIND, fresh, Outcome(Phase.PENDING.value, "SecretNotFound", f"{exc}; retrying until it exists"))
+
+
+# --------------------------------------------------------------------------- deletion
+
+def cancel_remote(body: Any, spec: DPOTrainingJobSpec) -> str:
+    """Cancel the remote job unless it already finished; answers what happened (for the log)."""
+    backend = spec.customizer
+    assert backend is not None
+    status = body.get("status") or {}
+    if is_terminal(body):
+        return "the remote job had already finished"
+    namespace = body["metadata"]["namespace"]
+    _locks.pop(body["metadata"]["uid"], None)
+    try:
+        with sessions(namespace, backend) as (_, customizer, _):
+            return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"])
+    except SecretMissing as exc:  # try without a key rather than keep the resource Terminating
+        log.warning("%s; cancelling without an API key", exc)
+        with NemoApi(backend.customizer_url or backend.entity_store_url) as customizer:
+            return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"])
+
+
+def _cancel(customizer: NemoApi, job_id: str | None, uid: str) -> str:
+    if job_id is None:
+        found = nemo.find_job(customizer, uid)
+        job_id = found["id"] if found else None
+    if job_id is None:
+        return "no remote job had been created"
+    return f"cancelled Customizer job {job_id}" if nemo.cancel_job(customizer, job_id) \
+        else f"Customizer job {job_id} had nothing left to cancel"

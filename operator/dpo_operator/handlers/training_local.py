@@ -1,0 +1,145 @@
+"""DPOTrainingJob, ``local`` backend: our trainer in GPU pods (an Indexed Job + headless Service for several nodes).
+
+The dataset and output PVCs are mounted; progress and the result come back through the Job and the pod's
+termination message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from dpo_operator.api.common import Phase, PvcLocation, ResourceRequirements
+from dpo_operator.api.training import KIND, DPOTrainingJobSpec
+from dpo_operator.config import OperatorConfig
+from dpo_operator.handlers.common import InvalidSpec
+from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
+from dpo_operator.kube import client
+from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results, set_suspended
+from dpo_operator.kube.naming import child_name, labels_for, owner_reference
+from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.kube.status import Outcome, write_status
+
+SPEC_ENV = "DPO_TRAINING_SPEC"
+MASTER_PORT = 29500
+
+
+def job_name(name: str) -> str:
+    return child_name(name, "train")
+
+
+def _command(spec: DPOTrainingJobSpec, name: str, dataset: PvcLocation) -> list[str]:
+    local = spec.local
+    assert local is not None and local.output is not None
+    model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
+    train = ["-m", "dpo_operator", "train", "--spec-env", SPEC_ENV, "--model", model,
+             "--dataset-dir", mounted(dataset), "--output-dir", f"{mounted(local.output)}/{name}",
+             "--result-file", "/dev/termination-log"]
+    if local.num_nodes > 1:
+        return ["sh", "-c", "exec torchrun --nnodes {n} --nproc-per-node {g} --node-rank $JOB_COMPLETION_INDEX "
+                "--master-addr $MASTER_ADDR --master-port {p} {args}".format(
+                    n=local.num_nodes, g=max(1, local.gpus_per_node), p=MASTER_PORT, args=" ".join(train))]
+    if local.gpus_per_node > 1:
+        return ["torchrun", "--standalone", f"--nproc-per-node={local.gpus_per_node}", *train]
+    return ["dpo-operator", *train[2:]]
+
+
+def headless_service(body: Any, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
+                     "labels": labels_for(KIND.kind, body["metadata"]["name"], "trainer"),
+                     "ownerReferences": [owner_reference(KIND.kind, body)]},
+        "spec": {"clusterIP": "None", "selector": {"batch.kubernetes.io/job-name": name},
+                 "ports": [{"name": "rendezvous", "port": MASTER_PORT}], "publishNotReadyAddresses": True},
+    }
+
+
+def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: PvcLocation, config: OperatorConfig) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    jname = job_name(name)
+    local = spec.local
+    assert local is not None and local.output is not None
+    labels = labels_for(KIND.kind, name, "trainer")
+    claims = {dataset.claim_name: True, local.output.claim_name: False}
+    if spec.model.pvc is not None:
+        claims.setdefault(spec.model.pvc.claim_name, True)
+    volumes = [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)]
+    mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}"} for i, claim in enumerate(claims)]
+    volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    env = [{"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
+           {"name": "DPO_RESOURCE_NAME", "value": name},
+           *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None)]
+    if local.num_nodes > 1:
+        env.append({"name": "MASTER_ADDR", "value": f"{jname}-0.{jname}"})
+    options = spec.template
+    if local.gpus_per_node:  # each pod gets the node's GPUs unless the template says otherwise
+        current = options.resources or ResourceRequirements()
+        limits = {"nvidia.com/gpu": local.gpus_per_node, **(current.limits or {})}
+        options = options.model_copy(update={"resources": current.model_copy(update={"limits": limits})})
+    trainer = container(options, name="trainer", default_image=config.workload_image,
+                        command=_command(spec, name, dataset), env=env, volume_mounts=mounts)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.job.backoff_limit, "suspend": spec.suspend,
+        "template": {"metadata": pod_metadata(spec.template, labels),
+                     "spec": pod_spec(options, [trainer], volumes=volumes)},
+    }
+    if local.num_nodes > 1:
+        job_spec.update(completionMode="Indexed", completions=local.num_nodes, parallelism=local.num_nodes)
+        job_spec["template"]["spec"]["subdomain"] = jname
+    if spec.job.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.job.active_deadline_seconds
+    if spec.job.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": jname, "namespace": body["metadata"]["namespace"], "labels": labels,
+                         "ownerReferences": [owner_reference(KIND.kind, body)]},
+            "spec": job_spec}
+
+
+def ensure_service(namespace: str, manifest: dict[str, Any]) -> None:
+    try:
+        client.core().create_namespaced_service(namespace, manifest)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
+    if spec.local is None or spec.local.output is None:
+        raise InvalidSpec("local.output is required for the local backend: the PVC directory the trained model goes to")
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    location = resolve_dataset(body, spec)
+    if isinstance(location, Outcome):
+        write_status(KIND, body, location)
+        return
+    if location.pvc is None:
+        raise InvalidSpec(f"dataset: {location.describe()} is a hub repo; the local backend reads datasets from a "
+                          "PVC (use a pvc location, or backend: customizer)")
+    dataset = location.pvc
+    jname = job_name(name)
+    if spec.local.num_nodes > 1:
+        ensure_service(namespace, headless_service(body, jname))
+    job = ensure_job(namespace, job_manifest(body, spec, dataset, OperatorConfig.from_env()))
+    job = set_suspended(namespace, job, spec.suspend)
+    state = job_state(job)
+    fields: dict[str, Any] = {"jobName": jname, "datasetLocation": location.describe()}
+    if state.phase == Phase.SUCCEEDED.value:
+        result = next((r for r in pod_results(namespace, jname) if "outputModel" in r), None)
+        if result is not None:
+            relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
+            fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
+            fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
+                                  "epochsCompleted": spec.hyperparameters.epochs,
+                                  "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss")}
+        fields.update(deploy_if_requested(body, spec))
+        write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields))
+        return
+    if state.phase == Phase.FAILED.value:
+        fields["failureReason"] = state.reason
+        write_status(KIND, body, Outcome(state.phase, state.reason, failure_message(namespace, jname, state), fields))
+        return
+    write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields))

@@ -1,0 +1,61 @@
+"""What both DPOTrainingJob backends share: finding the dataset, volume paths, and deploy-on-completion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpo_operator.api import API_VERSION
+from dpo_operator.api import collection as collection_api
+from dpo_operator.api import deployment as deployment_api
+from dpo_operator.api.common import Phase, PvcLocation, StorageLocation
+from dpo_operator.api.training import KIND, DPOTrainingJobSpec
+from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.kube import resources
+from dpo_operator.kube.naming import labels_for, owner_reference
+from dpo_operator.kube.status import Outcome
+
+MOUNT_ROOT = "/mnt/pvc"
+
+
+def mounted(location: PvcLocation) -> str:
+    """Where a PVC directory appears inside our pods (each claim is mounted at /mnt/pvc/<claim>)."""
+    return f"{MOUNT_ROOT}/{location.claim_name}/{location.path.strip('/')}".rstrip("/")
+
+
+def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Outcome:
+    """The dataset's location, or the outcome to report while the referenced collection is not done."""
+    if spec.dataset.location is not None:
+        return spec.dataset.location
+    assert spec.dataset.collection_ref is not None
+    ref = spec.dataset.collection_ref.name
+    collection = resources.read(collection_api.KIND, body["metadata"]["namespace"], ref)
+    if collection is None:
+        return Outcome(Phase.PENDING.value, "WaitingForDataset", f"DPOCollection {ref} does not exist (yet)")
+    phase = (collection.get("status") or {}).get("phase")
+    if phase in (Phase.FAILED.value, Phase.CANCELLED.value):
+        raise PermanentFailure("DatasetFailed", f"DPOCollection {ref} ended {phase}: "
+                                                f"{(collection.get('status') or {}).get('message', '')}")
+    if phase != Phase.SUCCEEDED.value:
+        return Outcome(Phase.PENDING.value, "WaitingForDataset", f"waiting for DPOCollection {ref} (phase {phase or 'unknown'})")
+    return collection_api.DPOCollectionSpec.model_validate(collection["spec"]).output
+
+
+def deployment_for(body: Any, spec: DPOTrainingJobSpec) -> dict[str, Any] | None:
+    if spec.deploy_on_completion is None:
+        return None
+    name = body["metadata"]["name"]
+    deploy_spec = {**spec.deploy_on_completion.to_api(), "model": {"trainingJobRef": {"name": name}}}
+    return {"apiVersion": API_VERSION, "kind": deployment_api.KIND.kind,
+            "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
+                         "labels": labels_for(KIND.kind, name, "deployment"),
+                         "ownerReferences": [owner_reference(KIND.kind, body)]},
+            "spec": deploy_spec}
+
+
+def deploy_if_requested(body: Any, spec: DPOTrainingJobSpec) -> dict[str, Any]:
+    """Create the ModelDeployment of ``deployOnCompletion`` (once); the status fields to record."""
+    deployment = deployment_for(body, spec)
+    if deployment is None:
+        return {}
+    resources.ensure(deployment_api.KIND, body["metadata"]["namespace"], deployment)
+    return {"deploymentName": deployment["metadata"]["name"]}

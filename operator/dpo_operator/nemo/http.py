@@ -1,0 +1,66 @@
+"""One HTTP session to a NeMo microservice: base URL, optional bearer key, timeouts, and error classification.
+
+Every non-2xx answer becomes a :class:`NemoError` that says whether retrying could help (408/409/425/429/5xx
+and network errors) and carries the service's own message, so a failed resource can say what went wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class NemoError(Exception):
+    def __init__(self, status: int, message: str, transient: bool) -> None:
+        super().__init__(f"{status or 'network error'}: {message}" if status else f"network error: {message}")
+        self.status = status
+        self.detail = message
+        self.transient = transient
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("detail", "message", "error"):
+            if body.get(key):
+                return str(body[key])[:500]
+    return str(body)[:500]
+
+
+class NemoApi:
+    """A thin session; ``request`` answers the decoded JSON body (or ``None`` for an empty one)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Accept": "application/json"}
+        if api_key:  # never send an empty bearer token
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """Send; statuses in ``ok`` (e.g. 409 for "already exists") are answered like a success."""
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise NemoError(0, f"{method} {self.base_url}{path}: {exc}", transient=True) from exc
+        if response.is_success or response.status_code in ok:
+            return response.json() if response.content else None
+        raise NemoError(response.status_code, f"{method} {path}: {_message(response)}",
+                        transient=response.status_code in TRANSIENT_STATUS)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "NemoApi":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,180 @@
+"""DPOTrainingJob with backend customizer: the real operator, the emulated cluster, a local upload pod and the
+NeMo API emulator. Checks outcomes in the Kubernetes API and in the (emulated) NeMo services."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dpo_operator.embedded.executor import LocalExecutor
+from tests.fakes.nemo import FakeNemo
+from tests.kubehelpers import Kube, wait_for
+from tests.test_trainer import toy_dataset
+
+pytestmark = pytest.mark.e2e
+API_KEY = "nemo-key-123"
+
+
+@pytest.fixture()
+def nemo() -> Iterator[FakeNemo]:
+    with FakeNemo(api_key=API_KEY, hf_token="hf-token-456") as fake:
+        yield fake
+
+
+@pytest.fixture()
+def executor(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[LocalExecutor]:
+    local = LocalExecutor(kube.api, tmp_path, namespace)
+    toy_dataset(local.pvc_dir("dpo-data") / "ds")
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "nemo"}, "data": {
+        "api-key": base64.b64encode(API_KEY.encode()).decode(),
+        "hf-token": base64.b64encode(b"hf-token-456").decode()}})
+    with local:
+        yield local
+
+
+def spec_for(nemo: FakeNemo, **customizer: Any) -> dict[str, Any]:
+    return {
+        "backend": "customizer",
+        "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+        "model": {"name": "meta/llama-3.2-1b-instruct@v1.0.0+A100"},
+        "hyperparameters": {"epochs": 2, "batchSize": 16, "learningRate": 0.0001,
+                            "dpo": {"refPolicyKlPenalty": 0.05, "sftLossWeight": 0.1}},
+        "customizer": {"entityStoreUrl": nemo.url, "datastoreUrl": nemo.url, "namespace": "team-a",
+                       "apiKeySecretRef": {"name": "nemo", "key": "api-key"},
+                       "hfTokenSecretRef": {"name": "nemo", "key": "hf-token"},
+                       "pollIntervalSeconds": 1, **customizer},
+        "job": {"backoffLimit": 0},
+    }
+
+
+def reason(obj: dict[str, Any], condition: str) -> str:
+    return {c["type"]: c for c in obj["status"]["conditions"]}[condition]["reason"]
+
+
+def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operator: None, nemo: FakeNemo,
+                                              executor: LocalExecutor) -> None:
+    nemo.entity_namespaces.add("team-a")  # existing namespaces answer 409: fine
+    nemo.datastore_namespaces.add("team-a")
+    nemo.fail["create-job"] = [503]  # a transient failure is retried
+    spec = {**spec_for(nemo), "deployOnCompletion": {"replicas": 1}}
+    kube.create("DPOTrainingJob", namespace, "remote", spec)
+    done = kube.wait_phase("DPOTrainingJob", namespace, "remote", "Succeeded", timeout=40)
+
+    repo = f"team-a/{namespace}-remote"
+    source = executor.pvc_dir("dpo-data") / "ds"
+    assert nemo.repos[repo]["training/training_file.jsonl"] == (source / "training/training_file.jsonl").read_bytes()
+    assert nemo.datasets[repo]["files_url"] == f"hf://datasets/{repo}"
+    assert len(nemo.jobs) == 1
+    job = next(iter(nemo.jobs.values()))
+    assert job["config"] == "meta/llama-3.2-1b-instruct@v1.0.0+A100"
+    assert job["hyperparameters"]["dpo"] == {"ref_policy_kl_penalty": 0.05, "preference_loss_weight": 1.0,
+                                             "preference_average_log_probs": False, "sft_loss_weight": 0.1}
+    assert job["hyperparameters"]["epochs"] == 2 and job["hyperparameters"]["finetuning_type"] == "lora"
+    status = done["status"]
+    assert status["remoteJobId"] == job["id"] and status["outputModel"] == job["output_model"]
+    assert status["progress"] == {"percentageDone": 100.0, "epochsCompleted": 1, "stepsCompleted": 10,
+                                  "trainLoss": 0.4, "valLoss": 0.45}
+    assert status["datasetLocation"] == f"hf://datasets/{repo}" and status["jobName"] == "remote-upload"
+    assert reason(done, "Succeeded") == "Trained" and "consecutivePollFailures" not in status
+    assert kube.get("ModelDeployment", namespace, status["deploymentName"])["spec"]["model"] == \
+        {"trainingJobRef": {"name": "remote"}}
+    # no secret value ever reaches the spec or status of anything we created
+    upload = kube.job(namespace, "remote-upload")
+    assert API_KEY not in str(done) and API_KEY not in str(upload) and "hf-token-456" not in str(upload)
+
+
+def test_null_progress_is_tolerated_and_a_failed_job_fails_the_resource(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    nemo.script = [{"status": "running", "percentage_done": 20.0, "train_loss": 0.69},
+                   {"status": "running", "percentage_done": None, "train_loss": None, "epochs_completed": None},
+                   {"status": "failed", "percentage_done": None,
+                    "status_logs": [{"message": "started"}, {"detail": "CUDA out of memory"}]}]
+    kube.create("DPOTrainingJob", namespace, "oom", spec_for(nemo))
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "oom", "Failed", timeout=40)
+    assert reason(failed, "Failed") == "CustomizerJobFailed"
+    assert "CUDA out of memory" in failed["status"]["message"]
+    assert failed["status"]["progress"] == {"percentageDone": 20.0, "trainLoss": 0.69}  # nulls kept the last values
+
+
+def test_poll_failures_back_off_recover_and_are_bounded(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    nemo.script = [{"status": "running", "percentage_done": 10.0}]
+    kube.create("DPOTrainingJob", namespace, "flaky", spec_for(nemo, maxConsecutivePollFailures=3))
+    kube.wait_phase("DPOTrainingJob", namespace, "flaky", "Running", timeout=40)
+    nemo.fail["job-status"] = [502]
+    wait_for(lambda: kube.get("DPOTrainingJob", namespace, "flaky")["status"].get("consecutivePollFailures") == 1,
+             what="a counted poll failure")
+    wait_for(lambda: "consecutivePollFailures" not in kube.get("DPOTrainingJob", namespace, "flaky")["status"],
+             what="recovery after a successful poll")
+    nemo.fail["job-status"] = [503] * 10
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "flaky", "Failed", timeout=30)
+    assert reason(failed, "Failed") == "PollFailed" and "3 consecutive status polls" in failed["status"]["message"]
+
+
+def test_delete_cancels_the_remote_job(kube: Kube, namespace: str, operator: None, nemo: FakeNemo,
+                                       executor: LocalExecutor) -> None:
+    nemo.script = [{"status": "running", "percentage_done": 5.0}]
+    kube.create("DPOTrainingJob", namespace, "doomed", spec_for(nemo))
+    running = kube.wait_phase("DPOTrainingJob", namespace, "doomed", "Running", timeout=40)
+    assert running["metadata"]["finalizers"] == ["dpo.ai/finalizer"]
+    kube.delete("DPOTrainingJob", namespace, "doomed")
+    wait_for(lambda: not kube.exists("DPOTrainingJob", namespace, "doomed"), what="deletion")
+    assert nemo.jobs[running["status"]["remoteJobId"]]["status"] == "cancelled"
+
+
+def test_delete_finishes_even_when_the_customizer_is_down(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    nemo.script = [{"status": "running"}]
+    kube.create("DPOTrainingJob", namespace, "orphan", spec_for(nemo))
+    kube.wait_phase("DPOTrainingJob", namespace, "orphan", "Running", timeout=40)
+    nemo.fail["cancel-job"] = [503] * 100
+    started = time.monotonic()
+    kube.delete("DPOTrainingJob", namespace, "orphan")
+    wait_for(lambda: not kube.exists("DPOTrainingJob", namespace, "orphan"), timeout=60, what="deletion")
+    attempts = [route for route, _ in nemo.calls].count("cancel-job")
+    assert attempts == 5, attempts  # bounded retries, then the finalizer is released
+    assert time.monotonic() - started < 60
+
+
+def test_deadline_cancels_and_fails(kube: Kube, namespace: str, operator: None, nemo: FakeNemo,
+                                    executor: LocalExecutor) -> None:
+    nemo.script = [{"status": "running", "percentage_done": 1.0}]
+    spec = spec_for(nemo)
+    spec["job"]["activeDeadlineSeconds"] = 3
+    kube.create("DPOTrainingJob", namespace, "slow", spec)
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "slow", "Failed", timeout=40)
+    assert reason(failed, "Failed") == "DeadlineExceeded"
+    assert nemo.jobs[failed["status"]["remoteJobId"]]["status"] == "cancelled"
+
+
+def test_dataset_already_in_the_datastore_is_not_copied(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    nemo.repos["team-a/collected"] = {"training/training_file.jsonl": b'{"prompt": "p"}\n'}
+    spec = spec_for(nemo)
+    spec["dataset"] = {"location": {"hub": {"endpoint": f"{nemo.url}/v1/hf", "repoId": "team-a/collected"}}}
+    kube.create("DPOTrainingJob", namespace, "direct", spec)
+    done = kube.wait_phase("DPOTrainingJob", namespace, "direct", "Succeeded", timeout=40)
+    assert done["status"]["datasetLocation"] == "hf://datasets/team-a/collected"
+    assert kube.job(namespace, "direct-upload") is None and list(nemo.repos) == ["team-a/collected"]
+
+
+def test_failed_upload_and_missing_secret_are_reported(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    spec = spec_for(nemo)
+    spec["dataset"] = {"location": {"pvc": {"claimName": "dpo-data", "path": "/nothing-here"}}}
+    kube.create("DPOTrainingJob", namespace, "nodata", spec)
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "nodata", "Failed", timeout=40)
+    assert reason(failed, "Failed") == "DatasetUploadFailed"
+    assert "lacks training/training_file.jsonl" in failed["status"]["message"]
+
+    spec = spec_for(nemo, apiKeySecretRef={"name": "absent", "key": "k"})
+    kube.create("DPOTrainingJob", namespace, "nokey", spec)
+    pending = kube.wait_phase("DPOTrainingJob", namespace, "nokey", "Pending")
+    assert reason(pending, "Progressing") == "SecretNotFound"
+    assert f"Secret {namespace}/absent does not exist" in pending["status"]["message"]
+    assert nemo.jobs == {}
