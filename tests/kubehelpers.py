@@ -121,5 +121,24 @@ class Kube:
         self.batch.patch_namespaced_job_status(job_name, namespace, {"status": {
             "conditions": [condition], "succeeded": 1 if succeeded else 0, "failed": 0 if succeeded else 1, "active": 0}})
 
+    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.to_dict(self.apps.read_namespaced_deployment(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def roll_out(self, namespace: str, name: str, available: bool = True) -> dict[str, Any]:
+        """Play the Deployment controller: the current spec observed and its replicas updated (and available)."""
+        deployment = self.deployment(namespace, name)
+        assert deployment is not None, f"deployment {name} not found"
+        replicas = deployment["spec"]["replicas"]
+        ready = replicas if available else 0
+        self.apps.patch_namespaced_deployment_status(name, namespace, {"status": {
+            "observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
+            "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready}})
+        return deployment
+
     def start_job(self, namespace: str, job_name: str) -> None:
         self.batch.patch_namespaced_job_status(job_name, namespace, {"status": {"active": 1, "startTime": "2026-01-01T00:00:00Z"}})

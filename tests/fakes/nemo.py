@@ -2,6 +2,8 @@
 
 - Entity Store: ``POST /v1/namespaces`` and ``POST /v1/datasets`` (409 when they exist).
 - Datastore: ``POST /v1/datastore/namespaces`` (409 when it exists) and the Hub API under ``/v1/hf`` (FakeHub).
+- Deployment Management: configs and model deployments (create, get, delete); each deployment walks
+  through ``deployment_script``.
 - Customizer: ``POST /v1/customization/jobs`` (refuses a dataset that is not registered or whose files are not in
   the Datastore, as the real service would fail such a job), paginated ``GET /v1/customization/jobs``,
   ``GET .../{id}/status`` and ``POST .../{id}/cancel``.
@@ -39,6 +41,10 @@ class FakeNemo(FakeHub):
         self.script: list[dict[str, Any]] = list(DEFAULT_SCRIPT)
         self._scripts: dict[str, list[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
+        self.configs: dict[str, dict[str, Any]] = {}
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.deployment_script: list[str] = ["pending", "ready"]  # status per GET, the last repeating
+        self._deployment_scripts: dict[str, list[str]] = {}
 
     @property
     def url(self) -> str:
@@ -52,6 +58,11 @@ class FakeNemo(FakeHub):
         app.router.add_get("/v1/customization/jobs", self._list_jobs)
         app.router.add_get("/v1/customization/jobs/{id}/status", self._job_status)
         app.router.add_post("/v1/customization/jobs/{id}/cancel", self._cancel_job)
+        app.router.add_post("/v1/deployment/configs", self._create_config)
+        app.router.add_delete("/v1/deployment/configs/{ns}/{name}", self._delete_config)
+        app.router.add_post("/v1/deployment/model-deployments", self._create_deployment)
+        app.router.add_get("/v1/deployment/model-deployments/{ns}/{name}", self._get_deployment)
+        app.router.add_delete("/v1/deployment/model-deployments/{ns}/{name}", self._delete_deployment)
         super().routes(app)
 
     def _guard(self, request: web.Request, route: str) -> web.Response | None:
@@ -142,3 +153,56 @@ class FakeNemo(FakeHub):
             return web.json_response({"detail": f"job is {job['status']}"}, status=409)
         job["status"] = "cancelled"
         return web.json_response(job)
+
+    # ------------------------------------------------------------------ Deployment Management
+
+    async def _create_config(self, request: web.Request) -> web.Response:
+        if (refused := self._guard(request, "create-config")) is not None:
+            return refused
+        body = await request.json()
+        key = f"{body['namespace']}/{body['name']}"
+        if key in self.configs:
+            return web.json_response({"detail": f"config {key} already exists"}, status=409)
+        self.configs[key] = body
+        return web.json_response(body, status=201)
+
+    async def _delete_config(self, request: web.Request) -> web.Response:
+        if (refused := self._guard(request, "delete-config")) is not None:
+            return refused
+        key = f"{request.match_info['ns']}/{request.match_info['name']}"
+        if self.configs.pop(key, None) is None:
+            return web.json_response({"detail": "not found"}, status=404)
+        return web.json_response({"message": "deleted"})
+
+    async def _create_deployment(self, request: web.Request) -> web.Response:
+        if (refused := self._guard(request, "create-deployment")) is not None:
+            return refused
+        body = await request.json()
+        key = f"{body['namespace']}/{body['name']}"
+        if body["config"] not in self.configs:
+            return web.json_response({"detail": f"config {body['config']} not found"}, status=404)
+        if key in self.deployments:
+            return web.json_response({"detail": f"deployment {key} already exists"}, status=409)
+        self.deployments[key] = {**body, "url": f"{self.url}/nim/{key}", "status_details": {"status": "created"}}
+        self._deployment_scripts[key] = list(self.deployment_script)
+        return web.json_response(self.deployments[key], status=201)
+
+    async def _get_deployment(self, request: web.Request) -> web.Response:
+        if (refused := self._guard(request, "get-deployment")) is not None:
+            return refused
+        key = f"{request.match_info['ns']}/{request.match_info['name']}"
+        deployment = self.deployments.get(key)
+        if deployment is None:
+            return web.json_response({"detail": "not found"}, status=404)
+        script = self._deployment_scripts[key]
+        deployment["status_details"] = {"status": script.pop(0) if len(script) > 1 else script[0],
+                                        "description": "scripted"}
+        return web.json_response(deployment)
+
+    async def _delete_deployment(self, request: web.Request) -> web.Response:
+        if (refused := self._guard(request, "delete-deployment")) is not None:
+            return refused
+        key = f"{request.match_info['ns']}/{request.match_info['name']}"
+        if self.deployments.pop(key, None) is None:
+            return web.json_response({"detail": "not found"}, status=404)
+        return web.json_response({"message": "deleted"})

@@ -54,6 +54,8 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
         status["startTime"] = now()
     if phase in TERMINAL_PHASES and not status.get("completionTime"):
         status["completionTime"] = now()
+    elif phase not in TERMINAL_PHASES:
+        status.pop("completionTime", None)  # a ModelDeployment rolls out again after a failure
     return {k: v for k, v in status.items() if v is not None}
 
 

@@ -1,0 +1,130 @@
+"""ModelDeployment handlers: resolve the model, roll out a revision on the chosen backend, watch readiness.
+
+Phases: Pending (waiting for the training job's model) → Progressing (rolling out) → Ready, or Failed
+(terminal for this generation: a spec change starts a new rollout). Spec changes make a new revision; the previous
+one keeps serving until the new one is Ready. The rollout clock (``status.rolloutStartTime``) lives in status, so
+``readinessTimeoutSeconds`` is wall-clock time from the rollout start, across operator restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from dpo_operator.api import GROUP, VERSION
+from dpo_operator.api import training as training_api
+from dpo_operator.api.common import Phase
+from dpo_operator.api.deployment import KIND, DeploymentBackend, ModelDeploymentSpec
+from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
+from dpo_operator.handlers.common import PermanentFailure, backoff_delay, is_transient, parse_spec, reconcile_guard
+from dpo_operator.kube import resources
+from dpo_operator.kube.conditions import now
+from dpo_operator.kube.naming import owner_label
+from dpo_operator.kube.secrets import SecretMissing
+from dpo_operator.kube.status import Outcome, is_terminal, write_status
+from dpo_operator.serving import model as serving_model
+from dpo_operator.serving.nim import revision
+
+log = logging.getLogger(__name__)
+DONE = "Ready"
+CHECK_SECONDS = 5.0          # while rolling out
+READY_CHECK_SECONDS = 30.0   # once Ready: keep watching that it stays so
+DELETE_ATTEMPTS = 5
+
+
+def settled(body: Any) -> bool:
+    """Failed (or otherwise terminal) for the current generation: nothing to do until the spec changes."""
+    status = body.get("status") or {}
+    return is_terminal(body) and status.get("observedGeneration") == body["metadata"].get("generation")
+
+
+def reconcile(body: Any) -> None:
+    if settled(body):
+        return
+    spec = parse_spec(ModelDeploymentSpec, body)
+    namespace = body["metadata"]["namespace"]
+    try:
+        model = serving_model.resolve(spec, lambda ref: resources.read(training_api.KIND, namespace, ref))
+    except serving_model.ModelNotReady as exc:
+        write_status(KIND, body, Outcome(Phase.PENDING.value, "WaitingForModel", str(exc)), DONE)
+        return
+    except serving_model.ModelUnavailable as exc:
+        raise PermanentFailure("ModelUnavailable", str(exc)) from None
+    status = body.get("status") or {}
+    rev = revision(spec, model)
+    new_rollout = status.get("revision") != rev or not status.get("rolloutStartTime")
+    fields: dict[str, Any] = {"revision": rev, "servedModelName": model.served_name,
+                              "rolloutStartTime": now() if new_rollout else status["rolloutStartTime"]}
+    backend = deployment_nemo if spec.backend == DeploymentBackend.NEMO.value else deployment_kubernetes
+    try:
+        backend.reconcile(body, spec, model, rev, fields)
+    except SecretMissing as exc:
+        write_status(KIND, body, Outcome(Phase.PENDING.value, "SecretNotFound", f"{exc}; retrying until it exists",
+                                         fields), DONE)
+
+
+def _guarded(body: Any, retry: int) -> None:
+    reconcile_guard(KIND, body, retry, lambda: reconcile(body), DONE)
+
+
+def _reconcile_quietly(body: dict[str, Any]) -> None:
+    try:
+        _guarded(body, 0)
+    except (kopf.PermanentError, kopf.TemporaryError) as exc:
+        log.info("ModelDeployment %s: %s", body["metadata"]["name"], exc)
+
+
+@kopf.on.create(GROUP, VERSION, KIND.plural)
+@kopf.on.resume(GROUP, VERSION, KIND.plural)
+@kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
+def deployment_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+    _guarded(body, retry)
+
+
+@kopf.timer(GROUP, VERSION, KIND.plural, interval=CHECK_SECONDS, when=lambda body, **_: not settled(body))
+def deployment_check(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    if (body.get("status") or {}).get("phase") == Phase.READY.value:
+        if time.monotonic() < getattr(memo, "next_ready_check", 0.0):
+            return
+        memo.next_ready_check = time.monotonic() + READY_CHECK_SECONDS
+    _guarded(body, retry)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={owner_label(KIND.kind): kopf.PRESENT})
+def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    owner = resources.read(KIND, namespace, body["metadata"]["labels"][owner_label(KIND.kind)])
+    if owner is not None:
+        _reconcile_quietly(owner)
+
+
+@kopf.on.event(GROUP, VERSION, training_api.KIND.plural)
+def model_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+    """A training job that finishes releases the deployments waiting for its model."""
+    if type == "DELETED" or (body.get("status") or {}).get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        return
+    for deployment in resources.list_in(KIND, namespace):
+        ref = (((deployment.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}).get("name")
+        if ref == body["metadata"]["name"] and not settled(deployment):
+            _reconcile_quietly(deployment)
+
+
+@kopf.on.delete(GROUP, VERSION, KIND.plural, when=lambda spec, **_: spec.get("backend") == DeploymentBackend.NEMO.value)
+def nemo_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+    """Delete the remote deployments; after a few failed attempts let the deletion finish (logged)."""
+    name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    try:
+        spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))
+    except ValueError:
+        return
+    try:
+        log.info("ModelDeployment %s deleted; removed NeMo deployments %s", name, deployment_nemo.delete_remote(body, spec))
+    except Exception as exc:
+        if is_transient(exc) and retry + 1 < DELETE_ATTEMPTS:
+            raise kopf.TemporaryError(f"deleting the NeMo deployment: {exc}", delay=min(30.0, backoff_delay(retry)))
+        log.error("ModelDeployment %s deleted but its NeMo deployment could not be removed (%s); remove it by hand",
+                  name, exc)

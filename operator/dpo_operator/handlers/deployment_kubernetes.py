@@ -1,0 +1,80 @@
+"""ModelDeployment, ``kubernetes`` backend: a NIM Deployment + Service, Ready when the rollout is complete,
+``/v1/health/ready`` answers 200 and ``/v1/models`` lists the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from dpo_operator.api.common import Phase
+from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
+from dpo_operator.config import OperatorConfig
+from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
+from dpo_operator.kube import client
+from dpo_operator.kube.jobs import to_dict
+from dpo_operator.kube.status import Outcome, write_status
+from dpo_operator.serving import nim
+from dpo_operator.serving.model import ServedModel
+from dpo_operator.serving.probe import check_endpoint
+
+
+def apply_deployment(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Create, or replace the spec when the revision changed (a PUT, so no stale list entries survive a merge)."""
+    apps = client.apps()
+    name = manifest["metadata"]["name"]
+    try:
+        current = to_dict(apps.read_namespaced_deployment(name, namespace))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return to_dict(apps.create_namespaced_deployment(namespace, manifest))
+    wanted = manifest["metadata"]["annotations"][nim.REVISION_ANNOTATION]
+    if (current["metadata"].get("annotations") or {}).get(nim.REVISION_ANNOTATION) == wanted:
+        return current
+    current["metadata"].setdefault("annotations", {}).update(manifest["metadata"]["annotations"])
+    current["spec"] = manifest["spec"]
+    return to_dict(apps.replace_namespaced_deployment(name, namespace, current))  # 409 on a race: retried
+
+
+def apply_service(namespace: str, manifest: dict[str, Any]) -> None:
+    core = client.core()
+    name = manifest["metadata"]["name"]
+    try:
+        current = to_dict(core.read_namespaced_service(name, namespace))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        core.create_namespaced_service(namespace, manifest)
+        return
+    spec = current["spec"]
+    if spec.get("ports") == manifest["spec"]["ports"] and spec.get("type") == manifest["spec"]["type"]:
+        return
+    spec.update(ports=manifest["spec"]["ports"], type=manifest["spec"]["type"], selector=manifest["spec"]["selector"])
+    core.replace_namespaced_service(name, namespace, current)
+
+
+def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    config = OperatorConfig.from_env()
+    if model.remote_model is not None and model.weights is None:
+        raise PermanentFailure("ModelUnavailable", f"model {model.remote_model!r} lives in NeMo (no weights on a PVC); "
+                               "serve it with backend: nemo, or give model.explicit.pvc")
+    apply_service(namespace, nim.service_manifest(body, spec))
+    deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, spec.template.image or config.nim_image, rev))
+    complete, detail, ready_replicas = nim.rollout_state(deployment, rev)
+    fields.update(endpoint=nim.cluster_url(name, namespace, spec.port), readyReplicas=ready_replicas)
+    if spec.replicas == 0:
+        write_status(KIND, body, Outcome(Phase.SUSPENDED.value, "ScaledToZero", "replicas is 0: nothing serves", fields),
+                     "Ready")
+        return
+    if complete:
+        probe_url = config.probe_url_template.format(name=name, namespace=namespace, port=spec.port)
+        check = check_endpoint(probe_url, model.served_name)
+        if check.ready:
+            fields["servingRevision"] = rev
+            write_status(KIND, body, Outcome(Phase.READY.value, "Ready", f"{detail}; {check.detail}", fields), "Ready")
+            return
+        detail = check.detail
+    progressing_or_timed_out(body, spec, fields, detail)

@@ -1,0 +1,28 @@
+"""What both ModelDeployment backends share: the rollout clock and the ReadinessTimeout verdict."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from dpo_operator.api.common import Phase
+from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
+from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.kube.status import Outcome, write_status
+
+
+def seconds_since(timestamp: str) -> float:
+    started = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - started).total_seconds()
+
+
+def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: dict[str, Any], detail: str) -> None:
+    """Not ready yet: Progressing, or a terminal ReadinessTimeout once the wall clock since the rollout started
+    (kept in status, so it survives operator restarts) passes ``readinessTimeoutSeconds``."""
+    elapsed = seconds_since(fields["rolloutStartTime"])
+    if elapsed > spec.readiness_timeout_seconds:
+        serving = (body.get("status") or {}).get("servingRevision")
+        still = f"; the previous revision {serving} keeps serving" if serving and serving != fields["revision"] else ""
+        raise PermanentFailure("ReadinessTimeout", f"not ready {elapsed:.0f}s after the rollout started "
+                               f"(readinessTimeoutSeconds {spec.readiness_timeout_seconds}): {detail}{still}")
+    write_status(KIND, body, Outcome(Phase.PROGRESSING.value, "RollingOut", detail, fields), "Ready")

@@ -1,0 +1,1 @@
+"""Serving: what a NIM needs (model resolution, pod shape) and how we tell that it is ready."""

@@ -1,0 +1,68 @@
+"""What a ModelDeployment serves: resolved from a DPOTrainingJob's result or given explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dpo_operator.api import training as training_api
+from dpo_operator.api.common import Phase, PvcLocation
+from dpo_operator.api.deployment import ModelDeploymentSpec
+
+
+class ModelNotReady(Exception):
+    """The training job has not produced its model yet (the deployment waits)."""
+
+
+class ModelUnavailable(Exception):
+    """The referenced model cannot be served this way (the deployment fails; the message says why)."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    served_name: str                   # what clients put in "model" (the adapter's name for LoRA)
+    base_name: str                     # the base model (NIM's own model, or a name for the weights below)
+    weights: PvcLocation | None = None     # full weights on a PVC (NIM_MODEL_NAME)
+    adapter: PvcLocation | None = None     # a LoRA adapter on a PVC (under NIM_PEFT_SOURCE)
+    remote_model: str | None = None        # a NeMo model (namespace/name@version) for the nemo backend
+
+
+def parse_pvc_url(url: str) -> PvcLocation:
+    """``pvc://claim/some/path`` → PvcLocation."""
+    if not url.startswith("pvc://"):
+        raise ValueError(url)
+    claim, _, path = url.removeprefix("pvc://").partition("/")
+    return PvcLocation(claim_name=claim, path="/" + path)
+
+
+def from_training_job(job: dict[str, Any] | None, ref: str, served_name: str | None) -> ServedModel:
+    if job is None:
+        raise ModelNotReady(f"DPOTrainingJob {ref} does not exist (yet)")
+    status = job.get("status") or {}
+    phase = status.get("phase")
+    if phase in (Phase.FAILED.value, Phase.CANCELLED.value):
+        raise ModelUnavailable(f"DPOTrainingJob {ref} ended {phase}: {status.get('message', '')}")
+    if phase != Phase.SUCCEEDED.value or not status.get("outputModel"):
+        raise ModelNotReady(f"waiting for DPOTrainingJob {ref} to succeed (phase {phase or 'unknown'})")
+    spec = training_api.DPOTrainingJobSpec.model_validate(job["spec"])
+    output = status["outputModel"]
+    name = served_name or ref
+    if spec.backend == training_api.Backend.CUSTOMIZER.value:
+        return ServedModel(served_name=served_name or output, base_name=spec.model.name, remote_model=output)
+    location = parse_pvc_url(output)
+    if spec.hyperparameters.finetuning_type == training_api.FinetuningType.LORA.value:
+        return ServedModel(served_name=name, base_name=spec.model.name, weights=spec.model.pvc, adapter=location)
+    return ServedModel(served_name=name, base_name=spec.model.name, weights=location)
+
+
+def resolve(spec: ModelDeploymentSpec, read_training_job: Any) -> ServedModel:
+    if spec.model.explicit is not None:
+        explicit = spec.model.explicit
+        if explicit.lora_adapter is not None:
+            return ServedModel(served_name=spec.served_model_name or f"{explicit.name}-lora", base_name=explicit.name,
+                               weights=explicit.pvc, adapter=explicit.lora_adapter)
+        return ServedModel(served_name=spec.served_model_name or explicit.name, base_name=explicit.name,
+                           weights=explicit.pvc, remote_model=explicit.name if explicit.pvc is None else None)
+    assert spec.model.training_job_ref is not None
+    ref = spec.model.training_job_ref.name
+    return from_training_job(read_training_job(ref), ref, spec.served_model_name)

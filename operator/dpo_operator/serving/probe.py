@@ -1,0 +1,39 @@
+"""Is a NIM endpoint ready? ``GET /v1/health/ready`` answers 200 AND ``GET /v1/models`` lists the model.
+
+Answers what is not ready in words (for the status message and the ReadinessTimeout failure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    ready: bool
+    detail: str
+
+
+def check_endpoint(base_url: str, model: str, timeout: httpx.Timeout = TIMEOUT) -> EndpointCheck:
+    base = base_url.rstrip("/")
+    try:
+        with httpx.Client(timeout=timeout) as http:
+            health = http.get(f"{base}/v1/health/ready")
+            if health.status_code != 200:
+                return EndpointCheck(False, f"{base}/v1/health/ready answered {health.status_code}")
+            models = http.get(f"{base}/v1/models")
+    except httpx.HTTPError as exc:
+        return EndpointCheck(False, f"{base} is not reachable ({type(exc).__name__}: {exc})")
+    if models.status_code != 200:
+        return EndpointCheck(False, f"{base}/v1/models answered {models.status_code}")
+    try:
+        listed = [str(item.get("id")) for item in models.json().get("data") or [] if isinstance(item, dict)]
+    except (ValueError, AttributeError):
+        return EndpointCheck(False, f"{base}/v1/models did not answer a model list")
+    if model not in listed:
+        return EndpointCheck(False, f"model {model!r} is not listed by {base}/v1/models (listed: {', '.join(listed) or 'none'})")
+    return EndpointCheck(True, f"{base} serves {model!r}")
