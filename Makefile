@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv install demo test test-e2e crds bench-pairs bench-trainer clean
+.PHONY: venv install demo test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-scale clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ test: install  ## the whole default test suite (emulated cluster; GPU-only tests
 test-e2e: install  ## only the tests that run the operator against the (emulated) API server
 	$(PY) -m pytest -q -m e2e
 
-crds: install  ## regenerate crds/ from the API models
+crds: install  ## regenerate crds/ (and the chart's copy) from the API models
 	$(PY) -m dpo_operator crds -o crds
+	$(PY) -m dpo_operator crds -o charts/dpo-operator/crds
+
+manifests: crds  ## regenerate manifests/install.yaml (from the chart) and the Argo CD health ConfigMap
+	$(PY) scripts/render_manifests.py
+
+e2e-kind: install  ## the e2e suite on a kind cluster with the built images (skips without docker/kind)
+	bash scripts/e2e-kind.sh
 
 bench-pairs: install  ## pair building from 1,000,000 candidate events
 	$(PY) bench/bench_pairs.py

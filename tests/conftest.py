@@ -18,6 +18,8 @@ from dpo_operator import crdgen
 from tests.kubehelpers import Kube
 
 REAL_CLUSTER = os.environ.get("DPO_E2E_KUBECONFIG")
+# on a real cluster with the operator installed (scripts/e2e-kind.sh), the tests use that operator
+IN_CLUSTER_OPERATOR = bool(os.environ.get("DPO_E2E_IN_CLUSTER_OPERATOR"))
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +39,7 @@ def kubeconfig() -> Iterator[Path]:
 def kube(kubeconfig: Path) -> Kube:
     configuration = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    kube = Kube(kubernetes.client.ApiClient(configuration))
+    kube = Kube(kubernetes.client.ApiClient(configuration), real_cluster=bool(REAL_CLUSTER))
     if not REAL_CLUSTER:
         for crd in crdgen.all_crds():
             kube.apply_crd(crd)
@@ -60,6 +62,9 @@ def operator(kube: Kube, namespace: str) -> Iterator[None]:
     """The real operator (kopf), watching this test's namespace, in a background thread."""
     from kopf.testing import KopfRunner
 
+    if IN_CLUSTER_OPERATOR:
+        yield
+        return
     args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
     with KopfRunner(args, timeout=60) as runner:
         yield

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import kubernetes
+import pytest
 from kubernetes.client.exceptions import ApiException
 
 from dpo_operator.api import GROUP, VERSION
@@ -32,13 +33,19 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, interval: flo
 
 
 class Kube:
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient, real_cluster: bool = False) -> None:
+        self.real_cluster = real_cluster
         self.api = api
         self.core = kubernetes.client.CoreV1Api(api)
         self.batch = kubernetes.client.BatchV1Api(api)
         self.apps = kubernetes.client.AppsV1Api(api)
         self.custom = kubernetes.client.CustomObjectsApi(api)
         self.ext = kubernetes.client.ApiextensionsV1Api(api)
+
+    def require_emulated(self) -> None:
+        """Helpers that play a built-in controller (Job, Deployment, kubelet) make no sense on a real cluster."""
+        if self.real_cluster:
+            pytest.skip("plays a built-in controller: emulated cluster only")
 
     def to_dict(self, obj: Any) -> dict[str, Any]:
         return self.api.sanitize_for_serialization(obj)
@@ -97,6 +104,7 @@ class Kube:
                    reason: str = "BackoffLimitExceeded", exit_code: int | None = None) -> None:
         """Play the job controller and kubelet: a terminated pod with a termination message, then the Job's
         final condition (what a cluster would do when the workload exits)."""
+        self.require_emulated()
         job = self.job(namespace, job_name)
         assert job is not None, f"job {job_name} not found"
         pod = {
@@ -131,6 +139,7 @@ class Kube:
 
     def roll_out(self, namespace: str, name: str, available: bool = True) -> dict[str, Any]:
         """Play the Deployment controller: the current spec observed and its replicas updated (and available)."""
+        self.require_emulated()
         deployment = self.deployment(namespace, name)
         assert deployment is not None, f"deployment {name} not found"
         replicas = deployment["spec"]["replicas"]
@@ -141,4 +150,5 @@ class Kube:
         return deployment
 
     def start_job(self, namespace: str, job_name: str) -> None:
+        self.require_emulated()
         self.batch.patch_namespaced_job_status(job_name, namespace, {"status": {"active": 1, "startTime": "2026-01-01T00:00:00Z"}})

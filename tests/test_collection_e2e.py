@@ -96,6 +96,7 @@ def test_suspend_pauses_and_resumes_the_job(kube: Kube, namespace: str, operator
 
 
 def test_operator_restart_adopts_the_existing_job(kube: Kube, namespace: str) -> None:
+    kube.require_emulated()  # runs its own operator or kubelet stand-in
     from kopf.testing import KopfRunner
 
     args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
@@ -111,6 +112,7 @@ def test_operator_restart_adopts_the_existing_job(kube: Kube, namespace: str) ->
 def test_real_collector_runs_in_a_local_pod(kube: Kube, namespace: str, operator: None, tmp_path) -> None:  # noqa: ANN001
     """The Job's real container command (the collector) runs, against an OpenAI-compatible server, and its
     termination message flows into the status."""
+    kube.require_emulated()  # runs a kubelet stand-in
     from dpo_operator.embedded.executor import LocalExecutor
     from dpo_operator.embedded.policy_server import PolicyServer
 

@@ -1,0 +1,15 @@
+# The workload image: collector, dataset uploader and DPO trainer (torch + transformers + peft, CUDA).
+#   docker build -f docker/workload.Dockerfile -t ghcr.io/dpo-operator/dpo-workload:0.1.0 .
+# TORCH_INDEX selects the wheel flavour: the CUDA 12.8 build for GPU nodes (default), or
+#   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu for a CPU-only image (kind, CI).
+FROM python:3.11-slim
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[workload]" \
+    && rm -rf /src
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
+WORKDIR /workspace
+USER 65532:65532
+ENTRYPOINT ["dpo-operator"]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run the e2e suite against a real cluster: kind + the images built here + the chart's install.yaml.
+# Needs docker (with a daemon), kind and kubectl; says what is missing and exits 0 (skipped) without them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLUSTER=${KIND_CLUSTER:-dpo-e2e}
+missing=()
+for tool in docker kind kubectl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if ((${#missing[@]})) || ! docker info >/dev/null 2>&1; then
+  echo "e2e-kind: skipped: needs ${missing[*]:-a running docker daemon} (the default tests use the emulated cluster)"
+  exit 0
+fi
+kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 120s
+docker build -f docker/operator.Dockerfile -t ghcr.io/dpo-operator/dpo-operator:0.1.0 .
+docker build -f docker/workload.Dockerfile --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu \
+  -t ghcr.io/dpo-operator/dpo-workload:0.1.0 .
+kind load docker-image --name "$CLUSTER" ghcr.io/dpo-operator/dpo-operator:0.1.0 ghcr.io/dpo-operator/dpo-workload:0.1.0
+kubectl --context "kind-$CLUSTER" apply --server-side -f manifests/install.yaml
+kubectl --context "kind-$CLUSTER" -n dpo-system rollout status deployment/dpo-operator --timeout=180s
+kubeconfig=$(mktemp)
+kind get kubeconfig --name "$CLUSTER" >"$kubeconfig"
+# The in-cluster operator serves the tests (DPO_E2E_IN_CLUSTER_OPERATOR=1: no second operator in-process).
+DPO_E2E_KUBECONFIG="$kubeconfig" DPO_E2E_IN_CLUSTER_OPERATOR=1 .venv/bin/python -m pytest -q -m e2e
