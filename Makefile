@@ -41,5 +41,8 @@ bench-trainer: install  ## our DPO trainer vs TRL on CPU: tokens/s, peak RSS
 	$(PIP) install --quiet trl==1.16.0
 	$(PY) bench/bench_trainer.py
 
+bench-scale: install  ## 500 DPOCollections against the emulated cluster: time to all Jobs, operator peak RSS
+	$(PY) bench/bench_scale.py --count 500
+
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

@@ -21,6 +21,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.reconnect_backoff = 1.0
-    settings.queueing.worker_limit = 64
+    # one asyncio task per busy object (cheap); blocking handler calls are bounded by max_workers threads
+    settings.queueing.worker_limit = None
     settings.execution.max_workers = 16
     client.load()
