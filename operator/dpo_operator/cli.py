@@ -121,6 +121,13 @@ def _upload_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from dpo_operator.embedded.model_server import serve_from_env
+
+    serve_from_env(host=args.host)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from dpo_operator.embedded.demo import run_demo
 
@@ -175,9 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
     upload.set_defaults(func=_upload_dataset)
 
+    serve = sub.add_parser("serve", help="a development stand-in for a NIM: serve a local model (NIM_* environment)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.set_defaults(func=_serve)
+
     demo = sub.add_parser("demo", help="run the pipeline on an embedded, emulated cluster (no cluster, no GPU)")
     demo.add_argument("--workdir", default=".demo", help="where local volumes and pod logs go")
-    demo.add_argument("--examples", type=int, default=24, help="tic-tac-toe positions per collection run")
+    demo.add_argument("--examples", type=int, default=200, help="tic-tac-toe positions (episodes) to collect on")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.set_defaults(func=_demo)
     return parser

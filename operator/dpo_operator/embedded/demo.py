@@ -1,14 +1,19 @@
-"""The embedded demo: the whole control loop on a laptop, no cluster, no GPU.
+"""The embedded demo: the whole pipeline on a laptop, no cluster, no GPU.
 
-It starts the emulated API server, applies the CRDs, runs the real operator, a local executor standing in for
-the kubelet, and a scripted OpenAI-compatible policy standing in for a NIM; then applies a DPOCollection on the
-tic-tac-toe workflow and prints ``kubectl get dpo``-style rows until it finishes, and the dataset it produced.
+It starts the emulated API server, applies the CRDs, runs the real operator and a local executor standing in for
+the kubelet; builds a tiny starting policy; then applies a ModelDeployment serving it, a DPOCollection on the
+tic-tac-toe workflow against that endpoint, and a DPOTrainingJob whose ``deployOnCompletion`` serves the trained
+model. It prints ``kubectl get dpo``-style rows as they change, the dataset, and the move quality of the policy
+before and after DPO on held-out positions.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,6 @@ import kubernetes
 
 from dpo_operator import crdgen
 from dpo_operator.api import ALL_KINDS, GROUP, VERSION
-from dpo_operator.kube.status import TERMINAL_PHASES
 
 NAMESPACE = "dpo-demo"
 
@@ -47,17 +51,63 @@ def get_rows(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> list
     return lines
 
 
-def run_demo(workdir: Path, examples: int = 24, timeout: float = 300.0) -> int:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _resource(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def pipeline(examples: int, base_port: int, trained_port: int) -> list[dict[str, Any]]:
+    """The resources the demo applies: a NIM for the starting policy, then collection → training → deployment."""
+    base_model = {"claimName": "models", "path": "/tictactoe-base"}
+    return [
+        _resource("ModelDeployment", "base-policy", {
+            "model": {"explicit": {"name": "tictactoe-base", "pvc": base_model}}, "servedModelName": "tictactoe-base",
+            "port": base_port, "readinessTimeoutSeconds": 300, "template": {"image": "local/dev-stand-in"}}),
+        _resource("DPOCollection", "tictactoe", {
+            "workflow": {"name": "tictactoe", "numExamples": examples},
+            "llm": {"baseUrl": f"http://127.0.0.1:{base_port}/v1", "model": "tictactoe-base", "temperature": 1.0,
+                    "maxTokens": 3, "maxConcurrency": 4},
+            "candidatesPerTurn": 4, "output": {"pvc": {"claimName": "demo-data", "path": "/datasets/tictactoe"}}}),
+        _resource("DPOTrainingJob", "tictactoe-dpo", {
+            "dataset": {"collectionRef": {"name": "tictactoe"}},
+            "model": {"name": "tictactoe-base", "pvc": base_model},
+            "hyperparameters": {"finetuningType": "all_weights", "epochs": 2, "batchSize": 16, "learningRate": 1.0e-4,
+                                "maxSeqLength": 256, "dpo": {"refPolicyKlPenalty": 0.1, "sftLossWeight": 0.2}},
+            "local": {"gpusPerNode": 0, "precision": "fp32", "output": {"claimName": "demo-data", "path": "/models"}},
+            "deployOnCompletion": {"port": trained_port, "servedModelName": "tictactoe-dpo",
+                                   "readinessTimeoutSeconds": 300, "template": {"image": "local/dev-stand-in"}}}),
+    ]
+
+
+def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
+    """0 when the pipeline finished and the trained policy plays better than the starting one on held-out positions."""
+    from dpo_operator.collect import tictactoe
+    from dpo_operator.embedded import demo_policy
     from dpo_operator.embedded.cluster import EmbeddedCluster
     from dpo_operator.embedded.executor import LocalExecutor
     from dpo_operator.embedded.operator_thread import OperatorThread
-    from dpo_operator.embedded.policy_server import PolicyServer
 
-    logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("kopf").setLevel(logging.ERROR)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    workdir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ["DPO_PROBE_URL_TEMPLATE"] = "http://127.0.0.1:{port}"  # the operator runs here, not in a cluster
+    workdir = workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    started = time.monotonic()
     print("== embedded cluster: emulated API server + the real operator + a local executor (dev stand-ins) ==")
-    with EmbeddedCluster() as cluster, PolicyServer(skill=0.35, noise=0.15, seed=1) as policy:
+    print("The local executor runs each Job's container command as a local process and each NIM Deployment as\n"
+          "`dpo-operator serve` (a local OpenAI-compatible server with the NIM conventions): a development stand-in.")
+    with EmbeddedCluster() as cluster:
         cluster.use_as_default()
         configuration = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
@@ -66,40 +116,58 @@ def run_demo(workdir: Path, examples: int = 24, timeout: float = 300.0) -> int:
             kubernetes.client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
         custom = kubernetes.client.CustomObjectsApi(api)
-        print(f"api server {cluster.url}; policy endpoint {policy.url} (scripted tic-tac-toe player, not an LLM)")
-        with OperatorThread([NAMESPACE]), LocalExecutor(api, workdir, NAMESPACE) as executor:
-            collection = {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "DPOCollection", "metadata": {"name": "tictactoe"},
-                "spec": {"workflow": {"name": "tictactoe", "numExamples": examples},
-                         "llm": {"baseUrl": policy.url, "model": policy.model, "temperature": 1.0},
-                         "candidatesPerTurn": 4, "numRuns": 2, "pairing": {"strategy": "exhaustive", "maxPairsPerTurn": 3},
-                         "output": {"pvc": {"claimName": "demo-data", "path": "/datasets/tictactoe"}}},
-            }
-            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "dpocollections", collection)
-            print("$ kubectl apply -f dpocollection.yaml\ndpocollection.dpo.ai/tictactoe created")
-            status = _follow(custom, timeout)
-            if status.get("phase") != "Succeeded":
-                print(f"collection ended {status.get('phase')}: {status.get('message')}")
+        with OperatorThread([NAMESPACE]), LocalExecutor(api, workdir, NAMESPACE, serve_deployments=True) as executor:
+            base_dir = executor.pvc_dir("models") / "tictactoe-base"
+            print("\n== the starting policy: a tiny char-level model (built here, nothing downloaded), warmed up to "
+                  "answer a random legal cell ==")
+            demo_policy.build_base_policy(base_dir)
+            print(f"built {base_dir} in {time.monotonic() - started:.0f}s")
+            base_port, trained_port = _free_port(), _free_port()
+            resources = pipeline(examples, base_port, trained_port)
+            print("\n$ kubectl apply -f pipeline.yaml")
+            for obj in resources:
+                plural = next(k.plural for k in ALL_KINDS if k.kind == obj["kind"])
+                custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, obj)
+                print(f"{obj['kind'].lower()}.{GROUP}/{obj['metadata']['name']} created")
+            final = _follow(custom, timeout, started)
+            if final is not None:
+                print(f"\npipeline stopped: {final}")
                 return 1
-            dataset = executor.pvc_dir("demo-data") / "datasets/tictactoe"
-            _show_dataset(dataset)
+            _show_dataset(executor.pvc_dir("demo-data") / "datasets/tictactoe")
+            seen = set(tictactoe.random_positions(examples, seed=42))
+            positions = demo_policy.held_out_positions(200, exclude=seen)
+            print(f"\n== move quality on {len(positions)} held-out positions (greedy answers through each NIM's "
+                  "/v1/chat/completions, scored by minimax) ==")
+            before = demo_policy.move_quality(f"http://127.0.0.1:{base_port}/v1", "tictactoe-base", positions)
+            after = demo_policy.move_quality(f"http://127.0.0.1:{trained_port}/v1", "tictactoe-dpo", positions)
+            print(f"before DPO (base-policy):    {before.line()}")
+            print(f"after DPO  (tictactoe-dpo):  {after.line()}")
+            print(f"\ndone in {time.monotonic() - started:.0f}s; volumes and pod logs under {workdir}")
+    if after.mean_value <= before.mean_value:
+        print("DPO did not improve the policy on held-out positions this time")
+        return 2
     return 0
 
 
-def _follow(custom: kubernetes.client.CustomObjectsApi, timeout: float) -> dict[str, Any]:
+def _follow(custom: kubernetes.client.CustomObjectsApi, timeout: float, started: float) -> str | None:
+    """Print ``kubectl get dpo`` whenever it changes; None once the trained model is Ready, else what went wrong."""
     deadline = time.monotonic() + timeout
     last: list[str] = []
-    status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "dpocollections", "tictactoe").get("status") or {}
         rows = get_rows(custom, NAMESPACE)
         if rows != last:
-            print("$ kubectl get dpo -n dpo-demo\n" + "\n".join(rows))
+            print(f"\n[{time.monotonic() - started:5.0f}s] $ kubectl get dpo -n {NAMESPACE}\n" + "\n".join(rows))
             last = rows
-        if status.get("phase") in TERMINAL_PHASES:
-            return status
+        for kind in ALL_KINDS:
+            for item in custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, kind.plural)["items"]:
+                status = item.get("status") or {}
+                if status.get("phase") == "Failed":
+                    return f"{kind.kind} {item['metadata']['name']} failed: {status.get('message')}"
+                if kind.kind == "ModelDeployment" and item["metadata"]["name"] == "tictactoe-dpo" \
+                        and status.get("phase") == "Ready":
+                    return None
         time.sleep(0.5)
-    return {**status, "phase": "Timeout", "message": f"not finished after {timeout}s"}
+    return f"not finished after {timeout:.0f}s"
 
 
 def _show_dataset(path: Path) -> None:

@@ -5,6 +5,8 @@ created by the operator, and for each one: creates a Pod, runs the container's c
 from Secrets resolved through the API), PVC mounts mapped to local directories and the termination log mapped
 to a local file, then records the outcome as a kubelet and the Job controller would (pod terminated state and
 termination message; Job ``Complete`` or ``Failed`` with ``BackoffLimitExceeded`` / ``DeadlineExceeded``).
+With ``serve_deployments`` it also runs each NIM Deployment the operator creates, as ``dpo-operator serve``
+(a local model server following the NIM conventions) in place of the NIM image, and reports it ready.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _now() -> str:
 
 class LocalExecutor:
     def __init__(self, api: kubernetes.client.ApiClient, workdir: Path, namespace: str | None = None,
-                 poll_seconds: float = 0.2) -> None:
+                 poll_seconds: float = 0.2, serve_deployments: bool = False) -> None:
         self.core = kubernetes.client.CoreV1Api(api)
         self.batch = kubernetes.client.BatchV1Api(api)
         self.api = api
@@ -43,6 +45,9 @@ class LocalExecutor:
         self._started: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._poller = threading.Thread(target=self._poll, name="local-executor", daemon=True)
+        self.apps = kubernetes.client.AppsV1Api(api)
+        self.serve_deployments = serve_deployments
+        self._servers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}  # deployment uid -> (revision, process)
 
     def pvc_dir(self, claim: str) -> Path:
         path = self.workdir / "pvc" / claim
@@ -58,6 +63,13 @@ class LocalExecutor:
     def stop(self) -> None:
         self._stop.set()
         self._poller.join(timeout=10)
+        for _, process in self._servers.values():
+            process.terminate()
+        for _, process in self._servers.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         for thread in self._threads:
             thread.join(timeout=30)
 
@@ -88,9 +100,84 @@ class LocalExecutor:
                                               daemon=True)
                     self._threads.append(thread)
                     thread.start()
+                if self.serve_deployments:
+                    self._poll_deployments()
             except Exception:  # noqa: BLE001  (a dev tool: keep polling through API hiccups)
                 log.exception("local executor: listing jobs failed")
             self._stop.wait(self.poll_seconds)
+
+    # ---------------------------------------------------------------- NIM Deployments
+
+    def _poll_deployments(self) -> None:
+        """Run one local model server per NIM Deployment revision (``dpo-operator serve`` in the NIM image's place)."""
+        selector = "app.kubernetes.io/managed-by=dpo-operator"
+        listed = (self.apps.list_namespaced_deployment(self.namespace, label_selector=selector) if self.namespace
+                  else self.apps.list_deployment_for_all_namespaces(label_selector=selector))
+        for deployment in self.api.sanitize_for_serialization(listed)["items"]:
+            uid = deployment["metadata"]["uid"]
+            revision = (deployment["metadata"].get("annotations") or {}).get("dpo.ai/revision", "")
+            running = self._servers.get(uid)
+            if running is not None and running[0] == revision:
+                continue
+            if running is not None:
+                running[1].terminate()
+                running[1].wait(timeout=10)
+            if deployment["spec"].get("replicas", 1) == 0:
+                self._servers.pop(uid, None)
+                continue
+            process, port = self._start_server(deployment)
+            self._servers[uid] = (revision, process)
+            threading.Thread(target=self._report_ready, args=(deployment, process, port), daemon=True,
+                             name=f"nim-{deployment['metadata']['name']}").start()
+
+    def _start_server(self, deployment: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+        namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+        spec = deployment["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        run_dir = self.workdir / "pods" / namespace / f"{name}-{deployment['metadata'].get('generation', 1)}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        path_map: dict[str, str] = {}
+        for mount in container.get("volumeMounts") or []:
+            claim = (volumes.get(mount["name"], {}).get("persistentVolumeClaim") or {}).get("claimName")
+            local = self.pvc_dir(claim) / mount.get("subPath", "") if claim else run_dir / mount["name"]
+            path_map[mount["mountPath"]] = str(local).rstrip("/")
+        peft = next((m["mountPath"] for m in container.get("volumeMounts") or [] if m["mountPath"].startswith("/loras/")), None)
+        if peft is not None:  # NIM_PEFT_SOURCE holds one directory per adapter: link the mounted adapter in
+            source = run_dir / "loras"
+            source.mkdir(exist_ok=True)
+            link = source / peft.removeprefix("/loras/")
+            if not link.exists():
+                link.symlink_to(path_map.pop(peft), target_is_directory=True)
+            path_map["/loras"] = str(source)
+        env = self._environment(namespace, container, path_map)
+        port = int(env.get("NIM_SERVER_PORT", "8000"))
+        output = open(run_dir / "output.log", "ab")  # noqa: SIM115  (the process keeps it)
+        process = subprocess.Popen([sys.executable, "-m", "dpo_operator", "serve", "--host", "127.0.0.1"], env=env,
+                                   stdout=output, stderr=subprocess.STDOUT, cwd=run_dir)
+        return process, port
+
+    def _report_ready(self, deployment: dict[str, Any], process: subprocess.Popen[bytes], port: int) -> None:
+        """Play the kubelet's readiness probe and the Deployment controller's status."""
+        import httpx
+
+        replicas = deployment["spec"].get("replicas", 1)
+        while not self._stop.is_set() and process.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        ready = replicas if process.poll() is None and not self._stop.is_set() else 0
+        try:
+            self.apps.patch_namespaced_deployment_status(
+                deployment["metadata"]["name"], deployment["metadata"]["namespace"], {"status": {
+                    "observedGeneration": deployment["metadata"].get("generation", 1), "replicas": replicas,
+                    "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready}})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     # ---------------------------------------------------------------- one job
 

@@ -9,7 +9,9 @@ one keeps serving until the new one is Ready. The rollout clock (``status.rollou
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import defaultdict
 from typing import Any
 
 import kopf
@@ -33,6 +35,7 @@ DONE = "Ready"
 CHECK_SECONDS = 5.0          # while rolling out
 READY_CHECK_SECONDS = 30.0   # once Ready: keep watching that it stays so
 DELETE_ATTEMPTS = 5
+_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def settled(body: Any) -> bool:
@@ -42,6 +45,15 @@ def settled(body: Any) -> bool:
 
 
 def reconcile(body: Any) -> None:
+    """One reconcile at a time per resource (the create handler, the timer and events may overlap), each on a
+    fresh read so that none acts on a status another one has already changed."""
+    with _locks[body["metadata"]["uid"]]:
+        fresh = resources.read(KIND, body["metadata"]["namespace"], body["metadata"]["name"])
+        if fresh is not None and not fresh["metadata"].get("deletionTimestamp"):
+            _reconcile(fresh)
+
+
+def _reconcile(body: Any) -> None:
     if settled(body):
         return
     spec = parse_spec(ModelDeploymentSpec, body)
@@ -84,7 +96,8 @@ def deployment_changed(body: kopf.Body, retry: int, **_: Any) -> None:
     _guarded(body, retry)
 
 
-@kopf.timer(GROUP, VERSION, KIND.plural, interval=CHECK_SECONDS, when=lambda body, **_: not settled(body))
+@kopf.timer(GROUP, VERSION, KIND.plural, interval=CHECK_SECONDS, initial_delay=CHECK_SECONDS,
+            when=lambda body, **_: not settled(body))
 def deployment_check(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     if (body.get("status") or {}).get("phase") == Phase.READY.value:
         if time.monotonic() < getattr(memo, "next_ready_check", 0.0):

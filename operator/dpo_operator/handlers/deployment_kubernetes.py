@@ -29,7 +29,12 @@ def apply_deployment(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]
     except ApiException as exc:
         if exc.status != 404:
             raise
-        return to_dict(apps.create_namespaced_deployment(namespace, manifest))
+        try:
+            return to_dict(apps.create_namespaced_deployment(namespace, manifest))
+        except ApiException as created:
+            if created.status != 409:  # 409: created meanwhile; adopt it below
+                raise
+        current = to_dict(apps.read_namespaced_deployment(name, namespace))
     wanted = manifest["metadata"]["annotations"][nim.REVISION_ANNOTATION]
     if (current["metadata"].get("annotations") or {}).get(nim.REVISION_ANNOTATION) == wanted:
         return current
@@ -46,7 +51,11 @@ def apply_service(namespace: str, manifest: dict[str, Any]) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
-        core.create_namespaced_service(namespace, manifest)
+        try:
+            core.create_namespaced_service(namespace, manifest)
+        except ApiException as created:
+            if created.status != 409:
+                raise
         return
     spec = current["spec"]
     if spec.get("ports") == manifest["spec"]["ports"] and spec.get("type") == manifest["spec"]["type"]:
