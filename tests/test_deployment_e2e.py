@@ -146,6 +146,23 @@ def test_waits_for_its_training_job_and_rejects_a_failed_one(kube: Kube, namespa
     assert conditions(pending)["Progressing"]["reason"] == "WaitingForModel"
     assert kube.deployment(namespace, "later") is None
 
+    kube.create("DPOTrainingJob", namespace, "broken", {**TRAINING, "local": {"gpusPerNode": 1}})  # no output: invalid
+    kube.wait_phase("DPOTrainingJob", namespace, "broken", "Failed")
+    kube.create("ModelDeployment", namespace, "doomed", {"model": {"trainingJobRef": {"name": "broken"}}})
+    failed = kube.wait_phase("ModelDeployment", namespace, "doomed", "Failed")
+    assert conditions(failed)["Failed"]["reason"] == "ModelUnavailable"
+    assert "DPOTrainingJob broken ended Failed" in failed["status"]["message"]
+
+
+def test_nim_builtin_model_needs_no_weights(kube: Kube, namespace: str, operator: None) -> None:
+    kube.create("ModelDeployment", namespace, "stock", {"model": {"explicit": {"name": "meta/llama-3.1-8b-instruct"}},
+                                                        "template": {"image": "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.8"}})
+    deployment = wait_for(lambda: kube.deployment(namespace, "stock"), what="NIM Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NIM_SERVED_MODEL_NAME"] == "meta/llama-3.1-8b-instruct" and "NIM_MODEL_NAME" not in env
+    assert container["image"] == "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.8"
+
 
 @pytest.fixture()
 def nemo() -> Iterator[FakeNemo]:

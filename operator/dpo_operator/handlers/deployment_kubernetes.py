@@ -67,9 +67,9 @@ def apply_service(namespace: str, manifest: dict[str, Any]) -> None:
 def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     config = OperatorConfig.from_env()
-    if model.remote_model is not None and model.weights is None:
-        raise PermanentFailure("ModelUnavailable", f"model {model.remote_model!r} lives in NeMo (no weights on a PVC); "
-                               "serve it with backend: nemo, or give model.explicit.pvc")
+    if model.remote_model is not None and model.weights is None and not model.nim_builtin:
+        raise PermanentFailure("ModelUnavailable", f"model {model.remote_model!r} was trained by NeMo Customizer and "
+                               "lives in NeMo (no weights on a PVC): serve it with backend: nemo")
     apply_service(namespace, nim.service_manifest(body, spec))
     deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, spec.template.image or config.nim_image, rev))
     complete, detail, ready_replicas = nim.rollout_state(deployment, rev)

@@ -25,6 +25,7 @@ class ServedModel:
     weights: PvcLocation | None = None     # full weights on a PVC (NIM_MODEL_NAME)
     adapter: PvcLocation | None = None     # a LoRA adapter on a PVC (under NIM_PEFT_SOURCE)
     remote_model: str | None = None        # a NeMo model (namespace/name@version) for the nemo backend
+    nim_builtin: bool = False              # no weights given: the NIM image serves its own model
 
 
 def parse_pvc_url(url: str) -> PvcLocation:
@@ -62,7 +63,8 @@ def resolve(spec: ModelDeploymentSpec, read_training_job: Any) -> ServedModel:
             return ServedModel(served_name=spec.served_model_name or f"{explicit.name}-lora", base_name=explicit.name,
                                weights=explicit.pvc, adapter=explicit.lora_adapter)
         return ServedModel(served_name=spec.served_model_name or explicit.name, base_name=explicit.name,
-                           weights=explicit.pvc, remote_model=explicit.name if explicit.pvc is None else None)
+                           weights=explicit.pvc, remote_model=explicit.name if explicit.pvc is None else None,
+                           nim_builtin=explicit.pvc is None)
     assert spec.model.training_job_ref is not None
     ref = spec.model.training_job_ref.name
     return from_training_job(read_training_job(ref), ref, spec.served_model_name)
