@@ -7,14 +7,12 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 
 from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api.collection import KIND, DPOCollectionSpec
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import InvalidSpec, parse_spec, reconcile_guard
-from dpo_operator.kube import resources
+from dpo_operator.handlers.common import owner_of, parse_spec, reconcile_guard, reconcile_quietly
 from dpo_operator.kube.jobs import JobState, ensure_job, failure_message, get_job, job_state, pod_results, set_suspended
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
@@ -137,15 +135,9 @@ def collection_job_changed(body: kopf.Body, namespace: str, type: str | None, **
     """Job progress (pods started, completion, failure) flows into the owner's status."""
     if type == "DELETED":
         return
-    owner = resources.read(KIND, namespace, body["metadata"]["labels"][owner_label(KIND.kind)])
-    if owner is None:
-        return
-    try:
-        reconcile(owner)
-    except InvalidSpec:
-        return  # reported by the resource's own handler
-    except ApiException as exc:
-        log.warning("could not update DPOCollection %s/%s from its job: %s", namespace, owner["metadata"]["name"], exc)
+    owner = owner_of(KIND, namespace, body)
+    if owner is not None:
+        reconcile_quietly(KIND, owner, lambda: reconcile(owner))
 
 
 @kopf.timer(GROUP, VERSION, KIND.plural, interval=120, initial_delay=120, when=lambda body, **_: not is_terminal(body))

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ValidationError
 
 from dpo_operator.api import KindInfo
 from dpo_operator.api.common import Phase
+from dpo_operator.kube import resources
+from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.nemo.http import NemoError
 
@@ -102,3 +104,17 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
             write_status(kind, body, Outcome(Phase.FAILED.value, "ApiError", message), done_condition)
             raise kopf.PermanentError(message) from None
         raise
+
+
+def reconcile_quietly(kind: KindInfo, body: Any, action: Callable[[], None], done_condition: str = "Succeeded") -> None:
+    """A reconcile triggered by an event on another object (kopf never retries event handlers): the guard reports
+    failures in status as usual; a transient one is left to the resource's timer."""
+    try:
+        reconcile_guard(kind, body, 0, action, done_condition)
+    except (kopf.PermanentError, kopf.TemporaryError) as exc:
+        log.info("%s %s/%s: %s", kind.kind, body["metadata"]["namespace"], body["metadata"]["name"], exc)
+
+
+def owner_of(kind: KindInfo, namespace: str, child: Any) -> dict[str, Any] | None:
+    """The resource of ``kind`` a labelled child (Job, Deployment) belongs to, if it still exists."""
+    return resources.read(kind, namespace, child["metadata"]["labels"][owner_label(kind.kind)])

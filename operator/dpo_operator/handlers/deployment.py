@@ -21,7 +21,15 @@ from dpo_operator.api import training as training_api
 from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import KIND, DeploymentBackend, ModelDeploymentSpec
 from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
-from dpo_operator.handlers.common import PermanentFailure, backoff_delay, is_transient, parse_spec, reconcile_guard
+from dpo_operator.handlers.common import (
+    PermanentFailure,
+    backoff_delay,
+    is_transient,
+    owner_of,
+    parse_spec,
+    reconcile_guard,
+    reconcile_quietly,
+)
 from dpo_operator.kube import resources
 from dpo_operator.kube.conditions import now
 from dpo_operator.kube.naming import owner_label
@@ -83,10 +91,7 @@ def _guarded(body: Any, retry: int) -> None:
 
 
 def _reconcile_quietly(body: dict[str, Any]) -> None:
-    try:
-        _guarded(body, 0)
-    except (kopf.PermanentError, kopf.TemporaryError) as exc:
-        log.info("ModelDeployment %s: %s", body["metadata"]["name"], exc)
+    reconcile_quietly(KIND, body, lambda: reconcile(body), DONE)
 
 
 @kopf.on.create(GROUP, VERSION, KIND.plural)
@@ -110,7 +115,7 @@ def deployment_check(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> 
 def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     if type == "DELETED":
         return
-    owner = resources.read(KIND, namespace, body["metadata"]["labels"][owner_label(KIND.kind)])
+    owner = owner_of(KIND, namespace, body)
     if owner is not None:
         _reconcile_quietly(owner)
 

@@ -14,7 +14,14 @@ from dpo_operator.api import collection as collection_api
 from dpo_operator.api.common import Phase
 from dpo_operator.api.training import KIND, Backend, DPOTrainingJobSpec
 from dpo_operator.handlers import training_customizer, training_local
-from dpo_operator.handlers.common import backoff_delay, is_transient, parse_spec, reconcile_guard
+from dpo_operator.handlers.common import (
+    backoff_delay,
+    is_transient,
+    owner_of,
+    parse_spec,
+    reconcile_guard,
+    reconcile_quietly,
+)
 from dpo_operator.kube import resources
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.status import is_terminal
@@ -46,10 +53,7 @@ def training_changed(body: kopf.Body, retry: int, **_: Any) -> None:
 
 
 def _reconcile_quietly(body: dict[str, Any]) -> None:
-    try:
-        reconcile_guard(KIND, body, 0, lambda: reconcile(body))
-    except (kopf.PermanentError, kopf.TemporaryError) as exc:
-        log.info("DPOTrainingJob %s: %s", body["metadata"]["name"], exc)
+    reconcile_quietly(KIND, body, lambda: reconcile(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
@@ -57,7 +61,7 @@ def training_job_changed(body: kopf.Body, namespace: str, type: str | None, **_:
     """A trainer or upload Job changed: reconcile its owner."""
     if type == "DELETED":
         return
-    owner = resources.read(KIND, namespace, body["metadata"]["labels"][owner_label(KIND.kind)])
+    owner = owner_of(KIND, namespace, body)
     if owner is not None:
         _reconcile_quietly(owner)
 
