@@ -198,11 +198,13 @@ def test_operator_manifests_validate_strictly() -> None:
                                                               "output": {"claimName": "dpo-data", "path": "/m"}}}
     spec = DPOTrainingJobSpec.model_validate(training)
     dataset = PvcLocation(claim_name="dpo-data", path="/ds")
-    validate_builtin(training_local.job_manifest(body("DPOTrainingJob"), spec, dataset, config))
+    from dpo_operator.api.common import HubLocation, StorageLocation
+    validate_builtin(training_local.job_manifest(body("DPOTrainingJob"), spec, StorageLocation(pvc=dataset), config))
+    hub = StorageLocation(hub=HubLocation(endpoint="http://ds/v1/hf", repo_id="dpo/pairs"))
+    validate_builtin(training_local.job_manifest(body("DPOTrainingJob"), spec, hub, config))
     validate_builtin(training_local.headless_service(body("DPOTrainingJob"), "x-train"))
     customizer = DPOTrainingJobSpec.model_validate(
         yaml.safe_load((ROOT / "manifests/examples/customizer-training.yaml").read_text())["spec"])
-    from dpo_operator.api.common import StorageLocation
     validate_builtin(training_customizer.upload_manifest(body("DPOTrainingJob"), customizer,
                                                          StorageLocation(pvc=dataset), "dpo/x", config))
 

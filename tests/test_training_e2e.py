@@ -73,8 +73,8 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
 
 @pytest.mark.parametrize("spec, reason, text", [
     ({**TRAINING, "local": {"gpusPerNode": 1}}, "InvalidSpec", "local.output is required"),
-    ({**TRAINING, "dataset": {"location": {"hub": {"endpoint": "http://ds/v1/hf", "repoId": "dpo/pairs"}}}},
-     "InvalidSpec", "the local backend reads datasets from a PVC"),
+    ({**TRAINING, "hyperparameters": {"dpo": {"preferenceLossWeight": 0, "sftLossWeight": 0}}},
+     "InvalidSpec", "the loss would be identically zero"),
 ])
 def test_unusable_specs_fail_with_a_reason(kube: Kube, namespace: str, operator: None, spec: dict, reason: str,
                                            text: str) -> None:
@@ -115,3 +115,39 @@ def test_real_trainer_runs_in_a_local_pod(kube: Kube, namespace: str, operator: 
     final = executor.pvc_dir("dpo-data") / "models/real/final"
     assert (final / "config.json").exists() and (final / "model.safetensors").exists()
     assert len((executor.pvc_dir("dpo-data") / "models/real/metrics.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.workload
+def test_real_trainer_reads_a_hub_dataset(kube: Kube, namespace: str, operator: None, tmp_path: Path) -> None:
+    """A dataset in a Hub-compatible repo (e.g. a collection written to NeMo Datastore): each trainer pod downloads
+    it with the token from its Secret; no dataset volume is mounted."""
+    kube.require_emulated()  # runs a kubelet stand-in
+    pytest.importorskip("transformers")
+    from dpo_operator.embedded.executor import LocalExecutor
+    from tests.fakes.hub import FakeHub
+    from tests.test_trainer import toy_dataset
+    from tests.tinymodel import build_tiny_model
+
+    executor = LocalExecutor(kube.api, tmp_path, namespace)
+    build_tiny_model(executor.pvc_dir("models") / "tiny")
+    source = toy_dataset(tmp_path / "source")
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "hub"}, "stringData": {"token": "hf-1"}})
+    with FakeHub(token="hf-1") as hub:
+        hub.repos["dpo/pairs"] = {name: (source / name).read_bytes()
+                                  for name in ("training/training_file.jsonl", "validation/validation_file.jsonl")}
+        spec = {**TRAINING, "dataset": {"location": {"hub": {"endpoint": hub.endpoint, "repoId": "dpo/pairs",
+                                                             "tokenSecretRef": {"name": "hub", "key": "token"}}}},
+                "local": {"gpusPerNode": 0, "precision": "fp32", "output": {"claimName": "dpo-data", "path": "/models"}}}
+        spec.pop("deployOnCompletion")
+        with executor:
+            kube.create("DPOTrainingJob", namespace, "fromhub", spec)
+            done = kube.wait_phase("DPOTrainingJob", namespace, "fromhub", "Succeeded", timeout=120)
+    job = kube.job(namespace, "fromhub-train")
+    trainer = job["spec"]["template"]["spec"]["containers"][0]
+    assert trainer["command"][trainer["command"].index("--dataset-hub") + 1] == "dpo/pairs"
+    assert {"name": "DATASET_HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "token"}}} in trainer["env"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["template"]["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert claims == {"dpo-data", "models"}
+    assert done["status"]["datasetLocation"] == f"{hub.endpoint}/datasets/dpo/pairs@main"
+    assert done["status"]["progress"]["stepsCompleted"] == 6

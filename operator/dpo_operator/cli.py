@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,24 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _dataset_directory(args: argparse.Namespace) -> Iterator[str]:
+    """``--dataset-dir`` as is, or a ``--dataset-hub`` repo downloaded into a temporary directory."""
+    if args.dataset_dir:
+        yield args.dataset_dir
+        return
+    import os
+    import tempfile
+
+    from dpo_operator.collect.dataset import read_hub, write_directory
+
+    files = read_hub(args.dataset_hub_endpoint, args.dataset_hub, args.dataset_hub_revision,
+                     os.environ.get("DATASET_HF_TOKEN"))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_directory(files, Path(tmp) / "dataset")
+        yield str(Path(tmp) / "dataset")
+
+
 def _train(args: argparse.Namespace) -> int:
     import json
     import os
@@ -81,10 +101,11 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         spec = _load_spec(args, DPOTrainingJobSpec)
-        config = TrainConfig.from_spec(spec, args.model or spec.model.name, args.dataset_dir, args.output_dir)
-        if args.max_steps:
-            config.max_steps = args.max_steps
-        summary = train(config)
+        with _dataset_directory(args) as dataset_dir:
+            config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir)
+            if args.max_steps:
+                config.max_steps = args.max_steps
+            summary = train(config)
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.train").exception("training failed")
         _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
@@ -166,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run DPO/SFT training (what a training pod runs; needs the [workload] extra)")
     _add_workload_args(train, "DPOTrainingJob")
     train.add_argument("--model", help="model directory or hub id (default: spec.model.name)")
-    train.add_argument("--dataset-dir", required=True, help="directory with training/ and validation/ JSONL files")
+    dataset = train.add_mutually_exclusive_group(required=True)
+    dataset.add_argument("--dataset-dir", help="directory with training/ and validation/ JSONL files")
+    dataset.add_argument("--dataset-hub", help="namespace/name of a dataset repo (token: $DATASET_HF_TOKEN)")
+    train.add_argument("--dataset-hub-endpoint", help="Hub API root of --dataset-hub")
+    train.add_argument("--dataset-hub-revision", default="main")
     train.add_argument("--output-dir", required=True, help="checkpoints, metrics.jsonl and final/ go here")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     train.set_defaults(func=_train)

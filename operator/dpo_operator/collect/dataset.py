@@ -121,3 +121,19 @@ def write_hub(files: DatasetFiles, endpoint: str, repo_id: str, revision: str, t
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content) for path, content in files.items()]
     api.create_commit(repo_id, operations=operations, commit_message=message, repo_type="dataset", revision=revision)
+
+
+def read_hub(endpoint: str, repo_id: str, revision: str, token: str | None) -> DatasetFiles:
+    """The training and validation files of a Hub-compatible dataset repo (metrics are not needed to train)."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint.rstrip("/"), token=token or False)
+    with tempfile.TemporaryDirectory() as cache:  # a copy passes through; nothing stays in the pod's cache
+
+        def fetch(name: str) -> bytes:
+            return Path(api.hf_hub_download(repo_id, name, repo_type="dataset", revision=revision,
+                                            cache_dir=cache)).read_bytes()
+
+        return DatasetFiles(fetch(TRAIN_FILE), fetch(VALIDATION_FILE), b"{}")

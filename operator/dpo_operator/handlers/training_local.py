@@ -1,6 +1,6 @@
 """DPOTrainingJob, ``local`` backend: our trainer in GPU pods (an Indexed Job + headless Service for several nodes).
 
-The dataset and output PVCs are mounted; progress and the result come back through the Job and the pod's
+The output PVC (and the dataset's, or the pods download it from a Hub-compatible repo) is mounted; progress and the result come back through the Job and the pod's
 termination message.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from dpo_operator.api.common import Phase, PvcLocation, ResourceRequirements
+from dpo_operator.api.common import Phase, ResourceRequirements, StorageLocation
 from dpo_operator.api.training import KIND, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import InvalidSpec
@@ -30,13 +30,20 @@ def job_name(name: str) -> str:
     return child_name(name, "train")
 
 
-def _command(spec: DPOTrainingJobSpec, name: str, dataset: PvcLocation) -> list[str]:
+def _dataset_args(dataset: StorageLocation) -> list[str]:
+    if dataset.pvc is not None:
+        return ["--dataset-dir", mounted(dataset.pvc)]
+    assert dataset.hub is not None  # each pod downloads it (token: DATASET_HF_TOKEN)
+    return ["--dataset-hub", dataset.hub.repo_id, "--dataset-hub-endpoint", dataset.hub.endpoint,
+            "--dataset-hub-revision", dataset.hub.revision]
+
+
+def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> list[str]:
     local = spec.local
     assert local is not None and local.output is not None
     model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
-    train = ["-m", "dpo_operator", "train", "--spec-env", SPEC_ENV, "--model", model,
-             "--dataset-dir", mounted(dataset), "--output-dir", f"{mounted(local.output)}/{name}",
-             "--result-file", "/dev/termination-log"]
+    train = ["-m", "dpo_operator", "train", "--spec-env", SPEC_ENV, "--model", model, *_dataset_args(dataset),
+             "--output-dir", f"{mounted(local.output)}/{name}", "--result-file", "/dev/termination-log"]
     if local.num_nodes > 1:
         return ["sh", "-c", "exec torchrun --nnodes {n} --nproc-per-node {g} --node-rank $JOB_COMPLETION_INDEX "
                 "--master-addr $MASTER_ADDR --master-port {p} {args}".format(
@@ -57,13 +64,14 @@ def headless_service(body: Any, name: str) -> dict[str, Any]:
     }
 
 
-def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: PvcLocation, config: OperatorConfig) -> dict[str, Any]:
+def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, config: OperatorConfig) -> dict[str, Any]:
     name = body["metadata"]["name"]
     jname = job_name(name)
     local = spec.local
     assert local is not None and local.output is not None
     labels = labels_for(KIND.kind, name, "trainer")
-    claims = {dataset.claim_name: True, local.output.claim_name: False}
+    claims = {dataset.pvc.claim_name: True} if dataset.pvc is not None else {}
+    claims[local.output.claim_name] = False
     if spec.model.pvc is not None:
         claims.setdefault(spec.model.pvc.claim_name, True)
     volumes = [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)]
@@ -72,7 +80,8 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: PvcLocation, conf
     mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     env = [{"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
            {"name": "DPO_RESOURCE_NAME", "value": name},
-           *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None)]
+           *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None),
+           *secret_env("DATASET_HF_TOKEN", dataset.hub.token_secret_ref if dataset.hub else None)]
     if local.num_nodes > 1:
         env.append({"name": "MASTER_ADDR", "value": f"{jname}-0.{jname}"})
     options = spec.template
@@ -116,14 +125,10 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
     if isinstance(location, Outcome):
         write_status(KIND, body, location)
         return
-    if location.pvc is None:
-        raise InvalidSpec(f"dataset: {location.describe()} is a hub repo; the local backend reads datasets from a "
-                          "PVC (use a pvc location, or backend: customizer)")
-    dataset = location.pvc
     jname = job_name(name)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
-    job = ensure_job(namespace, job_manifest(body, spec, dataset, OperatorConfig.from_env()))
+    job = ensure_job(namespace, job_manifest(body, spec, location, OperatorConfig.from_env()))
     job = set_suspended(namespace, job, spec.suspend)
     state = job_state(job)
     fields: dict[str, Any] = {"jobName": jname, "datasetLocation": location.describe()}

@@ -7,10 +7,11 @@ itself never needs the volume. The source is a dataset directory or another Hub-
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
-from dpo_operator.collect.dataset import METRICS_FILE, TRAIN_FILE, VALIDATION_FILE, DatasetFiles, write_hub
+from dpo_operator.collect.dataset import METRICS_FILE, TRAIN_FILE, VALIDATION_FILE, DatasetFiles, read_hub, write_hub
+
+__all__ = ["hf_endpoint", "read_directory", "read_hub", "upload", "result_json"]
 
 
 def hf_endpoint(datastore_url: str) -> str:
@@ -28,19 +29,6 @@ def read_directory(path: Path) -> DatasetFiles:
     metrics = path / METRICS_FILE
     return DatasetFiles((path / TRAIN_FILE).read_bytes(), (path / VALIDATION_FILE).read_bytes(),
                         metrics.read_bytes() if metrics.is_file() else b"{}")
-
-
-def read_hub(endpoint: str, repo_id: str, revision: str, token: str | None) -> DatasetFiles:
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=endpoint.rstrip("/"), token=token or False)
-    with tempfile.TemporaryDirectory() as cache:  # a copy passes through; nothing stays in the pod's cache
-
-        def fetch(name: str) -> bytes:
-            return Path(api.hf_hub_download(repo_id, name, repo_type="dataset", revision=revision,
-                                            cache_dir=cache)).read_bytes()
-
-        return DatasetFiles(fetch(TRAIN_FILE), fetch(VALIDATION_FILE), b"{}")
 
 
 def upload(files: DatasetFiles, datastore_url: str, repo_id: str, token: str | None) -> dict[str, object]:
