@@ -176,11 +176,6 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, j
     backend = spec.customizer
     assert backend is not None
     status = body.get("status") or {}
-    deadline = spec.job.active_deadline_seconds
-    if deadline is not None and status.get("submitTime") and _seconds_since(status["submitTime"]) > deadline:
-        nemo.cancel_job(customizer, job_id)
-        raise PermanentFailure("DeadlineExceeded", f"Customizer job {job_id} ran longer than "
-                               f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
     try:
         remote = nemo.job_status(customizer, job_id)
     except NemoError as exc:
@@ -211,6 +206,11 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, j
         fields["failureReason"] = "CustomizerJobCancelled"
         write_status(KIND, body, Outcome(Phase.CANCELLED.value, "CustomizerJobCancelled", remote.message, fields))
     else:
+        deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
+        if deadline is not None and status.get("submitTime") and _seconds_since(status["submitTime"]) > deadline:
+            nemo.cancel_job(customizer, job_id)
+            raise PermanentFailure("DeadlineExceeded", f"Customizer job {job_id} ran longer than "
+                                   f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
         reason = "Training" if remote.phase == Phase.RUNNING.value else "Queued"
         write_status(KIND, body, Outcome(remote.phase, reason, remote.message, fields))
 
