@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
 from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.kube.conditions import seconds_since
 from dpo_operator.kube.status import Outcome, write_status
-
-
-def seconds_since(timestamp: str) -> float:
-    started = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - started).total_seconds()
 
 
 def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: dict[str, Any], detail: str) -> None:

@@ -21,7 +21,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
@@ -30,7 +29,7 @@ from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import PermanentFailure
 from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
 from dpo_operator.kube import resources
-from dpo_operator.kube.conditions import now
+from dpo_operator.kube.conditions import now, seconds_since
 from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results
 from dpo_operator.kube.naming import child_name, labels_for, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
@@ -105,11 +104,6 @@ def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocati
             "metadata": {"name": upload_job_name(name), "namespace": body["metadata"]["namespace"], "labels": labels,
                          "ownerReferences": [owner_reference(KIND.kind, body)]},
             "spec": job_spec}
-
-
-def _seconds_since(timestamp: str) -> float:
-    started = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - started).total_seconds()
 
 
 # --------------------------------------------------------------------------- submission
@@ -207,7 +201,7 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, j
         write_status(KIND, body, Outcome(Phase.CANCELLED.value, "CustomizerJobCancelled", remote.message, fields))
     else:
         deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
-        if deadline is not None and status.get("submitTime") and _seconds_since(status["submitTime"]) > deadline:
+        if deadline is not None and status.get("submitTime") and seconds_since(status["submitTime"]) > deadline:
             nemo.cancel_job(customizer, job_id)
             raise PermanentFailure("DeadlineExceeded", f"Customizer job {job_id} ran longer than "
                                    f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")

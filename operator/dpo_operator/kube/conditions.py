@@ -10,6 +10,12 @@ def now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def seconds_since(timestamp: str) -> float:
+    """Wall-clock seconds since a timestamp written by :func:`now` (kept in status, so restarts keep the clock)."""
+    started = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return (datetime.datetime.now(tz=datetime.UTC) - started).total_seconds()
+
+
 def set_condition(
     conditions: list[dict[str, Any]] | None,
     type_: str,
