@@ -149,23 +149,31 @@ def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
     return 0
 
 
+def _verdict(custom: kubernetes.client.CustomObjectsApi) -> str | None:
+    """"ready" once the trained model is served, a message when something failed, else None (still going)."""
+    for kind in ALL_KINDS:
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, kind.plural)["items"]:
+            status = item.get("status") or {}
+            if status.get("phase") == "Failed":
+                return f"{kind.kind} {item['metadata']['name']} failed: {status.get('message')}"
+            if kind.kind == "ModelDeployment" and item["metadata"]["name"] == "tictactoe-dpo" \
+                    and status.get("phase") == "Ready":
+                return "ready"
+    return None
+
+
 def _follow(custom: kubernetes.client.CustomObjectsApi, timeout: float, started: float) -> str | None:
     """Print ``kubectl get dpo`` whenever it changes; None once the trained model is Ready, else what went wrong."""
     deadline = time.monotonic() + timeout
     last: list[str] = []
     while time.monotonic() < deadline:
+        verdict = _verdict(custom)  # read before the rows, so the rows printed last show what ended the wait
         rows = get_rows(custom, NAMESPACE)
         if rows != last:
             print(f"\n[{time.monotonic() - started:5.0f}s] $ kubectl get dpo -n {NAMESPACE}\n" + "\n".join(rows))
             last = rows
-        for kind in ALL_KINDS:
-            for item in custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, kind.plural)["items"]:
-                status = item.get("status") or {}
-                if status.get("phase") == "Failed":
-                    return f"{kind.kind} {item['metadata']['name']} failed: {status.get('message')}"
-                if kind.kind == "ModelDeployment" and item["metadata"]["name"] == "tictactoe-dpo" \
-                        and status.get("phase") == "Ready":
-                    return None
+        if verdict is not None:
+            return None if verdict == "ready" else verdict
         time.sleep(0.5)
     return f"not finished after {timeout:.0f}s"
 
