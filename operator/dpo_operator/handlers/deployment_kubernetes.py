@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
 from dpo_operator.config import OperatorConfig
@@ -14,6 +12,7 @@ from dpo_operator.handlers.common import PermanentFailure
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import to_dict
+from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.serving import nim
 from dpo_operator.serving.model import ServedModel
@@ -24,17 +23,9 @@ def apply_deployment(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]
     """Create, or replace the spec when the revision changed (a PUT, so no stale list entries survive a merge)."""
     apps = client.apps()
     name = manifest["metadata"]["name"]
-    try:
-        current = to_dict(apps.read_namespaced_deployment(name, namespace))
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        try:
-            return to_dict(apps.create_namespaced_deployment(namespace, manifest))
-        except ApiException as created:
-            if created.status != 409:  # 409: created meanwhile; adopt it below
-                raise
-        current = to_dict(apps.read_namespaced_deployment(name, namespace))
+    current = read_or_create(
+        lambda: none_if_missing(lambda: to_dict(apps.read_namespaced_deployment(name, namespace))),
+        lambda: to_dict(apps.create_namespaced_deployment(namespace, manifest)))
     wanted = manifest["metadata"]["annotations"][nim.REVISION_ANNOTATION]
     if (current["metadata"].get("annotations") or {}).get(nim.REVISION_ANNOTATION) == wanted:
         return current
@@ -44,19 +35,12 @@ def apply_deployment(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]
 
 
 def apply_service(namespace: str, manifest: dict[str, Any]) -> None:
+    """Create, or bring ports and type up to date (a PUT that keeps the allocated clusterIP)."""
     core = client.core()
     name = manifest["metadata"]["name"]
-    try:
-        current = to_dict(core.read_namespaced_service(name, namespace))
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        try:
-            core.create_namespaced_service(namespace, manifest)
-        except ApiException as created:
-            if created.status != 409:
-                raise
-        return
+    current = read_or_create(
+        lambda: none_if_missing(lambda: to_dict(core.read_namespaced_service(name, namespace))),
+        lambda: to_dict(core.create_namespaced_service(namespace, manifest)))
     spec = current["spec"]
     if spec.get("ports") == manifest["spec"]["ports"] and spec.get("type") == manifest["spec"]["type"]:
         return

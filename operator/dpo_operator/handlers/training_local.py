@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from dpo_operator.api.common import Phase, ResourceRequirements, StorageLocation
 from dpo_operator.api.training import KIND, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import InvalidSpec
 from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
 from dpo_operator.kube import client
-from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results, set_suspended
+from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results, set_suspended, to_dict
+from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.naming import child_name, labels_for, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
 from dpo_operator.kube.status import Outcome, write_status
@@ -110,11 +109,10 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
 
 
 def ensure_service(namespace: str, manifest: dict[str, Any]) -> None:
-    try:
-        client.core().create_namespaced_service(namespace, manifest)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    core = client.core()
+    read_or_create(
+        lambda: none_if_missing(lambda: to_dict(core.read_namespaced_service(manifest["metadata"]["name"], namespace))),
+        lambda: to_dict(core.create_namespaced_service(namespace, manifest)))
 
 
 def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:

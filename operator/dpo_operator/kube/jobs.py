@@ -7,10 +7,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import client
+from dpo_operator.kube.objects import none_if_missing, read_or_create
 
 log = logging.getLogger(__name__)
 
@@ -20,28 +20,13 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def get_job(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return to_dict(client.batch().read_namespaced_job(name, namespace))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return none_if_missing(lambda: to_dict(client.batch().read_namespaced_job(name, namespace)))
 
 
 def ensure_job(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """Create the Job, or return the one that already exists under its deterministic name."""
-    name = manifest["metadata"]["name"]
-    existing = get_job(namespace, name)
-    if existing is not None:
-        return existing
-    try:
-        return to_dict(client.batch().create_namespaced_job(namespace, manifest))
-    except ApiException as exc:
-        if exc.status == 409:  # created meanwhile (another worker or a restarted operator): adopt it
-            found = get_job(namespace, name)
-            if found is not None:
-                return found
-        raise
+    return read_or_create(lambda: get_job(namespace, manifest["metadata"]["name"]),
+                          lambda: to_dict(client.batch().create_namespaced_job(namespace, manifest)))
 
 
 def set_suspended(namespace: str, job: dict[str, Any], suspend: bool) -> dict[str, Any]:
