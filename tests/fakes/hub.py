@@ -40,11 +40,16 @@ class FakeHub(AppThread):
         app.router.add_route("*", p + "/{tail:.*}", self._unknown)
 
     def _check(self, request: web.Request, route: str) -> web.Response | None:
+        return self._refuse(request, route, self.token, {"error": "Invalid credentials"}, "error")
+
+    def _refuse(self, request: web.Request, route: str, credential: str | None, unauthorized: dict[str, str],
+                message_key: str) -> web.Response | None:
+        """Record the call; answer 401 without the expected bearer credential, or the next injected failure."""
         self.calls.append((route, request.path))
-        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
-            return web.json_response({"error": "Invalid credentials"}, status=401)
+        if credential is not None and request.headers.get("Authorization") != f"Bearer {credential}":
+            return web.json_response(unauthorized, status=401)
         if self.fail[route]:
-            return web.json_response({"error": "injected failure"}, status=self.fail[route].pop(0))
+            return web.json_response({message_key: "injected failure"}, status=self.fail[route].pop(0))
         return None
 
     async def _create(self, request: web.Request) -> web.Response:

@@ -66,12 +66,7 @@ class FakeNemo(FakeHub):
         super().routes(app)
 
     def _guard(self, request: web.Request, route: str) -> web.Response | None:
-        self.calls.append((route, request.path))
-        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return web.json_response({"detail": "Not authenticated"}, status=401)
-        if self.fail[route]:
-            return web.json_response({"detail": "injected failure"}, status=self.fail[route].pop(0))
-        return None
+        return self._refuse(request, route, self.api_key, {"detail": "Not authenticated"}, "detail")
 
     async def _entity_namespace(self, request: web.Request) -> web.Response:
         if (refused := self._guard(request, "entity-namespace")) is not None:

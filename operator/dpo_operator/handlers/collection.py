@@ -12,7 +12,7 @@ from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api.collection import KIND, DPOCollectionSpec
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import owner_of, parse_spec, reconcile_guard, reconcile_quietly
+from dpo_operator.handlers.common import parse_spec, reconcile_guard, reconcile_owner
 from dpo_operator.kube.jobs import JobState, ensure_job, failure_message, get_job, job_state, pod_results, set_suspended
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
@@ -133,11 +133,7 @@ def collection_changed(body: kopf.Body, retry: int, **_: Any) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
 def collection_job_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """Job progress (pods started, completion, failure) flows into the owner's status."""
-    if type == "DELETED":
-        return
-    owner = owner_of(KIND, namespace, body)
-    if owner is not None:
-        reconcile_quietly(KIND, owner, lambda: reconcile(owner))
+    reconcile_owner(KIND, body, namespace, type, reconcile)
 
 
 @kopf.timer(GROUP, VERSION, KIND.plural, interval=120, initial_delay=120, when=lambda body, **_: not is_terminal(body))

@@ -118,3 +118,13 @@ def reconcile_quietly(kind: KindInfo, body: Any, action: Callable[[], None], don
 def owner_of(kind: KindInfo, namespace: str, child: Any) -> dict[str, Any] | None:
     """The resource of ``kind`` a labelled child (Job, Deployment) belongs to, if it still exists."""
     return resources.read(kind, namespace, child["metadata"]["labels"][owner_label(kind.kind)])
+
+
+def reconcile_owner(kind: KindInfo, child: Any, namespace: str, event_type: str | None,
+                    reconcile: Callable[[dict[str, Any]], None], done_condition: str = "Succeeded") -> None:
+    """A child (Job, Deployment) changed: reconcile the resource it belongs to, if that still exists."""
+    if event_type == "DELETED":
+        return
+    owner = owner_of(kind, namespace, child)
+    if owner is not None:
+        reconcile_quietly(kind, owner, lambda: reconcile(owner), done_condition)

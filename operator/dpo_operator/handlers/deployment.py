@@ -25,9 +25,9 @@ from dpo_operator.handlers.common import (
     PermanentFailure,
     backoff_delay,
     is_transient,
-    owner_of,
     parse_spec,
     reconcile_guard,
+    reconcile_owner,
     reconcile_quietly,
 )
 from dpo_operator.kube import resources
@@ -113,11 +113,7 @@ def deployment_check(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> 
 
 @kopf.on.event("apps", "v1", "deployments", labels={owner_label(KIND.kind): kopf.PRESENT})
 def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
-    if type == "DELETED":
-        return
-    owner = owner_of(KIND, namespace, body)
-    if owner is not None:
-        _reconcile_quietly(owner)
+    reconcile_owner(KIND, body, namespace, type, reconcile, DONE)
 
 
 @kopf.on.event(GROUP, VERSION, training_api.KIND.plural)

@@ -17,9 +17,9 @@ from dpo_operator.handlers import training_customizer, training_local
 from dpo_operator.handlers.common import (
     backoff_delay,
     is_transient,
-    owner_of,
     parse_spec,
     reconcile_guard,
+    reconcile_owner,
     reconcile_quietly,
 )
 from dpo_operator.kube import resources
@@ -59,11 +59,7 @@ def _reconcile_quietly(body: dict[str, Any]) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
 def training_job_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """A trainer or upload Job changed: reconcile its owner."""
-    if type == "DELETED":
-        return
-    owner = owner_of(KIND, namespace, body)
-    if owner is not None:
-        _reconcile_quietly(owner)
+    reconcile_owner(KIND, body, namespace, type, reconcile)
 
 
 @kopf.on.event(GROUP, VERSION, collection_api.KIND.plural)
