@@ -60,8 +60,19 @@ class FinetuningType(str, Enum):
 class DPOParams(ApiModel):
     ref_policy_kl_penalty: float = Field(default=0.1, gt=0.0, description="beta of the DPO loss.")
     preference_loss_weight: float = Field(default=1.0, ge=0.0)
-    preference_average_log_probs: bool = False
+    preference_average_log_probs: bool = Field(
+        default=False, description="Per-token mean instead of the sum of log-ratios in the preference term."
+    )
     sft_loss_weight: float = Field(default=0.0, ge=0.0)
+    sft_average_log_probs: bool | None = Field(
+        default=None,
+        description="SFT term: per-sequence mean token NLL instead of the summed NLL (then averaged over sequences); "
+        "follows preferenceAverageLogProbs when unset, as in NeMo RL.",
+    )
+
+    @property
+    def effective_sft_average_log_probs(self) -> bool:
+        return self.preference_average_log_probs if self.sft_average_log_probs is None else self.sft_average_log_probs
 
 
 class LoraParams(ApiModel):
@@ -69,6 +80,12 @@ class LoraParams(ApiModel):
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | None = Field(default=None, description="Module names; the model's defaults when unset.")
+
+
+class LrScheduler(str, Enum):
+    CONSTANT = "constant"
+    LINEAR = "linear"
+    COSINE = "cosine"
 
 
 class Hyperparameters(ApiModel):
@@ -79,6 +96,15 @@ class Hyperparameters(ApiModel):
     learning_rate: float = Field(default=5e-6, gt=0.0, lt=1.0)
     max_seq_length: int = Field(default=1024, ge=8, le=1_048_576)
     seed: int = Field(default=42, ge=0)
+    weight_decay: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="AdamW weight decay (decoupled); never applied to biases, norms or embeddings.",
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warmup from 0; wins over warmupRatio when set.")
+    warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="Warmup as a fraction of all optimizer steps.")
+    lr_scheduler: LrScheduler = Field(
+        default=LrScheduler.CONSTANT, description="After warmup: constant, linear decay to 0, or cosine decay to 0."
+    )
     dpo: DPOParams = nested(DPOParams)
     lora: LoraParams = nested(LoraParams)
 
@@ -95,13 +121,32 @@ class Precision(str, Enum):
     FP32 = "fp32"
 
 
+class Strategy(str, Enum):
+    AUTO = "auto"
+    DDP = "ddp"
+    FSDP = "fsdp"
+
+
 class LocalBackend(ApiModel):
     num_nodes: int = Field(default=1, ge=1, le=1024)
     gpus_per_node: int = Field(default=1, ge=0, le=64, description="0 trains on CPU (tests, demos).")
     output: PvcLocation | None = Field(default=None, description="Where checkpoints and the final model go.")
-    precision: Precision = Precision.BF16
+    precision: Precision = Field(
+        default=Precision.BF16,
+        description="Compute precision on GPU: bf16 autocast over fp32 master weights and optimizer state; "
+        "fp16 autocast with dynamic loss scaling; fp32. CPU runs compute in fp32.",
+    )
+    strategy: Strategy = Field(
+        default=Strategy.AUTO,
+        description="ddp: every GPU holds the whole model; fsdp: FSDP2 shards weights, gradients and optimizer "
+        "state per decoder layer; auto: fsdp when all-weights training would not fit one GPU, ddp otherwise.",
+    )
+    activation_checkpointing: bool = Field(default=False, description="Recompute each decoder layer in backward.")
     gradient_accumulation_steps: int = Field(default=1, ge=1)
-    save_every_steps: int | None = Field(default=None, ge=1)
+    save_every_steps: int | None = Field(
+        default=None, ge=1, description="Save a resumable checkpoint (weights, optimizer, scheduler, RNG, data "
+        "position) every N optimizer steps; a restarted pod resumes from the newest complete one.",
+    )
 
 
 class CustomizerBackend(ApiModel):
