@@ -14,7 +14,8 @@ pytest.importorskip("transformers")
 from dpo_operator.train.data import EncodedPair, collate, encode  # noqa: E402
 from dpo_operator.train.logprobs import CompletionLogps, full_logits_logps  # noqa: E402
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402
-from dpo_operator.train.trainer import TrainConfig, load_model_and_tokenizer, reference_logps, train  # noqa: E402
+from dpo_operator.train.precision import MixedPrecision  # noqa: E402
+from dpo_operator.train.trainer import TrainConfig, Trainer, load_model_and_tokenizer, train  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.workload
@@ -27,7 +28,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def load(tiny: Path, finetuning: str = "all_weights"):  # noqa: ANN201
     config = TrainConfig(model=str(tiny), dataset_dir="", output_dir="", finetuning_type=finetuning, lora_rank=4)
-    return load_model_and_tokenizer(config, torch.device("cpu"))
+    return load_model_and_tokenizer(config, MixedPrecision("fp32", "cpu"))
 
 
 PAIRS = [EncodedPair([1, 10, 11, 12], [20, 21, 2], [30, 2]), EncodedPair([1, 13], [22, 2], [31, 32, 33, 2])]
@@ -67,7 +68,7 @@ def test_loss_equals_the_formula_by_hand() -> None:
     out = dpo_loss(policy, counts, reference, config)
     margins = [(-3.0 + 3.5) - (-4.0 + 3.0), (-5.0 + 5.0) - (-4.5 + 4.0)]
     preference = sum(-math.log(1 / (1 + math.exp(-0.5 * m))) for m in margins) / 2
-    nll = (3.0 + 5.0) / (3 + 2)
+    nll = (3.0 + 5.0) / 2  # NeMo RL: summed NLL per chosen sequence, averaged over pairs
     assert float(out.loss) == pytest.approx(0.7 * preference + 0.2 * nll, rel=1e-6)
     metrics = out.metrics()
     assert metrics["rewards/chosen"] == pytest.approx(0.5 * (0.5 + 0.0) / 2)
@@ -79,9 +80,24 @@ def test_average_log_probs_divides_by_completion_length() -> None:
     reference = torch.tensor([-6.0, -4.0])
     counts = torch.tensor([3, 4])
     summed = dpo_loss(policy, counts, reference, DPOLossConfig(beta=1.0))
-    averaged = dpo_loss(policy, counts, reference, DPOLossConfig(beta=1.0, average_log_probs=True))
-    assert float(summed.preference_loss) == pytest.approx(-math.log(1 / (1 + math.exp(-3.0))))
-    assert float(averaged.preference_loss) == pytest.approx(-math.log(1 / (1 + math.exp(-1.0))))
+    averaged = dpo_loss(policy, counts, reference, DPOLossConfig(beta=1.0, preference_average_log_probs=True))
+    assert float(summed.preference.mean()) == pytest.approx(-math.log(1 / (1 + math.exp(-3.0))))
+    assert float(averaged.preference.mean()) == pytest.approx(-math.log(1 / (1 + math.exp(-1.0))))
+
+
+class ListDataset(list):
+    """EncodedPairs as the trainer's dataset."""
+
+
+def reference_of(model, pairs):  # noqa: ANN001, ANN201
+    trainer = Trainer.__new__(Trainer)  # the reference pass alone, on an already loaded model
+    from dpo_operator.train.distributed import Environment, Strategy
+
+    trainer.config = TrainConfig(model="", dataset_dir="", output_dir="", batch_size=2)
+    trainer.env, trainer.device, trainer.pad_id = Environment(), torch.device("cpu"), 0
+    trainer.precision, trainer.model, trainer.scorer = MixedPrecision("fp32", "cpu"), model, CompletionLogps(model)
+    trainer.strategy = Strategy(trainer.env, trainer.device)
+    return trainer.reference_logps(ListDataset(pairs), None)
 
 
 def test_lora_reference_is_the_base_model(tiny: Path) -> None:
@@ -90,7 +106,7 @@ def test_lora_reference_is_the_base_model(tiny: Path) -> None:
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
-    reference = reference_logps(model, PAIRS, 2, 0, torch.device("cpu"))
+    reference = reference_of(model, PAIRS)
     base, _ = load(tiny)
     batch = collate(PAIRS, [0, 1], 0)
     with torch.no_grad():

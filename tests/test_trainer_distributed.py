@@ -1,9 +1,13 @@
-"""The trainer under torchrun: two ranks (gloo on CPU) train the same model a single process does, since each rank
-takes half of every global batch and DDP averages the gradients. A GPU variant runs where CUDA is present."""
+"""The trainer under torchrun (gloo on CPU): two ranks train the weights one process trains, with DDP and with
+FSDP2, on a dataset that does not divide evenly (17 pairs, batch 8, gradient accumulation 2: the last step has one
+pair, so one rank runs a weight-0 filler); a checkpoint saved by two FSDP ranks resumes in one process; a trainer
+SIGKILLed after a checkpoint resumes and ends with the weights of an uninterrupted run. A GPU variant runs where
+CUDA is present."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,24 +20,49 @@ pytestmark = pytest.mark.workload
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tests.test_trainer import toy_dataset  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
 
 SPEC = {"dataset": {"location": {"pvc": {"claimName": "d"}}}, "model": {"name": "tiny"},
-        "hyperparameters": {"finetuningType": "all_weights", "epochs": 2, "batchSize": 8, "learningRate": 0.001},
-        "local": {"gpusPerNode": 0, "precision": "fp32", "output": {"claimName": "d"}}}
+        "hyperparameters": {"finetuningType": "all_weights", "epochs": 2, "batchSize": 8, "learningRate": 0.001,
+                            "weightDecay": 0.01, "lrScheduler": "linear", "warmupSteps": 1},
+        "local": {"gpusPerNode": 0, "precision": "fp32", "gradientAccumulationSteps": 2, "output": {"claimName": "d"}}}
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
 
-def train_cli(launcher: list[str], tmp_path: Path, name: str, spec: dict) -> Path:
+def write_pairs(path: Path, train: int = 17, validation: int = 5) -> Path:
+    rows = [{"prompt": f"Q{i % 5}: is {i} fine?", "chosen_response": "yes" + " fine" * (i % 3),
+             "rejected_response": "no!" * (1 + i % 4)} for i in range(train + validation)]
+    for name, part in (("training/training_file.jsonl", rows[:train]), ("validation/validation_file.jsonl", rows[train:])):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+    return path
+
+
+def with_local(**local: object) -> dict:
+    return {**SPEC, "local": {**SPEC["local"], **local}}
+
+
+def train_cli(launcher: list[str], tmp_path: Path, name: str, spec: dict, expect_ok: bool = True) -> Path:
     spec_file = tmp_path / f"{name}.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     out = tmp_path / name
-    run = subprocess.run([*launcher, "-m", "dpo_operator", "train", "--spec", str(spec_file),
-                          "--model", str(tmp_path / "tiny"), "--dataset-dir", str(tmp_path / "data"),
-                          "--output-dir", str(out), "--result-file", str(tmp_path / f"{name}.result")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    run = subprocess.run([*launcher, "train", "--spec", str(spec_file), "--model", str(tmp_path / "tiny"),
+                          "--dataset-dir", str(tmp_path / "data"), "--output-dir", str(out),
+                          "--result-file", str(tmp_path / f"{name}.result")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if expect_ok:
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    else:
+        assert run.returncode != 0
     return out
+
+
+def python(*extra: str) -> list[str]:
+    return [sys.executable, *extra] if extra else [sys.executable, "-m", "dpo_operator"]
+
+
+def torchrun(ranks: int) -> list[str]:
+    return [TORCHRUN, "--standalone", f"--nproc-per-node={ranks}", "-m", "dpo_operator"]
 
 
 def weights(path: Path) -> dict[str, "torch.Tensor"]:
@@ -42,33 +71,79 @@ def weights(path: Path) -> dict[str, "torch.Tensor"]:
     return load_file(str(path / "final/model.safetensors"))
 
 
-def test_two_ranks_train_what_one_process_trains(tmp_path: Path) -> None:
-    if shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists():
-        pytest.skip("torchrun is not installed")
-    build_tiny_model(tmp_path / "tiny")
-    toy_dataset(tmp_path / "data")
-    single = train_cli([sys.executable], tmp_path, "single", SPEC)
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    ddp = train_cli([torchrun, "--standalone", "--nproc-per-node=2"], tmp_path, "ddp", SPEC)
-    one, two = weights(single), weights(ddp)
+def assert_same_weights(one: dict, two: dict, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     assert one.keys() == two.keys()
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-4, msg=key)
-    summary = json.loads((ddp / "summary.json").read_text())
-    assert summary["steps"] == json.loads((single / "summary.json").read_text())["steps"] == 6
-    assert len((ddp / "metrics.jsonl").read_text().splitlines()) == 6  # written by rank 0 only
-    assert json.loads((tmp_path / "ddp.result").read_text())["steps"] == 6
+        torch.testing.assert_close(two[key], one[key], rtol=rtol, atol=atol, msg=key)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    if not Path(TORCHRUN).exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not installed")
+    build_tiny_model(tmp_path / "tiny")
+    write_pairs(tmp_path / "data")
+    return tmp_path
+
+
+def test_ddp_and_fsdp_ranks_train_what_one_process_trains_and_fsdp_checkpoints_reshard(workspace: Path) -> None:
+    tmp = workspace
+    single = train_cli(python(), tmp, "single", SPEC)
+    ddp = train_cli(torchrun(2), tmp, "ddp", SPEC)
+    fsdp = train_cli(torchrun(2), tmp, "fsdp", with_local(strategy="fsdp", saveEverySteps=2))
+    reference = weights(single)
+    # tolerance: the same float32 arithmetic summed in another order by the all-reduce / reduce-scatter
+    assert_same_weights(reference, weights(ddp))
+    assert_same_weights(reference, weights(fsdp))
+    for out in (single, ddp, fsdp):
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["steps"] == 4  # 3 global batches -> 2 steps an epoch, on every rank
+        assert len((out / "metrics.jsonl").read_text().splitlines()) == 4  # written by rank 0 only
+    assert json.loads((fsdp / "summary.json").read_text())["strategy"] == "fsdp"
+    single_val = json.loads((single / "summary.json").read_text())["validation"]
+    for out in (ddp, fsdp):  # validation is scored sharded and summed across ranks
+        val = json.loads((out / "summary.json").read_text())["validation"]
+        assert val["val/loss"] == pytest.approx(single_val["val/loss"], rel=1e-4)
+
+    # the 2-rank FSDP checkpoint at step 2 resumes in one process (DCP reshards) and ends where the others did
+    resumed = tmp / "resumed"
+    shutil.copytree(fsdp / "checkpoints", resumed / "checkpoints")
+    shutil.rmtree(resumed / "checkpoints/step-4", ignore_errors=True)
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["reference.pt", "step-2"]
+    train_cli(python(), tmp, "resumed", SPEC)
+    assert json.loads((tmp / "resumed.result").read_text())["resumedFromStep"] == 2
+    assert_same_weights(reference, weights(resumed))
+
+
+def test_a_killed_trainer_resumes_from_its_newest_complete_checkpoint(workspace: Path) -> None:
+    tmp = workspace
+    spec = {**with_local(saveEverySteps=1), "hyperparameters": {
+        **SPEC["hyperparameters"], "finetuningType": "lora", "learningRate": 0.01, "lora": {"rank": 4, "dropout": 0.1}}}
+    whole = train_cli(python(), tmp, "whole", spec)
+    harness = str(Path(__file__).parent / "kill_after_checkpoint.py")
+    killed = train_cli(python(harness, "3"), tmp, "killed", spec, expect_ok=False)
+    checkpoints = killed / "checkpoints"
+    assert (checkpoints / "step-3/state.pt").exists() and not (killed / "final").exists()
+    (checkpoints / "tmp-step-4").mkdir()  # a save that never finished: never picked up
+    (checkpoints / "step-9").mkdir()  # a directory without its state file: never picked up
+    train_cli(python(), tmp, "killed", spec)
+    result = json.loads((tmp / "killed.result").read_text())
+    assert result["resumedFromStep"] == 3 and result["steps"] == 4
+    from safetensors.torch import load_file
+
+    one = load_file(str(whole / "final/adapter_model.safetensors"))
+    two = load_file(str(killed / "final/adapter_model.safetensors"))
+    assert_same_weights(one, two, rtol=1e-5, atol=1e-6)  # dropout RNG, optimizer, schedule and data position restored
+    metrics = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
 
 
 @pytest.mark.gpu
-def test_bf16_training_on_a_gpu(tmp_path: Path) -> None:
+def test_bf16_training_on_a_gpu(workspace: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    build_tiny_model(tmp_path / "tiny")
-    toy_dataset(tmp_path / "data")
-    spec = {**SPEC, "hyperparameters": {**SPEC["hyperparameters"], "epochs": 4},
-            "local": {**SPEC["local"], "gpusPerNode": 1, "precision": "bf16"}}
-    out = train_cli([sys.executable], tmp_path, "gpu", spec)
+    spec = {**SPEC, "hyperparameters": {**SPEC["hyperparameters"], "epochs": 4}, "local": {**SPEC["local"], "gpusPerNode": 1, "precision": "bf16"}}
+    out = train_cli(python(), workspace, "gpu", spec)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["validation"]["val/rewards/accuracies"] >= 0.75  # bf16 rounding: a little slack vs fp32's 1.0
+    assert summary["validation"]["val/rewards/accuracies"] >= 0.75
     assert (out / "final/model.safetensors").exists()

@@ -114,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
     result = {"outputModel": summary.get("outputModel"), "steps": summary["steps"],
               "trainLoss": train_metrics.get("loss"), "rewardAccuracy": train_metrics.get("rewards/accuracies"),
               "valLoss": (summary.get("validation") or {}).get("val/loss"),
-              "tokensPerSecond": train_metrics.get("tokens_per_second")}
+              "tokensPerSecond": train_metrics.get("tokens_per_second"), "resumedFromStep": summary.get("resumedFromStep")}
     if int(os.environ.get("RANK", "0")) == 0:
         _write_result(args.result_file, json.dumps(result))
     return 0

@@ -1,18 +1,30 @@
-"""Preference rows -> token ids -> padded batches with chosen and rejected concatenated along the batch.
+"""Preference rows -> token ids -> padded batches, read lazily so host memory does not grow with the dataset.
 
-Only completion tokens are ever scored: prompt and padding positions are masked out. Prompts go through the
-tokenizer's chat template when it has one (as text, then tokenized without adding special tokens again, so
-there is no double BOS).
+- ``PreferenceFile`` indexes a JSONL file in one pass (byte offset and size of each row: 12 bytes a row) and
+  reads, parses and validates a row only when a batch needs it.
+- ``epoch_batches`` orders one epoch: a seeded shuffle, then length grouping inside mega-batches (less padding),
+  then a seeded shuffle of the batches. Every rank computes the same order.
+- ``rank_share`` splits a global batch between ranks so every rank runs the same number of forward/backward
+  passes; a rank left without pairs (a last batch smaller than the world) scores a filler pair at weight 0.
+- Only completion tokens are ever scored: prompt and padding positions are masked out. Prompts go through the
+  tokenizer's chat template when it has one (as text, then tokenized without adding special tokens again, so
+  there is no double BOS).
 """
 
 from __future__ import annotations
 
 import json
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+REQUIRED = ("prompt", "chosen_response", "rejected_response")
+MEGABATCH_FACTOR = 50  # length grouping sorts within windows of this many batches (as transformers' sampler)
 
 
 @dataclass(frozen=True)
@@ -22,19 +34,59 @@ class EncodedPair:
     rejected: list[int]
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        missing = {"prompt", "chosen_response", "rejected_response"} - set(row)
+class PreferenceFile:
+    """A JSONL preference file, indexed once and read row by row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offsets = array("q")
+        self._sizes = array("i")
+        self._lines = array("i")
+        with open(path, "rb") as handle:
+            offset = 0
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    self._offsets.append(offset)
+                    self._sizes.append(len(line))
+                    self._lines.append(number)
+                offset += len(line)
+        if not self._offsets:
+            raise ValueError(f"{path} holds no preference rows")
+        self._handle = open(path, "rb")  # noqa: SIM115  (kept open: rows are read on demand)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def sizes(self) -> np.ndarray:
+        """Each row's size in bytes: a length proxy for grouping that needs no tokenisation pass."""
+        return np.frombuffer(self._sizes, dtype=np.int32)
+
+    def row(self, index: int) -> dict[str, Any]:
+        self._handle.seek(self._offsets[index])
+        where = f"{self.path}:{self._lines[index]}"
+        try:
+            row = json.loads(self._handle.readline())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not a JSON object ({exc})") from None
+        missing = [key for key in REQUIRED if not isinstance(row, dict) or key not in row]
         if missing:
-            raise ValueError(f"{path}:{number}: row lacks {sorted(missing)}")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path} holds no preference rows")
-    return rows
+            raise ValueError(f"{where}: row lacks {missing}")
+        for key in ("chosen_response", "rejected_response"):
+            if not isinstance(row[key], str):
+                raise ValueError(f"{where}: {key} must be a string, not {type(row[key]).__name__}")
+        return row
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every row (small files: tests, tools)."""
+    rows = PreferenceFile(path)
+    try:
+        return [rows.row(i) for i in range(len(rows))]
+    finally:
+        rows.close()
 
 
 def prompt_ids(tokenizer: Any, prompt: str | list[dict[str, str]]) -> list[int]:
@@ -57,6 +109,19 @@ def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> EncodedPair:
     return EncodedPair(prompt[-keep:], chosen, rejected)
 
 
+class EncodedDataset:
+    """Rows of a ``PreferenceFile`` encoded on access."""
+
+    def __init__(self, rows: PreferenceFile, tokenizer: Any, max_length: int) -> None:
+        self.rows, self.tokenizer, self.max_length = rows, tokenizer, max_length
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> EncodedPair:
+        return encode(self.tokenizer, self.rows.row(index), self.max_length)
+
+
 @dataclass
 class Batch:
     """2B sequences: rows [0, B) are prompt+chosen, rows [B, 2B) prompt+rejected."""
@@ -71,12 +136,19 @@ class Batch:
         return len(self.indices)
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device), self.indices)
+        return Batch(self.input_ids.to(device, non_blocking=True), self.attention_mask.to(device, non_blocking=True),
+                     self.completion_mask.to(device, non_blocking=True), self.indices)
+
+    def pin(self) -> "Batch":
+        """Page-locked host memory, so the copy to the GPU overlaps compute."""
+        return Batch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), self.completion_mask.pin_memory(),
+                     self.indices)
 
 
-def collate(pairs: list[EncodedPair], indices: list[int], pad_id: int) -> Batch:
+def collate(pairs: list[EncodedPair], indices: list[int], pad_id: int, pad_to_multiple_of: int = 1) -> Batch:
     sequences = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
     width = max(len(prompt) + len(completion) for prompt, completion in sequences)
+    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(sequences), width), dtype=torch.long)
     completion = torch.zeros((len(sequences), width), dtype=torch.bool)
@@ -86,3 +158,50 @@ def collate(pairs: list[EncodedPair], indices: list[int], pad_id: int) -> Batch:
         attention[row, : len(tokens)] = 1
         completion[row, len(prompt): len(tokens)] = True
     return Batch(input_ids, attention, completion, list(indices))
+
+
+def epoch_batches(sizes: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool = True) -> list[list[int]]:
+    """The global batches of one epoch (dataset indices), identical on every rank."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(sizes))
+    if group_by_length:
+        window = batch_size * MEGABATCH_FACTOR
+        chunks = [order[i: i + window] for i in range(0, len(order), window)]
+        order = np.concatenate([chunk[np.argsort(-sizes[chunk], kind="stable")] for chunk in chunks])
+    batches = [order[i: i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if group_by_length:
+        shuffled = rng.permutation(len(batches))
+        batches = [batches[i] for i in shuffled]
+    return batches
+
+
+@dataclass(frozen=True)
+class Share:
+    """One rank's part of a global batch and the weight that makes the ranks' average the global mean."""
+
+    indices: list[int]
+    weight: float
+
+
+def rank_share(global_indices: list[int], rank: int, world: int, pairs_in_step: int) -> Share:
+    """Pairs ``rank::world`` of the batch, weighted ``world * n / pairs_in_step``; a filler at weight 0 when empty."""
+    mine = global_indices[rank::world]
+    if not mine:
+        return Share(global_indices[:1], 0.0)
+    return Share(mine, world * len(mine) / pairs_in_step)
+
+
+def sharded_chunks(count: int, rank: int, world: int, batch_size: int, sizes: np.ndarray | None = None) -> Iterator[tuple[list[int], int]]:
+    """This rank's items ``rank::world`` of ``range(count)`` in batches, longest first (no grad: order is free).
+
+    Yields (indices, real) where only the first ``real`` indices are this rank's; every rank yields the same
+    number of chunks (sharded models need every rank in every forward), padded with item 0 where short.
+    """
+    mine = np.arange(rank, count, world)
+    if sizes is not None and len(mine):
+        mine = mine[np.argsort(-sizes[mine], kind="stable")]
+    per_rank = -(-count // world)
+    chunks = -(-per_rank // batch_size)
+    for chunk in range(chunks):
+        part = mine[chunk * batch_size: (chunk + 1) * batch_size].tolist()
+        yield (part or [0]), len(part)

@@ -1,22 +1,23 @@
-"""The DPO training loop: reference log-probs once up front, one concatenated forward per step.
+"""The DPO training loop. It reads as the algorithm; the rest lives beside it:
 
-- The reference policy is the model before training. Its completion log-probs are computed once, under
-  ``no_grad``, before the first step; with LoRA they come from the model with its adapters disabled, so no
-  second copy of the weights ever exists.
-- Each step runs chosen and rejected sequences through one forward pass, and the LM head sees only the
-  positions that predict completion tokens.
-- Multi-GPU / multi-node: launched with the torchrun environment (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR,
-  MASTER_PORT); each rank trains on its shard of every batch under DistributedDataParallel; rank 0 writes.
+- ``data``: lazy rows, per-epoch length-grouped global batches, each rank's share of a batch;
+- ``distributed``: one process, DDP or FSDP2 behind one interface;
+- ``precision``: fp32 master weights with bf16 (or loss-scaled fp16) compute;
+- ``optim``: AdamW parameter groups and learning-rate schedules;
+- ``checkpoint``: resumable, atomic checkpoints; ``metrics``: JSON lines, TensorBoard, W&B.
+
+The reference policy is the model before training: its completion log-probs are computed once, before the first
+step, each rank scoring its own share of the pairs (with LoRA: adapters disabled, so no second copy of the weights
+exists). Each step runs chosen and rejected sequences through one forward pass and the LM head sees only the
+positions that predict completion tokens. Every rank runs the same number of forward/backward passes and
+optimizer steps; ranks' losses are weighted by their pair counts so the update equals the single-process one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import random
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -25,11 +26,17 @@ from typing import Any
 
 import torch
 
-from dpo_operator.train.data import Batch, EncodedPair, collate, encode, read_jsonl
+from dpo_operator.train import checkpoint, distributed
+from dpo_operator.train.data import EncodedDataset, PreferenceFile, collate, epoch_batches, rank_share, sharded_chunks
 from dpo_operator.train.logprobs import CompletionLogps
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss
+from dpo_operator.train.metrics import MetricsSink
+from dpo_operator.train.optim import build_optimizer, build_scheduler, warmup_steps
+from dpo_operator.train.precision import MixedPrecision
 
 log = logging.getLogger(__name__)
+METRIC_KEYS = ("loss", "preference_loss", "sft_loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+               "rewards/margins")
 
 
 @dataclass
@@ -40,22 +47,31 @@ class TrainConfig:
     training_type: str = "dpo"  # or "sft"
     finetuning_type: str = "lora"  # or "all_weights"
     epochs: int = 1
-    batch_size: int = 8
+    batch_size: int = 8  # pairs per global micro-batch (split across ranks); x gradient_accumulation_steps per step
     learning_rate: float = 5e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "constant"
     max_seq_length: int = 1024
     seed: int = 42
     beta: float = 0.1
     preference_loss_weight: float = 1.0
     preference_average_log_probs: bool = False
     sft_loss_weight: float = 0.0
+    sft_average_log_probs: bool | None = None  # None: follows preference_average_log_probs (NeMo RL)
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: list[str] | None = None
-    precision: str = "fp32"  # bf16 / fp16 apply on GPU only
+    precision: str = "fp32"  # bf16 | fp16 | fp32, on any device
+    strategy: str = "auto"  # auto | ddp | fsdp
+    activation_checkpointing: bool = False
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    group_by_length: bool = True
     save_every_steps: int | None = None
+    resume: bool = True
     max_steps: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -67,225 +83,255 @@ class TrainConfig:
         return cls(
             model=model, dataset_dir=dataset_dir, output_dir=output_dir, training_type=h.training_type,
             finetuning_type=h.finetuning_type, epochs=h.epochs, batch_size=h.batch_size, learning_rate=h.learning_rate,
-            max_seq_length=h.max_seq_length, seed=h.seed, beta=h.dpo.ref_policy_kl_penalty,
+            weight_decay=h.weight_decay, warmup_steps=h.warmup_steps, warmup_ratio=h.warmup_ratio,
+            lr_scheduler=h.lr_scheduler, max_seq_length=h.max_seq_length, seed=h.seed, beta=h.dpo.ref_policy_kl_penalty,
             preference_loss_weight=h.dpo.preference_loss_weight, preference_average_log_probs=h.dpo.preference_average_log_probs,
-            sft_loss_weight=h.dpo.sft_loss_weight, lora_rank=h.lora.rank, lora_alpha=h.lora.alpha,
-            lora_dropout=h.lora.dropout, lora_target_modules=h.lora.target_modules,
-            precision=local.precision if local else "bf16",
+            sft_loss_weight=h.dpo.sft_loss_weight, sft_average_log_probs=h.dpo.effective_sft_average_log_probs,
+            lora_rank=h.lora.rank, lora_alpha=h.lora.alpha, lora_dropout=h.lora.dropout, lora_target_modules=h.lora.target_modules,
+            precision=local.precision if local else "bf16", strategy=local.strategy if local else "auto",
+            activation_checkpointing=local.activation_checkpointing if local else False,
             gradient_accumulation_steps=local.gradient_accumulation_steps if local else 1,
             save_every_steps=local.save_every_steps if local else None,
         )
 
-
-@dataclass
-class Distributed:
-    world_size: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> "Distributed":
-        return cls(int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    def loss_config(self) -> DPOLossConfig:
+        sft_only = self.training_type == "sft"
+        sft_average = self.preference_average_log_probs if self.sft_average_log_probs is None else self.sft_average_log_probs
+        return DPOLossConfig(beta=self.beta, preference_average_log_probs=self.preference_average_log_probs,
+                             sft_average_log_probs=sft_average,
+                             preference_loss_weight=0.0 if sft_only else self.preference_loss_weight,
+                             sft_loss_weight=1.0 if sft_only else self.sft_loss_weight)
 
 
-def load_model_and_tokenizer(config: TrainConfig, device: torch.device) -> tuple[Any, Any]:
+def load_model_and_tokenizer(config: TrainConfig, precision: MixedPrecision) -> tuple[Any, Any]:
+    """On the CPU: the strategy places it (FSDP moves only each rank's shards to its GPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.float32
-    if device.type == "cuda" and config.precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    lora = config.finetuning_type == "lora"
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device)
-    if config.finetuning_type == "lora":
+    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=precision.frozen_weight_dtype(lora))
+    model.config.use_cache = False
+    if config.activation_checkpointing:  # per decoder layer, recomputed in backward
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora:
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                          target_modules=config.lora_target_modules or "all-linear", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
+        adapters = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                              target_modules=config.lora_target_modules or "all-linear", task_type="CAUSAL_LM")
+        model = get_peft_model(model, adapters)  # adapters stay fp32 on a bf16 base
     return model, tokenizer
 
 
-def batches(pairs: list[EncodedPair], batch_size: int, seed: int, epoch: int, pad_id: int,
-            shard: tuple[int, int] = (0, 1)) -> list[Batch]:
-    """Shuffled batches for one epoch; with several ranks each takes its share of every batch."""
-    order = list(range(len(pairs)))
-    random.Random(seed + epoch).shuffle(order)
-    rank, world = shard
-    out = []
-    for start in range(0, len(order), batch_size):
-        indices = order[start: start + batch_size][rank::world]
-        if indices:
-            out.append(collate([pairs[i] for i in indices], indices, pad_id))
-    return out
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.env = distributed.Environment.from_env()
+        self.device = self.env.device()
+        self.precision = MixedPrecision(config.precision, self.device.type)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        self.model, self.tokenizer = load_model_and_tokenizer(config, self.precision)
+        gpu_bytes = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
+        parameters = sum(p.numel() for p in self.model.parameters())
+        strategy = distributed.choose(config.strategy, config.finetuning_type == "lora", parameters, gpu_bytes,
+                                      self.env.world_size)
+        if strategy == "fsdp" and config.precision == "fp16":
+            raise ValueError("precision fp16 is not supported with strategy fsdp: use bf16")
+        self.env.init(self.device, needs_group=strategy == "fsdp")
+        self.strategy = distributed.build(strategy, self.env, self.device,
+                                          self.precision.compute_dtype if config.precision != "fp32" else None)
+        self.precision.autocast_enabled = strategy != "fsdp"  # FSDP's policy casts the parameters instead
+        self.model = self.strategy.place(self.model)
+        self.scorer = CompletionLogps(self.model)  # under FSDP this very module becomes the sharded root
+        self.trainable = self.strategy.wrap(self.scorer)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.output = Path(config.output_dir)
+        self.loss_config = config.loss_config()
 
+    # -- the reference policy and evaluation: no gradients, each rank scores its own share -----------------------
 
-@torch.no_grad()
-def reference_logps(model: Any, pairs: list[EncodedPair], batch_size: int, pad_id: int,
-                    device: torch.device) -> torch.Tensor:
-    """[N, 2] (chosen, rejected) summed completion log-probs of the model as it is now (the reference)."""
-    scorer = CompletionLogps(model)
-    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
-    out = torch.zeros(len(pairs), 2)
-    was_training = model.training
-    model.eval()
-    with disable:
-        for start in range(0, len(pairs), batch_size):
-            indices = list(range(start, min(start + batch_size, len(pairs))))
-            batch = collate([pairs[i] for i in indices], indices, pad_id).to(device)
-            sums, _ = scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
-            out[indices, 0] = sums[: len(indices)].float().cpu()
-            out[indices, 1] = sums[len(indices):].float().cpu()
-    model.train(was_training)
-    return out
+    def _chunk_size(self) -> int:
+        return 2 * max(1, -(-self.config.batch_size // self.env.world_size))
 
+    @torch.no_grad()
+    def reference_logps(self, dataset: EncodedDataset, sizes: Any) -> torch.Tensor:
+        """[N, 2] (chosen, rejected) summed completion log-probs of the model as it is now (the reference)."""
+        count, env = len(dataset), self.env
+        local = torch.zeros(-(-count // env.world_size), 2, device=self.device)
+        disable = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
+        self.model.eval()
+        with disable:
+            for indices, real in sharded_chunks(count, env.rank, env.world_size, self._chunk_size(), sizes):
+                batch = collate([dataset[i] for i in indices], indices, self.pad_id).to(self.device)
+                with self.precision.autocast():
+                    sums, _ = self.scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
+                pairs = len(indices)
+                rows = torch.tensor([(i - env.rank) // env.world_size for i in indices[:real]], dtype=torch.long, device=self.device)
+                local[rows, 0] = sums[:real].float()
+                local[rows, 1] = sums[pairs: pairs + real].float()
+        self.strategy.after_inference(self.scorer)
+        self.model.train()
+        return env.gather_strided(local, count).cpu()
 
-def _reference_for(batch: Batch, reference: torch.Tensor, device: torch.device) -> torch.Tensor:
-    rows = reference[batch.indices]
-    return torch.cat([rows[:, 0], rows[:, 1]]).to(device)
+    @torch.no_grad()
+    def evaluate(self, dataset: EncodedDataset, reference: torch.Tensor) -> dict[str, float]:
+        totals = torch.zeros(len(METRIC_KEYS) + 1, device=self.device)
+        self.model.eval()
+        for indices, real in sharded_chunks(len(dataset), self.env.rank, self.env.world_size, self._chunk_size()):
+            batch = collate([dataset[i] for i in indices], indices, self.pad_id).to(self.device)
+            with self.precision.autocast():
+                sums, counts = self.scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
+            per_pair = dpo_loss(sums, counts, self._reference_for(indices, reference), self.loss_config).per_pair()
+            totals[:-1] += torch.stack([per_pair[key][:real].float().sum() for key in METRIC_KEYS])
+            totals[-1] += real
+        self.strategy.after_inference(self.scorer)
+        self.model.train()
+        totals = self.env.all_sum(totals)
+        return {f"val/{key}": float(totals[i] / totals[-1]) for i, key in enumerate(METRIC_KEYS)}
 
+    def _reference_for(self, indices: list[int], reference: torch.Tensor) -> torch.Tensor:
+        rows = reference[indices]
+        return torch.cat([rows[:, 0], rows[:, 1]]).to(self.device, non_blocking=True)
 
-class MetricsSink:
-    """JSON lines on stdout and in ``metrics.jsonl``; a progress bar on an interactive terminal."""
+    def _reference(self, dataset: EncodedDataset, sizes: Any, resuming: bool) -> torch.Tensor:
+        """Computed once; kept beside the checkpoints so a resumed run does not score the dataset again."""
+        cache = self.output / "checkpoints" / "reference.pt"
+        if resuming and cache.is_file():
+            cached = torch.load(cache, weights_only=True)
+            if cached.shape == (len(dataset), 2):
+                return cached
+        reference = self.reference_logps(dataset, sizes)
+        if self.env.is_main and self.config.save_every_steps:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(reference, cache.with_suffix(".tmp"))
+            cache.with_suffix(".tmp").replace(cache)
+        return reference
 
-    def __init__(self, output_dir: Path, total_steps: int, enabled: bool) -> None:
-        self.enabled = enabled
-        self.file = open(output_dir / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
+    # -- training ----------------------------------------------------------------------------------------------------
 
-            self.bar = tqdm(total=total_steps, desc="dpo", unit="step")
+    def train(self) -> dict[str, Any]:
+        config, env = self.config, self.env
+        if env.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+        env.barrier()
+        rows = PreferenceFile(Path(config.dataset_dir) / "training/training_file.jsonl")
+        dataset = EncodedDataset(rows, self.tokenizer, config.max_seq_length)
+        validation_file = Path(config.dataset_dir) / "validation/validation_file.jsonl"
+        validation = EncodedDataset(PreferenceFile(validation_file), self.tokenizer, config.max_seq_length) \
+            if validation_file.exists() else None
+        sizes = rows.sizes()
 
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        line = json.dumps(record, sort_keys=True)
-        assert self.file is not None
-        self.file.write(line + "\n")
-        self.file.flush()
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{record.get('loss', 0):.4f}", acc=f"{record.get('rewards/accuracies', 0):.2f}")
-        else:
-            print(line, flush=True)
+        batches_per_epoch = -(-len(dataset) // config.batch_size)
+        steps_per_epoch = -(-batches_per_epoch // config.gradient_accumulation_steps)
+        total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
+        optimizer = build_optimizer(self.model, config.learning_rate, config.weight_decay,
+                                    fused=self.device.type == "cuda" and self.strategy.name != "fsdp")
+        scheduler = build_scheduler(optimizer, config.lr_scheduler, total_steps,
+                                    warmup_steps(total_steps, config.warmup_steps, config.warmup_ratio))
+        saved = checkpoint.latest(self.output / "checkpoints") if config.resume else None
+        started = time.perf_counter()
+        reference = self._reference(dataset, sizes, resuming=saved is not None)
+        val_reference = self.reference_logps(validation, validation.rows.sizes()) if validation else None
+        reference_seconds = time.perf_counter() - started
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.file is not None:
-            self.file.close()
+        position = checkpoint.Position()
+        if saved is not None:
+            position, scaler_state = checkpoint.load(saved, self.model, optimizer, scheduler, env)
+            self.precision.load_state_dict(scaler_state)
+            log.info("resumed from %s (step %d)", saved, position.step)
+        resumed_from = position.step if saved is not None else None
+        sink = MetricsSink(self.output, total_steps, env.is_main, asdict(config))
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.model.train()
+        last: dict[str, Any] = {}
+        tokens, loop_started = 0, time.perf_counter()
+        try:
+            while position.step < total_steps and position.epoch < config.epochs:
+                epoch = epoch_batches(sizes, config.batch_size, config.seed, position.epoch, config.group_by_length)
+                for first in range(position.batches_done, len(epoch), config.gradient_accumulation_steps):
+                    group = epoch[first: first + config.gradient_accumulation_steps]
+                    totals = self._step(group, dataset, reference, optimizer, scheduler, parameters)
+                    done = first + len(group)
+                    position = checkpoint.Position(position.step + 1, position.epoch, done) if done < len(epoch) \
+                        else checkpoint.Position(position.step + 1, position.epoch + 1, 0)
+                    tokens += int(totals["tokens"])
+                    elapsed = time.perf_counter() - loop_started
+                    last = {**{k: totals[k] for k in METRIC_KEYS}, "grad_norm": totals["grad_norm"],
+                            "learning_rate": scheduler.get_last_lr()[0], "step": position.step,
+                            "epoch": position.epoch + position.batches_done / len(epoch),
+                            "tokens_per_second": tokens / max(elapsed, 1e-9)}
+                    sink.write(last)
+                    if config.save_every_steps and position.step % config.save_every_steps == 0 and position.step < total_steps:
+                        checkpoint.save(self.output / "checkpoints", position, self.model, optimizer, scheduler,
+                                        self.precision.state_dict(), env)
+                    if position.step >= total_steps:
+                        break
+            summary: dict[str, Any] = {"steps": position.step, "train": last, "referenceSeconds": round(reference_seconds, 3),
+                                       "trainSeconds": round(time.perf_counter() - loop_started, 3),
+                                       "strategy": self.strategy.name, "resumedFromStep": resumed_from}
+            if validation is not None and val_reference is not None:
+                summary["validation"] = self.evaluate(validation, val_reference)
+            self.save_final(self.output / "final")
+            if env.is_main:
+                summary["outputModel"] = str(self.output / "final")
+                (self.output / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+            return summary
+        finally:
+            sink.close()
+            rows.close()
 
+    def _step(self, group: list[list[int]], dataset: EncodedDataset, reference: torch.Tensor,
+              optimizer: torch.optim.Optimizer, scheduler: Any, parameters: list[torch.nn.Parameter]) -> dict[str, float]:
+        """One optimizer step over ``group`` (the global micro-batches it accumulates)."""
+        env = self.env
+        pairs_in_step = sum(len(indices) for indices in group)
+        totals = torch.zeros(len(METRIC_KEYS) + 2, device=self.device)  # metric sums, real pairs, real tokens
+        for micro, indices in enumerate(group):
+            share = rank_share(indices, env.rank, env.world_size, pairs_in_step)
+            batch = collate([dataset[i] for i in share.indices], share.indices, self.pad_id).to(self.device)
+            with self.strategy.accumulating(self.trainable, sync=micro == len(group) - 1):
+                with self.precision.autocast():
+                    sums, counts = self.trainable(batch.input_ids, batch.attention_mask, batch.completion_mask)
+                out = dpo_loss(sums, counts, self._reference_for(share.indices, reference), self.loss_config)
+                self.precision.backward(out.loss * share.weight)
+            if share.weight:
+                per_pair = out.per_pair()
+                totals[: len(METRIC_KEYS)] += torch.stack([per_pair[key].float().sum() for key in METRIC_KEYS])
+                totals[-2] += len(share.indices)
+                totals[-1] += batch.attention_mask.sum()
+        self.precision.unscale(optimizer)
+        grad_norm = self.strategy.clip_grad_norm(parameters, self.config.max_grad_norm)
+        self.precision.step(optimizer)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        totals = env.all_sum(totals)
+        result = {key: float(totals[i] / totals[-2]) for i, key in enumerate(METRIC_KEYS)}
+        return {**result, "tokens": float(totals[-1]), "grad_norm": grad_norm}
 
-def save(model: Any, tokenizer: Any, path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
-@torch.no_grad()
-def evaluate(scorer: Any, pairs: list[EncodedPair], reference: torch.Tensor, config: TrainConfig, loss_config: DPOLossConfig,
-             pad_id: int, device: torch.device) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    count = 0
-    for start in range(0, len(pairs), config.batch_size):
-        indices = list(range(start, min(start + config.batch_size, len(pairs))))
-        batch = collate([pairs[i] for i in indices], indices, pad_id).to(device)
-        sums, counts = scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
-        metrics = dpo_loss(sums, counts, _reference_for(batch, reference, device), loss_config).metrics()
-        for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + value * len(indices)
-        count += len(indices)
-    return {f"val/{k}": v / count for k, v in totals.items()}
+    def save_final(self, path: Path) -> None:
+        """Hugging Face format: the whole model (consolidated on rank 0 under FSDP) or the LoRA adapter."""
+        state = self.strategy.full_state_dict(self.model)
+        if self.env.is_main:
+            path.mkdir(parents=True, exist_ok=True)
+            if state is None:
+                self.model.save_pretrained(path)
+            else:
+                self.model.save_pretrained(path, state_dict=state)
+            self.tokenizer.save_pretrained(path)
+        self.env.barrier()
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train; returns a summary (final loss, accuracies, output path)."""
-    dist = Distributed.from_env()
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    if dist.world_size > 1:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    output = Path(config.output_dir)
-    if dist.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-
-    model, tokenizer = load_model_and_tokenizer(config, device)
-    dataset = Path(config.dataset_dir)
-    train_pairs = [encode(tokenizer, row, config.max_seq_length) for row in read_jsonl(dataset / "training/training_file.jsonl")]
-    validation_file = dataset / "validation/validation_file.jsonl"
-    val_pairs = ([encode(tokenizer, row, config.max_seq_length) for row in read_jsonl(validation_file)]
-                 if validation_file.exists() else [])
-    pad_id = tokenizer.pad_token_id
-    sft = config.training_type == "sft"
-    loss_config = DPOLossConfig(beta=config.beta, average_log_probs=config.preference_average_log_probs,
-                                preference_loss_weight=0.0 if sft else config.preference_loss_weight,
-                                sft_loss_weight=1.0 if sft else config.sft_loss_weight)
-
-    started = time.perf_counter()
-    reference = reference_logps(model, train_pairs, config.batch_size, pad_id, device)
-    val_reference = reference_logps(model, val_pairs, config.batch_size, pad_id, device) if val_pairs else None
-    reference_seconds = time.perf_counter() - started
-
-    scorer: Any = CompletionLogps(model)
-    if dist.world_size > 1:
-        scorer = torch.nn.parallel.DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    steps_per_epoch = math.ceil(math.ceil(len(train_pairs) / config.batch_size) / config.gradient_accumulation_steps)
-    total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
-    sink = MetricsSink(output, total_steps, dist.is_main)
-    model.train()
-    step = 0
-    last: dict[str, float] = {}
-    tokens, loop_started = 0, time.perf_counter()
+    """Train; returns a summary (steps, final metrics, validation, output path)."""
+    trainer = Trainer(config)
     try:
-        for epoch in range(config.epochs):
-            epoch_batches = batches(train_pairs, config.batch_size, config.seed, epoch, pad_id, (dist.rank, dist.world_size))
-            for micro, batch in enumerate(epoch_batches):
-                batch = batch.to(device)
-                sums, counts = scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
-                out = dpo_loss(sums, counts, _reference_for(batch, reference, device), loss_config)
-                (out.loss / config.gradient_accumulation_steps).backward()
-                tokens += int(batch.attention_mask.sum())
-                if (micro + 1) % config.gradient_accumulation_steps and micro + 1 < len(epoch_batches):
-                    continue
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                elapsed = time.perf_counter() - loop_started
-                last = {**out.metrics(), "step": step, "epoch": epoch + (micro + 1) / len(epoch_batches),
-                        "grad_norm": float(grad_norm), "tokens_per_second": tokens * dist.world_size / max(elapsed, 1e-9)}
-                sink.write(last)
-                if dist.is_main and config.save_every_steps and step % config.save_every_steps == 0:
-                    save(model, tokenizer, output / f"checkpoint-{step}")
-                if step >= total_steps:
-                    break
-            if step >= total_steps:
-                break
-        summary: dict[str, Any] = {"steps": step, "train": last, "referenceSeconds": round(reference_seconds, 3),
-                                   "trainSeconds": round(time.perf_counter() - loop_started, 3)}
-        if val_pairs and val_reference is not None:
-            model.eval()
-            summary["validation"] = evaluate(CompletionLogps(model), val_pairs, val_reference, config, loss_config, pad_id, device)
-        if dist.is_main:
-            save(model, tokenizer, output / "final")
-            summary["outputModel"] = str(output / "final")
-            (output / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-        return summary
+        return trainer.train()
     finally:
-        sink.close()
-        if dist.world_size > 1:
-            torch.distributed.destroy_process_group()
+        trainer.env.close()
 
 
 def config_to_json(config: TrainConfig) -> str:
     return json.dumps(asdict(config), sort_keys=True)
+

@@ -1,0 +1,74 @@
+"""Where per-step metrics go (rank 0 only): JSON lines on stdout and in ``metrics.jsonl``, TensorBoard event files
+in ``tensorboard/`` beside it, and Weights & Biases when ``WANDB_API_KEY`` is set (from a Secret reference)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+NOT_SCALARS = {"step", "epoch"}
+
+
+class MetricsSink:
+    def __init__(self, output_dir: Path, total_steps: int, enabled: bool, run_config: dict[str, Any]) -> None:
+        self.enabled = enabled
+        self.file = None
+        self.bar = None
+        self.tensorboard = None
+        self.wandb = None
+        if not enabled:
+            return
+        self.file = open(output_dir / "metrics.jsonl", "a")  # noqa: SIM115
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tensorboard = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+        if os.environ.get("WANDB_API_KEY"):
+            self.wandb = _start_wandb(output_dir, run_config)
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, desc="dpo", unit="step")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps(record, sort_keys=True)
+        assert self.file is not None and self.tensorboard is not None
+        self.file.write(line + "\n")
+        self.file.flush()
+        step = int(record["step"])
+        scalars = {k: v for k, v in record.items() if k not in NOT_SCALARS and isinstance(v, int | float)}
+        for key, value in scalars.items():
+            self.tensorboard.add_scalar(key if "/" in key or key.startswith("val") else f"train/{key}", value, step)
+        self.tensorboard.flush()
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{record.get('loss', 0):.4f}", acc=f"{record.get('rewards/accuracies', 0):.2f}")
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.file is not None:
+            self.file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _start_wandb(output_dir: Path, run_config: dict[str, Any]) -> Any:
+    try:
+        import wandb
+    except ImportError as exc:
+        raise RuntimeError("WANDB_API_KEY is set but the wandb package is not installed in this image "
+                           "(pip install 'dpo-operator[wandb]')") from exc
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "dpo-operator"), entity=os.environ.get("WANDB_ENTITY") or None,
+                      name=os.environ.get("WANDB_NAME") or os.environ.get("DPO_RESOURCE_NAME"), dir=str(output_dir),
+                      config=run_config, resume="allow", id=os.environ.get("WANDB_RUN_ID") or None)
