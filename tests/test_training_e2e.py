@@ -21,7 +21,7 @@ TRAINING = {
     "deployOnCompletion": {"replicas": 1},
 }
 TRAIN_RESULT = {"outputModel": "/mnt/pvc/dpo-data/models/dpo/final", "steps": 6, "trainLoss": 0.42,
-                "rewardAccuracy": 0.9, "valLoss": 0.5}
+                "rewardAccuracy": 0.9, "valLoss": 0.5, "resumedFromStep": 4}
 
 
 def test_training_waits_for_its_collection_then_trains_and_deploys(kube: Kube, namespace: str, operator: None) -> None:
@@ -50,6 +50,7 @@ def test_training_waits_for_its_collection_then_trains_and_deploys(kube: Kube, n
     status = done["status"]
     assert status["outputModel"] == "pvc://dpo-data/models/dpo/final"
     assert status["progress"]["percentageDone"] == 100.0 and status["progress"]["trainLoss"] == 0.42
+    assert status["progress"]["resumedFromStep"] == 4  # the pod was restarted and resumed from its checkpoint
     assert status["datasetLocation"] == "pvc://dpo-data/datasets/ttt"
     deployment = kube.get("ModelDeployment", namespace, status["deploymentName"])
     assert deployment["spec"]["model"] == {"trainingJobRef": {"name": "dpo"}}
@@ -58,7 +59,9 @@ def test_training_waits_for_its_collection_then_trains_and_deploys(kube: Kube, n
 
 def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespace: str, operator: None) -> None:
     spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
-            "local": {**TRAINING["local"], "numNodes": 2, "gpusPerNode": 8}}
+            "hyperparameters": {**TRAINING["hyperparameters"], "batchSize": 16},
+            "local": {**TRAINING["local"], "numNodes": 2, "gpusPerNode": 8,
+                      "wandb": {"apiKeySecretRef": {"name": "wandb", "key": "key"}, "project": "dpo"}}}
     kube.create("DPOTrainingJob", namespace, "big", spec)
     job = wait_for(lambda: kube.job(namespace, "big-train"), what="training job")
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 2, 2)
@@ -66,7 +69,10 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
     service = kube.to_dict(kube.core.read_namespaced_service("big-train", namespace))
     assert service["spec"]["clusterIP"] == "None"
     trainer = job["spec"]["template"]["spec"]["containers"][0]
-    assert {e["name"]: e.get("value") for e in trainer["env"]}["MASTER_ADDR"] == "big-train-0.big-train"
+    env = {e["name"]: e for e in trainer["env"]}
+    assert env["MASTER_ADDR"]["value"] == "big-train-0.big-train"
+    assert env["WANDB_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "wandb", "key": "key"}}  # never the value
+    assert env["WANDB_PROJECT"]["value"] == "dpo" and env["WANDB_RUN_ID"]["value"] == job["metadata"]["ownerReferences"][0]["uid"]
     assert "torchrun --nnodes 2 --nproc-per-node 8 --node-rank $JOB_COMPLETION_INDEX" in trainer["command"][2]
     assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "8"
 
@@ -75,6 +81,10 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
     ({**TRAINING, "local": {"gpusPerNode": 1}}, "InvalidSpec", "local.output is required"),
     ({**TRAINING, "hyperparameters": {"dpo": {"preferenceLossWeight": 0, "sftLossWeight": 0}}},
      "InvalidSpec", "the loss would be identically zero"),
+    ({**TRAINING, "local": {**TRAINING["local"], "numNodes": 2, "gpusPerNode": 4}},
+     "InvalidSpec", "batchSize (4) is smaller than the number of training processes (8"),
+    ({**TRAINING, "local": {**TRAINING["local"], "precision": "fp16", "strategy": "fsdp"}},
+     "InvalidSpec", "fp16 is not supported with local.strategy fsdp"),
 ])
 def test_unusable_specs_fail_with_a_reason(kube: Kube, namespace: str, operator: None, spec: dict, reason: str,
                                            text: str) -> None:

@@ -127,6 +127,14 @@ class Strategy(str, Enum):
     FSDP = "fsdp"
 
 
+class WandbLogging(ApiModel):
+    """Weights & Biases logging from the trainer (rank 0); the run resumes with the pod after a restart."""
+
+    api_key_secret_ref: SecretKeyRef = Field(description="The W&B API key (WANDB_API_KEY), read by the kubelet.")
+    project: str = Field(default="dpo-operator", min_length=1)
+    entity: str | None = Field(default=None, description="W&B team or user; the key's default when unset.")
+
+
 class LocalBackend(ApiModel):
     num_nodes: int = Field(default=1, ge=1, le=1024)
     gpus_per_node: int = Field(default=1, ge=0, le=64, description="0 trains on CPU (tests, demos).")
@@ -143,6 +151,7 @@ class LocalBackend(ApiModel):
     )
     activation_checkpointing: bool = Field(default=False, description="Recompute each decoder layer in backward.")
     gradient_accumulation_steps: int = Field(default=1, ge=1)
+    wandb: WandbLogging | None = Field(default=None, description="Also log metrics to Weights & Biases.")
     save_every_steps: int | None = Field(
         default=None, ge=1, description="Save a resumable checkpoint (weights, optimizer, scheduler, RNG, data "
         "position) every N optimizer steps; a restarted pod resumes from the newest complete one.",
@@ -196,6 +205,9 @@ class TrainingProgress(ApiModel):
     steps_completed: int | None = None
     train_loss: float | None = None
     val_loss: float | None = None
+    resumed_from_step: int | None = Field(
+        default=None, description="The checkpoint step a restarted trainer resumed from (local backend)."
+    )
 
 
 class DPOTrainingJobStatus(CommonStatus):

@@ -81,6 +81,11 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
            {"name": "DPO_RESOURCE_NAME", "value": name},
            *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None),
            *secret_env("DATASET_HF_TOKEN", dataset.hub.token_secret_ref if dataset.hub else None)]
+    if local.wandb is not None:  # the run id is the resource's uid: a restarted pod continues the same run
+        env += [*secret_env("WANDB_API_KEY", local.wandb.api_key_secret_ref),
+                {"name": "WANDB_PROJECT", "value": local.wandb.project}, {"name": "WANDB_NAME", "value": name},
+                {"name": "WANDB_RUN_ID", "value": body["metadata"]["uid"]},
+                *([{"name": "WANDB_ENTITY", "value": local.wandb.entity}] if local.wandb.entity else [])]
     if local.num_nodes > 1:
         env.append({"name": "MASTER_ADDR", "value": f"{jname}-0.{jname}"})
     options = spec.template
@@ -115,9 +120,24 @@ def ensure_service(namespace: str, manifest: dict[str, Any]) -> None:
         lambda: to_dict(core.create_namespaced_service(namespace, manifest)))
 
 
-def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
-    if spec.local is None or spec.local.output is None:
+def validate(spec: DPOTrainingJobSpec) -> None:
+    """What the schema cannot say about the local backend."""
+    local = spec.local
+    if local is None or local.output is None:
         raise InvalidSpec("local.output is required for the local backend: the PVC directory the trained model goes to")
+    ranks = local.num_nodes * max(1, local.gpus_per_node)
+    if spec.hyperparameters.batch_size < ranks:
+        raise InvalidSpec(f"hyperparameters.batchSize ({spec.hyperparameters.batch_size}) is smaller than the number of "
+                          f"training processes ({ranks} = local.numNodes x local.gpusPerNode): each needs at least one "
+                          "pair of every batch; raise batchSize or use fewer GPUs")
+    if local.precision == "fp16" and local.strategy == "fsdp":
+        raise InvalidSpec("local.precision fp16 is not supported with local.strategy fsdp (no sharded loss scaling): "
+                          "use precision bf16")
+
+
+def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
+    validate(spec)
+    assert spec.local is not None and spec.local.output is not None
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     location = resolve_dataset(body, spec)
     if isinstance(location, Outcome):
@@ -137,7 +157,8 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
             fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
             fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
                                   "epochsCompleted": spec.hyperparameters.epochs,
-                                  "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss")}
+                                  "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss"),
+                                  "resumedFromStep": result.get("resumedFromStep")}
         fields.update(deploy_if_requested(body, spec))
         write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields))
         return

@@ -233,8 +233,8 @@ class Trainer:
         saved = checkpoint.latest(self.output / "checkpoints") if config.resume else None
         started = time.perf_counter()
         reference = self._reference(dataset, sizes, resuming=saved is not None)
-        val_reference = self.reference_logps(validation, validation.rows.sizes()) if validation else None
         reference_seconds = time.perf_counter() - started
+        val_reference = self.reference_logps(validation, validation.rows.sizes()) if validation else None
 
         position = checkpoint.Position()
         if saved is not None:
@@ -261,7 +261,7 @@ class Trainer:
                     last = {**{k: totals[k] for k in METRIC_KEYS}, "grad_norm": totals["grad_norm"],
                             "learning_rate": scheduler.get_last_lr()[0], "step": position.step,
                             "epoch": position.epoch + position.batches_done / len(epoch),
-                            "tokens_per_second": tokens / max(elapsed, 1e-9)}
+                            "tokens_per_second": tokens / max(elapsed, 1e-9), "elapsed_seconds": round(elapsed, 4)}
                     sink.write(last)
                     if config.save_every_steps and position.step % config.save_every_steps == 0 and position.step < total_steps:
                         checkpoint.save(self.output / "checkpoints", position, self.model, optimizer, scheduler,
