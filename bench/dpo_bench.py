@@ -66,6 +66,8 @@ def _peak_gpu_gib() -> float | None:
 
 
 def run_ours(model: Path, data: Path, out: Path, setup: Setup, options: dict[str, Any]) -> dict[str, Any]:
+    import transformers  # noqa: F401  (imported before the clock starts, as TRL's run imports it with trl)
+
     from dpo_operator.train.trainer import TrainConfig, Trainer
 
     started = time.perf_counter()
