@@ -28,8 +28,8 @@ import jsonpatch
 import kmock
 from kmock._internal import apps, parsing, rendering
 
-from dpo_operator.embedded.schema_validation import InvalidObject, ResourceSchema
-from dpo_operator.embedded.selectors import field_selector, label_selector
+from dpo_operator.kubeemu.schema_validation import InvalidObject, ResourceSchema
+from dpo_operator.kubeemu.selectors import field_selector, label_selector
 
 CRD_RESOURCE = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACES = kmock.resource("", "v1", "namespaces")

@@ -13,7 +13,7 @@ from typing import Any
 import kmock
 import yaml
 
-from dpo_operator.embedded.apiserver import EmulatedKubernetes
+from dpo_operator.kubeemu.apiserver import EmulatedKubernetes
 
 
 def write_kubeconfig(url: str, path: Path) -> Path:
