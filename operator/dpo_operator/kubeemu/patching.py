@@ -331,6 +331,12 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], sche
     owned_by_others = set().union(*(paths for _, paths in others)) if others else set()
     for path in sorted(previous - applied_paths - owned_by_others, key=len, reverse=True):
         _remove(base, path)
+        for depth in range(len(path) - 1, 0, -1):  # a map emptied by the removal goes with it
+            parent = path[:depth]
+            if parent[-1].startswith("f:") and value_at(base, parent) == {} and parent not in owned_by_others:
+                _remove(base, parent)
+            else:
+                break
     merged = _merge_applied(_tracked(base, with_status), applied_tracked, schema, resolve)
     meta = base.setdefault("metadata", {})
     for key in ("labels", "annotations"):

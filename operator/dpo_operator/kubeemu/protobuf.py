@@ -28,8 +28,15 @@ _MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
     "Secret": {1: ("metadata", "ObjectMeta"), 2: ("data", "map<string,bytes>"), 3: ("type", "string"),
                4: ("stringData", "map<string,string>"), 5: ("immutable", "bool")},
     "ServiceAccount": {1: ("metadata", "ObjectMeta")},
+    "Service": {1: ("metadata", "ObjectMeta"), 2: ("spec", "ServiceSpec")},
+    "ServiceSpec": {1: ("ports", "[]ServicePort"), 2: ("selector", "map<string,string>"), 3: ("clusterIP", "string"),
+                    4: ("type", "string"), 5: ("externalIPs", "[]string"), 7: ("sessionAffinity", "string"),
+                    10: ("externalName", "string"), 18: ("clusterIPs", "[]string")},
+    "ServicePort": {1: ("name", "string"), 2: ("protocol", "string"), 3: ("port", "int64"),
+                    4: ("targetPort", "IntOrString"), 5: ("nodePort", "int64"), 6: ("appProtocol", "string")},
+    "IntOrString": {1: ("type", "int64"), 2: ("intVal", "int64"), 3: ("strVal", "string")},
 }
-SUPPORTED_KINDS = {"Namespace", "ConfigMap", "Secret", "ServiceAccount"}
+SUPPORTED_KINDS = {"Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service"}
 
 
 class Undecodable(ValueError):
@@ -80,6 +87,9 @@ def _value(kind: str, raw: int | bytes) -> Any:
         return int(raw) if isinstance(raw, int) else 0
     if not isinstance(raw, bytes):
         raise Undecodable(f"expected a message for {kind}")
+    if kind == "IntOrString":  # the JSON form is the bare int or string
+        value = decode_message(kind, raw)
+        return value.get("strVal", "") if value.get("type") == 1 else value.get("intVal", 0)
     return decode_message(kind, raw)
 
 
