@@ -19,6 +19,7 @@ import collections
 import copy
 import datetime
 import json
+import logging
 import secrets
 import uuid
 from typing import Any
@@ -39,6 +40,7 @@ from dpo_operator.kubeemu.schema_validation import InvalidObject, UnknownFields
 from dpo_operator.kubeemu.selectors import field_selector, label_selector
 
 __all__ = ["ApiError", "EmulatedKubernetes"]
+log = logging.getLogger(__name__)
 
 CRD_RESOURCE = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
@@ -61,6 +63,24 @@ def _parse_path(path: str) -> parsing.ParsedPath:
 
 _kmock_parse_path = parsing.parse_path
 parsing.parse_path = _parse_path
+
+
+async def _parse_request(raw_request: aiohttp.web.BaseRequest) -> rendering.Request:
+    body = await raw_request.read()
+    text = body.decode("utf-8", errors="replace")
+    data = None
+    if body.lstrip()[:1] in (b"{", b"["):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+    k8s = parsing.parse_path(raw_request.path)
+    resource = None if k8s is None or k8s.group is None else kmock.resource(k8s.group, k8s.version, k8s.plural)
+    return rendering.Request(
+        raw_request=raw_request, url=raw_request.url, method=raw_request.method, params=dict(raw_request.query),
+        headers=dict(raw_request.headers), cookies=dict(raw_request.cookies), data=data, body=body, text=text,
+        action=parsing.guess_k8s(k8s, kmock.method(raw_request.method), dict(raw_request.query)), resource=resource,
+        namespace=k8s.namespace, name=k8s.name, subresource=k8s.subresource)
 
 
 def _now() -> str:
@@ -187,6 +207,21 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         return obj
 
     # ---------------------------------------------------------------- request dispatch
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """kmock's entry point, minus its request history (a long-running server would keep every request) and
+        with binary bodies (protobuf) left undecoded instead of failing as text."""
+        try:
+            request = await _parse_request(raw_request)
+            try:
+                return await self._handle(request)
+            except rendering.StreamingError as exc:
+                raise exc.__cause__ or exc from None
+        except ApiError as exc:
+            return await self._render_error(exc)
+        except Exception as exc:  # noqa: BLE001  (a bug here: answer 500 as kube-apiserver would, and log it)
+            log.exception("the emulated API server failed on %s %s", raw_request.method, raw_request.path_qs)
+            return await self._render_error(exc)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         path = request.url.path.rstrip("/") or "/"
@@ -391,6 +426,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             obj["spec"] = {"finalizers": ["kubernetes"], **(obj.get("spec") or {})}
             obj["status"] = {"phase": "Active"}
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+        if served.kind == "Service" and not served.group:
+            self._allocate_cluster_ip(obj)
         obj = self._admit(res, served, obj, None, request)
         if manager_operation == "Update":
             record_update(None, obj, self._schema(served), _resolve, _field_manager(request), served.group_version)
@@ -408,6 +445,22 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         self._store(res, namespace, name, obj)
         await self._emit(res, "ADDED", obj)
         return obj
+
+    def _allocate_cluster_ip(self, service: dict[str, Any]) -> None:
+        """What the Service registry does on create: defaults, and a cluster IP from the service range."""
+        spec = service.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        for port in spec.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
+            taken = {s.raw.get("spec", {}).get("clusterIP") for (r, _, _), s in self._objects.items()
+                     if r.plural == "services" and not s.deleted}
+            index = next(i for i in range(1, 65535) if f"10.96.{i // 256}.{i % 256}" not in taken)
+            spec["clusterIP"] = f"10.96.{index // 256}.{index % 256}"
+        if spec.get("clusterIP"):
+            spec.setdefault("clusterIPs", [spec["clusterIP"]])
 
     def _patched(self, request: rendering.Request, served: Served, old: dict[str, Any], body: Any,
                  content_type: str) -> tuple[dict[str, Any], str | None]:

@@ -109,7 +109,9 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
             out.setdefault(name, []).append(_value(kind[2:], raw))
         else:
             out[name] = _value(kind, raw)
-    return {k: v for k, v in out.items() if v not in ("", b"")}  # proto3 zero values mean "not set"
+    # Go writes zero values of non-pointer fields; their JSON form omits them
+    return {k: v for k, v in out.items() if v not in ("", b"") and not (v == 0 and _MESSAGES[message][
+        next(n for n, (name, _) in _MESSAGES[message].items() if name == k)][1] == "int64")}
 
 
 def decode(body: bytes) -> dict[str, Any]:
