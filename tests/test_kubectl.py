@@ -51,6 +51,11 @@ def _table(output: str) -> list[list[str]]:
 
 def test_crds_apply_with_validation_and_are_discovered(tmp_path: Path) -> None:
     with EmbeddedCluster() as embedded:
+        kubectl(embedded.kubeconfig, "create", "namespace", "early")
+        early = kubectl(embedded.kubeconfig, "apply", "-n", "early", "-f", str(PIPELINE), check=False)
+        assert early.stdout.strip() == "persistentvolumeclaim/dpo-data created"  # validated, then mapped, like kind:
+        assert 'no matches for kind "DPOCollection" in version "dpo.ai/v1alpha1"\nensure CRDs are installed first' \
+            in early.stderr
         applied = kubectl(embedded.kubeconfig, "apply", "--validate=strict", "-f", str(ROOT / "crds"))
         assert applied.stdout.split("\n")[:3] == [
             f"customresourcedefinition.apiextensions.k8s.io/{plural}.dpo.ai created"
@@ -137,6 +142,8 @@ def test_explain_reads_the_crd_schema_and_builtin_kinds(cluster: Path) -> None:
     assert "learningRate" in recursive and "dpo" in recursive
     claim = kubectl(cluster, "explain", "pvc.spec.accessModes").stdout
     assert "KIND:       PersistentVolumeClaim" in claim and "accessModes contains the desired access modes" in claim
+    from_v2 = kubectl(cluster, "explain", "--output=plaintext-openapiv2", "dpoc.spec.pairing").stdout  # /openapi/v2
+    assert "RESOURCE: pairing <Object>" in from_v2 and "maxPairsPerTurn" in from_v2
 
 
 def test_invalid_custom_resources_get_the_api_servers_messages(cluster: Path) -> None:

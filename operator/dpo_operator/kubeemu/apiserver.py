@@ -31,7 +31,7 @@ import kmock
 import yaml
 from kmock._internal import parsing, rendering
 
-from dpo_operator.kubeemu import builtin_schemas, discovery, openapi, protobuf, tables
+from dpo_operator.kubeemu import builtin_schemas, discovery, openapi, openapi_proto, protobuf, tables
 from dpo_operator.kubeemu.errors import ApiError, error, invalid, required
 from dpo_operator.kubeemu.names import object_causes
 from dpo_operator.kubeemu.patching import ApplyConflict, record_update, server_side_apply, strategic_merge
@@ -286,9 +286,10 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         elif parts[0] == "apis" and len(parts) == 3:
             doc = discovery.api_resource_list(served, parts[1], parts[2])
         elif path == "/openapi/v2":
-            if "protobuf" in accept and "json" not in accept:
-                raise error(406, "NotAcceptable", "only application/json is served for /openapi/v2")
             doc = self._openapi("v2", lambda: openapi.v2(served))
+            if "protobuf" in accept and "json" not in accept:
+                encoded = self._openapi("v2.pb", lambda: openapi_proto.document(doc))
+                return aiohttp.web.Response(body=encoded, headers={"Content-Type": openapi_proto.MEDIA_TYPE})
         elif path == "/openapi/v3":
             keys = sorted({openapi.v3_key(s) for s in served})
             doc = {"paths": {key: {"serverRelativeURL": f"/openapi/v3/{key}?hash="
