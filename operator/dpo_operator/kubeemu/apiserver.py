@@ -262,7 +262,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             for item in items:
                 await self._delete(res, served, item["metadata"].get("namespace"), item["metadata"]["name"])
             return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
-        raise error(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+        raise error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     def _serve_meta(self, request: rendering.Request, path: str) -> aiohttp.web.Response | None:
         """Discovery, OpenAPI and /version: the paths that are not resources."""

@@ -6,6 +6,7 @@ APIGroupDiscoveryList``) and reads the legacy ``/api``, ``/apis``, ``/apis/<grou
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,8 +35,6 @@ def _groups(resources: Iterable[Served]) -> dict[str, dict[str, list[Served]]]:
 def _preferred(versions: Iterable[str]) -> list[str]:
     """Versions in Kubernetes priority order: GA, then beta, then alpha, newest first."""
     def rank(v: str) -> tuple[int, int, int]:
-        import re
-
         m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", v)
         if not m:
             return (3, 0, 0)
