@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv install demo test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-scale clean
+.PHONY: venv install demo dev-cluster test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-scale clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(PY)  ## install the operator, the embedded cluster, the workloads (CP
 
 demo: install  ## run the pipeline on an embedded, emulated cluster (no cluster, no GPU)
 	$(PY) -m dpo_operator demo
+
+dev-cluster: install  ## an emulated cluster (API server, CRDs, operator, local executor) for kubectl, until Ctrl-C
+	$(PY) -m dpo_operator dev-cluster
 
 test: install  ## the whole default test suite (emulated cluster; GPU-only tests skip)
 	$(PY) -m pytest -q
@@ -45,4 +48,4 @@ bench-scale: install  ## 500 DPOCollections against the emulated cluster: time t
 	$(PY) bench/bench_scale.py --count 500
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache
+	rm -rf $(VENV) .demo .dev-cluster .pytest_cache

@@ -28,7 +28,7 @@ def kubeconfig() -> Iterator[Path]:
         os.environ["KUBECONFIG"] = REAL_CLUSTER
         yield Path(REAL_CLUSTER)
         return
-    from dpo_operator.embedded.cluster import EmbeddedCluster
+    from dpo_operator.kubeemu.cluster import EmbeddedCluster
 
     with EmbeddedCluster() as cluster:
         cluster.use_as_default()

@@ -11,7 +11,7 @@ from openapi_schema_validator import OAS30Validator
 
 from dpo_operator import crdgen
 from dpo_operator.api import ALL_KINDS
-from dpo_operator.embedded.schema_validation import InvalidObject, ResourceSchema
+from dpo_operator.kubeemu.schema_validation import InvalidObject, ResourceSchema
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(__file__).resolve().parent / "samples"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -88,3 +91,64 @@ def test_label_selectors(kube: Kube, namespace: str) -> None:
     assert names("tier!=gpu") == ["y", "z"]
     assert names("tier in (gpu,cpu)") == ["x", "y"]
     assert names("!tier") == ["z"]
+
+
+def _raw(kube: Kube, path: str, accept: str = "application/json") -> tuple[Any, str]:
+    response = httpx.get(kube.api.configuration.host + path, headers={"Accept": accept})
+    response.raise_for_status()
+    return response.json(), response.headers["Content-Type"]
+
+
+def test_legacy_discovery_as_kube_apiserver_serves_it(kube: Kube) -> None:
+    kube.require_emulated()
+    core = kubernetes.client.CoreV1Api(kube.api).get_api_resources()
+    assert core.group_version == "v1"
+    by_name = {r.name: r for r in core.resources}
+    pvc, status = by_name["persistentvolumeclaims"], by_name["persistentvolumeclaims/status"]
+    assert (pvc.singular_name, pvc.short_names, pvc.namespaced) == ("persistentvolumeclaim", ["pvc"], True)
+    assert status.verbs == ["get", "patch", "update"] and not status.categories and not status.short_names
+    ours, _ = _raw(kube, "/apis/dpo.ai/v1alpha1")
+    main = next(r for r in ours["resources"] if r["name"] == "dpocollections")
+    assert main["singularName"] == "dpocollection" and main["shortNames"] == ["dpoc"] and main["categories"] == ["dpo"]
+    assert "categories" not in next(r for r in ours["resources"] if r["name"] == "dpocollections/status")
+    aggregated, content_type = _raw(kube, "/apis", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    assert content_type == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    group = next(i for i in aggregated["items"] if i["metadata"].get("name") == "dpo.ai")
+    resource = next(r for r in group["versions"][0]["resources"] if r["resource"] == "dpocollections")
+    assert resource["subresources"][0]["subresource"] == "status" and resource["scope"] == "Namespaced"
+
+
+def test_table_responses_carry_the_printer_columns(kube: Kube, namespace: str) -> None:
+    kube.require_emulated()
+    kube.create("DPOCollection", namespace, "t", GOOD)
+    table, _ = _raw(kube, f"/apis/dpo.ai/v1alpha1/namespaces/{namespace}/dpocollections",
+                    "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+    columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
+    assert columns == [("Name", 0), ("Phase", 0), ("Pairs", 0), ("Candidates", 1), ("Dataset", 1), ("Age", 0)]
+    assert table["rows"][0]["cells"][:3] == ["t", None, None]
+    assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_strategic_merge_patch_merges_containers_by_name(kube: Kube, namespace: str) -> None:
+    kube.require_emulated()
+    apps = kubernetes.client.AppsV1Api(kube.api)
+    containers = [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]
+    apps.create_namespaced_deployment(namespace, {"metadata": {"name": "d"}, "spec": {
+        "selector": {"matchLabels": {"app": "d"}},
+        "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": containers}}}})
+    patched = apps.patch_namespaced_deployment("d", namespace, {"spec": {"template": {"spec": {"containers": [
+        {"name": "b", "image": "b:2"}]}}}})  # the client sends this as a strategic merge patch
+    assert [(c.name, c.image) for c in patched.spec.template.spec.containers] == [("a", "a:1"), ("b", "b:2")]
+
+
+def test_deleting_a_namespace_deletes_what_is_in_it(kube: Kube) -> None:
+    kube.require_emulated()
+    kube.core.create_namespace({"metadata": {"name": "doomed"}})
+    kube.core.create_namespaced_config_map("doomed", {"metadata": {"name": "c"}})
+    kube.core.delete_namespace("doomed")
+    with pytest.raises(ApiException) as gone:
+        kube.core.read_namespace("doomed")
+    assert gone.value.status == 404
+    with pytest.raises(ApiException) as missing:
+        kube.core.create_namespaced_config_map("doomed", {"metadata": {"name": "c"}})
+    assert missing.value.status == 404 and 'namespaces \\"doomed\\" not found' in missing.value.body

@@ -13,7 +13,7 @@ import yaml
 
 from dpo_operator import crdgen
 from dpo_operator.api import ALL_KINDS
-from dpo_operator.embedded.schema_validation import ResourceSchema
+from dpo_operator.kubeemu.schema_validation import ResourceSchema
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))

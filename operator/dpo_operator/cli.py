@@ -155,6 +155,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir), examples=args.examples, timeout=args.timeout)
 
 
+def _dev_cluster(args: argparse.Namespace) -> int:
+    from dpo_operator.embedded.dev_cluster import run_dev_cluster
+
+    return run_dev_cluster(Path(args.workdir), port=args.port, policy_port=args.policy_port)
+
+
 def _add_workload_args(parser: argparse.ArgumentParser, kind: str) -> None:
     """What every workload command takes: its spec (file or env var) and where to report the result."""
     source = parser.add_mutually_exclusive_group(required=True)
@@ -216,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--examples", type=int, default=200, help="tic-tac-toe positions (episodes) to collect on")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.set_defaults(func=_demo)
+
+    dev = sub.add_parser("dev-cluster", help="keep an emulated cluster (API server, CRDs, operator, local executor) "
+                                             "running for kubectl, until Ctrl-C")
+    dev.add_argument("--workdir", default=".dev-cluster", help="kubeconfig, local volumes and pod logs go here")
+    dev.add_argument("--port", type=int, default=None, help="API server port (default: a free one)")
+    dev.add_argument("--policy-port", type=int, default=0, help="port of the tic-tac-toe policy server (default: free)")
+    dev.set_defaults(func=_dev_cluster)
     return parser
 
 

@@ -88,7 +88,7 @@ def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
     """0 when the pipeline finished and the trained policy plays better than the starting one on held-out positions."""
     from dpo_operator.collect import tictactoe
     from dpo_operator.embedded import demo_policy
-    from dpo_operator.embedded.cluster import EmbeddedCluster
+    from dpo_operator.kubeemu.cluster import EmbeddedCluster
     from dpo_operator.embedded.executor import LocalExecutor
     from dpo_operator.embedded.operator_thread import OperatorThread
 

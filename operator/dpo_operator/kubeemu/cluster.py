@@ -13,7 +13,7 @@ from typing import Any
 import kmock
 import yaml
 
-from dpo_operator.embedded.apiserver import EmulatedKubernetes
+from dpo_operator.kubeemu.apiserver import EmulatedKubernetes
 
 
 def write_kubeconfig(url: str, path: Path) -> Path:
@@ -33,7 +33,8 @@ def write_kubeconfig(url: str, path: Path) -> Path:
 class EmbeddedCluster:
     """An EmulatedKubernetes served over HTTP on 127.0.0.1 from its own event loop thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port
         self.server: EmulatedKubernetes | None = None
         self.url = ""
         self._loop = asyncio.new_event_loop()
@@ -45,7 +46,7 @@ class EmbeddedCluster:
 
     async def _serve(self, ready: concurrent.futures.Future[str]) -> None:
         self._stop = asyncio.Event()
-        async with EmulatedKubernetes() as server, kmock.Server(server) as http:
+        async with EmulatedKubernetes() as server, kmock.Server(server, port=self.port) as http:
             self.server = server
             ready.set_result(str(http.url).rstrip("/"))
             await self._stop.wait()

@@ -15,13 +15,66 @@ from typing import Any
 import celpy
 from openapi_schema_validator import OAS30Validator
 
+from dpo_operator.kubeemu.errors import Cause, invalid_value, not_supported, required, show_value, too_long
+
 
 class InvalidObject(Exception):
-    """The object does not satisfy the schema; ``causes`` are 'path: message' strings."""
+    """The object does not satisfy the schema; ``causes`` are field errors as kube-apiserver words them."""
 
-    def __init__(self, causes: list[str]) -> None:
-        super().__init__("; ".join(causes))
+    def __init__(self, causes: list[Cause]) -> None:
+        super().__init__(", ".join(str(c) for c in causes))
         self.causes = causes
+
+
+class UnknownFields(InvalidObject):
+    """``fieldValidation=Strict`` and the object has fields the schema does not declare (a 400, not a 422)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__([Cause(p, "FieldValueInvalid", "field not declared in schema") for p in paths])
+        self.paths = paths
+
+    def __str__(self) -> str:
+        return "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in self.paths)
+
+
+def _field(path: list[Any] | Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _cause(error: Any) -> Cause:
+    """A jsonschema error in the words of the API server's OpenAPI validation."""
+    where = _field(error.absolute_path)
+    kind, limit, value = error.validator, error.validator_value, error.instance
+    if isinstance(limit, float) and limit.is_integer():
+        limit = int(limit)
+    if kind == "required":
+        missing = [name for name in limit if isinstance(value, dict) and name not in value]
+        return required(_field([*error.absolute_path, missing[0] if missing else "?"]))
+    if kind == "enum":
+        return not_supported(where, value, list(limit))
+    if kind == "maxLength":
+        return too_long(where, limit)
+    if kind == "maxItems":
+        return Cause(where, "FieldValueTooMany", f"Too many: {len(value)}: must have at most {limit} items")
+    detail = {
+        "type": lambda: f"{where} in body must be of type {limit}: {show_value(_type_name(value))}",
+        "minimum": lambda: f"{where} in body should be greater than {'' if error.schema.get('exclusiveMinimum') else 'or equal to '}{limit}",
+        "maximum": lambda: f"{where} in body should be less than {'' if error.schema.get('exclusiveMaximum') else 'or equal to '}{limit}",
+        "minLength": lambda: f"{where} in body should be at least {limit} chars long",
+        "pattern": lambda: f"{where} in body should match '{limit}'",
+        "minItems": lambda: f"{where} in body should have at least {limit} items",
+        "format": lambda: f"{where} in body must be of type {limit}: {show_value(value)}",
+        "minProperties": lambda: f"{where} in body should have at least {limit} properties",
+        "maxProperties": lambda: f"{where} in body should have at most {limit} properties",
+    }.get(kind, lambda: error.message)()
+    return invalid_value(where, _type_name(value) if kind == "type" else value, detail)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
 def apply_defaults(schema: dict[str, Any], obj: Any) -> None:
@@ -71,8 +124,8 @@ def _compile(rule: str) -> Any:
     return env.program(env.compile(rule))
 
 
-def _rule_errors(schema: dict[str, Any], new: Any, old: Any, path: str) -> list[str]:
-    errors: list[str] = []
+def _rule_errors(schema: dict[str, Any], new: Any, old: Any, path: str) -> list[Cause]:
+    errors: list[Cause] = []
     for validation in schema.get("x-kubernetes-validations") or []:
         rule = validation["rule"]
         is_transition = "oldSelf" in rule
@@ -84,10 +137,11 @@ def _rule_errors(schema: dict[str, Any], new: Any, old: Any, path: str) -> list[
         try:
             passed = bool(_compile(rule).evaluate(activation))
         except celpy.CELEvalError as exc:
-            errors.append(f"{path or '<root>'}: rule {rule!r} could not be evaluated: {exc}")
+            errors.append(Cause(path or "<root>", "InternalError", f"Internal error: {rule!r} could not be evaluated: {exc}"))
             continue
         if not passed:
-            errors.append(f"{path or '<root>'}: Invalid value: {validation.get('message') or 'failed rule: ' + rule}")
+            shown = _type_name(new) if isinstance(new, (dict, list, str)) else new
+            errors.append(invalid_value(path or "<root>", shown, validation.get("message") or "failed rule: " + rule))
     if isinstance(new, dict):
         for name, child in (schema.get("properties") or {}).items():
             if name in new:
@@ -112,11 +166,8 @@ class ResourceSchema:
         apply_defaults(self.open_api, obj)
         unknown = unknown_fields(self.open_api, obj, prune=not strict)
         if strict and unknown:
-            raise InvalidObject([f'{path}: unknown field "{path}"' for path in unknown])
-        causes = []
-        for error in self._validator.iter_errors(obj):
-            where = ".".join(str(p) for p in error.absolute_path) or "<root>"
-            causes.append(f"{where}: {error.message}")
+            raise UnknownFields(unknown)
+        causes = [_cause(error) for error in self._validator.iter_errors(obj)]
         if not causes:
             old_body = {k: v for k, v in (old or {}).items() if k != "metadata"} if old is not None else None
             causes = _rule_errors(self.open_api, obj, old_body, "")

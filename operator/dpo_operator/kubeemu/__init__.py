@@ -1,0 +1,1 @@
+"""What pretends to be Kubernetes: an in-process API server that kubectl, kopf and the kubernetes client talk to."""

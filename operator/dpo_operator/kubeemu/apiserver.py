@@ -1,0 +1,715 @@
+"""An in-process Kubernetes API server: kmock's KubernetesEmulator plus what kube-apiserver does for its clients.
+
+kmock parses URLs and serves HTTP; this subclass adds what kopf, the kubernetes client and kubectl rely on (see
+``shared/reference/kmock-harness.md``): uid/resourceVersion/generation/creationTimestamp, namespaces from the URL,
+201 on create, 409 on conflicts, JSON/merge/strategic-merge patches, server-side apply with managed fields, PUT,
+the status subresource kept apart from the main resource, label/field selectors, lists with a real
+resourceVersion, watches that honour ``?resourceVersion=`` (410 when too old) and ``timeoutSeconds``,
+finalizers, namespace and ownerReference garbage collection, CRDs that become served resources with schema
+validation and defaulting, validation of built-in names, labels and quantities, discovery (legacy and
+aggregated), OpenAPI v2/v3, Table responses and the protobuf bodies kubectl sends for built-in kinds.
+
+Not emulated: controllers (no Job ever creates a Pod), RBAC, admission webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import datetime
+import json
+import logging
+import secrets
+import uuid
+from typing import Any
+
+import aiohttp.web
+import attrs
+import jsonpatch
+import kmock
+import yaml
+from kmock._internal import parsing, rendering
+
+from dpo_operator.kubeemu import builtin_schemas, discovery, openapi, openapi_proto, protobuf, tables
+from dpo_operator.kubeemu.errors import ApiError, error, invalid, required
+from dpo_operator.kubeemu.names import object_causes
+from dpo_operator.kubeemu.patching import ApplyConflict, record_update, server_side_apply, strategic_merge
+from dpo_operator.kubeemu.registry import Served, builtin_resources, from_crd
+from dpo_operator.kubeemu.schema_validation import InvalidObject, UnknownFields
+from dpo_operator.kubeemu.selectors import field_selector, label_selector
+
+__all__ = ["ApiError", "EmulatedKubernetes"]
+log = logging.getLogger(__name__)
+
+CRD_RESOURCE = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+EVENT_HISTORY = 20000  # watch events kept per resource; older resourceVersions answer 410 Gone
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
+               "application/apply-patch+yaml")
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    """kmock's URL parser, plus the ``namespaces`` resource itself (``/api/v1/namespaces[/name[/status]]``),
+    which kmock reads as a namespace prefix of some other resource."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "api" and parts[2] == "namespaces" and len(parts) <= 5:
+        if len(parts) <= 4 or parts[4] in ("status", "finalize"):
+            return parsing.ParsedPath(group="", version=parts[1], plural="namespaces",
+                                      name=parts[3] if len(parts) > 3 else None,
+                                      subresource=parts[4] if len(parts) > 4 else None)
+    return _kmock_parse_path(path)
+
+
+_kmock_parse_path = parsing.parse_path
+parsing.parse_path = _parse_path
+
+
+async def _parse_request(raw_request: aiohttp.web.BaseRequest) -> rendering.Request:
+    body = await raw_request.read()
+    text = body.decode("utf-8", errors="replace")
+    data = None
+    if body.lstrip()[:1] in (b"{", b"["):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+    k8s = parsing.parse_path(raw_request.path)
+    resource = None if k8s is None or k8s.group is None else kmock.resource(k8s.group, k8s.version, k8s.plural)
+    return rendering.Request(
+        raw_request=raw_request, url=raw_request.url, method=raw_request.method, params=dict(raw_request.query),
+        headers=dict(raw_request.headers), cookies=dict(raw_request.cookies), data=data, body=body, text=text,
+        action=parsing.guess_k8s(k8s, kmock.method(raw_request.method), dict(raw_request.query)), resource=resource,
+        namespace=k8s.namespace, name=k8s.name, subresource=k8s.subresource)
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
+    """Everything that bumps ``metadata.generation`` when it changes."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _resolve(schema: dict[str, Any] | None) -> dict[str, Any]:
+    return builtin_schemas.resolved(schema)
+
+
+def _field_manager(request: rendering.Request) -> str:
+    """The ``fieldManager`` parameter, or like kube-apiserver the client's user agent up to the first '/'."""
+    return request.params.get("fieldManager") or (request.headers.get("User-Agent") or "unknown").split("/")[0]
+
+
+def _json(payload: Any, status: int = 200, content_type: str = "application/json") -> aiohttp.web.Response:
+    return aiohttp.web.Response(body=json.dumps(payload).encode(), status=status, headers={"Content-Type": content_type})
+
+
+@attrs.define(kw_only=True)
+class EmulatedKubernetes(kmock.KubernetesEmulator):
+    """A KubernetesEmulator that behaves like kube-apiserver for kopf, the kubernetes client and kubectl."""
+
+    _served: dict[Any, Served] = attrs.field(factory=dict, init=False)
+    _revision: int = attrs.field(default=0, init=False)
+    _events: dict[Any, collections.deque[tuple[int, dict[str, Any]]]] = attrs.field(
+        factory=lambda: collections.defaultdict(lambda: collections.deque(maxlen=EVENT_HISTORY)), init=False
+    )
+    _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
+    _openapi_cache: dict[str, Any] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for served in builtin_resources():
+            self.serve(served)
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            obj = self._new_metadata({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+                                      "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}, None)
+            obj["metadata"]["labels"] = {"kubernetes.io/metadata.name": name}
+            self._store(NAMESPACES, None, name, obj)
+
+    # ---------------------------------------------------------------- resource registry
+
+    def serve(self, served: Served) -> None:
+        res = kmock.resource(served.group, served.version, served.plural)
+        self._served[res] = served
+        self._openapi_cache.clear()
+
+    def _serve_crd(self, crd: dict[str, Any]) -> None:
+        self._unserve_crd(crd)
+        for served in from_crd(crd):
+            self.serve(served)
+
+    def _unserve_crd(self, crd: dict[str, Any]) -> None:
+        spec = crd["spec"]
+        for res in [r for r, s in self._served.items() if s.group == spec["group"] and s.plural == spec["names"]["plural"]]:
+            self._served.pop(res, None)
+        self._openapi_cache.clear()
+
+    def _schema(self, served: Served) -> dict[str, Any]:
+        """The kind's OpenAPI schema (refs in ``#/definitions/`` form) for patches and managed fields."""
+        if served.schema is not None:
+            return served.schema.open_api
+        return builtin_schemas.kind_schema(served.group, served.version, served.kind) or {}
+
+    # ---------------------------------------------------------------- storage and events
+
+    def _current(self, res: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
+        key = (res, namespace, name)
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        return self._objects[key].raw
+
+    def _store(self, res: Any, namespace: str | None, name: str, obj: dict[str, Any]) -> None:
+        key = (res, namespace, name)
+        if key in self._objects:
+            self._objects[key].create(obj)
+        else:
+            self._objects[key] = obj
+
+    def _next_revision(self) -> str:
+        self._revision += 1
+        return str(self._revision)
+
+    async def _emit(self, res: Any, event_type: str, obj: dict[str, Any]) -> None:
+        revision = int(obj["metadata"]["resourceVersion"])
+        self._events[res].append((revision, {"type": event_type, "object": copy.deepcopy(obj)}))
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _new_metadata(self, body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        if namespace is not None:
+            meta["namespace"] = namespace
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = _now()
+        meta["generation"] = 1
+        meta["resourceVersion"] = self._next_revision()
+        meta.pop("deletionTimestamp", None)
+        return obj
+
+    # ---------------------------------------------------------------- request dispatch
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """kmock's entry point, minus its request history (a long-running server would keep every request) and
+        with binary bodies (protobuf) left undecoded instead of failing as text."""
+        try:
+            request = await _parse_request(raw_request)
+            try:
+                return await self._handle(request)
+            except rendering.StreamingError as exc:
+                raise exc.__cause__ or exc from None
+        except ApiError as exc:
+            return await self._render_error(exc)
+        except Exception as exc:  # noqa: BLE001  (a bug here: answer 500 as kube-apiserver would, and log it)
+            if not self._closing:  # at shutdown, open watches end with whatever cancellation leaves behind
+                log.exception("the emulated API server failed on %s %s", raw_request.method, raw_request.path_qs)
+            return await self._render_error(exc)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        path = request.url.path.rstrip("/") or "/"
+        method = request.method.value.upper() if hasattr(request.method, "value") else str(request.method).upper()
+        if method == "GET" and (response := self._serve_meta(request, path)) is not None:
+            return response
+        res = request.resource
+        if res is None or res.plural is None or res not in self._served:
+            raise error(404, "NotFound", "the server could not find the requested resource")
+        served = self._served[res]
+        namespace = request.namespace if served.namespaced else None
+        if request.subresource and request.subresource != "status":
+            raise error(404, "NotFound", "the server could not find the requested resource")
+        if request.subresource == "status" and not served.status_subresource:
+            raise error(404, "NotFound", "the server could not find the requested resource")
+        table = tables.wants_table(request.headers.get("Accept") or "")
+
+        if method == "GET" and request.params.get("watch") in ("true", "1"):
+            return await self._watch(request, res, served, namespace, table)
+        if method == "GET" and request.name is None:
+            listed = self._list(request, res, served, namespace)
+            if table:
+                return _json(self._table(request, served, listed["items"], table, listed["metadata"]["resourceVersion"]))
+            return _json(listed)
+        if method == "GET":
+            obj = self._get(res, served, namespace, request.name)
+            return _json(self._table(request, served, [obj], table) if table else obj)
+        if method == "POST" and request.name is None:
+            return _json(await self._create(request, res, served, namespace, self._body(request)), status=201)
+        if method in ("PATCH", "PUT") and request.name is not None:
+            obj, created = await self._update(request, res, served, namespace, request.name, replace=method == "PUT")
+            return _json(obj, status=201 if created else 200)
+        if method == "DELETE" and request.name is not None:
+            return _json(await self._delete(res, served, namespace, request.name))
+        if method == "DELETE":
+            items = self._list(request, res, served, namespace)["items"]
+            for item in items:
+                await self._delete(res, served, item["metadata"].get("namespace"), item["metadata"]["name"])
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+        raise error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def _serve_meta(self, request: rendering.Request, path: str) -> aiohttp.web.Response | None:
+        """Discovery, OpenAPI and /version: the paths that are not resources."""
+        served = list(self._served.values())
+        accept = request.headers.get("Accept") or ""
+        parts = path.strip("/").split("/")
+        if path == "/version":
+            return _json({"major": "1", "minor": "32", "gitVersion": builtin_schemas.KUBERNETES_VERSION + "-dpo-emulated",
+                          "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "",
+                          "compiler": "python", "platform": "linux/amd64"})
+        if path in ("/api", "/apis") and (version := discovery.wants_aggregated(accept)):
+            return _json(discovery.aggregated(served, legacy=path == "/api", version=version),
+                         content_type=discovery.AGGREGATED.format(version=version))
+        if path == "/api":
+            return _json(discovery.api_versions())
+        if path == "/apis":
+            return _json(discovery.api_group_list(served))
+        if parts[0] == "api" and len(parts) == 2:
+            doc = discovery.api_resource_list(served, "", parts[1])
+        elif parts[0] == "apis" and len(parts) == 2:
+            doc = discovery.api_group(served, parts[1])
+        elif parts[0] == "apis" and len(parts) == 3:
+            doc = discovery.api_resource_list(served, parts[1], parts[2])
+        elif path == "/openapi/v2":
+            doc = self._openapi("v2", lambda: openapi.v2(served))
+            if "protobuf" in accept and "json" not in accept:
+                encoded = self._openapi("v2.pb", lambda: openapi_proto.document(doc))
+                return aiohttp.web.Response(body=encoded, headers={"Content-Type": openapi_proto.MEDIA_TYPE})
+        elif path == "/openapi/v3":
+            keys = sorted({openapi.v3_key(s) for s in served})
+            doc = {"paths": {key: {"serverRelativeURL": f"/openapi/v3/{key}?hash="
+                                   + openapi.digest(self._openapi(key, lambda k=key: openapi.v3(served, k)))}
+                             for key in keys}}
+        elif path.startswith("/openapi/v3/"):
+            key = path[len("/openapi/v3/"):]
+            doc = self._openapi(key, lambda: openapi.v3(served, key))
+        elif path == "/":
+            return _json({"paths": sorted({"/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"}
+                                          | {f"/apis/{s.group}" for s in served if s.group}
+                                          | {f"/apis/{s.group}/{s.version}" for s in served if s.group})})
+        else:
+            return None
+        if doc is None:
+            raise error(404, "NotFound", "the server could not find the requested resource")
+        return _json(doc)
+
+    def _openapi(self, key: str, build: Any) -> Any:
+        if key not in self._openapi_cache:
+            self._openapi_cache[key] = build()
+        return self._openapi_cache[key]
+
+    def _body(self, request: rendering.Request) -> Any:
+        """The request body as JSON, whatever the client wrote it in (JSON, YAML for apply, kubectl's protobuf)."""
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip()
+        if content_type == "application/vnd.kubernetes.protobuf":
+            try:
+                return protobuf.decode(request.body)
+            except protobuf.Undecodable as exc:
+                raise error(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {exc}") from None
+        if content_type.endswith("yaml"):
+            try:
+                return yaml.safe_load(request.text)
+            except yaml.YAMLError as exc:
+                raise error(400, "BadRequest", f"error decoding YAML: {exc}") from None
+        if request.data is not None or not request.body:
+            return request.data
+        try:
+            return json.loads(request.text)
+        except ValueError as exc:
+            raise error(400, "BadRequest", f"the request body could not be decoded: {exc}") from None
+
+    def _table(self, request: rendering.Request, served: Served, objects: list[dict[str, Any]], version: str,
+               resource_version: str | None = None) -> dict[str, Any]:
+        include = request.params.get("includeObject") or "Metadata"
+        return tables.table(served, objects, include_object=include, version=version, resource_version=resource_version)
+
+    # ---------------------------------------------------------------- verbs
+
+    def _get(self, res: Any, served: Served, namespace: str | None, name: str) -> dict[str, Any]:
+        obj = self._current(res, namespace, name)
+        if obj is None:
+            qualified = f"{res.plural}.{served.group}" if served.group else res.plural
+            raise error(404, "NotFound", f'{qualified} "{name}" not found',
+                        {"name": name, "group": served.group, "kind": res.plural})
+        return obj
+
+    def _matching(self, request: rendering.Request, res: Any, namespace: str | None) -> list[dict[str, Any]]:
+        by_labels = label_selector(request.params.get("labelSelector"))
+        by_fields = field_selector(request.params.get("fieldSelector"))
+        found = []
+        for (obj_res, obj_ns, _), stored in self._objects.items():
+            if obj_res != res or stored.deleted or (namespace is not None and obj_ns != namespace):
+                continue
+            obj = stored.raw
+            if by_labels(obj) and by_fields(obj):
+                found.append(obj)
+        return found
+
+    def _list(self, request: rendering.Request, res: Any, served: Served, namespace: str | None) -> dict[str, Any]:
+        return {
+            "apiVersion": served.group_version,
+            "kind": f"{served.kind}List",
+            "metadata": {"resourceVersion": str(self._revision)},
+            "items": self._matching(request, res, namespace),
+        }
+
+    def _admit(self, res: Any, served: Served, obj: dict[str, Any], old: dict[str, Any] | None,
+               request: rendering.Request) -> dict[str, Any]:
+        """Validation (and, for custom resources, defaulting and pruning) before anything is stored."""
+        name = (obj.get("metadata") or {}).get("name", "")
+        causes = object_causes(served.kind, obj) if res != CRD_RESOURCE else []
+        if old is not None:
+            causes = [c for c in causes if c.field != "metadata.name"]  # the name cannot change anyway
+        if causes:
+            raise invalid(served.kind, served.group, name, causes)
+        if served.schema is None:
+            return obj
+        strict = request.params.get("fieldValidation") == "Strict"
+        try:
+            return served.schema.admit(obj, old, strict=strict)
+        except UnknownFields as exc:
+            raise error(400, "BadRequest", f'{served.kind} in version "{served.version}" cannot be handled as a '
+                                           f"{served.kind}: {exc}") from None
+        except InvalidObject as exc:
+            raise invalid(served.kind, served.group, name, exc.causes) from None
+
+    def _check_namespace(self, namespace: str | None) -> None:
+        if namespace is None:
+            return
+        ns = self._current(NAMESPACES, None, namespace)
+        if ns is None:
+            raise error(404, "NotFound", f'namespaces "{namespace}" not found',
+                        {"name": namespace, "kind": "namespaces"})
+        if ns["metadata"].get("deletionTimestamp"):
+            raise error(403, "Forbidden", f"unable to create new content in namespace {namespace} because it is "
+                                          "being terminated", {"name": namespace, "kind": "namespaces"})
+
+    async def _create(self, request: rendering.Request, res: Any, served: Served, namespace: str | None,
+                      body: Any, *, manager_operation: str = "Update") -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise error(400, "BadRequest", "the request body is not a JSON object")
+        body_ns = (body.get("metadata") or {}).get("namespace")
+        if served.namespaced and body_ns and namespace and body_ns != namespace:
+            raise error(400, "BadRequest", "the namespace of the provided object does not match the namespace sent "
+                                           "on the request")
+        if served.namespaced and namespace is None:
+            raise error(405, "MethodNotAllowed", "a namespaced object must be created in a namespace URL")
+        meta = body.get("metadata") or {}
+        if not meta.get("name") and not meta.get("generateName"):
+            raise invalid(served.kind, served.group, "", [required("metadata.name")])
+        if meta.get("name") and self._current(res, namespace, meta["name"]) is not None:
+            qualified = f"{res.plural}.{served.group}" if served.group else res.plural
+            raise error(409, "AlreadyExists", f'{qualified} "{meta["name"]}" already exists',
+                        {"name": meta["name"], "group": served.group, "kind": res.plural})
+        self._check_namespace(namespace)
+        obj = self._new_metadata(body, namespace)
+        obj.setdefault("apiVersion", served.group_version)
+        obj.setdefault("kind", served.kind)
+        name = obj["metadata"]["name"]
+        if served.status_subresource and res != CRD_RESOURCE:
+            obj.pop("status", None)
+        if res == NAMESPACES:
+            obj["spec"] = {"finalizers": ["kubernetes"], **(obj.get("spec") or {})}
+            obj["status"] = {"phase": "Active"}
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+        if served.kind == "Service" and not served.group:
+            self._allocate_cluster_ip(obj)
+        obj = self._admit(res, served, obj, None, request)
+        if manager_operation == "Update":
+            record_update(None, obj, self._schema(served), _resolve, _field_manager(request), served.group_version)
+        if request.params.get("dryRun"):
+            return obj
+        if res == CRD_RESOURCE:
+            self._serve_crd(obj)
+            obj["status"] = {"conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": _now(),
+                 "message": "no conflicts found"},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                 "lastTransitionTime": _now(), "message": "the initial names have been accepted"}],
+                "acceptedNames": obj["spec"]["names"], "storedVersions": [
+                    v["name"] for v in obj["spec"]["versions"] if v.get("storage")]}
+        self._store(res, namespace, name, obj)
+        await self._emit(res, "ADDED", obj)
+        return obj
+
+    def _allocate_cluster_ip(self, service: dict[str, Any]) -> None:
+        """What the Service registry does on create: defaults, and a cluster IP from the service range."""
+        spec = service.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        for port in spec.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
+            taken = {s.raw.get("spec", {}).get("clusterIP") for (r, _, _), s in self._objects.items()
+                     if r.plural == "services" and not s.deleted}
+            index = next(i for i in range(1, 65535) if f"10.96.{i // 256}.{i % 256}" not in taken)
+            spec["clusterIP"] = f"10.96.{index // 256}.{index % 256}"
+        if spec.get("clusterIP"):
+            spec.setdefault("clusterIPs", [spec["clusterIP"]])
+
+    def _patched(self, request: rendering.Request, served: Served, old: dict[str, Any], body: Any,
+                 content_type: str) -> tuple[dict[str, Any], str | None]:
+        """The object a PATCH asks for, and the resourceVersion it was made against (if it says)."""
+        if content_type == "application/json-patch+json":
+            if not isinstance(body, list):
+                raise error(400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+            try:
+                return jsonpatch.apply_patch(copy.deepcopy(old), body), None
+            except jsonpatch.JsonPatchTestFailed as exc:
+                raise error(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}") from None
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                raise error(422, "Invalid", f"the JSON patch could not be applied: {exc}") from None
+        if not isinstance(body, dict):
+            raise error(400, "BadRequest", f"a {content_type} patch must be a JSON object")
+        wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
+        if content_type == "application/strategic-merge-patch+json":
+            if served.custom:
+                raise error(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                            "media types include: application/json-patch+json, application/merge-patch+json, "
+                            "application/apply-patch+yaml")
+            return strategic_merge(old, body, self._schema(served), _resolve), wanted_rv
+        if content_type in ("application/merge-patch+json", ""):
+            return _merge_patch(old, body), wanted_rv
+        raise error(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media "
+                    "types include: " + ", ".join(PATCH_TYPES))
+
+    async def _update(self, request: rendering.Request, res: Any, served: Served, namespace: str | None,
+                      name: str, *, replace: bool) -> tuple[dict[str, Any], bool]:
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip()
+        body = self._body(request)
+        status_only = request.subresource == "status"
+        if content_type == "application/apply-patch+yaml" and not replace:
+            return await self._apply(request, res, served, namespace, name, body)
+        old = self._get(res, served, namespace, name)
+        if replace:
+            if not isinstance(body, dict):
+                raise error(400, "BadRequest", "the request body is not a JSON object")
+            patched, wanted_rv = copy.deepcopy(body), (body.get("metadata") or {}).get("resourceVersion")
+        else:
+            patched, wanted_rv = self._patched(request, served, old, body, content_type)
+        if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
+            qualified = f"{res.plural}.{served.group}" if served.group else res.plural
+            raise error(409, "Conflict", f'Operation cannot be fulfilled on {qualified} "{name}": '
+                                         "the object has been modified; please apply your changes to the latest version")
+        new = self._combine(served, old, patched, status_only=status_only)
+        if not status_only:
+            new = self._admit(res, served, new, old, request)
+        record_update(old, new, self._schema(served), _resolve, _field_manager(request), served.group_version,
+                      request.subresource or "")
+        return await self._commit(request, res, served, namespace, name, old, new), False
+
+    async def _apply(self, request: rendering.Request, res: Any, served: Served, namespace: str | None, name: str,
+                     body: Any) -> tuple[dict[str, Any], bool]:
+        """Server-side apply (``application/apply-patch+yaml``): create or merge with field ownership."""
+        if not request.params.get("fieldManager"):
+            raise invalid("PatchOptions", "meta.k8s.io", "", [required("fieldManager")])
+        if not isinstance(body, dict):
+            raise error(400, "BadRequest", "the applied configuration is not an object")
+        meta = body.get("metadata") or {}
+        if meta.get("name", name) != name:
+            raise error(400, "BadRequest", "the name of the object does not match the name on the URL")
+        old = self._current(res, namespace, name)
+        status_only = request.subresource == "status"
+        force = request.params.get("force") in ("true", "1")
+        try:
+            applied = server_side_apply(old, body, self._schema(served), _resolve, request.params["fieldManager"],
+                                        served.group_version, force=force, subresource=request.subresource or "")
+        except ApplyConflict as exc:
+            qualified = f"{res.plural}.{served.group}" if served.group else res.plural
+            raise error(409, "Conflict", str(exc), {"name": name, "group": served.group, "kind": res.plural,
+                                                    "causes": [{"reason": "FieldManagerConflict", "message":
+                                                                f'conflict with "{m}"', "field": f}
+                                                               for m, f in exc.conflicts]}) from None
+        if old is None:
+            applied.setdefault("metadata", {})["name"] = name
+            return await self._create(request, res, served, namespace, applied, manager_operation="Apply"), True
+        new = self._combine(served, old, applied, status_only=status_only)
+        new["metadata"]["managedFields"] = applied["metadata"]["managedFields"]
+        if not status_only:
+            new = self._admit(res, served, new, old, request)
+        return await self._commit(request, res, served, namespace, name, old, new), False
+
+    async def _commit(self, request: rendering.Request, res: Any, served: Served, namespace: str | None, name: str,
+                      old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        if new == old or request.params.get("dryRun"):
+            return new
+        if _spec_part(new) != _spec_part(old):
+            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        new["metadata"]["resourceVersion"] = self._next_revision()
+        if res == CRD_RESOURCE:
+            self._serve_crd(new)
+        self._store(res, namespace, name, new)
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            return await self._remove(res, served, namespace, name, new)
+        await self._emit(res, "MODIFIED", new)
+        return new
+
+    @staticmethod
+    def _combine(served: Served, old: dict[str, Any], patched: dict[str, Any], *, status_only: bool) -> dict[str, Any]:
+        """Keep what a client may not change: identity metadata; status (or everything else) by subresource."""
+        if status_only:
+            new = copy.deepcopy(old)
+            if "status" in patched:
+                new["status"] = patched["status"]
+            else:
+                new.pop("status", None)
+            return new
+        new = copy.deepcopy(patched)
+        meta = new.setdefault("metadata", {})
+        for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "resourceVersion",
+                    "managedFields"):
+            if key in old["metadata"]:
+                meta[key] = old["metadata"][key]
+            else:
+                meta.pop(key, None)
+        if served.status_subresource:
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
+        return new
+
+    async def _delete(self, res: Any, served: Served, namespace: str | None, name: str) -> dict[str, Any]:
+        obj = copy.deepcopy(self._get(res, served, namespace, name))
+        if res == NAMESPACES:
+            return await self._delete_namespace(obj)
+        if obj["metadata"].get("finalizers"):
+            if not obj["metadata"].get("deletionTimestamp"):
+                obj["metadata"]["deletionTimestamp"] = _now()
+                obj["metadata"]["resourceVersion"] = self._next_revision()
+                self._store(res, namespace, name, obj)
+                await self._emit(res, "MODIFIED", obj)
+            return obj
+        return await self._remove(res, served, namespace, name, obj)
+
+    async def _delete_namespace(self, ns: dict[str, Any]) -> dict[str, Any]:
+        """What the namespace controller does: Terminating, delete every object in it, then remove it."""
+        name = ns["metadata"]["name"]
+        if not ns["metadata"].get("deletionTimestamp"):
+            ns["metadata"]["deletionTimestamp"] = _now()
+            ns["status"] = {"phase": "Terminating"}
+            ns["metadata"]["resourceVersion"] = self._next_revision()
+            self._store(NAMESPACES, None, name, ns)
+            await self._emit(NAMESPACES, "MODIFIED", ns)
+        for (res, obj_ns, obj_name), stored in list(self._objects.items()):
+            if obj_ns == name and not stored.deleted and res in self._served \
+                    and not stored.raw["metadata"].get("deletionTimestamp"):
+                await self._delete(res, self._served[res], obj_ns, obj_name)
+        return await self._finish_namespace(name) or ns
+
+    async def _finish_namespace(self, name: str) -> dict[str, Any] | None:
+        ns = self._current(NAMESPACES, None, name)
+        if ns is None or not ns["metadata"].get("deletionTimestamp"):
+            return None
+        if any(obj_ns == name and not stored.deleted for (_, obj_ns, _), stored in self._objects.items()):
+            return None
+        return await self._remove(NAMESPACES, self._served[NAMESPACES], None, name, ns)
+
+    async def _remove(self, res: Any, served: Served, namespace: str | None, name: str,
+                      obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = self._next_revision()
+        self._objects[(res, namespace, name)].delete()
+        await self._emit(res, "DELETED", obj)
+        if res == CRD_RESOURCE:
+            self._unserve_crd(obj)
+        await self._collect_garbage(obj["metadata"]["uid"])
+        if namespace is not None:
+            await self._finish_namespace(namespace)
+        return obj
+
+    async def _collect_garbage(self, owner_uid: str) -> None:
+        """Background-propagation garbage collection: delete every object the removed one owned."""
+        dependents = [
+            (key, stored.raw) for key, stored in list(self._objects.items())
+            if not stored.deleted
+            and any(ref.get("uid") == owner_uid for ref in stored.raw.get("metadata", {}).get("ownerReferences") or [])
+        ]
+        for (res, namespace, name), _ in dependents:
+            if res in self._served and self._current(res, namespace, name) is not None:
+                await self._delete(res, self._served[res], namespace, name)
+
+    # ---------------------------------------------------------------- watch
+
+    async def _watch(self, request: rendering.Request, res: Any, served: Served, namespace: str | None,
+                     table: str | None) -> aiohttp.web.StreamResponse:
+        raw_request = request._raw_request
+        assert raw_request is not None
+        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(raw_request)
+        by_labels = label_selector(request.params.get("labelSelector"))
+        by_fields = field_selector(request.params.get("fieldSelector"))
+        name = request.name or None
+
+        def wanted(obj: dict[str, Any]) -> bool:
+            meta = obj.get("metadata", {})
+            return ((namespace is None or meta.get("namespace") == namespace)
+                    and (name is None or meta.get("name") == name) and by_labels(obj) and by_fields(obj))
+
+        async def send(event: dict[str, Any]) -> None:
+            if table and event.get("type") != "ERROR":
+                event = {"type": event["type"], "object": self._table(request, served, [event["object"]], table)}
+            await response.write(json.dumps(event).encode() + b"\n")
+
+        since = request.params.get("resourceVersion") or "0"
+        position = self._revision
+        if since == "0":
+            for obj in self._matching(request, res, namespace):
+                if wanted(obj):
+                    await send({"type": "ADDED", "object": obj})
+        else:
+            position = int(since)
+            history = self._events[res]
+            oldest_kept = history[0][0] if len(history) == history.maxlen else 0
+            if position < oldest_kept - 1:
+                await send({"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired",
+                    "message": f"too old resource version: {position} ({oldest_kept})"}})
+                return response
+
+        timeout = float(request.params.get("timeoutSeconds") or 0) or None
+        deadline = asyncio.get_running_loop().time() + timeout if timeout else None
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        try:
+            while not self._closing:
+                for revision, event in list(self._events[res]):
+                    if revision > position:
+                        position = revision
+                        if wanted(event["object"]):
+                            await send(event)
+                remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                if remaining is not None and remaining <= 0:
+                    break
+                async with self._changed:
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), timeout=min(remaining or 1.0, 1.0))
+                    except TimeoutError:
+                        pass
+        except (ConnectionResetError, asyncio.CancelledError):
+            return response
+        return response
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._closing = True
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
+        await super().__aexit__(*exc)

@@ -1,0 +1,85 @@
+"""What the emulated API server serves: the built-in resources and, once their CRDs exist, the custom ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dpo_operator.kubeemu.schema_validation import ResourceSchema
+
+VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+SUBRESOURCE_VERBS = ("get", "patch", "update")
+
+
+@dataclass
+class Served:
+    """One resource (group/version/plural) with the names and schema discovery and OpenAPI publish."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    status_subresource: bool
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    schema: ResourceSchema | None = None  # custom resources: the CRD's openAPIV3Schema
+    printer_columns: list[dict[str, Any]] = field(default_factory=list)
+    verbs: tuple[str, ...] = VERBS
+
+    def __post_init__(self) -> None:
+        self.singular = self.singular or self.kind.lower()
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def custom(self) -> bool:
+        return self.schema is not None or self.group not in BUILTIN_GROUPS
+
+
+# (group, version, plural, kind, namespaced, status subresource, short names, categories)
+BUILTINS: tuple[tuple[str, str, str, str, bool, bool, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("", "v1", "namespaces", "Namespace", False, True, ("ns",), ()),
+    ("", "v1", "events", "Event", True, False, ("ev",), ()),
+    ("", "v1", "pods", "Pod", True, True, ("po",), ("all",)),
+    ("", "v1", "services", "Service", True, True, ("svc",), ("all",)),
+    ("", "v1", "configmaps", "ConfigMap", True, False, ("cm",), ()),
+    ("", "v1", "secrets", "Secret", True, False, (), ()),
+    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, True, ("pvc",), ()),
+    ("", "v1", "serviceaccounts", "ServiceAccount", True, False, ("sa",), ()),
+    ("events.k8s.io", "v1", "events", "Event", True, False, ("ev",), ()),
+    ("batch", "v1", "jobs", "Job", True, True, (), ("all",)),
+    ("apps", "v1", "deployments", "Deployment", True, True, ("deploy",), ("all",)),
+    ("coordination.k8s.io", "v1", "leases", "Lease", True, False, (), ()),
+    ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, True,
+     ("crd", "crds"), ("api-extensions",)),
+)
+BUILTIN_GROUPS = {b[0] for b in BUILTINS}
+
+
+def builtin_resources() -> list[Served]:
+    return [Served(group, version, plural, kind, namespaced, status, short_names=short, categories=categories)
+            for group, version, plural, kind, namespaced, status, short, categories in BUILTINS]
+
+
+def from_crd(crd: dict[str, Any]) -> list[Served]:
+    """The served versions of a CustomResourceDefinition."""
+    spec, names = crd["spec"], crd["spec"]["names"]
+    served = []
+    for version in spec["versions"]:
+        if not version.get("served", True):
+            continue
+        open_api = (version.get("schema") or {}).get("openAPIV3Schema")
+        served.append(Served(
+            spec["group"], version["name"], names["plural"], names["kind"],
+            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+            status_subresource="status" in (version.get("subresources") or {}),
+            singular=names.get("singular") or names["kind"].lower(),
+            short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
+            schema=ResourceSchema(open_api or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+            printer_columns=list(version.get("additionalPrinterColumns") or []),
+        ))
+    return served
