@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -88,6 +89,12 @@ class Kube:
         )
 
     # -- built-ins
+
+    def usable_secret(self, namespace: str, name: str, data: dict[str, str], usable: bool = True) -> None:
+        """A Secret; ``usable`` labels it ``dpo.ai/usable: "true"`` (the opt-in the operator requires)."""
+        labels = {"dpo.ai/usable": "true"} if usable else {}
+        encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+        self.core.create_namespaced_secret(namespace, {"metadata": {"name": name, "labels": labels}, "data": encoded})
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -86,9 +86,11 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
     fields: dict[str, Any] = {"jobName": job["metadata"]["name"]}
     if state.phase == Phase.SUCCEEDED.value:
         result = next((r for r in pod_results(namespace, job["metadata"]["name"]) if "pairs" in r), None)
-        if result is None:
-            return Outcome(state.phase, "ResultUnavailable",
-                           "the collection job completed but its pod's result could not be read", fields)
+        if result is None:  # never Succeeded without a result: a training job would proceed on nothing
+            fields["failureReason"] = "ResultUnavailable"
+            return Outcome(Phase.FAILED.value, "ResultUnavailable",
+                           f"job {job['metadata']['name']} completed but no pod of it left a readable result "
+                           "(termination message); the dataset cannot be trusted", fields)
         fields.update(_result_fields(result))
         total = fields["pairs"]["total"]
         return Outcome(state.phase, "Collected", f"collected {total} preference pairs", fields)

@@ -21,7 +21,9 @@ from pydantic import BaseModel, ValidationError
 from dpo_operator.api import KindInfo
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import resources
-from dpo_operator.kube.naming import owner_label
+from dpo_operator.kube.objects import NameConflict
+from dpo_operator.kube.redact import remote_body
+from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.nemo.http import NemoError
 
@@ -30,6 +32,7 @@ SpecT = TypeVar("SpecT", bound=BaseModel)
 
 TRANSIENT_HTTP = {409, 429, 500, 502, 503, 504}
 MAX_BACKOFF_SECONDS = 300.0
+SECRET_RETRY_SECONDS = 60.0
 
 
 class InvalidSpec(Exception):
@@ -83,6 +86,12 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
     """Run one reconcile; turn its failures into status and kopf's retry semantics."""
     try:
         action()
+    except SecretMissing as exc:  # absent, or not opted in: wait for it (the message says what to do)
+        write_status(kind, body, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"), done_condition)
+        raise kopf.TemporaryError(str(exc), delay=min(SECRET_RETRY_SECONDS, backoff_delay(retry))) from None
+    except NameConflict as exc:
+        write_status(kind, body, Outcome(Phase.FAILED.value, exc.reason, str(exc)), done_condition)
+        raise kopf.PermanentError(str(exc)) from None
     except InvalidSpec as exc:
         write_status(kind, body, Outcome(Phase.FAILED.value, "InvalidSpec", str(exc)), done_condition)
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
@@ -92,11 +101,12 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
     except Exception as exc:
         if is_transient(exc):
             delay = backoff_delay(retry)
+            detail = remote_body(str(exc))
             log.warning("transient failure reconciling %s/%s (retry %d in %.0fs): %s", kind.kind,
-                        body["metadata"]["name"], retry, delay, exc)
-            raise kopf.TemporaryError(f"transient: {exc}", delay=delay) from exc
+                        body["metadata"]["name"], retry, delay, detail)
+            raise kopf.TemporaryError(f"transient: {detail}", delay=delay) from None
         if isinstance(exc, NemoError):
-            message = f"a NeMo service refused a request: {exc}"
+            message = f"a NeMo service refused a request: {remote_body(str(exc))}"
             write_status(kind, body, Outcome(Phase.FAILED.value, "RemoteApiError", message), done_condition)
             raise kopf.PermanentError(message) from None
         if isinstance(exc, ApiException):
@@ -116,8 +126,15 @@ def reconcile_quietly(kind: KindInfo, body: Any, action: Callable[[], None], don
 
 
 def owner_of(kind: KindInfo, namespace: str, child: Any) -> dict[str, Any] | None:
-    """The resource of ``kind`` a labelled child (Job, Deployment) belongs to, if it still exists."""
-    return resources.read(kind, namespace, child["metadata"]["labels"][owner_label(kind.kind)])
+    """The resource of ``kind`` that controls a child (Job, Deployment), if it still exists: found through the
+    child's controller owner reference (the label only selects which children to watch; its value may be a
+    shortened name, and anyone can set it)."""
+    ref = next((r for r in child["metadata"].get("ownerReferences") or []
+                if r.get("controller") and r.get("kind") == kind.kind), None)
+    if ref is None:
+        return None
+    owner = resources.read(kind, namespace, ref["name"])
+    return owner if owner is not None and owner["metadata"].get("uid") == ref.get("uid") else None
 
 
 def reconcile_owner(kind: KindInfo, child: Any, namespace: str, event_type: str | None,

@@ -82,7 +82,7 @@ def _reconcile(body: Any) -> None:
     try:
         backend.reconcile(body, spec, model, rev, fields)
     except SecretMissing as exc:
-        write_status(KIND, body, Outcome(Phase.PENDING.value, "SecretNotFound", f"{exc}; retrying until it exists",
+        write_status(KIND, body, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}",
                                          fields), DONE)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 from dpo_operator.api import GROUP
-from dpo_operator.kube import client
+from dpo_operator.kube import client, redact
 
 
 @kopf.on.startup()
@@ -25,3 +25,4 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.queueing.worker_limit = None
     settings.execution.max_workers = 16
     client.load()
+    redact.install_log_redaction()

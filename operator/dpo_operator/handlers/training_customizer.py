@@ -230,7 +230,7 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec, memo: Any = None) -> None:
             else:
                 submit(fresh, spec)
         except SecretMissing as exc:
-            write_status(KIND, fresh, Outcome(Phase.PENDING.value, "SecretNotFound", f"{exc}; retrying until it exists"))
+            write_status(KIND, fresh, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"))
 
 
 # --------------------------------------------------------------------------- deletion

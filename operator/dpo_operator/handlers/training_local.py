@@ -17,7 +17,7 @@ from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requeste
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results, set_suspended, to_dict
 from dpo_operator.kube.objects import none_if_missing, read_or_create
-from dpo_operator.kube.naming import child_name, labels_for, owner_reference
+from dpo_operator.kube.naming import MAX_LABEL, child_name, labels_for, owner_reference, service_name
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
 from dpo_operator.kube.status import Outcome, write_status
 
@@ -26,7 +26,8 @@ MASTER_PORT = 29500
 
 
 def job_name(name: str) -> str:
-    return child_name(name, "train")
+    """A DNS label short enough that ``{job}-{index}``, the hostname of an Indexed Job's pod, is one too."""
+    return child_name(name, "train", limit=MAX_LABEL - 6, hostname=True)
 
 
 def _dataset_args(dataset: StorageLocation) -> list[str]:
@@ -53,9 +54,10 @@ def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> l
 
 
 def headless_service(body: Any, name: str) -> dict[str, Any]:
+    """The Service that gives the Job ``name``'s pods DNS names (its own name is a DNS-1035 form of the Job's)."""
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
+        "metadata": {"name": service_name(name), "namespace": body["metadata"]["namespace"],
                      "labels": labels_for(KIND.kind, body["metadata"]["name"], "trainer"),
                      "ownerReferences": [owner_reference(KIND.kind, body)]},
         "spec": {"clusterIP": "None", "selector": {"batch.kubernetes.io/job-name": name},
@@ -81,8 +83,8 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
            {"name": "DPO_RESOURCE_NAME", "value": name},
            *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None),
            *secret_env("DATASET_HF_TOKEN", dataset.hub.token_secret_ref if dataset.hub else None)]
-    if local.num_nodes > 1:
-        env.append({"name": "MASTER_ADDR", "value": f"{jname}-0.{jname}"})
+    if local.num_nodes > 1:  # index 0's pod, through the headless Service its subdomain names
+        env.append({"name": "MASTER_ADDR", "value": f"{jname}-0.{service_name(jname)}"})
     options = spec.template
     if local.gpus_per_node:  # each pod gets the node's GPUs unless the template says otherwise
         current = options.resources or ResourceRequirements()
@@ -97,7 +99,7 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
     }
     if local.num_nodes > 1:
         job_spec.update(completionMode="Indexed", completions=local.num_nodes, parallelism=local.num_nodes)
-        job_spec["template"]["spec"]["subdomain"] = jname
+        job_spec["template"]["spec"]["subdomain"] = service_name(jname)
     if spec.job.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.job.active_deadline_seconds
     if spec.job.ttl_seconds_after_finished is not None:
@@ -112,7 +114,7 @@ def ensure_service(namespace: str, manifest: dict[str, Any]) -> None:
     core = client.core()
     read_or_create(
         lambda: none_if_missing(lambda: to_dict(core.read_namespaced_service(manifest["metadata"]["name"], namespace))),
-        lambda: to_dict(core.create_namespaced_service(namespace, manifest)))
+        lambda: to_dict(core.create_namespaced_service(namespace, manifest)), manifest)
 
 
 def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
@@ -132,12 +134,17 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
     fields: dict[str, Any] = {"jobName": jname, "datasetLocation": location.describe()}
     if state.phase == Phase.SUCCEEDED.value:
         result = next((r for r in pod_results(namespace, jname) if "outputModel" in r), None)
-        if result is not None:
-            relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
-            fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
-            fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
-                                  "epochsCompleted": spec.hyperparameters.epochs,
-                                  "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss")}
+        if result is None:  # never Succeeded without a result: a deployment would serve nothing
+            fields["failureReason"] = "ResultUnavailable"
+            write_status(KIND, body, Outcome(Phase.FAILED.value, "ResultUnavailable",
+                                             f"job {jname} completed but no pod of it left a readable result "
+                                             "(termination message); the trained model cannot be trusted", fields))
+            return
+        relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
+        fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
+        fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
+                              "epochsCompleted": spec.hyperparameters.epochs,
+                              "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss")}
         fields.update(deploy_if_requested(body, spec))
         write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields))
         return

@@ -10,7 +10,8 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import client
-from dpo_operator.kube.objects import none_if_missing, read_or_create
+from dpo_operator.kube.objects import controller_uid, none_if_missing, read_or_create
+from dpo_operator.kube.secrets import check_pod_secrets
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,11 @@ def get_job(namespace: str, name: str) -> dict[str, Any] | None:
 
 def ensure_job(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """Create the Job, or return the one that already exists under its deterministic name."""
-    return read_or_create(lambda: get_job(namespace, manifest["metadata"]["name"]),
-                          lambda: to_dict(client.batch().create_namespaced_job(namespace, manifest)))
+    def create() -> dict[str, Any]:
+        check_pod_secrets(namespace, manifest["spec"]["template"]["spec"])  # refuses Secrets that did not opt in
+        return to_dict(client.batch().create_namespaced_job(namespace, manifest))
+
+    return read_or_create(lambda: get_job(namespace, manifest["metadata"]["name"]), create, manifest)
 
 
 def set_suspended(namespace: str, job: dict[str, Any], suspend: bool) -> dict[str, Any]:
@@ -69,11 +73,17 @@ def failure_message(namespace: str, job_name: str, state: JobState) -> str:
 def pod_results(namespace: str, job_name: str) -> list[dict[str, Any]]:
     """Termination messages (JSON objects) of the Job's terminated containers, newest first.
 
-    The workload writes its result summary to /dev/termination-log, so pods need no API permissions.
+    The workload writes its result summary to /dev/termination-log, so pods need no API permissions. Only pods
+    the Job controls count: anyone may create a pod carrying the job-name label.
     """
+    job = get_job(namespace, job_name)
+    if job is None:
+        return []
     pods = client.core().list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}")
     results: list[tuple[str, dict[str, Any]]] = []
     for pod in to_dict(pods).get("items", []):
+        if controller_uid(pod) != job["metadata"]["uid"]:
+            continue
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (status.get("state") or {}).get("terminated") or {}
             message = terminated.get("message")

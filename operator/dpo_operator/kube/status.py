@@ -14,6 +14,7 @@ from dpo_operator.api import GROUP, VERSION, KindInfo
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import client
 from dpo_operator.kube.conditions import now, set_condition
+from dpo_operator.kube.redact import redact
 
 TERMINAL_PHASES = {Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.CANCELLED.value}
 ACTIVE_PHASES = {Phase.PENDING.value, Phase.RUNNING.value, Phase.PROGRESSING.value}
@@ -36,6 +37,7 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     old = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
     phase = outcome.phase
+    outcome = Outcome(phase, outcome.reason, redact(outcome.message), outcome.fields)  # never a secret, bounded
     conditions = old.get("conditions")
     conditions = set_condition(conditions, "Progressing", phase in ACTIVE_PHASES,
                                outcome.reason if phase in ACTIVE_PHASES else phase, outcome.message if phase in ACTIVE_PHASES else "", generation)
