@@ -12,8 +12,18 @@ from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api.collection import KIND, DPOCollectionSpec
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import parse_spec, reconcile_guard, reconcile_owner
-from dpo_operator.kube.jobs import JobState, ensure_job, failure_message, get_job, job_state, pod_results, set_suspended
+from dpo_operator.handlers.common import parse_spec, reconcile_guard, reconcile_owner, reconcile_pod_owner
+from dpo_operator.kube.jobs import (
+    JobState,
+    ensure_job,
+    failure,
+    get_job,
+    job_state,
+    pod_failure_policy,
+    pod_problem,
+    pod_results,
+    set_suspended,
+)
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
 from dpo_operator.kube.status import Outcome, is_terminal, write_status
@@ -47,6 +57,7 @@ def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> 
     )
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.job.backoff_limit,
+        "podFailurePolicy": pod_failure_policy("collector"),
         "suspend": spec.suspend,
         "template": {
             "metadata": pod_metadata(spec.template, labels),
@@ -95,8 +106,11 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
         total = fields["pairs"]["total"]
         return Outcome(state.phase, "Collected", f"collected {total} preference pairs", fields)
     if state.phase == Phase.FAILED.value:
-        fields["failureReason"] = state.reason
-        return Outcome(state.phase, state.reason, failure_message(namespace, job["metadata"]["name"], state), fields)
+        explained = failure(namespace, job["metadata"]["name"], state)
+        fields["failureReason"] = explained.reason
+        return Outcome(state.phase, explained.reason, explained.message, fields)
+    if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
+        state = pod_problem(namespace, job["metadata"]["name"]) or state
     return Outcome(state.phase, state.reason, state.message, fields)
 
 
@@ -136,6 +150,12 @@ def collection_changed(body: kopf.Body, retry: int, **_: Any) -> None:
 def collection_job_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """Job progress (pods started, completion, failure) flows into the owner's status."""
     reconcile_owner(KIND, body, namespace, type, reconcile)
+
+
+@kopf.on.event("", "v1", "pods", labels={owner_label(KIND.kind): kopf.PRESENT})
+def collection_pod_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+    """A pod that cannot start (missing Secret, image pull error, unschedulable) changes no Job: watch pods too."""
+    reconcile_pod_owner(KIND, body, namespace, type, reconcile)
 
 
 @kopf.timer(GROUP, VERSION, KIND.plural, interval=120, initial_delay=120, when=lambda body, **_: not is_terminal(body))

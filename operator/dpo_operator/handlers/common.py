@@ -21,7 +21,9 @@ from pydantic import BaseModel, ValidationError
 from dpo_operator.api import KindInfo
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import resources
+from dpo_operator.kube.jobs import get_job
 from dpo_operator.kube.objects import NameConflict
+from dpo_operator.kube.pods import ServiceAccountNotAllowed
 from dpo_operator.kube.redact import remote_body
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, write_status
@@ -89,7 +91,7 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
     except SecretMissing as exc:  # absent, or not opted in: wait for it (the message says what to do)
         write_status(kind, body, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"), done_condition)
         raise kopf.TemporaryError(str(exc), delay=min(SECRET_RETRY_SECONDS, backoff_delay(retry))) from None
-    except NameConflict as exc:
+    except (NameConflict, ServiceAccountNotAllowed) as exc:
         write_status(kind, body, Outcome(Phase.FAILED.value, exc.reason, str(exc)), done_condition)
         raise kopf.PermanentError(str(exc)) from None
     except InvalidSpec as exc:
@@ -104,6 +106,7 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
             detail = remote_body(str(exc))
             log.warning("transient failure reconciling %s/%s (retry %d in %.0fs): %s", kind.kind,
                         body["metadata"]["name"], retry, delay, detail)
+            _report_retry(kind, body, retry, delay, detail, done_condition)
             raise kopf.TemporaryError(f"transient: {detail}", delay=delay) from None
         if isinstance(exc, NemoError):
             message = f"a NeMo service refused a request: {remote_body(str(exc))}"
@@ -114,6 +117,19 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
             write_status(kind, body, Outcome(Phase.FAILED.value, "ApiError", message), done_condition)
             raise kopf.PermanentError(message) from None
         raise
+
+
+def _report_retry(kind: KindInfo, body: Any, retry: int, delay: float, detail: str, done_condition: str) -> None:
+    """Before anything runs (no phase yet, or Pending), say in status what keeps failing and how often; a resource
+    that already runs keeps its phase (its own status tells its progress)."""
+    status = body.get("status") or {}
+    if status.get("phase") not in (None, Phase.PENDING.value):
+        return
+    message = f"attempt {retry + 1} failed, retrying in {delay:.0f}s: {detail}"
+    try:
+        write_status(kind, body, Outcome(Phase.PENDING.value, "Retrying", message), done_condition)
+    except Exception as exc:  # the API itself may be what fails
+        log.info("could not report the retry of %s/%s: %s", kind.kind, body["metadata"]["name"], exc)
 
 
 def reconcile_quietly(kind: KindInfo, body: Any, action: Callable[[], None], done_condition: str = "Succeeded") -> None:
@@ -135,6 +151,18 @@ def owner_of(kind: KindInfo, namespace: str, child: Any) -> dict[str, Any] | Non
         return None
     owner = resources.read(kind, namespace, ref["name"])
     return owner if owner is not None and owner["metadata"].get("uid") == ref.get("uid") else None
+
+
+def reconcile_pod_owner(kind: KindInfo, pod: Any, namespace: str, event_type: str | None,
+                        reconcile: Callable[[dict[str, Any]], None], done_condition: str = "Succeeded") -> None:
+    """A pod of one of our Jobs changed: reconcile the resource that controls the Job."""
+    if event_type == "DELETED":
+        return
+    ref = next((r for r in pod["metadata"].get("ownerReferences") or []
+                if r.get("controller") and r.get("kind") == "Job"), None)
+    job = get_job(namespace, ref["name"]) if ref else None
+    if job is not None and job["metadata"].get("uid") == ref.get("uid"):
+        reconcile_owner(kind, job, namespace, event_type, reconcile, done_condition)
 
 
 def reconcile_owner(kind: KindInfo, child: Any, namespace: str, event_type: str | None,

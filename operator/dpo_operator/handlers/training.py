@@ -20,6 +20,7 @@ from dpo_operator.handlers.common import (
     parse_spec,
     reconcile_guard,
     reconcile_owner,
+    reconcile_pod_owner,
     reconcile_quietly,
 )
 from dpo_operator.kube import resources
@@ -60,6 +61,12 @@ def _reconcile_quietly(body: dict[str, Any]) -> None:
 def training_job_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """A trainer or upload Job changed: reconcile its owner."""
     reconcile_owner(KIND, body, namespace, type, reconcile)
+
+
+@kopf.on.event("", "v1", "pods", labels={owner_label(KIND.kind): kopf.PRESENT})
+def training_pod_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+    """A trainer or upload pod that cannot start changes no Job: watch pods too."""
+    reconcile_pod_owner(KIND, body, namespace, type, reconcile)
 
 
 @kopf.on.event(GROUP, VERSION, collection_api.KIND.plural)

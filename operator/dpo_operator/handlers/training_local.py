@@ -15,7 +15,16 @@ from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import InvalidSpec
 from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
 from dpo_operator.kube import client
-from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results, set_suspended, to_dict
+from dpo_operator.kube.jobs import (
+    ensure_job,
+    failure,
+    job_state,
+    pod_failure_policy,
+    pod_problem,
+    pod_results,
+    set_suspended,
+    to_dict,
+)
 from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.naming import MAX_LABEL, child_name, labels_for, owner_reference, service_name
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
@@ -94,6 +103,7 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
                         command=_command(spec, name, dataset), env=env, volume_mounts=mounts)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.job.backoff_limit, "suspend": spec.suspend,
+        "podFailurePolicy": pod_failure_policy("trainer"),
         "template": {"metadata": pod_metadata(spec.template, labels),
                      "spec": pod_spec(options, [trainer], volumes=volumes)},
     }
@@ -149,7 +159,10 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
         write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields))
         return
     if state.phase == Phase.FAILED.value:
-        fields["failureReason"] = state.reason
-        write_status(KIND, body, Outcome(state.phase, state.reason, failure_message(namespace, jname, state), fields))
+        explained = failure(namespace, jname, state)
+        fields["failureReason"] = explained.reason
+        write_status(KIND, body, Outcome(state.phase, explained.reason, explained.message, fields))
         return
+    if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
+        state = pod_problem(namespace, jname) or state
     write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields))

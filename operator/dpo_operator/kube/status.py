@@ -12,10 +12,14 @@ from typing import Any
 
 from dpo_operator.api import GROUP, VERSION, KindInfo
 from dpo_operator.api.common import Phase
-from dpo_operator.kube import client
+from dpo_operator.kube import client, events
 from dpo_operator.kube.conditions import now, set_condition
 from dpo_operator.kube.redact import redact
 
+# reasons of non-terminal outcomes that need a person's attention (recorded as Warning events)
+WARNING_REASONS = {"SecretNotFound", "SecretNotUsable", "PollFailing", "Retrying", "CreateContainerConfigError",
+                   "CreateContainerError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "Unschedulable",
+                   "CrashLoopBackOff", "PodFailing"}
 TERMINAL_PHASES = {Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.CANCELLED.value}
 ACTIVE_PHASES = {Phase.PENDING.value, Phase.RUNNING.value, Phase.PROGRESSING.value}
 
@@ -72,4 +76,18 @@ def write_status(kind: KindInfo, body: Any, outcome: Outcome, done_condition: st
         GROUP, VERSION, body["metadata"]["namespace"], kind.plural, body["metadata"]["name"],
         {"status": {**removed, **new}},
     )
+    if (old.get("phase"), _reason(old)) != (new.get("phase"), outcome.reason):
+        warning = outcome.phase == Phase.FAILED.value or outcome.reason in WARNING_REASONS
+        events.record(kind, body, "Warning" if warning else "Normal", outcome.reason,
+                      new.get("message") or outcome.phase, action=outcome.phase)
     return new
+
+
+def _reason(status: dict[str, Any]) -> str | None:
+    """The reason of the last outcome written (kept in the conditions)."""
+    phase = status.get("phase")
+    for type_ in ("Progressing", "Succeeded", "Ready", "Failed", "Suspended"):
+        condition = next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+        if condition and condition.get("status") == "True":
+            return condition.get("reason")
+    return phase

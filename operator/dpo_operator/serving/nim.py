@@ -15,7 +15,7 @@ from typing import Any
 
 from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
 from dpo_operator.kube.naming import labels_for, owner_reference, service_name
-from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.kube.pods import NIM_UID, container, pod_metadata, pod_spec, secret_env
 from dpo_operator.serving.model import ServedModel
 
 WEIGHTS_ROOT = "/mnt/models"
@@ -90,7 +90,7 @@ def deployment_manifest(body: Any, spec: ModelDeploymentSpec, model: ServedModel
             "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": template_meta, "spec": pod_spec(spec.template, [nim], volumes=volumes,
-                                                                      restart_policy="Always")},
+                                                                      restart_policy="Always", uid=NIM_UID)},
         },
     }
 
