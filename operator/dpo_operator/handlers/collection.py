@@ -12,7 +12,13 @@ from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api.collection import KIND, DPOCollectionSpec
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import parse_spec, reconcile_guard, reconcile_owner, reconcile_pod_owner
+from dpo_operator.handlers.common import (
+    needs_retry_after_fix,
+    parse_spec,
+    reconcile_guard,
+    reconcile_owner,
+    reconcile_pod_owner,
+)
 from dpo_operator.kube.jobs import (
     JobState,
     ensure_job,
@@ -23,10 +29,11 @@ from dpo_operator.kube.jobs import (
     pod_problem,
     pod_results,
     set_suspended,
+    spec_applied,
 )
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
-from dpo_operator.kube.status import Outcome, is_terminal, write_status
+from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal, write_status
 
 log = logging.getLogger(__name__)
 SPEC_ENV = "DPO_COLLECTION_SPEC"
@@ -114,15 +121,9 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
     return Outcome(state.phase, state.reason, state.message, fields)
 
 
-def _needs_retry_after_fix(body: Any) -> bool:
-    """A spec fixed after an InvalidSpec failure gets another chance; other terminal states are final."""
-    status = body.get("status") or {}
-    failed = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
-    return failed.get("reason") == "InvalidSpec" and body["metadata"].get("generation") != status.get("observedGeneration")
-
-
 def reconcile(body: Any) -> None:
-    if is_terminal(body) and not _needs_retry_after_fix(body):
+    if is_terminal(body) and not needs_retry_after_fix(body):
+        acknowledge_generation(KIND, body)
         return
     spec = parse_spec(DPOCollectionSpec, body)
     namespace = body["metadata"]["namespace"]
@@ -136,7 +137,9 @@ def reconcile(body: Any) -> None:
         return
     job = ensure_job(namespace, job_manifest(body, spec, OperatorConfig.from_env()))
     job = set_suspended(namespace, job, spec.suspend)
-    write_status(KIND, body, outcome_for(namespace, job, job_state(job)))
+    outcome = outcome_for(namespace, job, job_state(job))
+    outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
+    write_status(KIND, body, outcome)
 
 
 @kopf.on.create(GROUP, VERSION, KIND.plural)

@@ -22,6 +22,7 @@ from dpo_operator.api import KindInfo
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import resources
 from dpo_operator.kube.jobs import get_job
+from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.objects import NameConflict
 from dpo_operator.kube.pods import ServiceAccountNotAllowed
 from dpo_operator.kube.redact import remote_body
@@ -92,13 +93,13 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
         write_status(kind, body, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"), done_condition)
         raise kopf.TemporaryError(str(exc), delay=min(SECRET_RETRY_SECONDS, backoff_delay(retry))) from None
     except (NameConflict, ServiceAccountNotAllowed) as exc:
-        write_status(kind, body, Outcome(Phase.FAILED.value, exc.reason, str(exc)), done_condition)
+        fail(kind, body, exc.reason, str(exc), done_condition)
         raise kopf.PermanentError(str(exc)) from None
     except InvalidSpec as exc:
-        write_status(kind, body, Outcome(Phase.FAILED.value, "InvalidSpec", str(exc)), done_condition)
+        fail(kind, body, "InvalidSpec", str(exc), done_condition)
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
     except PermanentFailure as exc:
-        write_status(kind, body, Outcome(Phase.FAILED.value, exc.reason, str(exc)), done_condition)
+        fail(kind, body, exc.reason, str(exc), done_condition)
         raise kopf.PermanentError(str(exc)) from None
     except Exception as exc:
         if is_transient(exc):
@@ -110,13 +111,35 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
             raise kopf.TemporaryError(f"transient: {detail}", delay=delay) from None
         if isinstance(exc, NemoError):
             message = f"a NeMo service refused a request: {remote_body(str(exc))}"
-            write_status(kind, body, Outcome(Phase.FAILED.value, "RemoteApiError", message), done_condition)
+            fail(kind, body, "RemoteApiError", message, done_condition)
             raise kopf.PermanentError(message) from None
         if isinstance(exc, ApiException):
             message = f"the Kubernetes API refused a request ({exc.status}): {api_message(exc)}"
-            write_status(kind, body, Outcome(Phase.FAILED.value, "ApiError", message), done_condition)
+            fail(kind, body, "ApiError", message, done_condition)
             raise kopf.PermanentError(message) from None
         raise
+
+
+def fail(kind: KindInfo, body: Any, reason: str, message: str, done_condition: str) -> None:
+    """Write a terminal Failed status under the resource's lock, on the condition that the object has not changed
+    since ``body`` was read (a concurrent handler may have moved it on, e.g. submitted the remote job): if it has,
+    decide again shortly on a fresh copy."""
+    with LOCKS[body["metadata"]["uid"]]:
+        try:
+            write_status(kind, body, Outcome(Phase.FAILED.value, reason, message), done_condition)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            raise kopf.TemporaryError(f"{kind.kind} changed while failing it ({reason}); deciding again",
+                                      delay=1.0) from None
+
+
+def needs_retry_after_fix(body: Any) -> bool:
+    """A spec fixed after an InvalidSpec failure gets another chance; other terminal states are final."""
+    status = body.get("status") or {}
+    failed = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
+    return failed.get("status") == "True" and failed.get("reason") == "InvalidSpec" \
+        and body["metadata"].get("generation") != status.get("observedGeneration")
 
 
 def _report_retry(kind: KindInfo, body: Any, retry: int, delay: float, detail: str, done_condition: str) -> None:

@@ -9,9 +9,7 @@ one keeps serving until the new one is Ready. The rollout clock (``status.rollou
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
 from typing import Any
 
 import kopf
@@ -32,6 +30,7 @@ from dpo_operator.handlers.common import (
 )
 from dpo_operator.kube import resources
 from dpo_operator.kube.conditions import now
+from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, is_terminal, write_status
@@ -43,7 +42,7 @@ DONE = "Ready"
 CHECK_SECONDS = 5.0          # while rolling out
 READY_CHECK_SECONDS = 30.0   # once Ready: keep watching that it stays so
 DELETE_ATTEMPTS = 5
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_locks = LOCKS  # shared with the failure handling in handlers/common.py
 
 
 def settled(body: Any) -> bool:

@@ -17,6 +17,7 @@ from dpo_operator.handlers import training_customizer, training_local
 from dpo_operator.handlers.common import (
     backoff_delay,
     is_transient,
+    needs_retry_after_fix,
     parse_spec,
     reconcile_guard,
     reconcile_owner,
@@ -25,7 +26,7 @@ from dpo_operator.handlers.common import (
 )
 from dpo_operator.kube import resources
 from dpo_operator.kube.naming import owner_label
-from dpo_operator.kube.status import is_terminal
+from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal, write_status
 
 log = logging.getLogger(__name__)
 POLL_TICK_SECONDS = 1.0  # customizer work is paced by spec.customizer.pollIntervalSeconds, checked every tick
@@ -34,7 +35,13 @@ CANCEL_ATTEMPTS = 5
 
 def reconcile(body: Any, memo: Any = None) -> None:
     if is_terminal(body):
-        return
+        if not needs_retry_after_fix(body):
+            acknowledge_generation(KIND, body)
+            return
+        # the spec that failed validation was fixed: start over (both backends act only on non-terminal objects)
+        write_status(KIND, body, Outcome(Phase.PENDING.value, "SpecChanged", "the spec was fixed after an "
+                                         "InvalidSpec failure; trying again"))
+        body = resources.read(KIND, body["metadata"]["namespace"], body["metadata"]["name"]) or body
     spec = parse_spec(DPOTrainingJobSpec, body)
     if spec.backend == Backend.CUSTOMIZER.value:
         training_customizer.reconcile(body, spec, memo)

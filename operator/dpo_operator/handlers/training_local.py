@@ -23,6 +23,7 @@ from dpo_operator.kube.jobs import (
     pod_problem,
     pod_results,
     set_suspended,
+    spec_applied,
     to_dict,
 )
 from dpo_operator.kube.objects import none_if_missing, read_or_create
@@ -140,6 +141,7 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
         ensure_service(namespace, headless_service(body, jname))
     job = ensure_job(namespace, job_manifest(body, spec, location, OperatorConfig.from_env()))
     job = set_suspended(namespace, job, spec.suspend)
+    applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
     fields: dict[str, Any] = {"jobName": jname, "datasetLocation": location.describe()}
     if state.phase == Phase.SUCCEEDED.value:
@@ -148,7 +150,7 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
             fields["failureReason"] = "ResultUnavailable"
             write_status(KIND, body, Outcome(Phase.FAILED.value, "ResultUnavailable",
                                              f"job {jname} completed but no pod of it left a readable result "
-                                             "(termination message); the trained model cannot be trusted", fields))
+                                             "(termination message); the trained model cannot be trusted", fields, applied))
             return
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
         fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
@@ -156,13 +158,13 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
                               "epochsCompleted": spec.hyperparameters.epochs,
                               "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss")}
         fields.update(deploy_if_requested(body, spec))
-        write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields))
+        write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields, applied))
         return
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, jname, state)
         fields["failureReason"] = explained.reason
-        write_status(KIND, body, Outcome(state.phase, explained.reason, explained.message, fields))
+        write_status(KIND, body, Outcome(state.phase, explained.reason, explained.message, fields, applied))
         return
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         state = pod_problem(namespace, jname) or state
-    write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields))
+    write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields, applied))

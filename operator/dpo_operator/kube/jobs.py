@@ -176,3 +176,23 @@ def pod_results(namespace: str, job_name: str) -> list[dict[str, Any]]:
                 parsed.setdefault("exitCode", terminated.get("exitCode"))
                 results.append((terminated.get("finishedAt") or "", parsed))
     return [result for _, result in sorted(results, key=lambda item: item[0], reverse=True)]
+
+
+def spec_applied(job: dict[str, Any], env_name: str, current: dict[str, Any],
+                 mutable: tuple[str, ...] = ("suspend",)) -> tuple[bool, str, str]:
+    """Does the running Job reflect the current spec? Pods cannot change once created: compare the spec the Job
+    was built from (in its pods' environment) with the current one, apart from fields applied on the fly."""
+    containers = job["spec"]["template"]["spec"].get("containers") or []
+    env = next((e.get("value") for c in containers for e in c.get("env") or [] if e.get("name") == env_name), None)
+    try:
+        built = json.loads(env) if env else None
+    except ValueError:
+        built = None
+    if not isinstance(built, dict):
+        return True, "Applied", "the job runs the current spec"
+    changed = sorted(k for k in set(built) | set(current) if k not in mutable and built.get(k) != current.get(k))
+    if not changed:
+        return True, "Applied", "the job runs the current spec"
+    return False, "ChangeNotApplied", (
+        f"job {job['metadata']['name']} was created from an earlier spec; changes to {', '.join(changed)} are not "
+        "applied to it (they take effect only in a new resource)")
