@@ -13,6 +13,7 @@ from dpo_operator.api.collection import KIND, DPOCollectionSpec
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import (
+    NEXT_CHECKS,
     needs_retry_after_fix,
     parse_spec,
     reconcile_guard,
@@ -157,6 +158,9 @@ def collection_changed(body: kopf.Body, retry: int, **_: Any) -> None:
 def next_check(body: Any) -> float | None:
     """A periodic level-based resync while the collection runs, in case a Job or pod event was missed."""
     return None if is_terminal(body) else RESYNC_SECONDS
+
+
+NEXT_CHECKS[KIND.kind] = next_check
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})

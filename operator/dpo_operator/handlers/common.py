@@ -156,13 +156,22 @@ def _report_retry(kind: KindInfo, body: Any, retry: int, delay: float, detail: s
         log.info("could not report the retry of %s/%s: %s", kind.kind, body["metadata"]["name"], exc)
 
 
-def reconcile_quietly(kind: KindInfo, body: Any, action: Callable[[], None], done_condition: str = "Succeeded") -> None:
+NEXT_CHECKS: dict[str, Callable[[Any], float | None]] = {}
+"""Each kind's ``next_check`` (when to look at an object again), registered by its handler module."""
+
+
+def reconcile_quietly(kind: KindInfo, body: Any, reconcile: Callable[[dict[str, Any]], None],
+                      done_condition: str = "Succeeded") -> None:
     """A reconcile triggered by an event on another object (kopf never retries event handlers): the guard reports
-    failures in status as usual; a transient one is left to the resource's timer."""
+    failures in status as usual; after a transient one, the object is looked at again after the backoff."""
     try:
-        reconcile_guard(kind, body, 0, action, done_condition)
-    except (kopf.PermanentError, kopf.TemporaryError) as exc:
+        reconcile_guard(kind, body, 0, lambda: reconcile(body), done_condition)
+    except kopf.PermanentError as exc:
         log.info("%s %s/%s: %s", kind.kind, body["metadata"]["namespace"], body["metadata"]["name"], exc)
+    except kopf.TemporaryError as exc:
+        log.info("%s %s/%s: %s", kind.kind, body["metadata"]["namespace"], body["metadata"]["name"], exc)
+        watch_over(kind, body, reconcile, NEXT_CHECKS.get(kind.kind, lambda _: None), done_condition,
+                   delay=exc.delay if exc.delay is not None else 1.0)
 
 
 def owner_of(kind: KindInfo, namespace: str, child: Any) -> dict[str, Any] | None:
@@ -196,7 +205,7 @@ def reconcile_owner(kind: KindInfo, child: Any, namespace: str, event_type: str 
         return
     owner = owner_of(kind, namespace, child)
     if owner is not None:
-        reconcile_quietly(kind, owner, lambda: reconcile(owner), done_condition)
+        reconcile_quietly(kind, owner, reconcile, done_condition)
 
 
 # --------------------------------------------------------------------------- requeue-after

@@ -19,6 +19,7 @@ from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import KIND, DeploymentBackend, ModelDeploymentSpec
 from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
 from dpo_operator.handlers.common import (
+    NEXT_CHECKS,
     PermanentFailure,
     backoff_delay,
     is_transient,
@@ -102,6 +103,9 @@ def next_check(body: Any) -> float | None:
     if settled(body):
         return None
     return READY_CHECK_SECONDS if (body.get("status") or {}).get("phase") == Phase.READY.value else CHECK_SECONDS
+
+
+NEXT_CHECKS[KIND.kind] = next_check
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={owner_label(KIND.kind): kopf.PRESENT})

@@ -24,6 +24,7 @@ from dpo_operator.handlers.common import (
     reconcile_guard,
     reconcile_owner,
     reconcile_pod_owner,
+    NEXT_CHECKS,
     reconcile_quietly,
     watch_over,
 )
@@ -103,7 +104,10 @@ def _dispatch(body: dict[str, Any]) -> None:
 
 
 def _reconcile_quietly(body: dict[str, Any]) -> None:
-    reconcile_quietly(KIND, body, lambda: _dispatch(body))
+    reconcile_quietly(KIND, body, _dispatch)
+
+
+NEXT_CHECKS[KIND.kind] = next_check
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
