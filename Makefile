@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv install demo dev-cluster test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-scale clean
+.PHONY: venv install demo dev-cluster test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-scale bench-hanging clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-trainer: install  ## our DPO trainer vs TRL on CPU: tokens/s, peak RSS
 
 bench-scale: install  ## 500 DPOCollections against the emulated cluster: time to all Jobs, operator peak RSS
 	$(PY) bench/bench_scale.py --count 500
+
+bench-hanging: install  ## 200 ModelDeployments with hanging endpoints: new DPOCollection to Job latency
+	$(PY) bench/bench_hanging.py --count 200
 
 clean:
 	rm -rf $(VENV) .demo .dev-cluster .pytest_cache

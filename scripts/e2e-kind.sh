@@ -16,6 +16,10 @@ docker build -f docker/workload.Dockerfile --build-arg TORCH_INDEX=https://downl
   -t ghcr.io/dpo-operator/dpo-workload:0.1.0 .
 kind load docker-image --name "$CLUSTER" ghcr.io/dpo-operator/dpo-operator:0.1.0 ghcr.io/dpo-operator/dpo-workload:0.1.0
 kubectl --context "kind-$CLUSTER" apply --server-side -f manifests/install.yaml
+# the tests' namespaces are created on the fly: let the operator read (opted-in) Secrets in all of them
+kubectl --context "kind-$CLUSTER" create clusterrolebinding dpo-operator-secrets-e2e \
+  --clusterrole=dpo-operator-secrets --serviceaccount=dpo-system:dpo-operator --dry-run=client -o yaml \
+  | kubectl --context "kind-$CLUSTER" apply -f -
 kubectl --context "kind-$CLUSTER" -n dpo-system rollout status deployment/dpo-operator --timeout=180s
 kubeconfig=$(mktemp)
 kind get kubeconfig --name "$CLUSTER" >"$kubeconfig"

@@ -20,6 +20,7 @@ from tests.kubehelpers import Kube
 REAL_CLUSTER = os.environ.get("DPO_E2E_KUBECONFIG")
 # on a real cluster with the operator installed (scripts/e2e-kind.sh), the tests use that operator
 IN_CLUSTER_OPERATOR = bool(os.environ.get("DPO_E2E_IN_CLUSTER_OPERATOR"))
+TEST_SECRETS = {"nim-key": {"api-key": "sk-1"}, "ngc": {"NGC_API_KEY": "ngc-1"}}
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +51,8 @@ def kube(kubeconfig: Path) -> Kube:
 def namespace(kube: Kube) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     kube.core.create_namespace({"metadata": {"name": name}})
+    for secret, data in TEST_SECRETS.items():  # the Secrets the tests' specs name, opted in for the operator
+        kube.usable_secret(name, secret, data)
     yield name
     try:
         kube.core.delete_namespace(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -89,6 +90,12 @@ class Kube:
 
     # -- built-ins
 
+    def usable_secret(self, namespace: str, name: str, data: dict[str, str], usable: bool = True) -> None:
+        """A Secret; ``usable`` labels it ``dpo.ai/usable: "true"`` (the opt-in the operator requires)."""
+        labels = {"dpo.ai/usable": "true"} if usable else {}
+        encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+        self.core.create_namespaced_secret(namespace, {"metadata": {"name": name, "labels": labels}, "data": encoded})
+
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self.to_dict(self.batch.read_namespaced_job(name, namespace))
@@ -101,7 +108,8 @@ class Kube:
         return self.to_dict(self.batch.list_namespaced_job(namespace, label_selector=selector))["items"]
 
     def finish_job(self, namespace: str, job_name: str, *, succeeded: bool, message: str = "",
-                   reason: str = "BackoffLimitExceeded", exit_code: int | None = None) -> None:
+                   reason: str = "BackoffLimitExceeded", exit_code: int | None = None,
+                   termination_reason: str | None = None) -> None:
         """Play the job controller and kubelet: a terminated pod with a termination message, then the Job's
         final condition (what a cluster would do when the workload exits)."""
         self.require_emulated()
@@ -118,7 +126,8 @@ class Kube:
         }
         self.core.create_namespaced_pod(namespace, pod)
         terminated = {"exitCode": 0 if succeeded else (exit_code or 1), "message": message,
-                      "reason": "Completed" if succeeded else "Error", "finishedAt": "2026-01-01T00:00:00Z"}
+                      "reason": termination_reason or ("Completed" if succeeded else "Error"),
+                      "finishedAt": "2026-01-01T00:00:00Z"}
         self.core.patch_namespaced_pod_status(f"{job_name}-pod", namespace, {"status": {
             "phase": "Succeeded" if succeeded else "Failed",
             "containerStatuses": [{"name": "main", "image": "x", "imageID": "", "ready": False, "restartCount": 0,

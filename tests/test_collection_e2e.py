@@ -116,7 +116,6 @@ def test_real_collector_runs_in_a_local_pod(kube: Kube, namespace: str, operator
     from dpo_operator.embedded.executor import LocalExecutor
     from dpo_operator.embedded.policy_server import PolicyServer
 
-    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "nim-key"}, "stringData": {"api-key": "sk-1"}})
     with PolicyServer(seed=2) as policy, LocalExecutor(kube.api, tmp_path, namespace) as executor:
         spec = {**SPEC, "llm": {**SPEC["llm"], "baseUrl": policy.url}, "numRuns": 2}
         kube.create("DPOCollection", namespace, "real", spec)

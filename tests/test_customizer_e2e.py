@@ -31,7 +31,7 @@ def executor(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[LocalExecut
     kube.require_emulated()  # the upload pod runs on the local kubelet stand-in
     local = LocalExecutor(kube.api, tmp_path, namespace)
     toy_dataset(local.pvc_dir("dpo-data") / "ds")
-    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "nemo"}, "data": {
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "nemo", "labels": {"dpo.ai/usable": "true"}}, "data": {
         "api-key": base64.b64encode(API_KEY.encode()).decode(),
         "hf-token": base64.b64encode(b"hf-token-456").decode()}})
     with local:

@@ -77,7 +77,9 @@ def test_rendered_objects_validate(values: dict[str, Any]) -> None:
         env = {e["name"]: e["value"] for e in operator["env"]}
         assert env["DPO_WORKLOAD_IMAGE"] == "registry.example/dpo-workload:1.2.3"
         # namespaced mode still needs the cluster-level discovery reads, but no cluster-wide work permissions
-        assert [c["metadata"]["name"] for c in by_kind(objects, "ClusterRole")] == ["dpo-operator-discovery"]
+        # (the Secrets ClusterRole is bound per namespace, by RoleBindings)
+        assert [c["metadata"]["name"] for c in by_kind(objects, "ClusterRole")] == ["dpo-operator-discovery",
+                                                                                    "dpo-operator-secrets"]
 
 
 def test_several_replicas_without_peering_are_refused() -> None:

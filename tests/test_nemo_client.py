@@ -100,6 +100,6 @@ def test_upload_of_a_missing_dataset_reports_the_error(tmp_path: Path) -> None:
     result_file = tmp_path / "result.json"
     with FakeNemo() as fake:
         assert main(["upload-dataset", "--dataset-dir", str(tmp_path / "nothing"), "--datastore-url", fake.url,
-                     "--repo", "dpo/pairs", "--result-file", str(result_file)]) == 1
+                     "--repo", "dpo/pairs", "--result-file", str(result_file)]) == 3  # deterministic: no retry helps
         assert fake.repos == {}
     assert "lacks training/training_file.jsonl" in json.loads(result_file.read_text())["error"]

@@ -141,7 +141,7 @@ def test_real_trainer_reads_a_hub_dataset(kube: Kube, namespace: str, operator: 
     executor = LocalExecutor(kube.api, tmp_path, namespace)
     build_tiny_model(executor.pvc_dir("models") / "tiny")
     source = toy_dataset(tmp_path / "source")
-    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "hub"}, "stringData": {"token": "hf-1"}})
+    kube.usable_secret(namespace, "hub", {"token": "hf-1"})
     with FakeHub(token="hf-1") as hub:
         hub.repos["dpo/pairs"] = {name: (source / name).read_bytes()
                                   for name in ("training/training_file.jsonl", "validation/validation_file.jsonl")}

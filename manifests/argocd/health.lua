@@ -1,30 +1,66 @@
 -- Argo CD health for dpo.ai resources (DPOCollection, DPOTrainingJob, ModelDeployment).
--- Succeeded / Ready -> Healthy; Failed / Cancelled -> Degraded; Suspended -> Suspended;
--- a spec the operator has not observed yet, or any other phase -> Progressing.
+-- Succeeded / Ready -> Healthy; Failed / Cancelled, or a True Failed condition -> Degraded;
+-- Suspended -> Suspended; a spec the operator has not observed yet (status or conditions behind
+-- metadata.generation), or any other phase -> Progressing. Generations may arrive as numbers or strings.
 local hs = {status = "Progressing", message = "Waiting for the operator to report status"}
 if obj.status == nil then
   return hs
 end
+local function num(value)
+  if value == nil then
+    return nil
+  end
+  return tonumber(value)
+end
 local status = obj.status
-local generation = obj.metadata and obj.metadata.generation
-if generation ~= nil and (status.observedGeneration == nil or status.observedGeneration < generation) then
+local generation = num(obj.metadata and obj.metadata.generation)
+local observed = num(status.observedGeneration)
+if generation ~= nil and (observed == nil or observed < generation) then
   hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
   return hs
 end
+local conditions = {}
+if type(status.conditions) == "table" then
+  for _, condition in ipairs(status.conditions) do
+    if type(condition) == "table" and condition.type ~= nil then
+      conditions[condition.type] = condition
+    end
+  end
+end
+local function holds(name)
+  local condition = conditions[name]
+  if condition == nil or condition.status ~= "True" then
+    return false
+  end
+  local seen = num(condition.observedGeneration)
+  return generation == nil or seen == nil or seen >= generation
+end
 local phase = status.phase
 local message = status.message or ""
-if phase == "Succeeded" or phase == "Ready" then
-  hs.status = "Healthy"
-elseif phase == "Failed" or phase == "Cancelled" then
+if holds("Failed") or phase == "Failed" or phase == "Cancelled" then
   hs.status = "Degraded"
-elseif phase == "Suspended" then
+  if message == "" and conditions["Failed"] ~= nil then
+    message = conditions["Failed"].message or ""
+  end
+elseif phase == "Suspended" or holds("Suspended") then
   hs.status = "Suspended"
+elseif phase == "Succeeded" or phase == "Ready" then
+  local done = conditions["Succeeded"] or conditions["Ready"]
+  if done ~= nil and not holds(done.type) then
+    hs.status = "Progressing"   -- the phase says done, its condition does not (yet) for this generation
+  else
+    hs.status = "Healthy"
+  end
 else
   hs.status = "Progressing"
 end
+local label = phase or "Unknown"
+if phase == nil and holds("Failed") then
+  label = "Failed"
+end
 if message ~= "" then
-  hs.message = (phase or "Unknown") .. ": " .. message
+  hs.message = label .. ": " .. message
 else
-  hs.message = phase or "Unknown"
+  hs.message = label
 end
 return hs

@@ -52,6 +52,12 @@ def _load_spec(args: argparse.Namespace, model: Any) -> Any:
     return model.model_validate(document.get("spec", document) if "kind" in document else document)
 
 
+def _exit_code(exc: BaseException) -> int:
+    """3 for a failure no retry can fix (an invalid spec, a missing or empty dataset): the Job's podFailurePolicy
+    fails at once on it (dpo_operator.kube.jobs.DETERMINISTIC_EXIT_CODE); 1 otherwise."""
+    return 3 if isinstance(exc, (ValueError, FileNotFoundError, NotADirectoryError)) else 1
+
+
 def _collect(args: argparse.Namespace) -> int:
     import json
     import os
@@ -68,7 +74,7 @@ def _collect(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.collect").error("collection failed: %s", exc)
         _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        return 1
+        return _exit_code(exc)
     _write_result(args.result_file, result.to_json())
     print(result.to_json())
     return 0
@@ -109,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.train").exception("training failed")
         _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        return 1
+        return _exit_code(exc)
     train_metrics = summary.get("train") or {}
     result = {"outputModel": summary.get("outputModel"), "steps": summary["steps"],
               "trainLoss": train_metrics.get("loss"), "rewardAccuracy": train_metrics.get("rewards/accuracies"),
@@ -136,7 +142,7 @@ def _upload_dataset(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.upload").error("dataset upload failed: %s", exc)
         _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        return 1
+        return _exit_code(exc)
     _write_result(args.result_file, datastore.result_json(result))
     print(datastore.result_json(result))
     return 0

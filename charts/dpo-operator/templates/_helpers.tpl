@@ -37,27 +37,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* What the operator does in the namespaces it watches. */}}
 {{- define "dpo-operator.workRules" -}}
+# kopf patches annotations and finalizers; ModelDeployments are created for deployOnCompletion
 - apiGroups: [dpo.ai]
   resources: [dpocollections, dpotrainingjobs, modeldeployments]
-  verbs: [get, list, watch, create, patch, update]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [dpo.ai]
   resources: [dpocollections/status, dpotrainingjobs/status, modeldeployments/status]
-  verbs: [get, patch, update]
+  verbs: [patch]
+# children carry ownerReferences with blockOwnerDeletion: OpenShift requires update on the owner's finalizers
+- apiGroups: [dpo.ai]
+  resources: [dpocollections/finalizers, dpotrainingjobs/finalizers, modeldeployments/finalizers]
+  verbs: [update]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, update, patch]
+  verbs: [get, list, watch, create, update]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, create, update]
+  verbs: [get, create, update]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
+  verbs: [list, watch]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
@@ -66,4 +68,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
 {{- end }}
+{{- end -}}
+
+
+{{/* Namespaces where the operator reads Secrets: rbac.secretNamespaces, else watchNamespaces. */}}
+{{- define "dpo-operator.secretNamespaces" -}}
+{{- if .Values.rbac.secretNamespaces -}}
+{{- toJson .Values.rbac.secretNamespaces -}}
+{{- else -}}
+{{- toJson .Values.watchNamespaces -}}
+{{- end -}}
 {{- end -}}

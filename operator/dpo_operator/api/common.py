@@ -82,7 +82,15 @@ class PodOptions(ApiModel):
     tolerations: list[FreeForm] | None = None
     affinity: FreeForm | None = None
     priority_class_name: str | None = None
-    service_account_name: str | None = None
+    service_account_name: str | None = Field(default=None, description=(
+        "Service account of the pods; only those the operator's allowedServiceAccounts setting lists (none by "
+        "default: the namespace's default account, without its token mounted)."))
+    security_context: FreeForm | None = Field(default=None, description=(
+        "Pod securityContext (core/v1 PodSecurityContext); replaces the default, which meets the 'restricted' Pod "
+        "Security Standard (non-root uid 1000, RuntimeDefault seccomp)."))
+    container_security_context: FreeForm | None = Field(default=None, description=(
+        "securityContext of the main container (core/v1 SecurityContext); replaces the default (no privilege "
+        "escalation, all capabilities dropped)."))
     env: list[EnvVar] | None = None
     env_from: list[FreeForm] | None = None
     labels: dict[str, str] | None = Field(default=None, description="Extra labels for the pods.")

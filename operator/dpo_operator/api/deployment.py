@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from dpo_operator.api.common import ApiModel, CommonStatus, LocalObjectReference, PodOptions, PvcLocation, SecretKeyRef
 from dpo_operator.api.kinds import KindInfo, PrinterColumn
@@ -74,6 +74,15 @@ class DeploymentTemplate(ApiModel):
 
 
 class ModelDeploymentSpec(DeploymentTemplate):
+    # the operator deletes what it created remotely where it created it: the backend and NeMo location stay put
+    model_config = ConfigDict(**DeploymentTemplate.model_config, json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.backend == oldSelf.backend",
+         "message": "backend is immutable (the old backend's deployment would be left behind); create a new "
+                    "ModelDeployment"},
+        {"rule": "!has(oldSelf.nemo) || (has(self.nemo) && self.nemo.url == oldSelf.nemo.url"
+                 " && self.nemo.namespace == oldSelf.nemo.namespace)",
+         "message": "nemo.url and nemo.namespace are immutable (the operator deletes the NeMo deployment where it "
+                    "created it); create a new ModelDeployment"}]})
     model: ModelRef
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from dpo_operator.api.common import (
     ApiModel,
@@ -177,6 +177,15 @@ class Backend(str, Enum):
 
 
 class DPOTrainingJobSpec(ApiModel):
+    # the operator must reach the remote job it created to cancel it: where it lives cannot change afterwards
+    model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "!has(oldSelf.customizer) || (has(self.customizer)"
+                " && self.customizer.entityStoreUrl == oldSelf.customizer.entityStoreUrl"
+                " && self.customizer.namespace == oldSelf.customizer.namespace"
+                " && (has(self.customizer.customizerUrl) ? self.customizer.customizerUrl : '')"
+                " == (has(oldSelf.customizer.customizerUrl) ? oldSelf.customizer.customizerUrl : ''))",
+        "message": "customizer.entityStoreUrl, customizer.customizerUrl and customizer.namespace are immutable (the "
+                   "operator cancels the remote job where it created it); create a new DPOTrainingJob"}]})
     dataset: DatasetSource = Field(json_schema_extra=immutable("dataset is immutable; create a new DPOTrainingJob"))
     model: ModelSource = Field(json_schema_extra=immutable("model is immutable; create a new DPOTrainingJob"))
     backend: Backend = Field(default=Backend.LOCAL, json_schema_extra=immutable("backend is immutable"))

@@ -12,14 +12,34 @@ from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api.collection import KIND, DPOCollectionSpec
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import parse_spec, reconcile_guard, reconcile_owner
-from dpo_operator.kube.jobs import JobState, ensure_job, failure_message, get_job, job_state, pod_results, set_suspended
+from dpo_operator.handlers.common import (
+    NEXT_CHECKS,
+    needs_retry_after_fix,
+    parse_spec,
+    reconcile_guard,
+    reconcile_owner,
+    reconcile_pod_owner,
+    watch_over,
+)
+from dpo_operator.kube.jobs import (
+    JobState,
+    ensure_job,
+    failure,
+    get_job,
+    job_state,
+    pod_failure_policy,
+    pod_problem,
+    pod_results,
+    set_suspended,
+    spec_applied,
+)
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
-from dpo_operator.kube.status import Outcome, is_terminal, write_status
+from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal, write_status
 
 log = logging.getLogger(__name__)
 SPEC_ENV = "DPO_COLLECTION_SPEC"
+RESYNC_SECONDS = 120.0
 
 
 def job_name(name: str) -> str:
@@ -47,6 +67,7 @@ def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> 
     )
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.job.backoff_limit,
+        "podFailurePolicy": pod_failure_policy("collector"),
         "suspend": spec.suspend,
         "template": {
             "metadata": pod_metadata(spec.template, labels),
@@ -86,27 +107,26 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
     fields: dict[str, Any] = {"jobName": job["metadata"]["name"]}
     if state.phase == Phase.SUCCEEDED.value:
         result = next((r for r in pod_results(namespace, job["metadata"]["name"]) if "pairs" in r), None)
-        if result is None:
-            return Outcome(state.phase, "ResultUnavailable",
-                           "the collection job completed but its pod's result could not be read", fields)
+        if result is None:  # never Succeeded without a result: a training job would proceed on nothing
+            fields["failureReason"] = "ResultUnavailable"
+            return Outcome(Phase.FAILED.value, "ResultUnavailable",
+                           f"job {job['metadata']['name']} completed but no pod of it left a readable result "
+                           "(termination message); the dataset cannot be trusted", fields)
         fields.update(_result_fields(result))
         total = fields["pairs"]["total"]
         return Outcome(state.phase, "Collected", f"collected {total} preference pairs", fields)
     if state.phase == Phase.FAILED.value:
-        fields["failureReason"] = state.reason
-        return Outcome(state.phase, state.reason, failure_message(namespace, job["metadata"]["name"], state), fields)
+        explained = failure(namespace, job["metadata"]["name"], state)
+        fields["failureReason"] = explained.reason
+        return Outcome(state.phase, explained.reason, explained.message, fields)
+    if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
+        state = pod_problem(namespace, job["metadata"]["name"]) or state
     return Outcome(state.phase, state.reason, state.message, fields)
 
 
-def _needs_retry_after_fix(body: Any) -> bool:
-    """A spec fixed after an InvalidSpec failure gets another chance; other terminal states are final."""
-    status = body.get("status") or {}
-    failed = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
-    return failed.get("reason") == "InvalidSpec" and body["metadata"].get("generation") != status.get("observedGeneration")
-
-
 def reconcile(body: Any) -> None:
-    if is_terminal(body) and not _needs_retry_after_fix(body):
+    if is_terminal(body) and not needs_retry_after_fix(body):
+        acknowledge_generation(KIND, body)
         return
     spec = parse_spec(DPOCollectionSpec, body)
     namespace = body["metadata"]["namespace"]
@@ -120,14 +140,27 @@ def reconcile(body: Any) -> None:
         return
     job = ensure_job(namespace, job_manifest(body, spec, OperatorConfig.from_env()))
     job = set_suspended(namespace, job, spec.suspend)
-    write_status(KIND, body, outcome_for(namespace, job, job_state(job)))
+    outcome = outcome_for(namespace, job, job_state(job))
+    outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
+    write_status(KIND, body, outcome)
 
 
 @kopf.on.create(GROUP, VERSION, KIND.plural)
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
 @kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
 def collection_changed(body: kopf.Body, retry: int, **_: Any) -> None:
-    reconcile_guard(KIND, body, retry, lambda: reconcile(body))
+    try:
+        reconcile_guard(KIND, body, retry, lambda: reconcile(body))
+    finally:
+        watch_over(KIND, body, reconcile, next_check)
+
+
+def next_check(body: Any) -> float | None:
+    """A periodic level-based resync while the collection runs, in case a Job or pod event was missed."""
+    return None if is_terminal(body) else RESYNC_SECONDS
+
+
+NEXT_CHECKS[KIND.kind] = next_check
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
@@ -136,7 +169,9 @@ def collection_job_changed(body: kopf.Body, namespace: str, type: str | None, **
     reconcile_owner(KIND, body, namespace, type, reconcile)
 
 
-@kopf.timer(GROUP, VERSION, KIND.plural, interval=120, initial_delay=120, when=lambda body, **_: not is_terminal(body))
-def collection_resync(body: kopf.Body, retry: int, **_: Any) -> None:
-    """A periodic level-based resync, in case a Job event was missed."""
-    reconcile_guard(KIND, body, retry, lambda: reconcile(body))
+@kopf.on.event("", "v1", "pods", labels={owner_label(KIND.kind): kopf.PRESENT})
+def collection_pod_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+    """A pod that cannot start (missing Secret, image pull error, unschedulable) changes no Job: watch pods too."""
+    reconcile_pod_owner(KIND, body, namespace, type, reconcile)
+
+

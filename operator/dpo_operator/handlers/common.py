@@ -21,7 +21,13 @@ from pydantic import BaseModel, ValidationError
 from dpo_operator.api import KindInfo
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import resources
-from dpo_operator.kube.naming import owner_label
+from dpo_operator.kube.jobs import get_job
+from dpo_operator.kube.locks import LOCKS
+from dpo_operator.kube.objects import NameConflict
+from dpo_operator.kube.pods import ServiceAccountNotAllowed
+from dpo_operator.kube.redact import remote_body
+from dpo_operator.kube.requeue import SCHEDULER
+from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.nemo.http import NemoError
 
@@ -30,6 +36,7 @@ SpecT = TypeVar("SpecT", bound=BaseModel)
 
 TRANSIENT_HTTP = {409, 429, 500, 502, 503, 504}
 MAX_BACKOFF_SECONDS = 300.0
+SECRET_RETRY_SECONDS = 60.0
 
 
 class InvalidSpec(Exception):
@@ -83,41 +90,112 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
     """Run one reconcile; turn its failures into status and kopf's retry semantics."""
     try:
         action()
+    except SecretMissing as exc:  # absent, or not opted in: wait for it (the message says what to do)
+        write_status(kind, body, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"), done_condition)
+        raise kopf.TemporaryError(str(exc), delay=min(SECRET_RETRY_SECONDS, backoff_delay(retry))) from None
+    except (NameConflict, ServiceAccountNotAllowed) as exc:
+        fail(kind, body, exc.reason, str(exc), done_condition)
+        raise kopf.PermanentError(str(exc)) from None
     except InvalidSpec as exc:
-        write_status(kind, body, Outcome(Phase.FAILED.value, "InvalidSpec", str(exc)), done_condition)
+        fail(kind, body, "InvalidSpec", str(exc), done_condition)
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
     except PermanentFailure as exc:
-        write_status(kind, body, Outcome(Phase.FAILED.value, exc.reason, str(exc)), done_condition)
+        fail(kind, body, exc.reason, str(exc), done_condition)
         raise kopf.PermanentError(str(exc)) from None
     except Exception as exc:
         if is_transient(exc):
             delay = backoff_delay(retry)
+            detail = remote_body(str(exc))
             log.warning("transient failure reconciling %s/%s (retry %d in %.0fs): %s", kind.kind,
-                        body["metadata"]["name"], retry, delay, exc)
-            raise kopf.TemporaryError(f"transient: {exc}", delay=delay) from exc
+                        body["metadata"]["name"], retry, delay, detail)
+            _report_retry(kind, body, retry, delay, detail, done_condition)
+            raise kopf.TemporaryError(f"transient: {detail}", delay=delay) from None
         if isinstance(exc, NemoError):
-            message = f"a NeMo service refused a request: {exc}"
-            write_status(kind, body, Outcome(Phase.FAILED.value, "RemoteApiError", message), done_condition)
+            message = f"a NeMo service refused a request: {remote_body(str(exc))}"
+            fail(kind, body, "RemoteApiError", message, done_condition)
             raise kopf.PermanentError(message) from None
         if isinstance(exc, ApiException):
             message = f"the Kubernetes API refused a request ({exc.status}): {api_message(exc)}"
-            write_status(kind, body, Outcome(Phase.FAILED.value, "ApiError", message), done_condition)
+            fail(kind, body, "ApiError", message, done_condition)
             raise kopf.PermanentError(message) from None
         raise
 
 
-def reconcile_quietly(kind: KindInfo, body: Any, action: Callable[[], None], done_condition: str = "Succeeded") -> None:
-    """A reconcile triggered by an event on another object (kopf never retries event handlers): the guard reports
-    failures in status as usual; a transient one is left to the resource's timer."""
+def fail(kind: KindInfo, body: Any, reason: str, message: str, done_condition: str) -> None:
+    """Write a terminal Failed status under the resource's lock, on the condition that the object has not changed
+    since ``body`` was read (a concurrent handler may have moved it on, e.g. submitted the remote job): if it has,
+    decide again shortly on a fresh copy."""
+    with LOCKS[body["metadata"]["uid"]]:
+        try:
+            write_status(kind, body, Outcome(Phase.FAILED.value, reason, message), done_condition)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            raise kopf.TemporaryError(f"{kind.kind} changed while failing it ({reason}); deciding again",
+                                      delay=1.0) from None
+
+
+def needs_retry_after_fix(body: Any) -> bool:
+    """A spec fixed after an InvalidSpec failure gets another chance; other terminal states are final."""
+    status = body.get("status") or {}
+    failed = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
+    return failed.get("status") == "True" and failed.get("reason") == "InvalidSpec" \
+        and body["metadata"].get("generation") != status.get("observedGeneration")
+
+
+def _report_retry(kind: KindInfo, body: Any, retry: int, delay: float, detail: str, done_condition: str) -> None:
+    """Before anything runs (no phase yet, or Pending), say in status what keeps failing and how often; a resource
+    that already runs keeps its phase (its own status tells its progress)."""
+    status = body.get("status") or {}
+    if status.get("phase") not in (None, Phase.PENDING.value):
+        return
+    message = f"attempt {retry + 1} failed, retrying in {delay:.0f}s: {detail}"
     try:
-        reconcile_guard(kind, body, 0, action, done_condition)
-    except (kopf.PermanentError, kopf.TemporaryError) as exc:
+        write_status(kind, body, Outcome(Phase.PENDING.value, "Retrying", message), done_condition)
+    except Exception as exc:  # the API itself may be what fails
+        log.info("could not report the retry of %s/%s: %s", kind.kind, body["metadata"]["name"], exc)
+
+
+NEXT_CHECKS: dict[str, Callable[[Any], float | None]] = {}
+"""Each kind's ``next_check`` (when to look at an object again), registered by its handler module."""
+
+
+def reconcile_quietly(kind: KindInfo, body: Any, reconcile: Callable[[dict[str, Any]], None],
+                      done_condition: str = "Succeeded") -> None:
+    """A reconcile triggered by an event on another object (kopf never retries event handlers): the guard reports
+    failures in status as usual; after a transient one, the object is looked at again after the backoff."""
+    try:
+        reconcile_guard(kind, body, 0, lambda: reconcile(body), done_condition)
+    except kopf.PermanentError as exc:
         log.info("%s %s/%s: %s", kind.kind, body["metadata"]["namespace"], body["metadata"]["name"], exc)
+    except kopf.TemporaryError as exc:
+        log.info("%s %s/%s: %s", kind.kind, body["metadata"]["namespace"], body["metadata"]["name"], exc)
+        watch_over(kind, body, reconcile, NEXT_CHECKS.get(kind.kind, lambda _: None), done_condition,
+                   delay=exc.delay if exc.delay is not None else 1.0)
 
 
 def owner_of(kind: KindInfo, namespace: str, child: Any) -> dict[str, Any] | None:
-    """The resource of ``kind`` a labelled child (Job, Deployment) belongs to, if it still exists."""
-    return resources.read(kind, namespace, child["metadata"]["labels"][owner_label(kind.kind)])
+    """The resource of ``kind`` that controls a child (Job, Deployment), if it still exists: found through the
+    child's controller owner reference (the label only selects which children to watch; its value may be a
+    shortened name, and anyone can set it)."""
+    ref = next((r for r in child["metadata"].get("ownerReferences") or []
+                if r.get("controller") and r.get("kind") == kind.kind), None)
+    if ref is None:
+        return None
+    owner = resources.read(kind, namespace, ref["name"])
+    return owner if owner is not None and owner["metadata"].get("uid") == ref.get("uid") else None
+
+
+def reconcile_pod_owner(kind: KindInfo, pod: Any, namespace: str, event_type: str | None,
+                        reconcile: Callable[[dict[str, Any]], None], done_condition: str = "Succeeded") -> None:
+    """A pod of one of our Jobs changed: reconcile the resource that controls the Job."""
+    if event_type == "DELETED":
+        return
+    ref = next((r for r in pod["metadata"].get("ownerReferences") or []
+                if r.get("controller") and r.get("kind") == "Job"), None)
+    job = get_job(namespace, ref["name"]) if ref else None
+    if job is not None and job["metadata"].get("uid") == ref.get("uid"):
+        reconcile_owner(kind, job, namespace, event_type, reconcile, done_condition)
 
 
 def reconcile_owner(kind: KindInfo, child: Any, namespace: str, event_type: str | None,
@@ -127,4 +205,47 @@ def reconcile_owner(kind: KindInfo, child: Any, namespace: str, event_type: str 
         return
     owner = owner_of(kind, namespace, child)
     if owner is not None:
-        reconcile_quietly(kind, owner, lambda: reconcile(owner), done_condition)
+        reconcile_quietly(kind, owner, reconcile, done_condition)
+
+
+# --------------------------------------------------------------------------- requeue-after
+
+_failures: dict[tuple[str, str], int] = {}
+
+
+def watch_over(kind: KindInfo, body: Any, reconcile: Callable[[dict[str, Any]], None],
+               next_delay: Callable[[Any], float | None], done_condition: str = "Succeeded",
+               delay: float | None = None) -> None:
+    """Look at the object again when ``next_delay`` (given its latest copy) expects a change; None: nothing to
+    expect (it finished). Replaces per-object timers, which tick forever and need a finalizer on every object."""
+    meta = body["metadata"]
+    if delay is None:
+        delay = next_delay(body)
+    if delay is None:
+        return
+    SCHEDULER.after((kind.kind, meta["uid"]), delay, lambda: _look_again(
+        kind, meta["namespace"], meta["name"], meta["uid"], reconcile, next_delay, done_condition))
+
+
+def _look_again(kind: KindInfo, namespace: str, name: str, uid: str, reconcile: Callable[[dict[str, Any]], None],
+                next_delay: Callable[[Any], float | None], done_condition: str) -> None:
+    key = (kind.kind, uid)
+    fresh = resources.read(kind, namespace, name)
+    if fresh is None or fresh["metadata"].get("uid") != uid or fresh["metadata"].get("deletionTimestamp"):
+        _failures.pop(key, None)
+        return
+    retry = _failures.get(key, 0)
+    try:
+        reconcile_guard(kind, fresh, retry, lambda: reconcile(fresh), done_condition)
+    except kopf.TemporaryError as exc:
+        _failures[key] = retry + 1
+        watch_over(kind, fresh, reconcile, next_delay, done_condition,
+                   delay=exc.delay if exc.delay is not None else backoff_delay(retry))
+        return
+    except kopf.PermanentError:
+        _failures.pop(key, None)
+        return
+    _failures.pop(key, None)
+    latest = resources.read(kind, namespace, name)
+    if latest is not None and latest["metadata"].get("uid") == uid:
+        watch_over(kind, latest, reconcile, next_delay, done_condition)

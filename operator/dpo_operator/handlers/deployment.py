@@ -9,9 +9,6 @@ one keeps serving until the new one is Ready. The rollout clock (``status.rollou
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections import defaultdict
 from typing import Any
 
 import kopf
@@ -22,16 +19,17 @@ from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import KIND, DeploymentBackend, ModelDeploymentSpec
 from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
 from dpo_operator.handlers.common import (
+    NEXT_CHECKS,
     PermanentFailure,
     backoff_delay,
     is_transient,
     parse_spec,
-    reconcile_guard,
-    reconcile_owner,
-    reconcile_quietly,
+    owner_of,
+    watch_over,
 )
 from dpo_operator.kube import resources
 from dpo_operator.kube.conditions import now
+from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, is_terminal, write_status
@@ -43,7 +41,7 @@ DONE = "Ready"
 CHECK_SECONDS = 5.0          # while rolling out
 READY_CHECK_SECONDS = 30.0   # once Ready: keep watching that it stays so
 DELETE_ATTEMPTS = 5
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_locks = LOCKS  # shared with the failure handling in handlers/common.py
 
 
 def settled(body: Any) -> bool:
@@ -82,38 +80,38 @@ def _reconcile(body: Any) -> None:
     try:
         backend.reconcile(body, spec, model, rev, fields)
     except SecretMissing as exc:
-        write_status(KIND, body, Outcome(Phase.PENDING.value, "SecretNotFound", f"{exc}; retrying until it exists",
+        write_status(KIND, body, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}",
                                          fields), DONE)
-
-
-def _guarded(body: Any, retry: int) -> None:
-    reconcile_guard(KIND, body, retry, lambda: reconcile(body), DONE)
-
-
-def _reconcile_quietly(body: dict[str, Any]) -> None:
-    reconcile_quietly(KIND, body, lambda: reconcile(body), DONE)
 
 
 @kopf.on.create(GROUP, VERSION, KIND.plural)
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
 @kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
-def deployment_changed(body: kopf.Body, retry: int, **_: Any) -> None:
-    _guarded(body, retry)
+def deployment_changed(body: kopf.Body, **_: Any) -> None:
+    """Reconciled in the requeue pool, never in kopf's workers: readiness probes of a hanging endpoint must not
+    hold up other objects' reconciles."""
+    _soon(body)
 
 
-@kopf.timer(GROUP, VERSION, KIND.plural, interval=CHECK_SECONDS, initial_delay=CHECK_SECONDS,
-            when=lambda body, **_: not settled(body))
-def deployment_check(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
-    if (body.get("status") or {}).get("phase") == Phase.READY.value:
-        if time.monotonic() < getattr(memo, "next_ready_check", 0.0):
-            return
-        memo.next_ready_check = time.monotonic() + READY_CHECK_SECONDS
-    _guarded(body, retry)
+def _soon(body: Any) -> None:
+    watch_over(KIND, body, reconcile, next_check, DONE, delay=0.0)
+
+
+def next_check(body: Any) -> float | None:
+    """While rolling out, look again soon; once Ready, now and then to see that it stays so; never once settled
+    (Failed for this generation: a spec change starts over)."""
+    if settled(body):
+        return None
+    return READY_CHECK_SECONDS if (body.get("status") or {}).get("phase") == Phase.READY.value else CHECK_SECONDS
+
+
+NEXT_CHECKS[KIND.kind] = next_check
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={owner_label(KIND.kind): kopf.PRESENT})
 def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
-    reconcile_owner(KIND, body, namespace, type, reconcile, DONE)
+    if type != "DELETED" and (owner := owner_of(KIND, namespace, body)) is not None:
+        _soon(owner)
 
 
 @kopf.on.event(GROUP, VERSION, training_api.KIND.plural)
@@ -124,7 +122,7 @@ def model_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -
     for deployment in resources.list_in(KIND, namespace):
         ref = (((deployment.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}).get("name")
         if ref == body["metadata"]["name"] and not settled(deployment):
-            _reconcile_quietly(deployment)
+            _soon(deployment)
 
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, when=lambda spec, **_: spec.get("backend") == DeploymentBackend.NEMO.value)

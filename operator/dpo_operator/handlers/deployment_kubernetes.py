@@ -12,7 +12,9 @@ from dpo_operator.handlers.common import PermanentFailure
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import to_dict
+from dpo_operator.kube.naming import service_name
 from dpo_operator.kube.objects import none_if_missing, read_or_create
+from dpo_operator.kube.secrets import check_pod_secrets
 from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.serving import nim
 from dpo_operator.serving.model import ServedModel
@@ -23,9 +25,10 @@ def apply_deployment(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]
     """Create, or replace the spec when the revision changed (a PUT, so no stale list entries survive a merge)."""
     apps = client.apps()
     name = manifest["metadata"]["name"]
+    check_pod_secrets(namespace, manifest["spec"]["template"]["spec"])  # refuses Secrets that did not opt in
     current = read_or_create(
         lambda: none_if_missing(lambda: to_dict(apps.read_namespaced_deployment(name, namespace))),
-        lambda: to_dict(apps.create_namespaced_deployment(namespace, manifest)))
+        lambda: to_dict(apps.create_namespaced_deployment(namespace, manifest)), manifest)
     wanted = manifest["metadata"]["annotations"][nim.REVISION_ANNOTATION]
     if (current["metadata"].get("annotations") or {}).get(nim.REVISION_ANNOTATION) == wanted:
         return current
@@ -40,7 +43,7 @@ def apply_service(namespace: str, manifest: dict[str, Any]) -> None:
     name = manifest["metadata"]["name"]
     current = read_or_create(
         lambda: none_if_missing(lambda: to_dict(core.read_namespaced_service(name, namespace))),
-        lambda: to_dict(core.create_namespaced_service(namespace, manifest)))
+        lambda: to_dict(core.create_namespaced_service(namespace, manifest)), manifest)
     spec = current["spec"]
     if spec.get("ports") == manifest["spec"]["ports"] and spec.get("type") == manifest["spec"]["type"]:
         return
@@ -63,7 +66,7 @@ def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str
                      "Ready")
         return
     if complete:
-        probe_url = config.probe_url_template.format(name=name, namespace=namespace, port=spec.port)
+        probe_url = config.probe_url_template.format(name=service_name(name), namespace=namespace, port=spec.port)
         check = check_endpoint(probe_url, model.served_name)
         if check.ready:
             fields["servingRevision"] = rev

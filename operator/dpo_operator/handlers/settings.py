@@ -8,7 +8,8 @@ from typing import Any
 import kopf
 
 from dpo_operator.api import GROUP
-from dpo_operator.kube import client
+from dpo_operator.kube import client, redact
+from dpo_operator.kube.requeue import SCHEDULER
 
 
 @kopf.on.startup()
@@ -25,3 +26,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.queueing.worker_limit = None
     settings.execution.max_workers = 16
     client.load()
+    redact.install_log_redaction()
+
+
+@kopf.on.cleanup()
+def stop_requeues(**_: Any) -> None:
+    """Nothing scheduled by a stopped operator runs (on start, resume handlers schedule every object again)."""
+    SCHEDULER.reset()

@@ -16,9 +16,7 @@ A timer drives both steps: before submission it retries what failed transiently,
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +28,7 @@ from dpo_operator.handlers.common import PermanentFailure
 from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
 from dpo_operator.kube import resources
 from dpo_operator.kube.conditions import now, seconds_since
+from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results
 from dpo_operator.kube.naming import child_name, labels_for, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
@@ -41,7 +40,7 @@ from dpo_operator.nemo.http import NemoApi, NemoError
 
 log = logging.getLogger(__name__)
 MAX_POLL_BACKOFF_SECONDS = 600.0
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_locks = LOCKS  # shared with the failure handling in handlers/common.py
 
 
 def upload_job_name(name: str) -> str:
@@ -230,7 +229,7 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec, memo: Any = None) -> None:
             else:
                 submit(fresh, spec)
         except SecretMissing as exc:
-            write_status(KIND, fresh, Outcome(Phase.PENDING.value, "SecretNotFound", f"{exc}; retrying until it exists"))
+            write_status(KIND, fresh, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"))
 
 
 # --------------------------------------------------------------------------- deletion

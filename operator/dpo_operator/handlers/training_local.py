@@ -15,9 +15,19 @@ from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import InvalidSpec
 from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
 from dpo_operator.kube import client
-from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results, set_suspended, to_dict
+from dpo_operator.kube.jobs import (
+    ensure_job,
+    failure,
+    job_state,
+    pod_failure_policy,
+    pod_problem,
+    pod_results,
+    set_suspended,
+    spec_applied,
+    to_dict,
+)
 from dpo_operator.kube.objects import none_if_missing, read_or_create
-from dpo_operator.kube.naming import child_name, labels_for, owner_reference
+from dpo_operator.kube.naming import MAX_LABEL, child_name, labels_for, owner_reference, service_name
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
 from dpo_operator.kube.status import Outcome, write_status
 
@@ -26,7 +36,8 @@ MASTER_PORT = 29500
 
 
 def job_name(name: str) -> str:
-    return child_name(name, "train")
+    """A DNS label short enough that ``{job}-{index}``, the hostname of an Indexed Job's pod, is one too."""
+    return child_name(name, "train", limit=MAX_LABEL - 6, hostname=True)
 
 
 def _dataset_args(dataset: StorageLocation) -> list[str]:
@@ -53,9 +64,10 @@ def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> l
 
 
 def headless_service(body: Any, name: str) -> dict[str, Any]:
+    """The Service that gives the Job ``name``'s pods DNS names (its own name is a DNS-1035 form of the Job's)."""
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
+        "metadata": {"name": service_name(name), "namespace": body["metadata"]["namespace"],
                      "labels": labels_for(KIND.kind, body["metadata"]["name"], "trainer"),
                      "ownerReferences": [owner_reference(KIND.kind, body)]},
         "spec": {"clusterIP": "None", "selector": {"batch.kubernetes.io/job-name": name},
@@ -86,8 +98,8 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
                 {"name": "WANDB_PROJECT", "value": local.wandb.project}, {"name": "WANDB_NAME", "value": name},
                 {"name": "WANDB_RUN_ID", "value": body["metadata"]["uid"]},
                 *([{"name": "WANDB_ENTITY", "value": local.wandb.entity}] if local.wandb.entity else [])]
-    if local.num_nodes > 1:
-        env.append({"name": "MASTER_ADDR", "value": f"{jname}-0.{jname}"})
+    if local.num_nodes > 1:  # index 0's pod, through the headless Service its subdomain names
+        env.append({"name": "MASTER_ADDR", "value": f"{jname}-0.{service_name(jname)}"})
     options = spec.template
     if local.gpus_per_node:  # each pod gets the node's GPUs unless the template says otherwise
         current = options.resources or ResourceRequirements()
@@ -97,12 +109,13 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
                         command=_command(spec, name, dataset), env=env, volume_mounts=mounts)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.job.backoff_limit, "suspend": spec.suspend,
+        "podFailurePolicy": pod_failure_policy("trainer"),
         "template": {"metadata": pod_metadata(spec.template, labels),
                      "spec": pod_spec(options, [trainer], volumes=volumes)},
     }
     if local.num_nodes > 1:
         job_spec.update(completionMode="Indexed", completions=local.num_nodes, parallelism=local.num_nodes)
-        job_spec["template"]["spec"]["subdomain"] = jname
+        job_spec["template"]["spec"]["subdomain"] = service_name(jname)
     if spec.job.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.job.active_deadline_seconds
     if spec.job.ttl_seconds_after_finished is not None:
@@ -117,7 +130,7 @@ def ensure_service(namespace: str, manifest: dict[str, Any]) -> None:
     core = client.core()
     read_or_create(
         lambda: none_if_missing(lambda: to_dict(core.read_namespaced_service(manifest["metadata"]["name"], namespace))),
-        lambda: to_dict(core.create_namespaced_service(namespace, manifest)))
+        lambda: to_dict(core.create_namespaced_service(namespace, manifest)), manifest)
 
 
 def validate(spec: DPOTrainingJobSpec) -> None:
@@ -148,22 +161,31 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
         ensure_service(namespace, headless_service(body, jname))
     job = ensure_job(namespace, job_manifest(body, spec, location, OperatorConfig.from_env()))
     job = set_suspended(namespace, job, spec.suspend)
+    applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
     fields: dict[str, Any] = {"jobName": jname, "datasetLocation": location.describe()}
     if state.phase == Phase.SUCCEEDED.value:
         result = next((r for r in pod_results(namespace, jname) if "outputModel" in r), None)
-        if result is not None:
-            relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
-            fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
-            fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
-                                  "epochsCompleted": spec.hyperparameters.epochs,
-                                  "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss"),
-                                  "resumedFromStep": result.get("resumedFromStep")}
+        if result is None:  # never Succeeded without a result: a deployment would serve nothing
+            fields["failureReason"] = "ResultUnavailable"
+            write_status(KIND, body, Outcome(Phase.FAILED.value, "ResultUnavailable",
+                                             f"job {jname} completed but no pod of it left a readable result "
+                                             "(termination message); the trained model cannot be trusted", fields, applied))
+            return
+        relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
+        fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
+        fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
+                              "epochsCompleted": spec.hyperparameters.epochs,
+                              "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss"),
+                              "resumedFromStep": result.get("resumedFromStep")}
         fields.update(deploy_if_requested(body, spec))
-        write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields))
+        write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields, applied))
         return
     if state.phase == Phase.FAILED.value:
-        fields["failureReason"] = state.reason
-        write_status(KIND, body, Outcome(state.phase, state.reason, failure_message(namespace, jname, state), fields))
+        explained = failure(namespace, jname, state)
+        fields["failureReason"] = explained.reason
+        write_status(KIND, body, Outcome(state.phase, explained.reason, explained.message, fields, applied))
         return
-    write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields))
+    if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
+        state = pod_problem(namespace, jname) or state
+    write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields, applied))

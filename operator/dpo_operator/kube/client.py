@@ -44,3 +44,7 @@ def apps() -> kubernetes.client.AppsV1Api:
 
 def custom() -> kubernetes.client.CustomObjectsApi:
     return kubernetes.client.CustomObjectsApi(api_client())
+
+
+def events() -> kubernetes.client.EventsV1Api:
+    return kubernetes.client.EventsV1Api(api_client())

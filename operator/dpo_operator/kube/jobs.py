@@ -10,7 +10,8 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import client
-from dpo_operator.kube.objects import none_if_missing, read_or_create
+from dpo_operator.kube.objects import controller_uid, none_if_missing, read_or_create
+from dpo_operator.kube.secrets import check_pod_secrets
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,11 @@ def get_job(namespace: str, name: str) -> dict[str, Any] | None:
 
 def ensure_job(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """Create the Job, or return the one that already exists under its deterministic name."""
-    return read_or_create(lambda: get_job(namespace, manifest["metadata"]["name"]),
-                          lambda: to_dict(client.batch().create_namespaced_job(namespace, manifest)))
+    def create() -> dict[str, Any]:
+        check_pod_secrets(namespace, manifest["spec"]["template"]["spec"])  # refuses Secrets that did not opt in
+        return to_dict(client.batch().create_namespaced_job(namespace, manifest))
+
+    return read_or_create(lambda: get_job(namespace, manifest["metadata"]["name"]), create, manifest)
 
 
 def set_suspended(namespace: str, job: dict[str, Any], suspend: bool) -> dict[str, Any]:
@@ -60,20 +64,105 @@ def job_state(job: dict[str, Any]) -> JobState:
     return JobState(Phase.PENDING.value, "JobCreated", "waiting for the job's pods to start")
 
 
-def failure_message(namespace: str, job_name: str, state: JobState) -> str:
-    """The Job's failure, with the last error a pod reported in its termination message."""
+# exit code of a workload that failed for a reason a retry cannot fix (bad spec, missing dataset): see cli.py
+DETERMINISTIC_EXIT_CODE = 3
+# container waiting reasons that mean the pod will not start by itself
+WAITING_PROBLEMS = {"CreateContainerConfigError", "CreateContainerError", "ImagePullBackOff", "ErrImagePull",
+                    "InvalidImageName", "CrashLoopBackOff", "RunContainerError"}
+
+
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """Deterministic failures fail the Job at once instead of burning ``backoffLimit`` retries; pods disrupted by
+    the cluster (preemption, eviction, node drain) do not count against it."""
+    return {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In",
+                                              "values": [DETERMINISTIC_EXIT_CODE]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]}
+
+
+def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
+    """The pods the Job controls (anyone may create a pod carrying the job-name label: those do not count)."""
+    job = get_job(namespace, job_name)
+    if job is None:
+        return []
+    pods = client.core().list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}")
+    return [pod for pod in to_dict(pods).get("items", []) if controller_uid(pod) == job["metadata"]["uid"]]
+
+
+def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
+def pod_problem(namespace: str, job_name: str) -> JobState | None:
+    """Why the Job's pods do not start, when they are stuck: a container that cannot be created (missing Secret or
+    ConfigMap key), an image that cannot be pulled, a pod no node can take (e.g. more GPUs than any node has)."""
+    for pod in job_pods(namespace, job_name):
+        name = pod["metadata"]["name"]
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        for status in _statuses(pod):
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in WAITING_PROBLEMS:
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                return JobState(Phase.PENDING.value, waiting["reason"],
+                                f"pod {name}, container {status.get('name')}: {waiting['reason']}{detail}")
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False" \
+                    and condition.get("reason") == "Unschedulable":
+                return JobState(Phase.PENDING.value, "Unschedulable",
+                                f"pod {name} cannot be scheduled: {condition.get('message') or 'no node fits'}")
+    return None
+
+
+def terminations(namespace: str, job_name: str) -> list[dict[str, Any]]:
+    """How the Job's containers ended abnormally (reason such as OOMKilled, exit code), newest first; the last
+    termination counts too, for containers that were restarted."""
+    found: list[dict[str, Any]] = []
+    for pod in job_pods(namespace, job_name):
+        for status in _statuses(pod):
+            for state in (status.get("state") or {}, status.get("lastState") or {}):
+                ended = state.get("terminated") or {}
+                if ended and (ended.get("exitCode") or 0) != 0:
+                    found.append({"pod": pod["metadata"]["name"], "container": status.get("name"),
+                                  "reason": ended.get("reason") or "Error", "exitCode": ended.get("exitCode"),
+                                  "finishedAt": ended.get("finishedAt") or ""})
+    return sorted(found, key=lambda t: t["finishedAt"], reverse=True)
+
+
+def failure(namespace: str, job_name: str, state: JobState) -> JobState:
+    """The Job's failure, explained: an OOM kill becomes the reason; the container's exit code and the last error
+    a pod reported in its termination message are added to the message."""
+    ended = terminations(namespace, job_name)
+    reason, message = state.reason, state.message
+    oom = next((t for t in ended if t["reason"] == "OOMKilled"), None)
+    if oom is not None:
+        reason = "OOMKilled"
+        message = (f"container {oom['container']} of pod {oom['pod']} was killed for exceeding its memory limit "
+                   f"(OOMKilled, exit code {oom['exitCode']}); raise template.resources.limits.memory. {message}")
+    elif ended:
+        last = ended[0]
+        if last["exitCode"] == DETERMINISTIC_EXIT_CODE:
+            reason = "WorkloadConfigError"
+        message += f"; container {last['container']} exited with code {last['exitCode']} ({last['reason']})"
     errors = [r["error"] for r in pod_results(namespace, job_name) if r.get("error")]
-    return state.message + (f"; last pod error: {errors[0]}" if errors else "")
+    return JobState(state.phase, reason, message + (f"; last pod error: {errors[0]}" if errors else ""))
+
+
+def failure_message(namespace: str, job_name: str, state: JobState) -> str:
+    """The Job's failure, with the container's end and the last error a pod reported."""
+    return failure(namespace, job_name, state).message
 
 
 def pod_results(namespace: str, job_name: str) -> list[dict[str, Any]]:
     """Termination messages (JSON objects) of the Job's terminated containers, newest first.
 
-    The workload writes its result summary to /dev/termination-log, so pods need no API permissions.
+    The workload writes its result summary to /dev/termination-log, so pods need no API permissions. Only pods
+    the Job controls count.
     """
-    pods = client.core().list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}")
     results: list[tuple[str, dict[str, Any]]] = []
-    for pod in to_dict(pods).get("items", []):
+    for pod in job_pods(namespace, job_name):
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (status.get("state") or {}).get("terminated") or {}
             message = terminated.get("message")
@@ -87,3 +176,23 @@ def pod_results(namespace: str, job_name: str) -> list[dict[str, Any]]:
                 parsed.setdefault("exitCode", terminated.get("exitCode"))
                 results.append((terminated.get("finishedAt") or "", parsed))
     return [result for _, result in sorted(results, key=lambda item: item[0], reverse=True)]
+
+
+def spec_applied(job: dict[str, Any], env_name: str, current: dict[str, Any],
+                 mutable: tuple[str, ...] = ("suspend",)) -> tuple[bool, str, str]:
+    """Does the running Job reflect the current spec? Pods cannot change once created: compare the spec the Job
+    was built from (in its pods' environment) with the current one, apart from fields applied on the fly."""
+    containers = job["spec"]["template"]["spec"].get("containers") or []
+    env = next((e.get("value") for c in containers for e in c.get("env") or [] if e.get("name") == env_name), None)
+    try:
+        built = json.loads(env) if env else None
+    except ValueError:
+        built = None
+    if not isinstance(built, dict):
+        return True, "Applied", "the job runs the current spec"
+    changed = sorted(k for k in set(built) | set(current) if k not in mutable and built.get(k) != current.get(k))
+    if not changed:
+        return True, "Applied", "the job runs the current spec"
+    return False, "ChangeNotApplied", (
+        f"job {job['metadata']['name']} was created from an earlier spec; changes to {', '.join(changed)} are not "
+        "applied to it (they take effect only in a new resource)")

@@ -20,4 +20,5 @@ def list_in(kind: KindInfo, namespace: str) -> list[dict[str, Any]]:
 def ensure(kind: KindInfo, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     """Create the resource unless one of that name exists (then return that one)."""
     return read_or_create(lambda: read(kind, namespace, body["metadata"]["name"]),
-                          lambda: client.custom().create_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, body))
+                          lambda: client.custom().create_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, body),
+                          body)

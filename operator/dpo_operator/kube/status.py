@@ -12,9 +12,14 @@ from typing import Any
 
 from dpo_operator.api import GROUP, VERSION, KindInfo
 from dpo_operator.api.common import Phase
-from dpo_operator.kube import client
+from dpo_operator.kube import client, events
 from dpo_operator.kube.conditions import now, set_condition
+from dpo_operator.kube.redact import redact
 
+# reasons of non-terminal outcomes that need a person's attention (recorded as Warning events)
+WARNING_REASONS = {"SecretNotFound", "SecretNotUsable", "PollFailing", "Retrying", "CreateContainerConfigError",
+                   "CreateContainerError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "Unschedulable",
+                   "CrashLoopBackOff", "PodFailing"}
 TERMINAL_PHASES = {Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.CANCELLED.value}
 ACTIVE_PHASES = {Phase.PENDING.value, Phase.RUNNING.value, Phase.PROGRESSING.value}
 
@@ -25,6 +30,8 @@ class Outcome:
     reason: str
     message: str
     fields: dict[str, Any] = field(default_factory=dict)
+    # whether what runs reflects the current spec: (applied, reason, message) for the SpecApplied condition
+    applied: tuple[bool, str, str] | None = None
 
 
 def is_terminal(body: Any) -> bool:
@@ -36,6 +43,7 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     old = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
     phase = outcome.phase
+    outcome = Outcome(phase, outcome.reason, redact(outcome.message), outcome.fields, outcome.applied)  # no secret
     conditions = old.get("conditions")
     conditions = set_condition(conditions, "Progressing", phase in ACTIVE_PHASES,
                                outcome.reason if phase in ACTIVE_PHASES else phase, outcome.message if phase in ACTIVE_PHASES else "", generation)
@@ -45,6 +53,9 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     failed = phase in (Phase.FAILED.value, Phase.CANCELLED.value)
     conditions = set_condition(conditions, "Failed", failed, outcome.reason if failed else "NoFailure",
                                outcome.message if failed else "", generation)
+    if outcome.applied is not None:
+        conditions = set_condition(conditions, "SpecApplied", outcome.applied[0], outcome.applied[1],
+                                   outcome.applied[2], generation)
     suspended = phase == Phase.SUSPENDED.value
     conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else "NotSuspended",
                                outcome.message if suspended else "", generation)
@@ -60,14 +71,50 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
 
 
 def write_status(kind: KindInfo, body: Any, outcome: Outcome, done_condition: str = "Succeeded") -> dict[str, Any]:
-    """Patch the status subresource if the outcome changes it; returns the status now in force."""
+    """Patch the status subresource if the outcome changes it; returns the status now in force.
+
+    A first terminal status carries ``body``'s resourceVersion as a precondition: when the object changed since
+    the caller read it (another handler wrote meanwhile), the API answers 409 and the caller decides again.
+    """
     old = dict(body.get("status") or {})
     new = build_status(body, outcome, done_condition)
     if old == new:
         return old
     removed = {key: None for key in old if key not in new}
+    patch: dict[str, Any] = {"status": {**removed, **new}}
+    version = body["metadata"].get("resourceVersion")
+    if outcome.phase in TERMINAL_PHASES and old.get("phase") not in TERMINAL_PHASES and version:
+        patch["metadata"] = {"resourceVersion": version}
     client.custom().patch_namespaced_custom_object_status(
-        GROUP, VERSION, body["metadata"]["namespace"], kind.plural, body["metadata"]["name"],
-        {"status": {**removed, **new}},
-    )
+        GROUP, VERSION, body["metadata"]["namespace"], kind.plural, body["metadata"]["name"], patch)
+    if (old.get("phase"), _reason(old)) != (new.get("phase"), outcome.reason):
+        warning = outcome.phase == Phase.FAILED.value or outcome.reason in WARNING_REASONS
+        events.record(kind, body, "Warning" if warning else "Normal", outcome.reason,
+                      new.get("message") or outcome.phase, action=outcome.phase)
     return new
+
+
+def _reason(status: dict[str, Any]) -> str | None:
+    """The reason of the last outcome written (kept in the conditions)."""
+    phase = status.get("phase")
+    for type_ in ("Progressing", "Succeeded", "Ready", "Failed", "Suspended"):
+        condition = next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+        if condition and condition.get("status") == "True":
+            return condition.get("reason")
+    return phase
+
+
+def last_reason(status: dict[str, Any]) -> str | None:
+    return _reason(status)
+
+
+def acknowledge_generation(kind: KindInfo, body: Any, done_condition: str = "Succeeded") -> None:
+    """A finished resource whose spec was edited: record the generation as observed (tools such as Argo CD wait
+    for it) and say in the SpecApplied condition that the change is not applied."""
+    status = body.get("status") or {}
+    if status.get("observedGeneration") == body["metadata"].get("generation"):
+        return
+    reason = _reason(status) or status.get("phase") or "Unknown"
+    write_status(kind, body, Outcome(status.get("phase"), reason, status.get("message") or "", applied=(
+        False, "ResourceFinished", f"the {kind.kind} had finished ({status.get('phase')}) when its spec changed; "
+        f"the change is not applied: create a new {kind.kind} to run with it")), done_condition)

@@ -14,8 +14,8 @@ import json
 from typing import Any
 
 from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
-from dpo_operator.kube.naming import labels_for, owner_reference
-from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.kube.naming import labels_for, owner_reference, service_name
+from dpo_operator.kube.pods import NIM_UID, container, pod_metadata, pod_spec, secret_env
 from dpo_operator.serving.model import ServedModel
 
 WEIGHTS_ROOT = "/mnt/models"
@@ -34,7 +34,8 @@ def revision(spec: ModelDeploymentSpec, model: ServedModel) -> str:
 
 
 def cluster_url(name: str, namespace: str, port: int) -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local:{port}"
+    """The in-cluster URL of the ModelDeployment ``name``'s Service."""
+    return f"http://{service_name(name)}.{namespace}.svc.cluster.local:{port}"
 
 
 def _volumes(spec: ModelDeploymentSpec, model: ServedModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -89,7 +90,7 @@ def deployment_manifest(body: Any, spec: ModelDeploymentSpec, model: ServedModel
             "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": template_meta, "spec": pod_spec(spec.template, [nim], volumes=volumes,
-                                                                      restart_policy="Always")},
+                                                                      restart_policy="Always", uid=NIM_UID)},
         },
     }
 
@@ -99,7 +100,7 @@ def service_manifest(body: Any, spec: ModelDeploymentSpec) -> dict[str, Any]:
     labels = labels_for(KIND.kind, name, "nim")
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels,
+        "metadata": {"name": service_name(name), "namespace": namespace, "labels": labels,
                      "ownerReferences": [owner_reference(KIND.kind, body)]},
         "spec": {"type": spec.service_type, "selector": labels,
                  "ports": [{"name": "http", "port": spec.port, "targetPort": "http"}]},

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
-TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+TIMEOUT = httpx.Timeout(3.0, connect=2.0)  # short: a hanging endpoint is "not ready", soon
 
 
 @dataclass(frozen=True)

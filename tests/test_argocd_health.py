@@ -1,0 +1,48 @@
+"""The Argo CD health script (manifests/argocd/health.lua, run with lupa) copes with generations given as strings
+and reads conditions, not only the phase."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.test_install import health, resource  # noqa: F401  (the lupa fixture)
+
+
+def with_conditions(phase: str | None, conditions: list[dict[str, Any]], generation: Any = 2, observed: Any = 2,
+                    message: str = "") -> dict[str, Any]:
+    status: dict[str, Any] = {"observedGeneration": observed, "conditions": conditions, "message": message}
+    if phase is not None:
+        status["phase"] = phase
+    return {"metadata": {"name": "x", "generation": generation}, "spec": {}, "status": status}
+
+
+def condition(type_: str, status: str = "True", observed: Any = 2, reason: str = "R", message: str = "") -> dict[str, Any]:
+    return {"type": type_, "status": status, "reason": reason, "message": message, "observedGeneration": observed,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize("obj, expected", [
+    (resource("Succeeded", generation=2, observed="2"), "Healthy"),          # string observedGeneration
+    (resource("Succeeded", generation="3", observed="2"), "Progressing"),    # both strings, not yet observed
+    (resource("Ready", generation="2", observed=2), "Healthy"),
+    (resource("Ready", generation=10, observed="9"), "Progressing"),       # compared as numbers, not text
+    (resource("Ready", observed="not-a-number"), "Progressing"),
+    (with_conditions(None, [condition("Failed", message="the job failed (OOMKilled)")]), "Degraded"),
+    (with_conditions("Running", [condition("Failed", message="boom")]), "Degraded"),
+    (with_conditions("Succeeded", [condition("Succeeded", observed="2")]), "Healthy"),
+    (with_conditions("Succeeded", [condition("Succeeded", observed=1)]), "Progressing"),   # stale condition
+    (with_conditions("Ready", [condition("Ready"), condition("Failed", status="False")]), "Healthy"),
+    (with_conditions("Pending", [condition("Suspended", observed="2")]), "Suspended"),
+    (with_conditions("Pending", [condition("Failed", observed=1)]), "Progressing"),  # an old generation's failure
+    (with_conditions("Pending", []), "Progressing"),
+])
+def test_string_generations_and_conditions(health: Any, obj: dict[str, Any], expected: str) -> None:  # noqa: F811
+    status, message = health(obj)
+    assert status == expected, (obj, message)
+
+
+def test_a_failed_condition_message_is_shown(health: Any) -> None:  # noqa: F811
+    status, message = health(with_conditions(None, [condition("Failed", message="the job failed (OOMKilled)")]))
+    assert status == "Degraded" and "OOMKilled" in message and message.startswith("Failed")
