@@ -73,7 +73,8 @@ OPTIMIZERS = {"constant": "adamw_with_flat_lr", "cosine": "adamw_with_cosine_ann
 def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
     """Our Hyperparameters in the Customizer's snake_case shape, and what it cannot honour (in words).
 
-    Only fields the user set (``model_fields_set``) are reported as not honoured: defaults are not a request.
+    Only values other than the defaults are reported as not honoured: the API server fills defaults into every
+    stored spec, and a default is not a request.
     """
     out: dict[str, Any] = {
         "training_type": hp.training_type, "finetuning_type": hp.finetuning_type, "epochs": hp.epochs,
@@ -81,10 +82,10 @@ def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
         "weight_decay": hp.weight_decay, "warmup_steps": hp.warmup_steps,
     }
     unsupported: list[str] = []
-    explicit = hp.model_fields_set
-    if "max_seq_length" in explicit:
+    defaults = type(hp).model_fields
+    if hp.max_seq_length != defaults["max_seq_length"].default:
         unsupported.append(f"maxSeqLength ({hp.max_seq_length}) is set by the Customizer config, not per job")
-    if "warmup_ratio" in explicit and hp.warmup_ratio > 0 and hp.warmup_steps == 0:
+    if hp.warmup_ratio > 0 and hp.warmup_steps == 0:
         unsupported.append(f"warmupRatio ({hp.warmup_ratio}) has no Customizer equivalent; set warmupSteps")
     scheduler = str(getattr(hp.lr_scheduler, "value", hp.lr_scheduler))
     if scheduler in OPTIMIZERS:
