@@ -106,3 +106,22 @@ def test_a_training_file_over_10_mb_reaches_a_customization_job(tmp_path: Path, 
             job = nemo.create_job(api, nemo.job_body("cfg", "team", "copy", {"finetuning_type": "lora"},
                                                      "team/model", "u", "big"))
         assert job["status"] == "created"
+
+
+def test_a_collection_writing_straight_to_the_datastore_creates_its_namespace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpo_operator.api.collection import DPOCollectionSpec
+    from dpo_operator.collect.runner import run_collection
+    from dpo_operator.embedded.policy_server import PolicyServer
+
+    monkeypatch.setenv("HF_TOKEN", "hf-secret")
+    with PolicyServer(seed=4) as policy, FakeNemo(hf_token="hf-secret") as fake:
+        spec = DPOCollectionSpec.model_validate({
+            "workflow": {"numExamples": 4}, "llm": {"baseUrl": policy.url, "model": "m"},
+            "output": {"hub": {"endpoint": fake.endpoint, "repoId": "collected/tictactoe",
+                               "tokenSecretRef": {"name": "t", "key": "k"}}}})
+        run_collection(spec, data_root=tmp_path)
+        assert fake.datastore_namespaces == {"collected"}
+        assert "training/training_file.jsonl" in fake.repos["collected/tictactoe"]
+        routes = [route for route, _ in fake.calls]
+        assert routes.index("datastore-namespace") < routes.index("create")
