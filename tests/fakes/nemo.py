@@ -36,6 +36,7 @@ from nemo_microservices.types.customization import (
     CustomizationStatusDetails,
 )
 from nemo_microservices.types.customization.job_create_params import JobCreateParams
+from nemo_microservices.types.customization.job_list_params import JobListParams
 from nemo_microservices.types.dataset_create_params import DatasetCreateParams
 from nemo_microservices.types.deployment import ModelDeployment, ModelDeploymentsPage
 from nemo_microservices.types.deployment.config_create_params import ConfigCreateParams
@@ -46,7 +47,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from tests.fakes.hub import FakeHub
 
 TRAIN_FILE = "training/training_file.jsonl"
-JOB_FILTERS = {"namespace", "status", "dataset", "finetuning_type", "training_type", "base_model"}
 
 
 def timestamp() -> str:
@@ -288,12 +288,35 @@ class FakeNemo(FakeHub):
                 "pagination": {"page": page, "page_size": size, "current_page_size": len(data),
                                "total_pages": max(1, -(-len(items) // size)), "total_results": len(items)}}
 
+    def _query(self, request: web.Request, params: type) -> dict[str, Any] | web.Response:
+        """Query parameters (``filter[key]=value`` nested, as the SDK encodes them) the SDK's type accepts."""
+        query: dict[str, Any] = {}
+        for key, value in request.query.items():
+            outer, _, inner = key.partition("[")
+            if inner:
+                query.setdefault(outer, {})[inner.rstrip("]")] = value
+            else:
+                query[key] = value
+        try:
+            kept = TypeAdapter(params).validate_python(query)  # lax: query values arrive as strings
+            problems = [f"unknown parameter {f}" for f in _dropped(query, kept)]
+        except ValidationError as exc:
+            problems = [str(exc)]
+        if problems:
+            self.violations.append(f"query as {params.__name__}: {'; '.join(problems)}")
+            return web.json_response({"detail": problems}, status=422)
+        return query
+
     async def _list_jobs(self, request: web.Request) -> web.Response:
         if (refused := self._guard(request, "list-jobs")) is not None:
             return refused
-        filters = {key[7:-1]: value for key, value in request.query.items() if key.startswith("filter[")}
-        if set(filters) - JOB_FILTERS:
-            return web.json_response({"detail": f"unknown filters {sorted(set(filters) - JOB_FILTERS)}"}, status=422)
+        query = self._query(request, JobListParams)
+        if isinstance(query, web.Response):
+            return query
+        filters = {k: v for k, v in query.get("filter", {}).items() if k in
+                   ("namespace", "status", "dataset", "finetuning_type", "training_type", "base_model")}
+        if set(query.get("filter", {})) - set(filters):
+            return web.json_response({"detail": "filter not emulated"}, status=501)
         jobs = [job for job in self.jobs.values() if self._matches(job, filters)]
         return self._answer(CustomizationJobOutputsPage, self._page(request, jobs))
 
