@@ -48,14 +48,12 @@ from dpo_operator.nemo.http import NemoApi, NemoError
 
 log = logging.getLogger(__name__)
 MAX_POLL_BACKOFF_SECONDS = 600.0
+NOT_HONOURED = "FieldsNotHonoured"  # condition naming spec fields the Customizer cannot honour
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def upload_job_name(name: str) -> str:
     return child_name(name, "upload")
-
-
-NOT_HONOURED = "FieldsNotHonoured"
 
 
 def dataset_name(body: Any, backend: CustomizerBackend) -> str:
