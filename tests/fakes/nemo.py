@@ -116,7 +116,7 @@ class FakeNemo(FakeHub):
         self.deployment_script: list[str] = ["pending", "ready"]  # status per GET, the last repeating
         self._deployment_scripts: dict[str, list[str]] = {}
         self.peft_refresh_polls = 0  # /v1/models listings before a new adapter shows up
-        self._model_listings: dict[str, int] = {}
+        self.model_listings: dict[str, int] = {}
         self.violations: list[str] = []
 
     @property
@@ -467,8 +467,8 @@ class FakeNemo(FakeHub):
             return self._missing("deployment")
         base = self.configs.get(deployment["config"], {}).get("model")
         listed = [{"id": base, "object": "model", "owned_by": "system"}]
-        self._model_listings[key] = self._model_listings.get(key, 0) + 1
-        if self._model_listings[key] > self.peft_refresh_polls:  # NIM_PEFT_SOURCE = the Entity Store
+        self.model_listings[key] = self.model_listings.get(key, 0) + 1
+        if self.model_listings[key] > self.peft_refresh_polls:  # NIM_PEFT_SOURCE = the Entity Store
             listed += [{"id": name, "object": "model", "owned_by": "system", "parent": base}
                        for name, entity in self.models.items() if entity.get("peft") and entity["base_model"] == base]
         return web.json_response({"object": "list", "data": listed})
