@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dpo_operator.embedded.executor import LocalExecutor
-from tests.fakes.nemo import FakeNemo
+from tests.fakes.nemo import FakeNemo, live
 from tests.kubehelpers import Kube, wait_for
 from tests.test_trainer import toy_dataset
 
@@ -63,7 +63,11 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
     nemo.datastore_namespaces.add("team-a")
     nemo.fail["create-job"] = [503]  # a transient failure is retried
     spec = {**spec_for(nemo), "deployOnCompletion": {"replicas": 1}}
+    spec["hyperparameters"].update(seed=3, weightDecay=0.01, warmupSteps=5)
     kube.create("DPOTrainingJob", namespace, "remote", spec)
+    running = wait_for(lambda: (o := kube.get("DPOTrainingJob", namespace, "remote")).get("status", {}).get("phase")
+                       == "Running" and o, what="Running")
+    assert running["status"]["progress"]["trainLoss"] == 0.6  # the live series, not the (null) best checkpoint
     done = kube.wait_phase("DPOTrainingJob", namespace, "remote", "Succeeded", timeout=40)
 
     repo = f"team-a/{namespace}-remote"
@@ -74,12 +78,18 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
     job = next(iter(nemo.jobs.values()))
     assert job["config"] == "meta/llama-3.2-1b-instruct@v1.0.0+A100"
     assert job["hyperparameters"]["dpo"] == {"ref_policy_kl_penalty": 0.05, "preference_loss_weight": 1.0,
-                                             "preference_average_log_probs": False, "sft_loss_weight": 0.1}
+                                             "preference_average_log_probs": False, "sft_loss_weight": 0.1,
+                                             "sft_average_log_probs": False}
     assert job["hyperparameters"]["epochs"] == 2 and job["hyperparameters"]["finetuning_type"] == "lora"
+    assert (job["hyperparameters"]["seed"], job["hyperparameters"]["weight_decay"],
+            job["hyperparameters"]["warmup_steps"]) == (3, 0.01, 5)
     status = done["status"]
-    assert status["remoteJobId"] == job["id"] and status["outputModel"] == job["output_model"]
+    # the output model is always asked for (default <customizer namespace>/<name>), and read back from the job
+    assert status["remoteJobId"] == job["id"] and status["outputModel"] == f"team-a/remote@{job['id']}"
+    assert nemo.models[status["outputModel"]]["base_model"] == "meta/llama-3.2-1b-instruct"
     assert status["progress"] == {"percentageDone": 100.0, "epochsCompleted": 1, "stepsCompleted": 10,
-                                  "trainLoss": 0.4, "valLoss": 0.45}
+                                  "trainLoss": 0.4, "valLoss": 0.45}  # the best checkpoint's
+    assert {c["type"]: c for c in done["status"]["conditions"]}["FieldsNotHonoured"]["status"] == "False"
     assert status["datasetLocation"] == f"hf://datasets/{repo}" and status["jobName"] == "remote-upload"
     assert reason(done, "Succeeded") == "Trained" and "consecutivePollFailures" not in status
     assert kube.get("ModelDeployment", namespace, status["deploymentName"])["spec"]["model"] == \
@@ -91,8 +101,8 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
 
 def test_null_progress_is_tolerated_and_a_failed_job_fails_the_resource(
         kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
-    nemo.script = [{"status": "running", "percentage_done": 20.0, "train_loss": 0.69},
-                   {"status": "running", "percentage_done": None, "train_loss": None, "epochs_completed": None},
+    nemo.script = [{"status": "running", "percentage_done": 20.0, **live(train=[0.69])},
+                   {"status": "running", "percentage_done": None, **live(), "epochs_completed": None},
                    {"status": "failed", "percentage_done": None,
                     "status_logs": [{"message": "started"}, {"detail": "CUDA out of memory"}]}]
     kube.create("DPOTrainingJob", namespace, "oom", spec_for(nemo))
@@ -162,6 +172,48 @@ def test_dataset_already_in_the_datastore_is_not_copied(
     done = kube.wait_phase("DPOTrainingJob", namespace, "direct", "Succeeded", timeout=40)
     assert done["status"]["datasetLocation"] == "hf://datasets/team-a/collected"
     assert kube.job(namespace, "direct-upload") is None and list(nemo.repos) == ["team-a/collected"]
+    assert "team-a" in nemo.datastore_namespaces  # ensured on this path too
+
+
+def test_a_completed_job_without_an_output_model_fails_clearly(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    nemo.script = [{"status": "running", "percentage_done": 10.0}]
+    spec = spec_for(nemo, outputModel="team-a/chosen-name")
+    kube.create("DPOTrainingJob", namespace, "lost", spec)
+    running = kube.wait_phase("DPOTrainingJob", namespace, "lost", "Running", timeout=40)
+    job = nemo.jobs[running["status"]["remoteJobId"]]
+    assert job["output_model"] == f"team-a/chosen-name@{job['id']}"
+    job["output_model"] = None  # as a job created without one ends
+    nemo.script = [{"status": "completed", "percentage_done": 100.0}]
+    nemo._scripts[job["id"]] = list(nemo.script)
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "lost", "Failed", timeout=40)
+    assert reason(failed, "Failed") == "NoOutputModel" and job["id"] in failed["status"]["message"]
+
+
+def test_what_the_customizer_refuses_or_cannot_honour_is_said(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    spec = spec_for(nemo)
+    spec["hyperparameters"]["lora"] = {"rank": 12}
+    kube.create("DPOTrainingJob", namespace, "rank", spec)
+    invalid = kube.wait_phase("DPOTrainingJob", namespace, "rank", "Failed", timeout=40)
+    assert reason(invalid, "Failed") == "InvalidSpec" and "power of two" in invalid["status"]["message"]
+    assert "e.g. 8 or 16" in invalid["status"]["message"]
+
+    spec = spec_for(nemo)
+    spec["hyperparameters"]["trainingType"] = "sft"
+    kube.create("DPOTrainingJob", namespace, "sft", spec)
+    invalid = kube.wait_phase("DPOTrainingJob", namespace, "sft", "Failed", timeout=40)
+    assert reason(invalid, "Failed") == "InvalidSpec" and "trainingType: dpo" in invalid["status"]["message"]
+
+    nemo.script = [{"status": "running"}]
+    spec = spec_for(nemo)
+    spec["hyperparameters"].update(maxSeqLength=4096, lrScheduler="linear")
+    kube.create("DPOTrainingJob", namespace, "partial", spec)
+    running = kube.wait_phase("DPOTrainingJob", namespace, "partial", "Running", timeout=40)
+    condition = {c["type"]: c for c in running["status"]["conditions"]}["FieldsNotHonoured"]
+    assert condition["status"] == "True" and condition["reason"] == "UnsupportedByCustomizer"
+    assert "maxSeqLength (4096)" in condition["message"] and "lrScheduler linear" in condition["message"]
+    assert len(nemo.jobs) == 1  # the refused specs never reached the Customizer
 
 
 def test_failed_upload_and_missing_secret_are_reported(

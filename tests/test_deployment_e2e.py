@@ -180,6 +180,7 @@ def test_nemo_backend_deploys_replaces_and_deletes(kube: Kube, namespace: str, o
     config = nemo.configs[f"team-a/{first}"]
     assert config["model"] == "team-a/dpo-model@v1" and config["nim_deployment"]["image_tag"] == "1.8"
     assert ready["status"]["endpoint"] == f"{nemo.url}/nim/team-a/{first}"
+    assert "serves 'team-a/dpo-model@v1'" in ready["status"]["message"]  # listed in the NIM's /v1/models
 
     kube.patch_spec("ModelDeployment", namespace, "remote", {"nemo": {"imageTag": "1.9"}})
     wait_for(lambda: len(nemo.deployments) == 2 or kube.get("ModelDeployment", namespace, "remote")["status"]
@@ -194,9 +195,65 @@ def test_nemo_backend_deploys_replaces_and_deletes(kube: Kube, namespace: str, o
     assert nemo.deployments == {} and nemo.configs == {}
 
 
-def test_nemo_deployment_failure_is_terminal(kube: Kube, namespace: str, operator: None, nemo: FakeNemo) -> None:
+def test_nemo_deployment_failure_and_cancellation_are_terminal(kube: Kube, namespace: str, operator: None,
+                                                               nemo: FakeNemo) -> None:
     nemo.deployment_script = ["pending", "failed"]
     spec = {"backend": "nemo", "model": {"explicit": {"name": "team-a/m@v1"}}, "nemo": {"url": nemo.url}}
     kube.create("ModelDeployment", namespace, "bad", spec)
     failed = kube.wait_phase("ModelDeployment", namespace, "bad", "Failed", timeout=30)
     assert conditions(failed)["Failed"]["reason"] == "DeploymentFailed"
+    nemo.deployment_script = ["pending", "cancelled"]
+    kube.create("ModelDeployment", namespace, "stopped", spec)
+    cancelled = kube.wait_phase("ModelDeployment", namespace, "stopped", "Failed", timeout=30)
+    assert conditions(cancelled)["Failed"]["reason"] == "DeploymentCancelled"
+
+
+def customizer_training(nemo: FakeNemo, finetuning: str) -> dict[str, Any]:
+    nemo.repos["team-a/pairs"] = {"training/training_file.jsonl": b'{"prompt": "p"}\n'}
+    return {"backend": "customizer", "model": {"name": "meta/llama-3.2-1b-instruct@v1.0.0+A100"},
+            "dataset": {"location": {"hub": {"endpoint": f"{nemo.url}/v1/hf", "repoId": "team-a/pairs"}}},
+            "hyperparameters": {"finetuningType": finetuning},
+            "customizer": {"entityStoreUrl": nemo.url, "datastoreUrl": nemo.url, "namespace": "team-a",
+                           "pollIntervalSeconds": 1},
+            "deployOnCompletion": {"backend": "nemo", "readinessTimeoutSeconds": 60,
+                                   "nemo": {"url": nemo.url, "namespace": "team-a"}}}
+
+
+def test_a_customizer_lora_adapter_is_served_by_a_base_model_nim(kube: Kube, namespace: str, operator: None,
+                                                                 nemo: FakeNemo) -> None:
+    nemo.peft_refresh_polls = 1  # the NIM lists a new adapter only at its next refresh
+    kube.create("DPOTrainingJob", namespace, "tuned", customizer_training(nemo, "lora"))
+    trained = kube.wait_phase("DPOTrainingJob", namespace, "tuned", "Succeeded", timeout=40)
+    adapter = trained["status"]["outputModel"]
+    ready = kube.wait_phase("ModelDeployment", namespace, "tuned", "Ready", timeout=30)
+    target = ready["status"]["remoteDeployment"]
+    # the first listing (before the NIM's PEFT refresh) lacked the adapter: Ready waited for a second one
+    assert nemo.model_listings[f"team-a/{target}"] >= 2
+    assert nemo.configs[f"team-a/{target}"]["model"] == "meta/llama-3.2-1b-instruct"  # the base model, not the adapter
+    assert ready["status"]["servedModelName"] == adapter and f"serves '{adapter}'" in ready["status"]["message"]
+    kube.delete("ModelDeployment", namespace, "tuned")
+    wait_for(lambda: not kube.exists("ModelDeployment", namespace, "tuned"), what="deletion")
+    assert nemo.deployments == {}  # ours: deleted with the resource
+
+
+def test_a_running_base_model_nim_is_reused_and_left_alone(kube: Kube, namespace: str, operator: None,
+                                                           nemo: FakeNemo) -> None:
+    nemo.add_deployment("team-a", "llama-base", "meta/llama-3.2-1b-instruct")
+    nemo.add_deployment("team-a", "other-model", "meta/llama-3.1-8b-instruct")
+    kube.create("DPOTrainingJob", namespace, "reuse", customizer_training(nemo, "lora"))
+    ready = kube.wait_phase("ModelDeployment", namespace, "reuse", "Ready", timeout=60)
+    assert ready["status"]["remoteDeployment"] == "llama-base"
+    assert ready["status"]["endpoint"] == f"{nemo.url}/nim/team-a/llama-base"
+    assert sorted(nemo.deployments) == ["team-a/llama-base", "team-a/other-model"]  # nothing new deployed
+    kube.delete("ModelDeployment", namespace, "reuse")
+    wait_for(lambda: not kube.exists("ModelDeployment", namespace, "reuse"), what="deletion")
+    assert "team-a/llama-base" in nemo.deployments  # not ours: never deleted
+
+
+def test_an_all_weights_customizer_model_is_deployed_itself(kube: Kube, namespace: str, operator: None,
+                                                            nemo: FakeNemo) -> None:
+    kube.create("DPOTrainingJob", namespace, "full", customizer_training(nemo, "all_weights"))
+    ready = kube.wait_phase("ModelDeployment", namespace, "full", "Ready", timeout=60)
+    model = kube.get("DPOTrainingJob", namespace, "full")["status"]["outputModel"]
+    assert nemo.configs[f"team-a/{ready['status']['remoteDeployment']}"]["model"] == model
+    assert ready["status"]["servedModelName"] == model

@@ -57,7 +57,8 @@ def test_operator_restart_mid_pipeline_converges_without_duplicates(
         nemo.datasets[f"team-a/{namespace}-remote"] = {"files_url": f"hf://datasets/team-a/{namespace}-remote"}
         with NemoApi(nemo.url) as api:
             orphan = nemo_api.create_job(api, nemo_api.job_body(
-                remote_spec["model"]["name"], "team-a", f"{namespace}-remote", {}, None, remote["metadata"]["uid"], "x"))
+                remote_spec["model"]["name"], "team-a", f"{namespace}-remote", {"finetuning_type": "lora"},
+                "team-a/remote", remote["metadata"]["uid"], "x"))
 
         # operator 2: picks everything up
         with KopfRunner(args, timeout=60):

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from dpo_operator.api.training import Hyperparameters
 from dpo_operator.cli import main
 from dpo_operator.nemo import customizer as nemo
 from dpo_operator.nemo.http import NemoApi, NemoError
-from tests.fakes.nemo import FakeNemo
+from tests.fakes.nemo import FakeNemo, SdkViolation, live
 from tests.test_trainer import toy_dataset
 
 
@@ -22,6 +23,9 @@ def test_existing_namespaces_and_datasets_are_fine() -> None:
             nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
         assert fake.entity_namespaces == {"dpo"} and fake.datastore_namespaces == {"dpo"}
         assert [route for route, _ in fake.calls].count("dataset") == 2
+        # the name is taken by an entry with other files: a clear error, not a silent reuse
+        with pytest.raises(nemo.DatasetConflict, match="points at 'hf://datasets/dpo/pairs'"):
+            nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/other", "d")
 
 
 def test_errors_say_whether_a_retry_can_help_and_carry_the_service_message() -> None:
@@ -43,7 +47,7 @@ def test_errors_say_whether_a_retry_can_help_and_carry_the_service_message() -> 
 
 def test_status_with_null_and_missing_fields() -> None:
     status = nemo.RemoteStatus.parse({"status": "running", "percentage_done": None, "epochs_completed": None,
-                                      "train_loss": 0.5, "val_loss": "nan?"})
+                                      "train_loss": None, "val_loss": "nan?", **live(train=[0.7, 0.5])})
     assert status.phase == "Running" and status.progress == {"trainLoss": 0.5}
     assert nemo.RemoteStatus.parse({}).phase == "Running"  # unknown: still running, as the SDK treats it
     failed = nemo.RemoteStatus.parse({"status": "failed", "status_logs": [{"detail": "first"}, {"message": "OOM"}, {}]})
@@ -51,18 +55,77 @@ def test_status_with_null_and_missing_fields() -> None:
     assert {nemo.RemoteStatus.parse({"status": s}).phase for s in ("cancelled", "canceled")} == {"Cancelled"}
     assert nemo.RemoteStatus.parse({"status": "created"}).phase == "Pending"
     assert nemo.RemoteStatus.parse({"status": "completed"}).phase == "Succeeded"
+    assert nemo.RemoteStatus.parse({"status": "error"}).phase == "Running"  # not a status the API has
 
 
-def test_find_job_follows_pagination(tmp_path: Path) -> None:
+def test_live_loss_while_running_and_the_best_checkpoint_once_done() -> None:
+    series = live(train=[0.69, 0.52, 0.61], val=[0.66])
+    running = nemo.RemoteStatus.parse({"status": "running", "train_loss": 0.52, "val_loss": 0.66, **series})
+    assert running.progress == {"trainLoss": 0.61, "valLoss": 0.66}  # the newest step, not the best checkpoint
+    done = nemo.RemoteStatus.parse({"status": "completed", "train_loss": 0.52, "val_loss": 0.64, **series})
+    assert done.progress == {"trainLoss": 0.52, "valLoss": 0.64}
+    no_checkpoint = nemo.RemoteStatus.parse({"status": "completed", "train_loss": None, **series})
+    assert no_checkpoint.progress == {"trainLoss": 0.61, "valLoss": 0.66}
+
+
+def test_hyperparameters_sent_and_the_ones_the_customizer_cannot_honour() -> None:
+    defaults, not_honoured = nemo.customizer_hyperparameters(Hyperparameters())
+    assert not_honoured == [] and defaults["optimizer"] == "adamw_with_flat_lr" and defaults["seed"] == 42
+    assert defaults["dpo"]["sft_average_log_probs"] is False and "target_modules" not in defaults["lora"]
+    hp = Hyperparameters.model_validate({
+        "maxSeqLength": 4096, "seed": 7, "weightDecay": 0.01, "warmupRatio": 0.1, "lrScheduler": "linear",
+        "dpo": {"preferenceAverageLogProbs": True}, "lora": {"rank": 8, "targetModules": ["linear_qkv"]}})
+    sent, not_honoured = nemo.customizer_hyperparameters(hp)
+    assert sent["seed"] == 7 and sent["weight_decay"] == 0.01 and "optimizer" not in sent
+    assert sent["dpo"]["sft_average_log_probs"] is True  # follows preferenceAverageLogProbs when unset
+    assert sent["lora"] == {"adapter_dim": 8, "alpha": 32, "adapter_dropout": 0.0, "target_modules": ["linear_qkv"]}
+    assert [text.split(" ")[0] for text in not_honoured] == ["maxSeqLength", "warmupRatio", "lrScheduler"]
+    # what is sent is what the SDK's JobCreateParams accepts (the fake validates every request)
     with FakeNemo() as fake, NemoApi(fake.url) as api:
         fake.repos["dpo/pairs"] = {"training/training_file.jsonl": b"{}\n"}
         nemo.ensure_entity_namespace(api, "dpo")
         nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
+        job = nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", sent, "dpo/model", "u", "x"))
+        assert job["output_model"] == f"dpo/model@{job['id']}"
+        assert fake.jobs[job["id"]]["hyperparameters"]["lora"]["target_modules"] == ["linear_qkv"]
+
+
+def test_the_fake_refuses_what_the_sdk_does_not_allow() -> None:
+    """The SDK binding can fail: an unknown request field, and an answer the SDK cannot parse."""
+    with pytest.raises(SdkViolation) as caught:
+        with FakeNemo() as fake, NemoApi(fake.url) as api:
+            with pytest.raises(NemoError) as refused:
+                api.request("POST", "/v1/namespaces", json={"id": "dpo", "colour": "green"})
+            assert refused.value.status == 422
+            nemo.ensure_entity_namespace(api, "dpo")
+            fake.repos["dpo/pairs"] = {"training/training_file.jsonl": b"{}\n"}
+            nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
+            fake.script = [{"status": "exploded"}]
+            job = nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", {"finetuning_type": "lora"}, "dpo/m", "u", "x"))
+            with pytest.raises(NemoError) as broken:
+                nemo.job_status(api, job["id"])
+            assert broken.value.status == 500
+    assert "unknown field .colour" in str(caught.value) and "CustomizationStatusDetails" in str(caught.value)
+
+
+def test_find_job_follows_pagination_to_an_empty_page_within_the_namespace(tmp_path: Path) -> None:
+    with FakeNemo() as fake, NemoApi(fake.url) as api:
+        fake.repos["dpo/pairs"] = {"training/training_file.jsonl": b"{}\n"}
+        for namespace in ("dpo", "other"):
+            nemo.ensure_entity_namespace(api, namespace)
+        nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
+        hp = {"finetuning_type": "lora"}
+        nemo.create_job(api, nemo.job_body("cfg", "other", "pairs", hp, "other/m", "uid-elsewhere", "x") |
+                        {"dataset": {"name": "pairs", "namespace": "dpo"}})
         for i in range(nemo.PAGE_SIZE + 3):
-            nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", {}, None, f"uid-{i}", "x"))
-        last = nemo.find_job(api, f"uid-{nemo.PAGE_SIZE + 2}")
-        assert last is not None and last["id"] == f"cust-{nemo.PAGE_SIZE + 3:06d}"
-        assert nemo.find_job(api, "uid-absent") is None
+            nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", hp, "dpo/m", f"uid-{i}", "x"))
+        last = nemo.find_job(api, f"uid-{nemo.PAGE_SIZE + 2}", "dpo")
+        assert last is not None and last["id"] == f"cust-{nemo.PAGE_SIZE + 5:06d}"
+        assert nemo.find_job(api, "uid-absent", "dpo") is None
+        assert nemo.find_job(api, "uid-elsewhere", "dpo") is None  # the namespace filter is honoured
+        assert nemo.find_job(api, "uid-elsewhere") is not None
+        pages = [path for route, path in fake.calls if route == "list-jobs"]
+        assert len(pages) >= 3  # two full pages, then the empty one that ends the search
         assert nemo.cancel_job(api, last["id"]) is True
         assert nemo.cancel_job(api, last["id"]) is False  # already cancelled: 409
         assert nemo.cancel_job(api, "cust-missing") is False
@@ -73,7 +136,7 @@ def test_job_for_an_unuploaded_dataset_is_refused() -> None:
         nemo.ensure_entity_namespace(api, "dpo")
         nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
         with pytest.raises(NemoError, match="has no training/training_file.jsonl"):
-            nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", {}, None, "u", "x"))
+            nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", {"finetuning_type": "lora"}, "dpo/m", "u", "x"))
 
 
 def test_upload_command_copies_a_dataset_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

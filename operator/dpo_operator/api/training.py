@@ -164,7 +164,10 @@ class CustomizerBackend(ApiModel):
     datastore_url: str = Field(min_length=1, description="NeMo Datastore root, e.g. http://nemo-datastore:3000.")
     namespace: str = Field(default="dpo", min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     dataset_name: str | None = Field(default=None, description="Dataset name; the training job's name when unset.")
-    output_model: str | None = Field(default=None, description="namespace/name of the trained model.")
+    output_model: str | None = Field(
+        default=None, description="namespace/name of the model entity the Customizer creates; "
+        "<namespace>/<DPOTrainingJob name> when unset."
+    )
     api_key_secret_ref: SecretKeyRef | None = None
     hf_token_secret_ref: SecretKeyRef | None = None
     poll_interval_seconds: float = Field(default=30.0, ge=1.0)

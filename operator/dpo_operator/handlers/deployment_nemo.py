@@ -1,8 +1,12 @@
 """ModelDeployment, ``nemo`` backend: NeMo Deployment Management serves the model.
 
-Each revision gets its own config and model deployment (``<name>-<revision>``), so the previous one keeps
-serving until the new one reports ``ready``; then the previous one is deleted. Deleting the resource deletes
-what it created remotely (see ``delete_remote``).
+A full model (all-weights result, or an explicit NeMo model) gets its own config and model deployment per
+revision (``<name>-<revision>``), so the previous one keeps serving until the new one is ready; then the previous
+one is deleted. A LoRA adapter trained by NeMo Customizer is served the NeMo way: by a NIM running the base model
+with the Entity Store as its PEFT source (Deployment Management sets ``NIM_PEFT_SOURCE`` by default). A running
+base-model NIM that is not ours is reused; otherwise we deploy one. Either way the resource is Ready only once
+the NIM answers ``/v1/health/ready`` and lists the served name (the adapter's) in ``/v1/models``. Deleting the
+resource deletes what it created remotely, never a reused NIM (see ``delete_remote``).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
+from dpo_operator.api.deployment import KIND, ModelDeploymentSpec, NemoDeploymentBackend
 from dpo_operator.handlers.common import PermanentFailure
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube.naming import child_name
@@ -20,6 +24,7 @@ from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.nemo import deployments as remote
 from dpo_operator.nemo.http import NemoApi
 from dpo_operator.serving.model import ServedModel
+from dpo_operator.serving.probe import check_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,30 @@ def session(namespace: str, spec: ModelDeploymentSpec) -> NemoApi:
     return NemoApi(spec.nemo.url, read_secret_key(namespace, spec.nemo.api_key_secret_ref))
 
 
+def served_name(model: ServedModel) -> str:
+    """The name the NIM lists: the adapter's or the model's entity name (NeMo names them, not us)."""
+    assert model.remote_model is not None
+    return model.remote_model
+
+
+def find_or_create(api: NemoApi, backend: NemoDeploymentBackend, body: Any, model: ServedModel,
+                   target: str) -> tuple[str, dict[str, Any]]:
+    """Our deployment for this revision, a reusable base-model NIM (LoRA), or a new deployment of ours."""
+    deployment = remote.get_deployment(api, backend.namespace, target)
+    if deployment is not None:
+        return target, deployment
+    if model.remote_base is not None:
+        running = remote.find_serving(api, backend.namespace, model.remote_base)
+        if running is not None:
+            return str(running.get("name")), running
+    deployed = model.remote_base or model.remote_model
+    assert deployed is not None
+    remote.ensure_config(api, backend.namespace, target, deployed, backend.image_name, backend.image_tag, backend.gpu)
+    tag = remote.owner_tag(body["metadata"]["namespace"], body["metadata"]["name"])
+    remote.ensure_deployment(api, backend.namespace, target, target, tag)  # 409 from a concurrent create is fine
+    return target, remote.get_deployment(api, backend.namespace, target) or {}
+
+
 def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> None:
     backend = spec.nemo
     assert backend is not None
@@ -41,40 +70,43 @@ def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str
                                "model, or model.explicit.name without a pvc); this model lives on a PVC: use "
                                "backend: kubernetes")
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    target = remote_name(name, rev)
     previous = (body.get("status") or {}).get("remoteDeployment")
+    listed = served_name(model)
+    fields["servedModelName"] = listed
     with session(namespace, spec) as api:
-        deployment = remote.get_deployment(api, backend.namespace, target)
-        if deployment is None:  # create-if-absent; 409s from a concurrent create are fine
-            remote.ensure_config(api, backend.namespace, target, model.remote_model, backend.image_name,
-                                 backend.image_tag, backend.gpu)
-            remote.ensure_deployment(api, backend.namespace, target, target)
-            deployment = remote.get_deployment(api, backend.namespace, target) or {}
+        target, deployment = find_or_create(api, backend, body, model, remote_name(name, rev))
         state, description = remote.deployment_status(deployment)
+        where = f"NeMo model deployment {backend.namespace}/{target}"
         fields["endpoint"] = deployment.get("url") or (body.get("status") or {}).get("endpoint")
         if state in remote.FAILED:
-            raise PermanentFailure("DeploymentFailed", f"NeMo model deployment {backend.namespace}/{target} is {state}"
-                                   + (f": {description}" if description else ""))
+            raise PermanentFailure("DeploymentFailed" if state == "failed" else "DeploymentCancelled",
+                                   f"{where} is {state}" + (f": {description}" if description else ""))
+        detail = f"{where} is {state}" + (f" ({description})" if description else "")
         if state in remote.READY:
-            if previous and previous != target:
-                remote.delete(api, backend.namespace, previous)
-                log.info("ModelDeployment %s/%s: %s replaced by %s", namespace, name, previous, target)
-            fields.update(remoteDeployment=target, servingRevision=rev, readyReplicas=spec.replicas,
-                          endpoint=fields["endpoint"] or backend.url)
-            write_status(KIND, body, Outcome(Phase.READY.value, "Ready",
-                                             f"NeMo model deployment {backend.namespace}/{target} is ready", fields), "Ready")
-            return
-    progressing_or_timed_out(body, spec, fields, f"NeMo model deployment {backend.namespace}/{target} is {state}"
-                             + (f" ({description})" if description else ""))
+            check = check_endpoint(deployment.get("url") or backend.url, listed)
+            if check.ready:
+                if previous and previous != target:
+                    remote.delete(api, backend.namespace, previous, remote.owner_tag(namespace, name))
+                    log.info("ModelDeployment %s/%s: %s replaced by %s", namespace, name, previous, target)
+                fields.update(remoteDeployment=target, servingRevision=rev, readyReplicas=spec.replicas,
+                              endpoint=fields["endpoint"] or backend.url)
+                write_status(KIND, body, Outcome(Phase.READY.value, "Ready", f"{where} is ready; {check.detail}",
+                                                 fields), "Ready")
+                return
+            detail = f"{where} is ready but not serving yet: {check.detail}"
+    progressing_or_timed_out(body, spec, fields, detail)
 
 
 def delete_remote(body: Any, spec: ModelDeploymentSpec) -> list[str]:
-    """Delete the serving and the in-progress remote deployments; answers their names."""
+    """Delete the serving and the in-progress remote deployments we created; answers their names."""
     assert spec.nemo is not None
     status = body.get("status") or {}
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     names = {n for n in (status.get("remoteDeployment"),
-                         status.get("revision") and remote_name(body["metadata"]["name"], status["revision"])) if n}
-    with session(body["metadata"]["namespace"], spec) as api:
+                         status.get("revision") and remote_name(name, status["revision"])) if n}
+    deleted = []
+    with session(namespace, spec) as api:
         for target in sorted(names):
-            remote.delete(api, spec.nemo.namespace, target)
-    return sorted(names)
+            if remote.delete(api, spec.nemo.namespace, target, remote.owner_tag(namespace, name)):
+                deleted.append(target)
+    return deleted

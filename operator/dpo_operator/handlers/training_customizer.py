@@ -1,12 +1,19 @@
 """DPOTrainingJob, ``customizer`` backend: train with NeMo Customizer.
 
 Before submission (each step idempotent, so any reconcile may redo it):
+0. what the Customizer refuses is an InvalidSpec (``lora.rank`` not a power of two, ``trainingType: sft``);
 1. the dataset is found (a DPOCollection's output or an explicit location);
-2. namespaces are ensured in the Entity Store and the Datastore;
+2. namespaces are ensured in the Entity Store and the Datastore (on every path, also for a dataset that is
+   already in the Datastore);
 3. unless the dataset already lives in this Datastore, an upload Job (``<name>-upload``) copies it there: the pod
    mounts the PVC, the operator never does;
-4. the dataset is registered in the Entity Store and the customization job created. Jobs carry the resource's
-   uid, so one created just before an operator restart is adopted, never duplicated.
+4. the dataset is registered in the Entity Store and the customization job created, always with an output model
+   (``customizer.outputModel``, default ``<customizer namespace>/<resource name>``). Spec fields the Customizer
+   cannot honour are named in the ``FieldsNotHonoured`` condition. Jobs carry the resource's uid, so one created
+   just before an operator restart is adopted, never duplicated.
+
+On completion the job is re-read (``GET /v1/customization/jobs/{id}``) for its output model; a completed job
+without one fails the resource (a deployment could never find its model).
 
 A timer drives both steps: before submission it retries what failed transiently, after it polls the job's status (``pollIntervalSeconds``; failures back off exponentially and
 ``maxConsecutivePollFailures`` in a row fail the resource), maps it onto the phase and progress, enforces
@@ -24,10 +31,10 @@ from typing import Any
 from dpo_operator.api.common import Phase, StorageLocation
 from dpo_operator.api.training import KIND, CustomizerBackend, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.handlers.common import InvalidSpec, PermanentFailure
 from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
 from dpo_operator.kube import resources
-from dpo_operator.kube.conditions import now, seconds_since
+from dpo_operator.kube.conditions import now, seconds_since, set_condition
 from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results
 from dpo_operator.kube.naming import child_name, labels_for, owner_reference
@@ -40,6 +47,7 @@ from dpo_operator.nemo.http import NemoApi, NemoError
 
 log = logging.getLogger(__name__)
 MAX_POLL_BACKOFF_SECONDS = 600.0
+NOT_HONOURED = "FieldsNotHonoured"  # condition naming spec fields the Customizer cannot honour
 _locks = LOCKS  # shared with the failure handling in handlers/common.py
 
 
@@ -51,13 +59,30 @@ def dataset_name(body: Any, backend: CustomizerBackend) -> str:
     return backend.dataset_name or f"{body['metadata']['namespace']}-{body['metadata']['name']}"
 
 
+def output_model(body: Any, backend: CustomizerBackend) -> str:
+    return backend.output_model or f"{backend.namespace}/{body['metadata']['name']}"
+
+
+def check_spec(spec: DPOTrainingJobSpec) -> None:
+    """What the Customizer would refuse (or train wrongly) is an InvalidSpec before anything is sent."""
+    hp = spec.hyperparameters
+    if hp.training_type != "dpo":
+        raise InvalidSpec(f"spec.hyperparameters.trainingType {hp.training_type!r} is not supported by the customizer "
+                          "backend: collections produce DPO preference pairs, not SFT data; use trainingType: dpo "
+                          "or backend: local")
+    rank = hp.lora.rank
+    if hp.finetuning_type == "lora" and rank & (rank - 1):
+        raise InvalidSpec(f"spec.hyperparameters.lora.rank {rank} must be a power of two for NeMo Customizer "
+                          f"(its adapter_dim), e.g. {1 << (rank.bit_length() - 1)} or {1 << rank.bit_length()}")
+
+
 @contextmanager
 def sessions(namespace: str, backend: CustomizerBackend) -> Iterator[tuple[NemoApi, NemoApi, NemoApi]]:
-    """Entity Store, Customizer and Datastore sessions, with the API key from its Secret."""
+    """Entity Store and Customizer sessions with the API key, the Datastore's with the HF token (its credential)."""
     key = read_secret_key(namespace, backend.api_key_secret_ref)
     entity = NemoApi(backend.entity_store_url, key)
     customizer = NemoApi(backend.customizer_url, key) if backend.customizer_url else entity
-    datastore = NemoApi(backend.datastore_url, key)
+    datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref))
     try:
         yield entity, customizer, datastore
     finally:
@@ -121,13 +146,13 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> None:
         return
     with sessions(namespace, backend) as (entity, customizer, datastore):
         nemo.ensure_entity_namespace(entity, backend.namespace)
+        nemo.ensure_datastore_namespace(datastore, backend.namespace)
         dataset = dataset_name(body, backend)
         fields: dict[str, Any] = {}
         if in_datastore(location, backend):
             assert location.hub is not None
             files_url = f"hf://datasets/{location.hub.repo_id}"
         else:
-            nemo.ensure_datastore_namespace(datastore, backend.namespace)
             repo = f"{backend.namespace}/{dataset}"
             upload = ensure_job(namespace, upload_manifest(body, spec, location, repo, OperatorConfig.from_env()))
             state = job_state(upload)
@@ -141,16 +166,34 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> None:
                 return
             uploaded = next((r for r in pod_results(namespace, fields["jobName"]) if "filesUrl" in r), {})
             files_url = uploaded.get("filesUrl") or f"hf://datasets/{repo}"
-        nemo.register_dataset(entity, backend.namespace, dataset, files_url, f"DPO preference pairs for {namespace}/{name}")
-        job = nemo.find_job(customizer, uid)
+        try:
+            nemo.register_dataset(entity, backend.namespace, dataset, files_url,
+                                  f"DPO preference pairs for {namespace}/{name}")
+        except nemo.DatasetConflict as exc:
+            raise PermanentFailure("DatasetConflict", str(exc)) from None
+        hyperparameters, not_honoured = nemo.customizer_hyperparameters(spec.hyperparameters)
+        job = nemo.find_job(customizer, uid, backend.namespace)
         if job is None:
             job = nemo.create_job(customizer, nemo.job_body(
-                spec.model.name, backend.namespace, dataset, nemo.customizer_hyperparameters(spec.hyperparameters),
-                backend.output_model, uid, f"DPOTrainingJob {namespace}/{name}"))
+                spec.model.name, backend.namespace, dataset, hyperparameters, output_model(body, backend), uid,
+                f"DPOTrainingJob {namespace}/{name}"))
             log.info("DPOTrainingJob %s/%s: created Customizer job %s", namespace, name, job["id"])
-        fields.update(remoteJobId=job["id"], outputModel=job.get("output_model") or backend.output_model,
-                      datasetLocation=files_url, submitTime=now())
-        write_status(KIND, body, Outcome(Phase.PENDING.value, "Submitted", f"Customizer job {job['id']} created", fields))
+        fields.update(remoteJobId=job["id"], outputModel=job.get("output_model"), datasetLocation=files_url,
+                      submitTime=now())
+        write_status(KIND, with_not_honoured(body, not_honoured),
+                     Outcome(Phase.PENDING.value, "Submitted", f"Customizer job {job['id']} created", fields))
+
+
+def with_not_honoured(body: Any, not_honoured: list[str]) -> Any:
+    """The body with the ``FieldsNotHonoured`` condition set in its status, so that the next status write (which
+    keeps conditions it does not own) records it: True and listing them when some spec fields cannot be sent."""
+    status = dict(body.get("status") or {})
+    status["conditions"] = set_condition(
+        status.get("conditions"), NOT_HONOURED, bool(not_honoured),
+        "UnsupportedByCustomizer" if not_honoured else "AllSent",
+        "; ".join(not_honoured) if not_honoured else "every spec field was sent to NeMo Customizer",
+        body["metadata"].get("generation"))
+    return {**body, "status": status}
 
 
 # --------------------------------------------------------------------------- polling
@@ -189,7 +232,13 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, j
     progress = {**(status.get("progress") or {}), **remote.progress}
     fields: dict[str, Any] = {"progress": progress or None, "consecutivePollFailures": None}
     if remote.phase == Phase.SUCCEEDED.value:
+        # the model entity is named only in the job itself (the create answer may predate it): read it back
+        model = nemo.get_job(customizer, job_id).get("output_model")
+        if not model:
+            raise PermanentFailure("NoOutputModel", f"Customizer job {job_id} completed without an output model, "
+                                   "so there is no model to deploy; was it created without output_model?")
         fields["progress"] = {**progress, "percentageDone": 100.0}
+        fields["outputModel"] = model
         fields.update(deploy_if_requested(body, spec))
         write_status(KIND, body, Outcome(Phase.SUCCEEDED.value, "Trained", remote.message, fields))
     elif remote.phase == Phase.FAILED.value:
@@ -223,6 +272,7 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec, memo: Any = None) -> None:
         fresh = resources.read(KIND, namespace, name)
         if fresh is None or is_terminal(fresh) or fresh["metadata"].get("deletionTimestamp"):
             return
+        check_spec(spec)
         try:
             if (fresh.get("status") or {}).get("remoteJobId"):
                 poll(fresh, spec, memo)
@@ -245,16 +295,16 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec) -> str:
     _locks.pop(body["metadata"]["uid"], None)
     try:
         with sessions(namespace, backend) as (_, customizer, _):
-            return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"])
+            return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
     except SecretMissing as exc:  # try without a key rather than keep the resource Terminating
         log.warning("%s; cancelling without an API key", exc)
         with NemoApi(backend.customizer_url or backend.entity_store_url) as customizer:
-            return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"])
+            return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
 
 
-def _cancel(customizer: NemoApi, job_id: str | None, uid: str) -> str:
+def _cancel(customizer: NemoApi, job_id: str | None, uid: str, namespace: str | None = None) -> str:
     if job_id is None:
-        found = nemo.find_job(customizer, uid)
+        found = nemo.find_job(customizer, uid, namespace)
         job_id = found["id"] if found else None
     if job_id is None:
         return "no remote job had been created"

@@ -2,9 +2,11 @@
 
 The sequence (see the NeMo Agent Toolkit customizer plugin, without its defects): namespaces in the Entity
 Store and the Datastore (existing ones are fine), the dataset registered in the Entity Store as
-``hf://datasets/{namespace}/{name}``, then ``POST /v1/customization/jobs``; the job is polled through
-``GET .../{id}/status`` and cancelled with ``POST .../{id}/cancel``. Jobs carry the custom resource's uid in
-their description so that a job created just before an operator crash is found again instead of duplicated.
+``hf://datasets/{namespace}/{name}``, then ``POST /v1/customization/jobs`` with an ``output_model`` (without one
+the Customizer creates no model entity); the job is polled through ``GET .../{id}/status``, re-read with
+``GET .../{id}`` on completion for its output model, and cancelled with ``POST .../{id}/cancel``. Jobs carry the
+custom resource's uid in their description so that a job created just before an operator crash is found again
+instead of duplicated. Shapes follow NVIDIA's ``nemo-microservices`` SDK (1.5.0) types.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dpo_operator.nemo import datastore_hub
 from dpo_operator.nemo.http import NemoApi, NemoError
 
 PAGE_SIZE = 100
@@ -24,62 +27,108 @@ def ensure_entity_namespace(entity: NemoApi, namespace: str) -> None:
 
 
 def ensure_datastore_namespace(datastore: NemoApi, namespace: str) -> None:
-    # the Datastore answers 409 or 422 when the namespace exists
-    datastore.request("POST", "/v1/datastore/namespaces", data={"namespace": namespace}, ok=(409, 422))
+    datastore_hub.ensure_namespace(datastore, namespace)
+
+
+class DatasetConflict(Exception):
+    """The dataset name is taken in the Entity Store by an entry that points at other files."""
 
 
 def register_dataset(entity: NemoApi, namespace: str, name: str, files_url: str, description: str) -> None:
-    entity.request("POST", "/v1/datasets", ok=(409,), json={
-        "name": name, "namespace": namespace, "files_url": files_url, "description": description})
+    """Register (or find registered) ``namespace/name``; an existing entry must point at the same files."""
+    body = {"name": name, "namespace": namespace, "files_url": files_url, "description": description}
+    try:
+        entity.request("POST", "/v1/datasets", json=body)
+    except NemoError as exc:
+        if exc.status != 409:
+            raise
+        existing = entity.request("GET", f"/v1/datasets/{namespace}/{name}") or {}
+        if existing.get("files_url") != files_url:
+            raise DatasetConflict(f"dataset {namespace}/{name} already exists in the Entity Store and points at "
+                                  f"{existing.get('files_url')!r}, not {files_url!r}; set customizer.datasetName "
+                                  "to another name or delete the old entry") from None
 
 
 def owner_tag(uid: str) -> str:
     return f"dpo-operator uid={uid}"
 
 
-def job_body(config: str, namespace: str, dataset: str, hyperparameters: dict[str, Any], output_model: str | None,
+def job_body(config: str, namespace: str, dataset: str, hyperparameters: dict[str, Any], output_model: str,
              uid: str, description: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
+    """A ``JobCreateParams`` body; ``output_model`` is always sent (without it no model entity is created)."""
+    return {
         "config": config,
         "dataset": {"name": dataset, "namespace": namespace},
         "hyperparameters": hyperparameters,
+        "output_model": output_model,
+        "namespace": namespace,
         "description": f"{description} ({owner_tag(uid)})",
     }
-    if output_model:
-        body["output_model"] = output_model
-    return body
 
 
-def customizer_hyperparameters(hp: Any) -> dict[str, Any]:
-    """Our Hyperparameters model in the Customizer's snake_case shape (only what the v1 API knows)."""
+# What the v1 API's Hyperparameters cannot express. Listed in the README as local-only.
+OPTIMIZERS = {"constant": "adamw_with_flat_lr", "cosine": "adamw_with_cosine_annealing"}
+
+
+def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
+    """Our Hyperparameters in the Customizer's snake_case shape, and what it cannot honour (in words).
+
+    Only values other than the defaults are reported as not honoured: the API server fills defaults into every
+    stored spec, and a default is not a request.
+    """
     out: dict[str, Any] = {
         "training_type": hp.training_type, "finetuning_type": hp.finetuning_type, "epochs": hp.epochs,
-        "batch_size": hp.batch_size, "learning_rate": hp.learning_rate,
+        "batch_size": hp.batch_size, "learning_rate": hp.learning_rate, "seed": hp.seed,
+        "weight_decay": hp.weight_decay, "warmup_steps": hp.warmup_steps,
     }
+    unsupported: list[str] = []
+    defaults = type(hp).model_fields
+    if hp.max_seq_length != defaults["max_seq_length"].default:
+        unsupported.append(f"maxSeqLength ({hp.max_seq_length}) is set by the Customizer config, not per job")
+    if hp.warmup_ratio > 0 and hp.warmup_steps == 0:
+        unsupported.append(f"warmupRatio ({hp.warmup_ratio}) has no Customizer equivalent; set warmupSteps")
+    scheduler = str(getattr(hp.lr_scheduler, "value", hp.lr_scheduler))
+    if scheduler in OPTIMIZERS:
+        out["optimizer"] = OPTIMIZERS[scheduler]
+        if scheduler == "cosine":
+            unsupported.append("lrScheduler cosine decays to the Customizer's min_learning_rate "
+                               "(0.1 x learningRate), not to 0")
+    else:
+        unsupported.append(f"lrScheduler {scheduler} has no Customizer equivalent (flat or cosine annealing only); "
+                           "the Customizer's default schedule is used")
     if hp.training_type == "dpo":
         out["dpo"] = {"ref_policy_kl_penalty": hp.dpo.ref_policy_kl_penalty,
                       "preference_loss_weight": hp.dpo.preference_loss_weight,
                       "preference_average_log_probs": hp.dpo.preference_average_log_probs,
-                      "sft_loss_weight": hp.dpo.sft_loss_weight}
+                      "sft_loss_weight": hp.dpo.sft_loss_weight,
+                      "sft_average_log_probs": hp.dpo.effective_sft_average_log_probs}
     if hp.finetuning_type == "lora":
         out["lora"] = {"adapter_dim": hp.lora.rank, "alpha": hp.lora.alpha, "adapter_dropout": hp.lora.dropout}
-    return out
+        if hp.lora.target_modules:
+            out["lora"]["target_modules"] = list(hp.lora.target_modules)
+    return out, unsupported
 
 
-def iter_jobs(customizer: NemoApi) -> Iterator[dict[str, Any]]:
-    """Every customization job, following pagination to the end (not only the first page)."""
+def iter_jobs(customizer: NemoApi, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every customization job (of ``namespace``), page after page until an empty page, as the SDK pages."""
+    params: dict[str, Any] = {"page_size": PAGE_SIZE}
+    if namespace:
+        params["filter[namespace]"] = namespace
     for page in range(1, MAX_PAGES + 1):
-        answer = customizer.request("GET", "/v1/customization/jobs", params={"page": page, "page_size": PAGE_SIZE}) or {}
+        answer = customizer.request("GET", "/v1/customization/jobs", params={**params, "page": page}) or {}
         items = answer.get("data") or []
-        yield from items
-        total_pages = (answer.get("pagination") or {}).get("total_pages")
-        if not items or (total_pages is not None and page >= total_pages) or len(items) < PAGE_SIZE:
+        if not items:
             return
+        yield from items
 
 
-def find_job(customizer: NemoApi, uid: str) -> dict[str, Any] | None:
+def find_job(customizer: NemoApi, uid: str, namespace: str | None = None) -> dict[str, Any] | None:
     tag = owner_tag(uid)
-    return next((job for job in iter_jobs(customizer) if tag in (job.get("description") or "")), None)
+    return next((job for job in iter_jobs(customizer, namespace) if tag in (job.get("description") or "")), None)
+
+
+def get_job(customizer: NemoApi, job_id: str) -> dict[str, Any]:
+    return customizer.request("GET", f"/v1/customization/jobs/{job_id}") or {}
 
 
 def create_job(customizer: NemoApi, body: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +152,7 @@ def cancel_job(customizer: NemoApi, job_id: str) -> bool:
 # --------------------------------------------------------------------------- status
 
 PHASES = {"created": "Pending", "pending": "Pending", "running": "Running", "cancelling": "Running",
-          "completed": "Succeeded", "ready": "Succeeded", "failed": "Failed", "error": "Failed",
+          "completed": "Succeeded", "ready": "Succeeded", "failed": "Failed",
           "cancelled": "Cancelled", "canceled": "Cancelled"}
 
 
@@ -116,6 +165,14 @@ def _integer(value: Any) -> int | None:
     return int(number) if number is not None else None
 
 
+def _latest(series: Any) -> float | None:
+    """The value of the highest step in a ``[{step, value, timestamp}]`` metric series."""
+    points = [p for p in series or [] if isinstance(p, dict) and _number(p.get("value")) is not None]
+    if not points:
+        return None
+    return _number(max(points, key=lambda p: _integer(p.get("step")) or 0)["value"])
+
+
 @dataclass(frozen=True)
 class RemoteStatus:
     raw_status: str
@@ -125,15 +182,23 @@ class RemoteStatus:
 
     @classmethod
     def parse(cls, answer: dict[str, Any]) -> "RemoteStatus":
-        """Every field may be missing or null (the reference plugin crashes on a null percentage_done)."""
+        """Every field may be missing or null (the reference plugin crashes on a null percentage_done).
+
+        Top-level ``train_loss``/``val_loss`` belong to the best checkpoint (null until one exists); the live
+        series is ``metrics.metrics.train_loss[]``/``val_loss[]``. Progress shows the live values while the job
+        runs and the best checkpoint's once it has finished (the live ones where it reports none).
+        """
         raw = str(answer.get("status") or "unknown").lower()
         phase = PHASES.get(raw, "Running")  # unknown states count as still running, as the Customizer SDK does
+        series = ((answer.get("metrics") or {}).get("metrics") or {}) if isinstance(answer.get("metrics"), dict) else {}
+        live = {"trainLoss": _latest(series.get("train_loss")), "valLoss": _latest(series.get("val_loss"))}
+        best = {"trainLoss": _number(answer.get("train_loss")), "valLoss": _number(answer.get("val_loss"))}
+        losses = {k: best[k] if best[k] is not None else live[k] for k in live} if phase == "Succeeded" else live
         progress = {
             "percentageDone": _number(answer.get("percentage_done")),
             "epochsCompleted": _integer(answer.get("epochs_completed")),
             "stepsCompleted": _integer(answer.get("steps_completed")),
-            "trainLoss": _number(answer.get("train_loss")),
-            "valLoss": _number(answer.get("val_loss")),
+            **losses,
         }
         logs = [entry for entry in (answer.get("status_logs") or []) if isinstance(entry, dict)]
         detail = next((str(e.get("detail") or e.get("message")) for e in reversed(logs)

@@ -46,13 +46,18 @@ class NemoApi:
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     def request(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> Any:
-        """Send; statuses in ``ok`` (e.g. 409 for "already exists") are answered like a success."""
+        """Send; statuses in ``ok`` (e.g. 409 for "already exists") are answered like a success.
+
+        An accepted answer that is not JSON (some services answer plain text) is answered as ``None``."""
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise NemoError(0, f"{method} {self.base_url}{path}: {exc}", transient=True) from exc
         if response.is_success or response.status_code in ok:
-            return response.json() if response.content else None
+            try:
+                return response.json() if response.content else None
+            except ValueError:
+                return None
         raise NemoError(response.status_code, f"{method} {path}: {_message(response)}",
                         transient=response.status_code in TRANSIENT_STATUS)
 

@@ -25,7 +25,13 @@ class ServedModel:
     weights: PvcLocation | None = None     # full weights on a PVC (NIM_MODEL_NAME)
     adapter: PvcLocation | None = None     # a LoRA adapter on a PVC (under NIM_PEFT_SOURCE)
     remote_model: str | None = None        # a NeMo model (namespace/name@version) for the nemo backend
+    remote_base: str | None = None         # a NeMo LoRA adapter's base model: its NIM serves the adapter
     nim_builtin: bool = False              # no weights given: the NIM image serves its own model
+
+
+def customizer_base_model(config: str) -> str:
+    """The base model of a Customizer config (``meta/llama-3.2-1b-instruct@v1.0.0+A100`` → ``meta/llama-3.2-1b-instruct``)."""
+    return config.split("@", 1)[0]
 
 
 def parse_pvc_url(url: str) -> PvcLocation:
@@ -49,6 +55,11 @@ def from_training_job(job: dict[str, Any] | None, ref: str, served_name: str | N
     output = status["outputModel"]
     name = served_name or ref
     if spec.backend == training_api.Backend.CUSTOMIZER.value:
+        if spec.hyperparameters.finetuning_type == training_api.FinetuningType.LORA.value:
+            # an adapter: served by a NIM of the base model with the Entity Store as its PEFT source, under its
+            # own entity name (NeMo names it; servedModelName cannot rename it)
+            base = customizer_base_model(spec.model.name)
+            return ServedModel(served_name=output, base_name=base, remote_model=output, remote_base=base)
         return ServedModel(served_name=served_name or output, base_name=spec.model.name, remote_model=output)
     location = parse_pvc_url(output)
     if spec.hyperparameters.finetuning_type == training_api.FinetuningType.LORA.value:

@@ -1,0 +1,46 @@
+"""Writing through NeMo Datastore's Hugging Face Hub API (``<datastore>/v1/hf``): what differs from the Hub.
+
+- The Datastore refuses ``create_repo`` in a namespace it does not have; namespaces are created through
+  ``POST <datastore>/v1/datastore/namespaces``. :func:`ensure_namespace_for_repo` does that first.
+- It serves large files through the Git LFS protocol (preupload answers ``lfs``, then the LFS batch endpoint),
+  not Xet. huggingface_hub uploads LFS files with Xet whenever ``hf_xet`` is installed, except for file objects:
+  :func:`upload_source` hands such content over as a buffered stream so that it goes the LFS way.
+
+A plain Hub endpoint (no ``/v1/hf`` suffix) is left alone.
+"""
+
+from __future__ import annotations
+
+import io
+
+from dpo_operator.nemo.http import NemoApi
+
+HF_SUFFIX = "/v1/hf"
+
+
+def datastore_root(hub_endpoint: str) -> str | None:
+    """The Datastore root behind a Hub endpoint, or None when the endpoint is not a NeMo Datastore's."""
+    endpoint = hub_endpoint.rstrip("/")
+    return endpoint.removesuffix(HF_SUFFIX) if endpoint.endswith(HF_SUFFIX) else None
+
+
+def ensure_namespace(datastore: NemoApi, namespace: str, ok: tuple[int, ...] = ()) -> None:
+    """Create the namespace; the Datastore answers 409 or 422 when it exists, which is fine."""
+    datastore.request("POST", "/v1/datastore/namespaces", data={"namespace": namespace}, ok=(409, 422, *ok))
+
+
+def ensure_namespace_for_repo(hub_endpoint: str, repo_id: str, token: str | None) -> bool:
+    """Ensure the repo's namespace when ``hub_endpoint`` is a Datastore's; answers whether it is one.
+
+    A server under ``/v1/hf`` without the namespaces API (404/405) is a Hub-compatible server of another kind."""
+    root = datastore_root(hub_endpoint)
+    if root is None or "/" not in repo_id:
+        return False
+    with NemoApi(root, token or None) as datastore:
+        ensure_namespace(datastore, repo_id.split("/", 1)[0], ok=(404, 405))
+    return True
+
+
+def upload_source(content: bytes, datastore: bool) -> bytes | io.BufferedReader:
+    """What to give ``CommitOperationAdd``: bytes for the Hub, a buffered stream for a Datastore (LFS, not Xet)."""
+    return io.BufferedReader(io.BytesIO(content)) if datastore else content  # type: ignore[arg-type]
