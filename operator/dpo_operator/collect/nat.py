@@ -6,7 +6,7 @@ A NAT workflow that collects preference data emits, per candidate, a ``TTC_END``
 runner (:func:`run_nat_eval`, which needs the ``[nat]`` extra), or from the ``workflow_output.json`` files that
 ``nat eval`` writes (:func:`read_workflow_output`). Both give the same items: ``{"id": ..., "intermediate_steps":
 [step, ...]}`` with each step as NAT serialises an ``IntermediateStep``. This module imports NAT only inside
-:func:`run_nat_eval`; the operator never imports it.
+:func:`evaluate`; the operator never imports it.
 """
 
 from __future__ import annotations
@@ -81,12 +81,13 @@ def read_workflow_output(path: Path) -> list[dict[str, Any]]:
     return items
 
 
-async def run_nat_eval(config_file: Path, output_dir: Path, *, dataset: Path | None = None,
-                       max_concurrency: int | None = None) -> list[dict[str, Any]]:
+async def evaluate(config_file: Path, output_dir: Path, *, dataset: Path | None = None,
+                   max_concurrency: int | None = None) -> Any:
     """Run the NAT workflow of ``config_file`` over its dataset once, with NAT's own evaluation runner.
 
     The workflow runs unchanged; only where NAT writes its output (``output_dir``, with only ``TTC_END`` steps in
-    ``workflow_output.json``), and, when given, the dataset file and ``eval.general.max_concurrency`` are set.
+    ``workflow_output.json``) and, when given, the dataset file and ``eval.general.max_concurrency`` are set.
+    Returns NAT's ``EvaluationRunOutput``.
     """
     try:
         from nat.data_models.evaluate_config import EvalOutputConfig
@@ -97,6 +98,8 @@ async def run_nat_eval(config_file: Path, output_dir: Path, *, dataset: Path | N
     except ImportError as exc:
         raise NatError(f"NAT workflows need NeMo Agent Toolkit in the collection image (the [nat] extra): {exc}") from None
 
+    if not config_file.is_file():
+        raise NatError(f"NAT config {config_file} does not exist")
     config = load_config(config_file)
     general = config.eval.general
     general.output_dir = output_dir
@@ -107,8 +110,19 @@ async def run_nat_eval(config_file: Path, output_dir: Path, *, dataset: Path | N
     if max_concurrency is not None:
         general.max_concurrency = max_concurrency
     run = EvaluationRun(config=EvaluationRunConfig(config_file=config, dataset=str(dataset) if dataset else None))
-    result = await run.run_and_evaluate()
-    if result.workflow_interrupted:
-        raise NatError("the NAT workflow failed on an example and NAT's evaluation runner stopped (see the pod log)")
+    return await run.run_and_evaluate()
+
+
+def items_of(result: Any) -> list[dict[str, Any]]:
+    """The evaluation items of an ``EvaluationRunOutput``, as ``workflow_output.json`` holds them."""
     return [{ID_KEY: item.id, STEPS_KEY: [step.model_dump(mode="json") for step in item.trajectory]}
             for item in result.eval_input.eval_input_items]
+
+
+async def run_nat_eval(config_file: Path, output_dir: Path, *, dataset: Path | None = None,
+                       max_concurrency: int | None = None) -> list[dict[str, Any]]:
+    """One evaluation run's items; a run that NAT's runner stopped on a workflow error is an error."""
+    result = await evaluate(config_file, output_dir, dataset=dataset, max_concurrency=max_concurrency)
+    if result.workflow_interrupted:
+        raise NatError("the NAT workflow failed on an example and NAT's evaluation runner stopped (see the pod log)")
+    return items_of(result)
