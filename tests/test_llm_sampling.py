@@ -136,3 +136,22 @@ def test_plugin_candidates_without_text_are_counted_not_fatal(tmp_path: Path) ->
     for line in (tmp_path / "ds/training/training_file.jsonl").read_text().splitlines():
         row = json.loads(line)
         assert row["chosen_response"] in {"5", "1"} and row["rejected_response"] in {"5", "1"}
+
+
+@pytest.mark.workload
+def test_the_nim_stand_in_answers_n_choices_in_one_request(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from dpo_operator.embedded.model_server import LocalModel, ModelServer
+    from dpo_operator.embedded.tiny_model import CHAT_TEMPLATE, build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny", chat_template=CHAT_TEMPLATE)
+    with ModelServer(LocalModel(str(model), "tiny")) as server:
+        async def sample() -> tuple[list[str | None], ChatClient]:
+            async with ChatClient(LLMSettings(server.url, "tiny", max_tokens=4)) as chat:
+                return await chat.candidates([{"role": "user", "content": "Move?"}], 3, seed=11), chat
+
+        texts, chat = asyncio.run(sample())
+        assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+        assert (chat.requests, chat.n_supported) == (1, True)
+        bad = httpx.post(f"{server.url}/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 0})
+        assert bad.status_code == 400
