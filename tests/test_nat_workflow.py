@@ -212,3 +212,13 @@ def test_a_failing_nat_run_is_a_run_error(tmp_path: Path, monkeypatch: pytest.Mo
     config.write_text(config.read_text().replace(str(PLUGIN / "data.json"), str(tmp_path / "missing.json")))
     with pytest.raises(CollectionError, match="run 1/1"):
         run_collection(nat_spec({"configFile": str(config)}), data_root=tmp_path)
+
+
+def test_the_operator_never_imports_nat() -> None:
+    import subprocess
+
+    code = ("import sys, dpo_operator.handlers, dpo_operator.cli, dpo_operator.collect.runner; "
+            "print(sorted(m for m in sys.modules if m == 'nat' or m.startswith('nat.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
