@@ -5,21 +5,30 @@ A NAT workflow that collects preference data emits, per candidate, a ``TTC_END``
 ``input``, ``output``, ``score``). The steps come either from running the workflow here with NAT's evaluation
 runner (:func:`run_nat_eval`, which needs the ``[nat]`` extra), or from the ``workflow_output.json`` files that
 ``nat eval`` writes (:func:`read_workflow_output`). Both give the same items: ``{"id": ..., "intermediate_steps":
-[step, ...]}`` with each step as NAT serialises an ``IntermediateStep``. This module imports NAT only inside
+[step, ...]}`` with each step as NAT serialises an ``IntermediateStep``. :func:`nat_runs` lays out a
+DPOCollection's runs from either source. This module imports NAT only inside
 :func:`evaluate`; the operator never imports it.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from dpo_operator.api.collection import (
+    NAT_CONFIG_DIR,
+    NAT_CONFIG_ENV,
+    NAT_DATASET_DIR,
+    NAT_DATASET_ENV,
+    NAT_OUTPUT_ENV,
+    DPOCollectionSpec,
+    NatWorkflowSpec,
+)
 from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 
-log = logging.getLogger(__name__)
 TTC_END = "TTC_END"
 WORKFLOW_OUTPUT = "workflow_output.json"
 ID_KEY, STEPS_KEY = "id", "intermediate_steps"  # NAT's default dataset structure keys
@@ -126,3 +135,42 @@ async def run_nat_eval(config_file: Path, output_dir: Path, *, dataset: Path | N
     if result.workflow_interrupted:
         raise NatError("the NAT workflow failed on an example and NAT's evaluation runner stopped (see the pod log)")
     return items_of(result)
+
+
+def nat_config_file(nat: NatWorkflowSpec) -> Path:
+    """The NAT config: a path in the image, or the ConfigMap file the operator mounted (``$DPO_NAT_CONFIG``)."""
+    if nat.config_file is not None:
+        return Path(nat.config_file)
+    return Path(os.environ.get(NAT_CONFIG_ENV) or NAT_CONFIG_DIR + "/" + nat.config_map_ref.key)  # type: ignore[union-attr]
+
+
+def nat_dataset_file(nat: NatWorkflowSpec) -> Path | None:
+    if nat.dataset_ref is None:
+        return None
+    return Path(os.environ.get(NAT_DATASET_ENV) or NAT_DATASET_DIR + "/" + nat.dataset_ref.key)
+
+
+def nat_workflow_output(nat: NatWorkflowSpec, data_root: Path) -> Path:
+    """The offline NAT output: ``$DPO_NAT_WORKFLOW_OUTPUT`` (set by the operator) or the path under the data root."""
+    assert nat.workflow_output is not None
+    return Path(os.environ.get(NAT_OUTPUT_ENV) or data_root / nat.workflow_output.path.lstrip("/"))
+
+
+def nat_runs(spec: DPOCollectionSpec, data_root: Path, scratch: Path, check: CandidateCheck,
+             ) -> Iterator[tuple[str, Callable[[], Awaitable[list[CandidateEvent]]]]]:
+    """(label, thunk) per run: offline, one per workflow_output.json file; else ``numRuns`` NAT evaluation runs."""
+    nat = spec.workflow.nat
+    assert nat is not None
+    if nat.workflow_output is not None:
+        for path in workflow_output_files(nat_workflow_output(nat, data_root)):
+            async def offline(path: Path = path) -> list[CandidateEvent]:
+                return candidates_from_items(read_workflow_output(path), nat.ttc_step_name, check)
+            yield str(path), offline
+        return
+    config, dataset_file = nat_config_file(nat), nat_dataset_file(nat)
+    for run in range(spec.num_runs):
+        async def live(run: int = run) -> list[CandidateEvent]:
+            items = await run_nat_eval(config, scratch / f"run-{run}", dataset=dataset_file,
+                                       max_concurrency=spec.workflow.max_concurrent_episodes)
+            return candidates_from_items(items, nat.ttc_step_name, check)
+        yield f"{run + 1}/{spec.num_runs}", live

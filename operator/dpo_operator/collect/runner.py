@@ -22,15 +22,7 @@ from typing import Any
 
 import httpx
 
-from dpo_operator.api.collection import (
-    NAT_CONFIG_DIR,
-    NAT_CONFIG_ENV,
-    NAT_DATASET_DIR,
-    NAT_DATASET_ENV,
-    NAT_OUTPUT_ENV,
-    DPOCollectionSpec,
-    NatWorkflowSpec,
-)
+from dpo_operator.api.collection import DPOCollectionSpec
 from dpo_operator.collect import dataset
 from dpo_operator.collect import nat as nat_mod
 from dpo_operator.collect.events import CandidateCheck, CandidateEvent
@@ -114,46 +106,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def nat_config_file(nat: NatWorkflowSpec) -> Path:
-    """The NAT config: a path in the image, or the ConfigMap file the operator mounted (``$DPO_NAT_CONFIG``)."""
-    if nat.config_file is not None:
-        return Path(nat.config_file)
-    return Path(os.environ.get(NAT_CONFIG_ENV) or NAT_CONFIG_DIR + "/" + nat.config_map_ref.key)  # type: ignore[union-attr]
-
-
-def nat_dataset_file(nat: NatWorkflowSpec) -> Path | None:
-    if nat.dataset_ref is None:
-        return None
-    return Path(os.environ.get(NAT_DATASET_ENV) or NAT_DATASET_DIR + "/" + nat.dataset_ref.key)
-
-
-def nat_workflow_output(nat: NatWorkflowSpec, data_root: Path) -> Path:
-    """The offline NAT output: ``$DPO_NAT_WORKFLOW_OUTPUT`` (set by the operator) or the path under the data root."""
-    assert nat.workflow_output is not None
-    return Path(os.environ.get(NAT_OUTPUT_ENV) or data_root / nat.workflow_output.path.lstrip("/"))
-
-
 RunThunk = Callable[[], Awaitable[list[CandidateEvent]]]
-
-
-def _nat_runs(spec: DPOCollectionSpec, data_root: Path, scratch: Path, check: CandidateCheck,
-              ) -> Iterator[tuple[str, RunThunk]]:
-    """(label, thunk) per run: offline, one per workflow_output.json file; else ``numRuns`` NAT evaluation runs."""
-    nat = spec.workflow.nat
-    assert nat is not None
-    if nat.workflow_output is not None:
-        for path in nat_mod.workflow_output_files(nat_workflow_output(nat, data_root)):
-            async def offline(path: Path = path) -> list[CandidateEvent]:
-                return nat_mod.candidates_from_items(nat_mod.read_workflow_output(path), nat.ttc_step_name, check)
-            yield str(path), offline
-        return
-    config, dataset_file = nat_config_file(nat), nat_dataset_file(nat)
-    for run in range(spec.num_runs):
-        async def live(run: int = run) -> list[CandidateEvent]:
-            items = await nat_mod.run_nat_eval(config, scratch / f"run-{run}", dataset=dataset_file,
-                                               max_concurrency=spec.workflow.max_concurrent_episodes)
-            return nat_mod.candidates_from_items(items, nat.ttc_step_name, check)
-        yield f"{run + 1}/{spec.num_runs}", live
 
 
 def _plugin_runs(spec: DPOCollectionSpec, chat: ChatClient, check: CandidateCheck) -> Iterator[tuple[str, RunThunk]]:
@@ -186,7 +139,7 @@ async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTrans
     started = time.monotonic()
     if spec.workflow.nat is not None:
         with tempfile.TemporaryDirectory(prefix="nat-eval-") as scratch:
-            await _collect_runs(spec, _nat_runs(spec, data_root, Path(scratch), check), collected)
+            await _collect_runs(spec, nat_mod.nat_runs(spec, data_root, Path(scratch), check), collected)
     else:
         assert spec.llm is not None
         async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
