@@ -48,7 +48,8 @@ def main() -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"events            {stats.events:>12,}")
     print(f"decision points   {stats.turns:>12,}")
-    print(f"pairs             {len(pairs):>12,}  (ties dropped {stats.tied_pairs_dropped:,}, truncated {stats.truncated:,})")
+    print(f"pairs             {len(pairs):>12,}  (ties dropped {stats.tied_pairs_dropped:,}, "
+          f"identical texts dropped {stats.identical_pairs_dropped:,}, truncated {stats.truncated:,})")
     print(f"time              {elapsed:>12.2f} s")
     print(f"events/s          {stats.events / elapsed:>12,.0f}")
     print(f"pairs/s           {len(pairs) / elapsed:>12,.0f}")

@@ -85,7 +85,8 @@ def test_permanent_endpoint_error_fails_with_message(tmp_path: Path) -> None:
 
 
 def test_continue_on_collection_error_skips_the_failed_run(tmp_path: Path) -> None:
-    s = spec(numRuns=2, continueOnCollectionError=True, llm={"baseUrl": "http://llm.test/v1", "model": "m", "maxRetries": 0})
+    s = spec(numRuns=2, continueOnCollectionError=True,
+             llm={"baseUrl": "http://llm.test/v1", "model": "m", "maxRetries": 0, "useN": False})
     result = run_collection(s, data_root=tmp_path, transport=scripted_transport(fail_first=1, status=400))
     assert (result.runsCompleted, result.runsFailed) == (1, 1)
     assert "HTTP 400" in result.errors[0]

@@ -128,3 +128,62 @@ def test_real_collector_runs_in_a_local_pod(kube: Kube, namespace: str, operator
     assert status["runsCompleted"] == 2 and status["candidates"] > 0
     assert status["datasetLocation"] == "pvc://dpo-data/datasets/ttt"
     assert json.loads((dataset / "metrics.json").read_text())["pairs"] == status["pairs"]
+
+
+def test_nat_workflow_runs_as_a_dpocollection_in_a_local_pod(kube: Kube, namespace: str, operator: None, tmp_path,  # noqa: ANN001
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NAT workflow (the test plugin, found through its entry point as an installed package would be) runs
+    unchanged in the collection pod; its TTC_END candidates become the dataset, and the status reports them."""
+    kube.require_emulated()  # runs a kubelet stand-in
+    pytest.importorskip("nat.plugins.eval.runtime.evaluate", reason="needs the [nat] extra")
+    import os
+    from pathlib import Path
+
+    from dpo_operator.embedded.executor import LocalExecutor
+    from tests.test_nat_workflow import PLUGIN, as_set, minus_ties, nat_reference
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGIN), os.environ.get("PYTHONPATH")])))
+    config = Path(tmp_path) / "nat-config.yml"
+    config.write_text((PLUGIN / "config.yml").read_text().replace("file_path: data.json",
+                                                                  f"file_path: {PLUGIN / 'data.json'}"))
+    spec = {"workflow": {"nat": {"configFile": str(config), "ttcStepName": "dpo_candidate_move"},
+                         "maxConcurrentEpisodes": 2},
+            "numRuns": 2, "useFullMessageHistory": True, "output": {"pvc": {"claimName": "dpo-data", "path": "/nat"}}}
+    with LocalExecutor(kube.api, Path(tmp_path) / "cluster", namespace) as executor:
+        kube.create("DPOCollection", namespace, "natwf", spec)
+        done = kube.wait_phase("DPOCollection", namespace, "natwf", "Succeeded", timeout=90)
+    status = done["status"]
+    dataset = executor.pvc_dir("dpo-data") / "nat"
+    rows = [json.loads(line) for name in ("training/training_file.jsonl", "validation/validation_file.jsonl")
+            for line in (dataset / name).read_text().splitlines()]
+    assert as_set(rows) == as_set(minus_ties(nat_reference()))
+    assert status["runsCompleted"] == 2 and status["candidates"] == 80 and status["invalidCandidates"] == 0
+    assert status["candidatesPerSecond"] > 0
+    env = {e["name"] for e in kube.job(namespace, "natwf-collect")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "OPENAI_API_KEY" not in env  # no llm: the NAT config says where its model is
+
+
+def test_nat_inputs_are_mounted_into_the_collection_pod(kube: Kube, namespace: str, operator: None) -> None:
+    """ConfigMap-held NAT config and dataset, and an offline workflow output on another PVC, reach the pod."""
+    spec = {"workflow": {"nat": {"configMapRef": {"name": "nat", "key": "config.yml"},
+                                 "datasetRef": {"name": "nat-data", "key": "data.json"}}},
+            "template": {"env": [{"name": "NVIDIA_API_KEY", "valueFrom": {"secretKeyRef": {"name": "k", "key": "v"}}}]},
+            "output": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}
+    kube.create("DPOCollection", namespace, "natcm", spec)
+    pod = wait_for(lambda: kube.job(namespace, "natcm-collect"), what="collection job")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["nat-config"]["configMap"] == {"name": "nat", "items": [{"key": "config.yml", "path": "config.yml"}]}
+    assert volumes["nat-dataset"]["configMap"]["name"] == "nat-data"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["DPO_NAT_CONFIG"]["value"] == "/etc/dpo-operator/nat-config/config.yml"
+    assert env["DPO_NAT_DATASET"]["value"] == "/etc/dpo-operator/nat-dataset/data.json"
+    assert env["NVIDIA_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "k", "key": "v"}  # NAT's key, by reference
+
+    offline = {"workflow": {"nat": {"workflowOutput": {"claimName": "nat-runs", "path": "/eval/jobs"}}},
+               "output": {"pvc": {"claimName": "dpo-data"}}}
+    kube.create("DPOCollection", namespace, "natoff", offline)
+    pod = wait_for(lambda: kube.job(namespace, "natoff-collect"), what="collection job")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["nat-output"]["persistentVolumeClaim"] == {"claimName": "nat-runs", "readOnly": True}
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["DPO_NAT_WORKFLOW_OUTPUT"]["value"] == "/nat-output/eval/jobs"

@@ -20,7 +20,8 @@ def triples(pairs):  # noqa: ANN001, ANN201
 
 def test_exhaustive_pairs_every_higher_with_every_lower() -> None:
     pairs = build_pairs([ev(0.1, 0), ev(0.9, 1), ev(0.5, 2)], PairingOptions())
-    assert triples(pairs) == [("c1", "c2", pytest.approx(0.4)), ("c1", "c0", pytest.approx(0.8)),
+    # a turn's pairs come by score difference, largest first (as NAT orders them); equal differences in rank order
+    assert triples(pairs) == [("c1", "c0", pytest.approx(0.8)), ("c1", "c2", pytest.approx(0.4)),
                               ("c2", "c0", pytest.approx(0.4))]
     assert all(p.prompt == "prompt e0/t0" for p in pairs)
 
@@ -39,7 +40,7 @@ def test_all_tied_turn_gives_nothing() -> None:
 def test_min_score_diff_is_inclusive() -> None:
     stats = PairingStats()
     pairs = build_pairs([ev(1.0, 0), ev(0.5, 1), ev(0.0, 2)], PairingOptions(min_score_diff=0.5), stats)
-    assert triples(pairs) == [("c0", "c1", 0.5), ("c0", "c2", 1.0), ("c1", "c2", 0.5)]
+    assert triples(pairs) == [("c0", "c2", 1.0), ("c0", "c1", 0.5), ("c1", "c2", 0.5)]
     pairs = build_pairs([ev(1.0, 0), ev(0.5, 1), ev(0.0, 2)], PairingOptions(min_score_diff=0.6), stats)
     assert triples(pairs) == [("c0", "c2", 1.0)]
     assert stats.below_threshold_dropped == 2
@@ -61,9 +62,26 @@ def test_best_vs_worst_ignores_max_pairs_per_turn() -> None:
     assert build_pairs([ev(0.2, 0), ev(0.2, 1)], PairingOptions(strategy="bestVsWorst")) == []
 
 
-def test_ties_in_sorting_follow_candidate_index_not_arrival_order() -> None:
+def test_ties_in_sorting_follow_emission_order_as_in_nat() -> None:
     pairs = build_pairs([ev(1.0, 2), ev(1.0, 0), ev(0.0, 1)], PairingOptions())
-    assert [p.chosen for p in pairs] == ["c0", "c2"]
+    assert [p.chosen for p in pairs] == ["c2", "c0"]
+    pairs = build_pairs([ev(0.0, 1), ev(1.0, 0), ev(1.0, 2)], PairingOptions(strategy="bestVsWorst"))
+    assert triples(pairs) == [("c0", "c1", 1.0)]
+
+
+def test_identical_texts_carry_no_preference() -> None:
+    stats = PairingStats()
+    pairs = build_pairs([ev(1.0, 0, out="5"), ev(0.5, 1, out="5"), ev(0.0, 2, out="7")], PairingOptions(), stats)
+    assert triples(pairs) == [("5", "7", 1.0), ("5", "7", 0.5)]
+    assert stats.identical_pairs_dropped == 1
+
+
+def test_group_key_is_a_tuple_not_a_joined_string() -> None:
+    # NAT's f"{example_id}::{turn_id}" would merge these two decision points into one
+    events = [ev(1.0, 0, example="a::b", turn="c"), ev(0.0, 1, example="a", turn="b::c")]
+    stats = PairingStats()
+    assert build_pairs(events, PairingOptions(), stats) == []
+    assert stats.turns == 2
 
 
 def test_groups_are_per_example_and_turn() -> None:

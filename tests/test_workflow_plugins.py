@@ -58,3 +58,34 @@ def test_unknown_workflow_is_a_clear_error() -> None:
         load_workflow("chess", {})
     with pytest.raises(WorkflowNotFound, match="cannot load workflow 'nope.mod:f'"):
         load_workflow("nope.mod:f", {})
+
+
+class SloppyWorkflow(LengthWorkflow):
+    """Emits what real plugins get wrong: NaN/inf scores, None outputs, a prompt ending in a tool call."""
+
+    async def episode(self, example: Example, sample: Sampler, seed: int) -> list[CandidateEvent]:
+        good = await super().episode(example, sample, seed)
+        call = [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}]
+        return [*good, CandidateEvent(example.example_id, "t1", 1, 0, example.payload, "x", float("nan")),
+                CandidateEvent(example.example_id, "t1", 1, 1, example.payload, None, 1.0),  # type: ignore[arg-type]
+                CandidateEvent(example.example_id, "t2", 2, 0, call, "a", 1.0),
+                CandidateEvent(example.example_id, "t2", 2, 1, call, "b", float("inf"))]
+
+
+def sloppy(config: dict[str, Any]) -> SloppyWorkflow:
+    return SloppyWorkflow(config)
+
+
+def test_plugin_candidates_are_checked_not_trusted(tmp_path: Path) -> None:
+    answers = iter(range(10**6))
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, json={"choices": [
+        {"message": {"content": "x" * (next(answers) % 3 + 1)}}]}))
+    spec = DPOCollectionSpec.model_validate({
+        "workflow": {"name": "tests.test_workflow_plugins:sloppy", "numExamples": 2},
+        "llm": {"baseUrl": "http://x/v1", "model": "m", "useN": False}, "candidatesPerTurn": 3,
+        "output": {"pvc": {"claimName": "d"}}})  # useFullMessageHistory false: the prompt is the last message's text
+    result = run_collection(spec, data_root=tmp_path, transport=transport)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["invalidCandidatesByReason"] == {"nonFiniteScore": 4, "nullOutput": 2, "promptWithoutText": 2}
+    assert result.invalidCandidates == 8 and result.pairs["total"] > 0
+    assert "null" not in (tmp_path / "training/training_file.jsonl").read_text()

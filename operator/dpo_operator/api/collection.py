@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from dpo_operator.api.common import (
     ApiModel,
@@ -12,11 +12,56 @@ from dpo_operator.api.common import (
     FreeForm,
     JobControls,
     PodOptions,
+    PvcLocation,
     SecretKeyRef,
     StorageLocation,
 )
 from dpo_operator.api.kinds import KindInfo, PrinterColumn
 from dpo_operator.api.schema_hints import immutable, nested
+
+
+# Where the collection pod finds the NAT inputs the operator mounts (ConfigMaps, the offline PVC); the operator
+# also passes each file's path in an environment variable.
+NAT_CONFIG_DIR, NAT_CONFIG_ENV = "/etc/dpo-operator/nat-config", "DPO_NAT_CONFIG"
+NAT_DATASET_DIR, NAT_DATASET_ENV = "/etc/dpo-operator/nat-dataset", "DPO_NAT_DATASET"
+NAT_OUTPUT_DIR, NAT_OUTPUT_ENV = "/nat-output", "DPO_NAT_WORKFLOW_OUTPUT"
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key of a ConfigMap in the resource's own namespace (mounted into the collection pod as a file)."""
+
+    name: str = Field(min_length=1, description="Name of the ConfigMap.")
+    key: str = Field(min_length=1, pattern=r"^[-._a-zA-Z0-9]+$", description="Key inside the ConfigMap.")
+
+
+class NatWorkflowSpec(ApiModel):
+    """A NeMo Agent Toolkit workflow, run unchanged by NAT's evaluation runner in the collection pod.
+
+    Its ``TTC_END`` intermediate steps named ``ttcStepName`` (``TTCEventData``: turn_id, turn_index,
+    candidate_index, input, output, score) are the candidates. Alternatively ``workflowOutput`` reads the
+    ``workflow_output.json`` files of earlier ``nat eval`` runs (written with
+    ``workflow_output_step_filter: [TTC_END]``) without running anything.
+    """
+
+    config_file: str | None = Field(default=None, min_length=1,
+                                    description="Path of the NAT config YAML inside the collection image.")
+    config_map_ref: ConfigMapKeyRef | None = Field(default=None, description="A ConfigMap key holding the NAT config YAML.")
+    workflow_output: PvcLocation | None = Field(
+        default=None, description="Offline input: a workflow_output.json file, or a directory searched for them, "
+                                  "on a PVC (each file counts as one run).")
+    ttc_step_name: str = Field(default="dpo_candidate_move", min_length=1,
+                               description="Name of the TTC_END steps that carry the candidates.")
+    dataset_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key holding the evaluation dataset (replaces eval.general.dataset's file).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "NatWorkflowSpec":
+        sources = [self.config_file, self.config_map_ref, self.workflow_output]
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError("workflow.nat needs exactly one of configFile, configMapRef or workflowOutput")
+        if self.workflow_output is not None and self.dataset_ref is not None:
+            raise ValueError("workflow.nat.datasetRef has no effect with workflowOutput (nothing is run)")
+        return self
 
 
 class WorkflowSpec(ApiModel):
@@ -29,6 +74,13 @@ class WorkflowSpec(ApiModel):
     )
     num_examples: int = Field(default=32, ge=1, le=1_000_000, description="Dataset examples (episodes) per run.")
     config: FreeForm | None = Field(default=None, description="Workflow-specific settings, passed through.")
+    nat: NatWorkflowSpec | None = Field(
+        default=None, description="Run a NeMo Agent Toolkit workflow instead (name, numExamples and config are then "
+                                  "unused: the NAT config and its dataset say what runs).")
+    max_concurrent_episodes: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="At most this many episodes run at once (NAT workflows: eval.general.max_concurrency); "
+                    "unset: all of a run's episodes start together (NAT: the config's own setting).")
 
 
 class LLMEndpointSpec(ApiModel):
@@ -42,6 +94,9 @@ class LLMEndpointSpec(ApiModel):
     timeout_seconds: float = Field(default=60.0, gt=0)
     max_concurrency: int = Field(default=8, ge=1, le=1024)
     max_retries: int = Field(default=3, ge=0, le=20)
+    use_n: bool = Field(default=True, description="Ask for all of a decision point's candidates in one request (the "
+                                                  "OpenAI 'n' parameter) when the endpoint honours it; otherwise, "
+                                                  "or when false, one seeded request per candidate.")
 
 
 class PairStrategy(str, Enum):
@@ -59,10 +114,18 @@ class PairingSpec(ApiModel):
     require_multiple_candidates: bool = True
 
 
+LLM_OR_NAT = "spec.llm is required unless spec.workflow.nat is set (a NAT workflow brings its own model calls)"
+
+
 class DPOCollectionSpec(ApiModel):
+    model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.llm) || (has(self.workflow) && has(self.workflow.nat))", "message": LLM_OR_NAT}]})
+
     workflow: WorkflowSpec = nested(WorkflowSpec, **immutable("workflow is immutable; create a new DPOCollection"))
-    llm: LLMEndpointSpec = Field(json_schema_extra=immutable("llm is immutable; create a new DPOCollection"))
-    candidates_per_turn: int = Field(default=4, ge=1, le=64, description="Candidate responses sampled per decision point.")
+    llm: LLMEndpointSpec | None = Field(default=None,
+                                        json_schema_extra=immutable("llm is immutable; create a new DPOCollection"))
+    candidates_per_turn: int = Field(default=4, ge=1, le=64, description="Candidate responses sampled per decision point "
+                                                                          "(unused by NAT workflows).")
     pairing: PairingSpec = nested(PairingSpec)
     num_runs: int = Field(default=1, ge=1, le=1000)
     deduplicate_pairs: bool = True
@@ -78,6 +141,10 @@ class DPOCollectionSpec(ApiModel):
 
     @model_validator(mode="after")
     def _pairs_need_candidates(self) -> "DPOCollectionSpec":
+        if self.workflow.nat is not None:
+            return self
+        if self.llm is None:
+            raise ValueError(LLM_OR_NAT)
         if self.pairing.require_multiple_candidates and self.candidates_per_turn < 2:
             raise ValueError(
                 "candidatesPerTurn must be at least 2 when pairing.requireMultipleCandidates is true "
@@ -100,6 +167,9 @@ class DPOCollectionStatus(CommonStatus):
     runs_completed: int | None = None
     runs_failed: int | None = None
     mean_score_diff: float | None = None
+    invalid_candidates: int | None = Field(default=None, description="Candidates rejected (NaN/inf score, empty "
+                                                                     "output...); metrics.json has them by reason.")
+    candidates_per_second: float | None = None
     failure_reason: str | None = None
 
 

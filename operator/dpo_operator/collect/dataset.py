@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpo_operator.collect.events import Prompt
+from dpo_operator.collect.events import Prompt, message_text
 from dpo_operator.collect.pairs import PreferencePair
 
 TRAIN_FILE = "training/training_file.jsonl"
@@ -60,11 +60,12 @@ def split(items: list[Any], validation_fraction: float, seed: int) -> tuple[list
 
 
 def prompt_value(prompt: Prompt, full_history: bool) -> Prompt:
+    """The dataset's prompt: the whole message list, or the text of the last message (checked to exist upstream)."""
     if full_history:
         return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     if isinstance(prompt, str):
         return prompt
-    return prompt[-1]["content"] if prompt else ""
+    return (message_text(prompt[-1]) or "") if prompt else ""
 
 
 def to_row(pair: PreferencePair, full_history: bool) -> dict[str, Any]:

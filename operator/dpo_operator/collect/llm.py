@@ -1,11 +1,18 @@
-"""An OpenAI-compatible chat-completions client (a NIM or any compatible server) for candidate generation."""
+"""An OpenAI-compatible chat-completions client (a NIM or any compatible server) for candidate generation.
+
+All candidates of a decision point are asked for in one request with ``n`` (one prefill of the prompt instead of
+``n``) as long as the endpoint honours it; an endpoint that answers with fewer choices, or rejects ``n``, gets
+separate seeded requests from then on. ``Retry-After`` on 429/503 is honoured.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +22,19 @@ from dpo_operator.collect.events import Message
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER_SECONDS = 120.0
 
 
 class LLMError(RuntimeError):
     """The endpoint failed for good (bad request, auth, unknown model) or after all retries."""
+
+
+class _Rejected(LLMError):
+    """A 4xx answer (kept apart so that a request with ``n`` can be retried without it)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -31,12 +47,29 @@ class LLMSettings:
     max_concurrency: int = 8
     max_retries: int = 3
     api_key: str | None = None
+    use_n: bool = True
 
     @classmethod
     def from_spec(cls, llm: Any) -> "LLMSettings":
         return cls(base_url=llm.base_url, model=llm.model, temperature=llm.temperature, max_tokens=llm.max_tokens,
                    timeout_seconds=llm.timeout_seconds, max_concurrency=llm.max_concurrency,
-                   max_retries=llm.max_retries, api_key=os.environ.get("OPENAI_API_KEY") or None)
+                   max_retries=llm.max_retries, api_key=os.environ.get("OPENAI_API_KEY") or None, use_n=llm.use_n)
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header of a response (seconds or an HTTP date), capped; ``None`` when absent or bad."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 class ChatClient:
@@ -51,6 +84,8 @@ class ChatClient:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._backoff_base = backoff_base
         self.requests = 0
+        self.completions = 0
+        self.n_supported: bool | None = None if settings.use_n else False  # None: not known yet
 
     async def __aenter__(self) -> "ChatClient":
         return self
@@ -58,34 +93,83 @@ class ChatClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self._client.aclose()
 
-    async def complete(self, messages: list[Message], seed: int | None = None) -> str:
-        body: dict[str, Any] = {"model": self.settings.model, "messages": messages,
-                                "temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
-        if seed is not None:
-            body["seed"] = seed
+    async def _post(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``choices`` of one completion request, after retries."""
         last_error = ""
         for attempt in range(self.settings.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self._backoff_base * 2 ** (attempt - 1) * (0.5 + random.random()))
             try:
                 async with self._slots:
                     self.requests += 1
                     response = await self._client.post("chat/completions", json=body)
             except httpx.TransportError as exc:  # connection refused, timeouts, resets
                 last_error = f"{type(exc).__name__}: {exc}"
+                await self._backoff(attempt, None)
                 continue
             if response.status_code in RETRYABLE_STATUS:
                 last_error = f"HTTP {response.status_code}"
+                if attempt < self.settings.max_retries:
+                    await self._backoff(attempt, retry_after_seconds(response))
                 continue
             if response.status_code >= 400:
-                raise LLMError(f"{self.settings.base_url} answered HTTP {response.status_code}: {response.text[:300]}")
+                raise _Rejected(f"{self.settings.base_url} answered HTTP {response.status_code}: {response.text[:300]}",
+                                response.status_code)
             try:
-                return response.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError):
+                choices = response.json()["choices"]
+                if not isinstance(choices, list) or not choices:
+                    raise TypeError
+                return choices
+            except (ValueError, KeyError, TypeError):
                 raise LLMError(f"{self.settings.base_url} returned a malformed completion: {response.text[:300]}") from None
         raise LLMError(f"{self.settings.base_url} failed after {self.settings.max_retries + 1} attempts: {last_error}")
 
-    async def candidates(self, messages: list[Message], n: int, seed: int | None = None) -> list[str]:
-        """``n`` independent samples for one decision point (concurrently, within the concurrency bound)."""
-        seeds = [None if seed is None else seed + i for i in range(n)]
-        return list(await asyncio.gather(*(self.complete(messages, s) for s in seeds)))
+    async def _backoff(self, attempt: int, retry_after: float | None) -> None:
+        if attempt >= self.settings.max_retries:
+            return
+        delay = self._backoff_base * 2 ** attempt * (0.5 + random.random())
+        await asyncio.sleep(max(delay, retry_after or 0.0))
+
+    def _body(self, messages: list[Message], seed: int | None, n: int = 1) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.settings.model, "messages": messages,
+                                "temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
+        if seed is not None:
+            body["seed"] = seed
+        if n > 1:
+            body["n"] = n
+        return body
+
+    @staticmethod
+    def _text(choice: Any) -> str | None:
+        """A choice's text; ``None`` for a choice without text (e.g. a tool call), which the checks then reject."""
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        return content if isinstance(content, str) else None
+
+    async def complete(self, messages: list[Message], seed: int | None = None) -> str | None:
+        choices = await self._post(self._body(messages, seed))
+        self.completions += 1
+        return self._text(choices[0])
+
+    async def candidates(self, messages: list[Message], n: int, seed: int | None = None) -> list[str | None]:
+        """``n`` samples for one decision point: one request with ``n`` when honoured, else ``n`` seeded requests."""
+        texts: list[str | None] = []
+        if n > 1 and self.n_supported is not False:
+            try:
+                choices = await self._post(self._body(messages, seed, n))
+            except _Rejected as exc:
+                if exc.status in (401, 403, 404):  # auth or model problems are not about n
+                    raise
+                log.info("%s rejected n=%d (%s); sampling with separate requests", self.settings.base_url, n, exc)
+                self.n_supported = False
+            else:
+                texts = [self._text(c) for c in choices[:n]]
+                self.completions += len(texts)
+                if len(choices) >= n:
+                    self.n_supported = True
+                elif self.n_supported is None:
+                    log.info("%s ignores n (asked %d, got %d choices); sampling with separate requests",
+                             self.settings.base_url, n, len(choices))
+                    self.n_supported = False
+        missing = range(len(texts), n)
+        seeds = [None if seed is None else seed + i for i in missing]
+        texts.extend(await asyncio.gather(*(self.complete(messages, s) for s in seeds)))
+        return texts

@@ -1,13 +1,18 @@
 """Preference pairs from scored candidates, with the semantics of NeMo Agent Toolkit's dpo_traj_builder.
 
-Candidates are grouped by (example_id, turn_id) and sorted by score (descending, stable over candidate_index).
-``exhaustive`` pairs every higher-scored candidate with every lower-scored one, keeping the
-``max_pairs_per_turn`` largest score differences; ``bestVsWorst`` pairs only the first and last.
-Pairs whose difference is below ``min_score_diff`` are dropped.
+Candidates are grouped by the tuple (example_id, turn_id) and sorted by score (descending; equal scores keep
+their emission order, as NAT's stable sort does). ``exhaustive`` pairs every higher-scored candidate with every
+lower-scored one and orders a turn's pairs by score difference (largest first, stable), keeping the
+``max_pairs_per_turn`` first; ``bestVsWorst`` pairs only the first and last. Pairs whose difference is below
+``min_score_diff`` are dropped.
 
-One deliberate difference from the reference: equal-score pairs are never emitted, even with
-``min_score_diff == 0``. Two equally scored responses carry no preference, and training on them would
-push the policy towards an arbitrary one of them.
+Deliberate differences from the reference (NAT 1.9.0), each counted in :class:`PairingStats`:
+
+- equal-score pairs are never emitted, even with ``min_score_diff == 0``: two equally scored responses carry no
+  preference, and training on them would push the policy towards an arbitrary one of them;
+- pairs whose chosen and rejected texts are identical are dropped for the same reason;
+- the group key is a tuple, where NAT's ``f"{example_id}::{turn_id}"`` string merges e.g. example ``a::b`` turn
+  ``c`` with example ``a`` turn ``b::c``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class PairingStats:
     turns: int = 0
     single_candidate_turns: int = 0
     tied_pairs_dropped: int = 0
+    identical_pairs_dropped: int = 0
     below_threshold_dropped: int = 0
     truncated: int = 0
     score_diff_sum: float = field(default=0.0)
@@ -72,12 +78,15 @@ def _turn_pairs(ranked: list[CandidateEvent], options: PairingOptions, stats: Pa
         diff = chosen.score - rejected.score
         if diff <= 0.0:
             stats.tied_pairs_dropped += 1
+        elif chosen.output == rejected.output:
+            stats.identical_pairs_dropped += 1
         elif diff < options.min_score_diff:
             stats.below_threshold_dropped += 1
         else:
             kept.append((diff, chosen, rejected))
-    if options.strategy != "bestVsWorst" and options.max_pairs_per_turn is not None:
+    if options.strategy != "bestVsWorst":
         kept.sort(key=lambda item: -item[0])  # stable: equal differences keep their rank order
+    if options.strategy != "bestVsWorst" and options.max_pairs_per_turn is not None:
         stats.truncated += max(0, len(kept) - options.max_pairs_per_turn)
         kept = kept[: options.max_pairs_per_turn]
     return [_pair(chosen, chosen, rejected, diff, options) for diff, chosen, rejected in kept]
@@ -97,8 +106,7 @@ def build_pairs(events: Iterable[CandidateEvent], options: PairingOptions,
         if len(group) < 2:
             stats.single_candidate_turns += 1
             continue
-        group.sort(key=lambda e: e.candidate_index)
-        group.sort(key=lambda e: -e.score)  # stable: ties keep candidate order
+        group.sort(key=lambda e: -e.score)  # stable: ties keep their emission order (as NAT's sort does)
         turn = _turn_pairs(group, options, stats)
         stats.score_diff_sum += sum(p.score_diff for p in turn)
         pairs.extend(turn)

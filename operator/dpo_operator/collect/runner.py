@@ -1,11 +1,21 @@
-"""One collection: ``numRuns`` runs of the workflow over the examples, then pairs -> dataset -> destination."""
+"""One collection: ``numRuns`` runs of the workflow over the examples, then pairs -> dataset -> destination.
+
+A run's candidates come from a workflow plugin (sampling from the spec's LLM endpoint), from a NAT workflow run
+by NAT's evaluation runner, or from NAT ``workflow_output.json`` files (one run each). Every candidate is checked
+(:class:`CandidateCheck`); rejected ones are counted by reason in metrics.json and in the result.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +24,8 @@ import httpx
 
 from dpo_operator.api.collection import DPOCollectionSpec
 from dpo_operator.collect import dataset
-from dpo_operator.collect.events import CandidateEvent
+from dpo_operator.collect import nat as nat_mod
+from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
 from dpo_operator.collect.workflow import load_workflow
@@ -36,9 +47,26 @@ class CollectionResult:
     datasetLocation: str  # noqa: N815
     pairsPerRun: list[int] = field(default_factory=list)  # noqa: N815
     errors: list[str] = field(default_factory=list)
+    invalidCandidates: int = 0  # noqa: N815
+    candidatesPerSecond: float | None = None  # noqa: N815
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class Collected:
+    """What the runs produced, before the dataset is assembled."""
+
+    pairs: list[PreferencePair] = field(default_factory=list)
+    stats: PairingStats = field(default_factory=PairingStats)
+    per_run: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    requests: int | None = None
+    completions: int | None = None
+    n_sampling: bool | None = None
 
 
 def pairing_options(spec: DPOCollectionSpec) -> PairingOptions:
@@ -48,16 +76,28 @@ def pairing_options(spec: DPOCollectionSpec) -> PairingOptions:
                           require_multiple_candidates=p.require_multiple_candidates)
 
 
-async def _run_once(spec: DPOCollectionSpec, chat: ChatClient, run: int) -> list[CandidateEvent]:
+def decision_seed(seed: int, run: int, messages: list[dict[str, Any]]) -> int:
+    """A reproducible sampling seed for one decision point of one run (the same prompt, the same seed)."""
+    digest = hashlib.sha256(json.dumps([seed, run, messages], sort_keys=True, default=str).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+async def _plugin_run(spec: DPOCollectionSpec, chat: ChatClient, run: int, check: CandidateCheck,
+                      ) -> list[CandidateEvent]:
     workflow = load_workflow(spec.workflow.name, spec.workflow.config)
     examples = workflow.examples(spec.workflow.num_examples, spec.seed)  # the same examples in every run
+    slots = asyncio.Semaphore(spec.workflow.max_concurrent_episodes or len(examples) or 1)
 
-    async def sample(messages: list[dict[str, str]]) -> list[str]:
-        return await chat.candidates(messages, spec.candidates_per_turn)
+    async def sample(messages: list[dict[str, Any]]) -> list[str | None]:
+        return await chat.candidates(messages, spec.candidates_per_turn, decision_seed(spec.seed, run, messages))
+
+    async def episode(example: Any) -> list[CandidateEvent]:
+        async with slots:
+            return await workflow.episode(example, sample, spec.seed + run)
 
     async with asyncio.TaskGroup() as group:  # one failed episode cancels the rest of the run
-        tasks = [group.create_task(workflow.episode(example, sample, spec.seed + run)) for example in examples]
-    return [event for task in tasks for event in task.result()]
+        tasks = [group.create_task(episode(example)) for example in examples]
+    return check.events(event for task in tasks for event in task.result())
 
 
 def _describe(exc: BaseException) -> str:
@@ -66,33 +106,54 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTransport | None = None,
-                        ) -> tuple[list[PreferencePair], PairingStats, list[int], list[str]]:
+RunThunk = Callable[[], Awaitable[list[CandidateEvent]]]
+
+
+def _plugin_runs(spec: DPOCollectionSpec, chat: ChatClient, check: CandidateCheck) -> Iterator[tuple[str, RunThunk]]:
+    for run in range(spec.num_runs):
+        yield f"{run + 1}/{spec.num_runs}", lambda run=run: _plugin_run(spec, chat, run, check)
+
+
+async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunThunk]], collected: Collected) -> None:
     options = pairing_options(spec)
-    stats = PairingStats()
-    pairs: list[PreferencePair] = []
-    per_run: list[int] = []
-    errors: list[str] = []
-    async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
-        for run in range(spec.num_runs):
-            try:
-                events = await _run_once(spec, chat, run)
-            except Exception as exc:  # noqa: BLE001  (every failure of a run is handled the same way)
-                error = f"run {run + 1}/{spec.num_runs}: {_describe(exc)}"
-                if not spec.continue_on_collection_error:
-                    raise CollectionError(error) from exc
-                log.warning("collection %s (continuing: continueOnCollectionError)", error)
-                errors.append(error)
-                continue
-            run_pairs = build_pairs(events, options, stats)
-            per_run.append(len(run_pairs))
-            pairs.extend(run_pairs)
-            log.info("run %d/%d: %d candidates, %d pairs", run + 1, spec.num_runs, len(events), len(run_pairs))
-    return pairs, stats, per_run, errors
+    for label, thunk in runs:
+        try:
+            events = await thunk()
+        except Exception as exc:  # noqa: BLE001  (every failure of a run is handled the same way)
+            error = f"run {label}: {_describe(exc)}"
+            if not spec.continue_on_collection_error:
+                raise CollectionError(error) from exc
+            log.warning("collection %s (continuing: continueOnCollectionError)", error)
+            collected.errors.append(error)
+            continue
+        run_pairs = build_pairs(events, options, collected.stats)
+        collected.per_run.append(len(run_pairs))
+        collected.pairs.extend(run_pairs)
+        log.info("run %s: %d candidates, %d pairs", label, len(events), len(run_pairs))
 
 
-def finish(spec: DPOCollectionSpec, pairs: list[PreferencePair], stats: PairingStats, per_run: list[int],
-           errors: list[str], location: str) -> tuple[dataset.DatasetFiles, CollectionResult]:
+async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTransport | None = None,
+                        data_root: Path = Path("/data")) -> Collected:
+    collected = Collected()
+    check = CandidateCheck(full_history=spec.use_full_message_history)
+    started = time.monotonic()
+    if spec.workflow.nat is not None:
+        with tempfile.TemporaryDirectory(prefix="nat-eval-") as scratch:
+            await _collect_runs(spec, nat_mod.nat_runs(spec, data_root, Path(scratch), check), collected)
+    else:
+        assert spec.llm is not None
+        async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
+            await _collect_runs(spec, _plugin_runs(spec, chat, check), collected)
+            collected.requests, collected.completions, collected.n_sampling = chat.requests, chat.completions, chat.n_supported
+    collected.seconds = time.monotonic() - started
+    collected.rejected = check.rejected
+    if collected.rejected:
+        log.warning("rejected candidates: %s", dict(collected.rejected))
+    return collected
+
+
+def finish(spec: DPOCollectionSpec, collected: Collected, location: str) -> tuple[dataset.DatasetFiles, CollectionResult]:
+    pairs, stats, per_run, errors = collected.pairs, collected.stats, collected.per_run, collected.errors
     if not per_run:
         raise CollectionError(f"every collection run failed: {'; '.join(errors)[:1500]}")
     raw_count = len(pairs)
@@ -100,23 +161,32 @@ def finish(spec: DPOCollectionSpec, pairs: list[PreferencePair], stats: PairingS
         pairs = dataset.deduplicate(pairs)
     deduplicated = raw_count - len(pairs)
     pairs = dataset.sample(pairs, spec.max_pairs, spec.seed)
+    invalid = sum(collected.rejected.values())
     if not pairs:
+        rejected = f", {invalid} candidates were invalid ({dict(collected.rejected)})" if invalid else ""
         raise CollectionError(
-            f"no preference pairs: {stats.turns} decision points, {stats.tied_pairs_dropped} candidate pairs had "
-            f"equal scores and {stats.below_threshold_dropped} were below minScoreDiff={spec.pairing.min_score_diff}; "
+            f"no preference pairs: {stats.events} candidates at {stats.turns} decision points{rejected}; "
+            f"{stats.tied_pairs_dropped} candidate pairs had equal scores, {stats.identical_pairs_dropped} identical "
+            f"texts and {stats.below_threshold_dropped} were below minScoreDiff={spec.pairing.min_score_diff}; "
             "raise candidatesPerTurn or the LLM temperature, or lower pairing.minScoreDiff")
     train, validation = dataset.split(pairs, spec.validation_fraction, spec.seed)
     full = spec.use_full_message_history
     mean_diff = sum(p.score_diff for p in pairs) / len(pairs)
+    per_second = round(stats.events / collected.seconds, 3) if collected.seconds > 0 else None
     result = CollectionResult(
         pairs={"total": len(pairs), "training": len(train), "validation": len(validation)},
         candidates=stats.events, runsCompleted=len(per_run), runsFailed=len(errors),
         meanScoreDiff=round(mean_diff, 6), datasetLocation=location, pairsPerRun=per_run, errors=errors[:5],
+        invalidCandidates=invalid, candidatesPerSecond=per_second,
     )
     metrics: dict[str, Any] = {
         **asdict(result), "decisionPoints": stats.turns, "singleCandidateTurns": stats.single_candidate_turns,
-        "tiedPairsDropped": stats.tied_pairs_dropped, "belowThresholdDropped": stats.below_threshold_dropped,
+        "tiedPairsDropped": stats.tied_pairs_dropped, "identicalPairsDropped": stats.identical_pairs_dropped,
+        "belowThresholdDropped": stats.below_threshold_dropped,
         "truncatedPairs": stats.truncated, "duplicatesRemoved": deduplicated, "pairsBeforeSampling": raw_count - deduplicated,
+        "invalidCandidatesByReason": dict(sorted(collected.rejected.items())),
+        "collectionSeconds": round(collected.seconds, 3), "requests": collected.requests,
+        "completions": collected.completions, "nSampling": collected.n_sampling,
     }
     files = dataset.DatasetFiles(
         training=dataset.jsonl([dataset.to_row(p, full) for p in train]),
@@ -147,7 +217,7 @@ def write_output(spec: DPOCollectionSpec, files: dataset.DatasetFiles, data_root
 
 def run_collection(spec: DPOCollectionSpec, *, data_root: Path, output_dir: Path | None = None, name: str = "local",
                    transport: httpx.AsyncBaseTransport | None = None) -> CollectionResult:
-    pairs, stats, per_run, errors = asyncio.run(collect_pairs(spec, transport))
-    files, result = finish(spec, pairs, stats, per_run, errors, output_location(spec, data_root, output_dir))
+    collected = asyncio.run(collect_pairs(spec, transport, data_root))
+    files, result = finish(spec, collected, output_location(spec, data_root, output_dir))
     write_output(spec, files, data_root, output_dir, name)
     return result

@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 from dpo_operator.collect.events import CandidateEvent, Message
 
-Sampler = Callable[[list[Message]], Awaitable[list[str]]]
-"""Returns the candidate responses (as many as the spec asks for) for one decision point."""
+Sampler = Callable[[list[Message]], Awaitable[list[str | None]]]
+"""Returns the candidate responses (as many as the spec asks for) for one decision point; ``None`` for a
+choice without text (the candidate checks reject it)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Follows the NIM conventions the operator relies on: ``NIM_MODEL_NAME`` (weights directory), ``NIM_SERVED_MODEL_NAME``,
 ``NIM_PEFT_SOURCE`` (each sub-directory a LoRA adapter served under its directory name), ``NIM_SERVER_PORT``;
 ``/v1/health/ready`` answers 200 once the model is loaded, ``/v1/models`` lists the base model and the adapters,
-``/v1/chat/completions`` generates (one choice per request, ``temperature`` 0 is greedy). For the embedded demo
+``/v1/chat/completions`` generates (``n`` choices, the i-th seeded ``seed + i``; ``temperature`` 0 is greedy). For the embedded demo
 and tests (CPU, tiny models); never a production server. Needs the [workload] extra.
 """
 
@@ -107,13 +107,17 @@ class ModelServer(AppThread):
         if name not in self.model.names:
             return web.json_response({"error": {"message": f"model {name!r} not found", "type": "NotFoundError"}},
                                      status=404)
-        text = await asyncio.get_running_loop().run_in_executor(
+        n, seed = 1 if body.get("n") is None else body["n"], body.get("seed")
+        if not isinstance(n, int) or not 1 <= n <= 128:
+            return web.json_response({"error": {"message": "n must be an integer from 1 to 128",
+                                                "type": "BadRequestError"}}, status=400)
+        texts = [await asyncio.get_running_loop().run_in_executor(
             None, self.model.complete, body.get("messages") or [], name, float(body.get("temperature", 1.0)),
-            int(body.get("max_tokens") or 16), body.get("seed"))
+            int(body.get("max_tokens") or 16), None if seed is None else seed + i) for i in range(n)]
         return web.json_response({"id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion",
                                   "created": int(time.time()), "model": name,
-                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                               "finish_reason": "stop"}]})
+                                  "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                                               "finish_reason": "stop"} for i, text in enumerate(texts)]})
 
 
 def serve_from_env(host: str = "0.0.0.0") -> None:

@@ -9,7 +9,16 @@ from typing import Any
 import kopf
 
 from dpo_operator.api import GROUP, VERSION
-from dpo_operator.api.collection import KIND, DPOCollectionSpec
+from dpo_operator.api.collection import (
+    KIND,
+    NAT_CONFIG_DIR,
+    NAT_CONFIG_ENV,
+    NAT_DATASET_DIR,
+    NAT_DATASET_ENV,
+    NAT_OUTPUT_DIR,
+    NAT_OUTPUT_ENV,
+    DPOCollectionSpec,
+)
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import (
@@ -46,6 +55,32 @@ def job_name(name: str) -> str:
     return child_name(name, "collect")
 
 
+def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                      list[dict[str, Any]]]:
+    """Volumes, mounts and env for a NAT workflow's ConfigMaps, or its offline workflow output on a PVC."""
+    nat = spec.workflow.nat
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    if nat is None:
+        return volumes, mounts, env
+    for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
+                                        ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
+        if ref is not None:
+            volumes.append({"name": volume, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]}})
+            mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
+            env.append({"name": var, "value": f"{directory}/{ref.key}"})
+    source = nat.workflow_output
+    if source is not None:
+        root = data_root
+        if spec.output.pvc is None or spec.output.pvc.claim_name != source.claim_name:  # else: already mounted
+            volumes.append(pvc_volume("nat-output", source, read_only=True))
+            mounts.append({"name": "nat-output", "mountPath": NAT_OUTPUT_DIR, "readOnly": True})
+            root = NAT_OUTPUT_DIR
+        env.append({"name": NAT_OUTPUT_ENV, "value": f"{root.rstrip('/')}/{source.path.strip('/')}".rstrip("/")})
+    return volumes, mounts, env
+
+
 def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> dict[str, Any]:
     name = body["metadata"]["name"]
     labels = labels_for(KIND.kind, name, "collector")
@@ -53,11 +88,15 @@ def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> 
     if spec.output.pvc is not None:
         volumes.append(pvc_volume("output", spec.output.pvc))
         mounts.append({"name": "output", "mountPath": config.data_root})
+    nat_volumes, nat_mounts, nat_env = _nat_inputs(spec, config.data_root)
+    volumes.extend(nat_volumes)
+    mounts.extend(nat_mounts)
     env = [
         {"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
         {"name": "DPO_DATA_ROOT", "value": config.data_root},
         {"name": "DPO_RESOURCE_NAME", "value": name},
-        *secret_env("OPENAI_API_KEY", spec.llm.api_key_secret_ref),
+        *nat_env,
+        *secret_env("OPENAI_API_KEY", spec.llm.api_key_secret_ref if spec.llm else None),
         *secret_env("HF_TOKEN", spec.output.hub.token_secret_ref if spec.output.hub else None),
     ]
     collector = container(
@@ -100,6 +139,8 @@ def _result_fields(result: dict[str, Any]) -> dict[str, Any]:
         "runsFailed": result.get("runsFailed"),
         "meanScoreDiff": result.get("meanScoreDiff"),
         "datasetLocation": result.get("datasetLocation"),
+        "invalidCandidates": result.get("invalidCandidates"),
+        "candidatesPerSecond": result.get("candidatesPerSecond"),
     }
 
 

@@ -1,0 +1,176 @@
+"""NeMo Agent Toolkit (NAT) workflows as a candidate source: their ``TTC_END`` steps become candidate events.
+
+A NAT workflow that collects preference data emits, per candidate, a ``TTC_END`` intermediate step named e.g.
+``dpo_candidate_move`` whose ``data`` is a ``TTCEventData`` (``turn_id``, ``turn_index``, ``candidate_index``,
+``input``, ``output``, ``score``). The steps come either from running the workflow here with NAT's evaluation
+runner (:func:`run_nat_eval`, which needs the ``[nat]`` extra), or from the ``workflow_output.json`` files that
+``nat eval`` writes (:func:`read_workflow_output`). Both give the same items: ``{"id": ..., "intermediate_steps":
+[step, ...]}`` with each step as NAT serialises an ``IntermediateStep``. :func:`nat_runs` lays out a
+DPOCollection's runs from either source. This module imports NAT only inside
+:func:`evaluate`; the operator never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from dpo_operator.api.collection import (
+    NAT_CONFIG_DIR,
+    NAT_CONFIG_ENV,
+    NAT_DATASET_DIR,
+    NAT_DATASET_ENV,
+    NAT_OUTPUT_ENV,
+    DPOCollectionSpec,
+    NatWorkflowSpec,
+)
+from dpo_operator.collect.events import CandidateCheck, CandidateEvent
+
+TTC_END = "TTC_END"
+WORKFLOW_OUTPUT = "workflow_output.json"
+ID_KEY, STEPS_KEY = "id", "intermediate_steps"  # NAT's default dataset structure keys
+
+
+class NatError(RuntimeError):
+    """A NAT run or a NAT output file cannot yield candidates; the message says why."""
+
+
+def _payload(step: Any) -> dict[str, Any]:
+    payload = step.get("payload") if isinstance(step, dict) else None
+    return payload if isinstance(payload, dict) else {}
+
+
+def is_candidate_step(step: Any, step_name: str) -> bool:
+    """A ``TTC_END`` step with the configured name (what NAT's ``dpo_traj_builder`` collects)."""
+    payload = _payload(step)
+    return payload.get("event_type") == TTC_END and payload.get("name") == step_name
+
+
+def candidates_from_items(items: Iterable[dict[str, Any]], step_name: str, check: CandidateCheck) -> list[CandidateEvent]:
+    """The checked candidates of one run's evaluation items, in emission order (example by example)."""
+    events: list[CandidateEvent] = []
+    for item in items:
+        example_id = item.get(ID_KEY)
+        for step in item.get(STEPS_KEY) or []:
+            if not is_candidate_step(step, step_name):
+                continue
+            data = _payload(step).get("data")
+            raw = dict(data) if isinstance(data, dict) else {}
+            raw["example_id"] = example_id
+            event = check.raw(raw)
+            if event is not None:
+                events.append(event)
+    return events
+
+
+def workflow_output_files(path: Path) -> list[Path]:
+    """``path`` itself, or every ``workflow_output.json`` below the directory ``path`` (sorted: one run each)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(path.rglob(WORKFLOW_OUTPUT))
+        if files:
+            return files
+        raise NatError(f"no {WORKFLOW_OUTPUT} under {path}")
+    raise NatError(f"NAT workflow output {path} does not exist")
+
+
+def read_workflow_output(path: Path) -> list[dict[str, Any]]:
+    """The items of a ``workflow_output.json`` (written with ``workflow_output_step_filter: [TTC_END]``)."""
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NatError(f"cannot read NAT workflow output {path}: {exc}") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and STEPS_KEY in i for i in items):
+        raise NatError(f"{path} is not a NAT workflow output: expected a list of items with {STEPS_KEY!r} "
+                       "(a structured dataset; an unstructured one has no intermediate steps)")
+    return items
+
+
+async def evaluate(config_file: Path, output_dir: Path, *, dataset: Path | None = None,
+                   max_concurrency: int | None = None) -> Any:
+    """Run the NAT workflow of ``config_file`` over its dataset once, with NAT's own evaluation runner.
+
+    The workflow runs unchanged; only where NAT writes its output (``output_dir``, with only ``TTC_END`` steps in
+    ``workflow_output.json``) and, when given, the dataset file and ``eval.general.max_concurrency`` are set.
+    Returns NAT's ``EvaluationRunOutput``.
+    """
+    try:
+        from nat.data_models.evaluate_config import EvalOutputConfig
+        from nat.data_models.evaluate_runtime import EvaluationRunConfig
+        from nat.data_models.intermediate_step import IntermediateStepType
+        from nat.plugins.eval.runtime.evaluate import EvaluationRun
+        from nat.runtime.loader import load_config
+    except ImportError as exc:
+        raise NatError(f"NAT workflows need NeMo Agent Toolkit in the collection image (the [nat] extra): {exc}") from None
+
+    if not config_file.is_file():
+        raise NatError(f"NAT config {config_file} does not exist")
+    config = load_config(config_file)
+    general = config.eval.general
+    general.output_dir = output_dir
+    if general.output is None:
+        general.output = EvalOutputConfig(dir=output_dir)
+    general.output.dir = output_dir
+    general.output.workflow_output_step_filter = [IntermediateStepType.TTC_END]
+    if max_concurrency is not None:
+        general.max_concurrency = max_concurrency
+    run = EvaluationRun(config=EvaluationRunConfig(config_file=config, dataset=str(dataset) if dataset else None))
+    return await run.run_and_evaluate()
+
+
+def items_of(result: Any) -> list[dict[str, Any]]:
+    """The evaluation items of an ``EvaluationRunOutput``, as ``workflow_output.json`` holds them."""
+    return [{ID_KEY: item.id, STEPS_KEY: [step.model_dump(mode="json") for step in item.trajectory]}
+            for item in result.eval_input.eval_input_items]
+
+
+async def run_nat_eval(config_file: Path, output_dir: Path, *, dataset: Path | None = None,
+                       max_concurrency: int | None = None) -> list[dict[str, Any]]:
+    """One evaluation run's items; a run that NAT's runner stopped on a workflow error is an error."""
+    result = await evaluate(config_file, output_dir, dataset=dataset, max_concurrency=max_concurrency)
+    if result.workflow_interrupted:
+        raise NatError("the NAT workflow failed on an example and NAT's evaluation runner stopped (see the pod log)")
+    return items_of(result)
+
+
+def nat_config_file(nat: NatWorkflowSpec) -> Path:
+    """The NAT config: a path in the image, or the ConfigMap file the operator mounted (``$DPO_NAT_CONFIG``)."""
+    if nat.config_file is not None:
+        return Path(nat.config_file)
+    return Path(os.environ.get(NAT_CONFIG_ENV) or NAT_CONFIG_DIR + "/" + nat.config_map_ref.key)  # type: ignore[union-attr]
+
+
+def nat_dataset_file(nat: NatWorkflowSpec) -> Path | None:
+    if nat.dataset_ref is None:
+        return None
+    return Path(os.environ.get(NAT_DATASET_ENV) or NAT_DATASET_DIR + "/" + nat.dataset_ref.key)
+
+
+def nat_workflow_output(nat: NatWorkflowSpec, data_root: Path) -> Path:
+    """The offline NAT output: ``$DPO_NAT_WORKFLOW_OUTPUT`` (set by the operator) or the path under the data root."""
+    assert nat.workflow_output is not None
+    return Path(os.environ.get(NAT_OUTPUT_ENV) or data_root / nat.workflow_output.path.lstrip("/"))
+
+
+def nat_runs(spec: DPOCollectionSpec, data_root: Path, scratch: Path, check: CandidateCheck,
+             ) -> Iterator[tuple[str, Callable[[], Awaitable[list[CandidateEvent]]]]]:
+    """(label, thunk) per run: offline, one per workflow_output.json file; else ``numRuns`` NAT evaluation runs."""
+    nat = spec.workflow.nat
+    assert nat is not None
+    if nat.workflow_output is not None:
+        for path in workflow_output_files(nat_workflow_output(nat, data_root)):
+            async def offline(path: Path = path) -> list[CandidateEvent]:
+                return candidates_from_items(read_workflow_output(path), nat.ttc_step_name, check)
+            yield str(path), offline
+        return
+    config, dataset_file = nat_config_file(nat), nat_dataset_file(nat)
+    for run in range(spec.num_runs):
+        async def live(run: int = run) -> list[CandidateEvent]:
+            items = await run_nat_eval(config, scratch / f"run-{run}", dataset=dataset_file,
+                                       max_concurrency=spec.workflow.max_concurrent_episodes)
+            return candidates_from_items(items, nat.ttc_step_name, check)
+        yield f"{run + 1}/{spec.num_runs}", live
