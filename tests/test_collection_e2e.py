@@ -169,6 +169,7 @@ def test_nat_inputs_are_mounted_into_the_collection_pod(kube: Kube, namespace: s
                                  "datasetRef": {"name": "nat-data", "key": "data.json"}}},
             "template": {"env": [{"name": "NVIDIA_API_KEY", "valueFrom": {"secretKeyRef": {"name": "k", "key": "v"}}}]},
             "output": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}
+    kube.usable_secret(namespace, "k", {"v": "nvapi-test"})  # a Secret a pod may name carries the opt-in label
     kube.create("DPOCollection", namespace, "natcm", spec)
     pod = wait_for(lambda: kube.job(namespace, "natcm-collect"), what="collection job")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
