@@ -57,9 +57,17 @@ def test_a_collections_story_is_told_once(kube: Kube, namespace: str, operator: 
         listed = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "events", "-n", namespace,
                                  "-o", "json"], capture_output=True, text=True, timeout=30)
         assert listed.returncode == 0, listed.stderr
-        uid = story[0]["regarding"]["uid"]
-        assert sorted(e["reason"] for e in json.loads(listed.stdout)["items"]
-                      if e["regarding"]["uid"] == uid) == sorted(r for _, r in expected)
+        uid = story[0]["regarding"]["uid"]  # core v1 Events: the same Events, converted as kube-apiserver does
+        core = [e for e in json.loads(listed.stdout)["items"] if e["involvedObject"]["uid"] == uid]
+        assert sorted(e["reason"] for e in core) == sorted(r for _, r in expected)
+        assert {e["reportingComponent"] for e in core} == {"dpo.ai/dpo-operator"}
+        assert "collected 10 preference pairs" in {e["message"] for e in core}
+        described = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "describe", "dpocollection", "story",
+                                    "-n", namespace], capture_output=True, text=True, timeout=30)
+        assert described.returncode == 0, described.stderr
+        events_section = described.stdout.split("Events:", 1)[1]
+        for kind, reason in expected:
+            assert reason in events_section and kind in events_section
 
 
 def test_a_failure_is_a_warning_with_its_reason(kube: Kube, namespace: str, operator: None) -> None:

@@ -155,7 +155,9 @@ def test_invalid_custom_resources_get_the_api_servers_messages(cluster: Path) ->
         assert rejected.returncode == 1
         assert 'The DPOCollection "bad" is invalid:' in rejected.stderr
         assert "spec.numRuns: Invalid value: 0: spec.numRuns in body should be greater than or equal to 1" in rejected.stderr
-        assert "spec.llm: Required value" in rejected.stderr
+    no_llm = {**bad, "spec": {"output": {"pvc": {"claimName": "d"}}}}  # a CEL rule: llm unless a NAT workflow
+    rejected = kubectl(cluster, "apply", "-n", "bad", "-f", "-", stdin=json.dumps(no_llm), check=False)
+    assert rejected.returncode == 1 and "spec.llm is required unless spec.workflow.nat is set" in rejected.stderr
     unknown = {**bad, "spec": {"llm": {"baseUrl": "http://x/v1", "model": "m"}, "output": {"pvc": {"claimName": "d"}},
                                "numRun": 2}}
     strict = kubectl(cluster, "apply", "-n", "bad", "-f", "-", stdin=json.dumps(unknown), check=False)

@@ -62,6 +62,7 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
             "hyperparameters": {**TRAINING["hyperparameters"], "batchSize": 16},
             "local": {**TRAINING["local"], "numNodes": 2, "gpusPerNode": 8,
                       "wandb": {"apiKeySecretRef": {"name": "wandb", "key": "key"}, "project": "dpo"}}}
+    kube.usable_secret(namespace, "wandb", {"key": "wandb-test-key"})
     kube.create("DPOTrainingJob", namespace, "big", spec)
     job = wait_for(lambda: kube.job(namespace, "big-train"), what="training job")
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 2, 2)

@@ -31,7 +31,7 @@ import kmock
 import yaml
 from kmock._internal import parsing, rendering
 
-from dpo_operator.kubeemu import builtin_schemas, discovery, openapi, openapi_proto, protobuf, tables
+from dpo_operator.kubeemu import builtin_schemas, discovery, events, openapi, openapi_proto, protobuf, tables
 from dpo_operator.kubeemu.errors import ApiError, error, invalid, required
 from dpo_operator.kubeemu.names import object_causes
 from dpo_operator.kubeemu.patching import ApplyConflict, record_update, server_side_apply, strategic_merge
@@ -343,6 +343,9 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
 
     def _get(self, res: Any, served: Served, namespace: str | None, name: str) -> dict[str, Any]:
         obj = self._current(res, namespace, name)
+        twin = events.other(res)
+        if obj is None and twin is not None and (written := self._current(twin, namespace, name)) is not None:
+            obj = events.convert(written, res)
         if obj is None:
             qualified = f"{res.plural}.{served.group}" if served.group else res.plural
             raise error(404, "NotFound", f'{qualified} "{name}" not found',
@@ -353,10 +356,11 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         by_labels = label_selector(request.params.get("labelSelector"))
         by_fields = field_selector(request.params.get("fieldSelector"))
         found = []
+        twin = events.other(res)  # Events written through the other group-version are listed here too
         for (obj_res, obj_ns, _), stored in self._objects.items():
-            if obj_res != res or stored.deleted or (namespace is not None and obj_ns != namespace):
+            if obj_res not in (res, twin) or stored.deleted or (namespace is not None and obj_ns != namespace):
                 continue
-            obj = stored.raw
+            obj = stored.raw if obj_res == res else events.convert(stored.raw, res)
             if by_labels(obj) and by_fields(obj):
                 found.append(obj)
         return found
