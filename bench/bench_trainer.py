@@ -5,7 +5,10 @@ kernels: it is several times slower there, for TRL and for us); 256 synthetic pa
 32-64) and 32 held-out pairs; batch 8; 32 steps (one epoch: every pair once); AdamW 1e-4, constant; clip 1.0;
 beta 0.1; max length 256; padding to the longest in a batch; the same threads. TRL 1.16 runs twice: as its users
 run it by default on CPU once bf16 and gradient checkpointing are off (a reference model copy evaluated every
-step), and with ``precompute_ref_log_probs=True`` (its faster mode). Each run is a process of its own.
+step), and with ``precompute_ref_log_probs=True`` (its faster mode). Ours runs twice: as it runs by default (one
+sequence a pair sharing the prompt) and with two sequences a pair as TRL lays them out. Tokens/s count every pair's
+tokens as two sequences (prompt twice) for every run, so the figures compare time for the same data. Each run is a
+process of its own.
 Needs the [workload] extra and `pip install trl==1.16.0`. Run: `make bench-trainer` (a few minutes on 2 cores).
 """
 
@@ -22,7 +25,8 @@ from dpo_bench import Setup, child, rates, run, tokens_per_pair  # noqa: E402
 
 SETUP = Setup(pairs=256, validation=32, prompt=(64, 64), response=(31, 63), batch=8, steps=32, learning_rate=1e-4,
               precision="fp32", max_length=256)
-RUNS = [("ours", "ours", {}), ("trl", "TRL", {}), ("trl", "TRL precompute", {"precompute_ref_log_probs": True})]
+RUNS = [("ours", "ours", {}), ("ours", "ours 2-seq", {"shared_prompt": False}), ("trl", "TRL", {}),
+        ("trl", "TRL precompute", {"precompute_ref_log_probs": True})]
 
 
 def main() -> None:

@@ -34,12 +34,21 @@ def load(tiny: Path, finetuning: str = "all_weights"):  # noqa: ANN201
 PAIRS = [EncodedPair([1, 10, 11, 12], [20, 21, 2], [30, 2]), EncodedPair([1, 13], [22, 2], [31, 32, 33, 2])]
 
 
+def completion_mask(pairs: list[EncodedPair], width: int) -> torch.Tensor:
+    """[2B, T]: True at completion tokens of the separate layout, written out independently of collate."""
+    mask = torch.zeros(2 * len(pairs), width, dtype=torch.bool)
+    for row, (prompt, answer) in enumerate([(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]):
+        mask[row, len(prompt): len(prompt) + len(answer)] = True
+    return mask
+
+
 def test_completion_logps_match_full_logits_and_skip_prompt_and_padding(tiny: Path) -> None:
     model, _ = load(tiny)
     batch = collate(PAIRS, [0, 1], pad_id=0)
-    assert batch.completion_mask.sum(1).tolist() == [3, 2, 2, 4]  # completion tokens only, no prompt, no padding
-    sums, counts = CompletionLogps(model)(batch.input_ids, batch.attention_mask, batch.completion_mask)
-    reference = full_logits_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    assert batch.completion_counts() == [3, 2, 2, 4]  # completion tokens only, no prompt, no padding
+    sums, counts = CompletionLogps(model)(**batch.inputs())
+    mask = completion_mask(PAIRS, batch.input_ids.shape[1])
+    reference = full_logits_logps(model, batch.input_ids, batch.attention_mask, mask)
     torch.testing.assert_close(sums, reference.sums, atol=1e-5, rtol=1e-5)
     assert counts.tolist() == [3, 2, 2, 4]
     # by hand for the first sequence: prompt [1,10,11,12] then completion [20,21,2]
@@ -55,8 +64,8 @@ def test_prompt_tokens_never_count(tiny: Path) -> None:
     a = collate([EncodedPair([1, 10], [20, 2], [30, 2])], [0], 0)
     b = collate([EncodedPair([1, 10], [20, 2], [30, 2, 30, 2])], [0], 0)  # longer rejected: more padding on chosen
     with torch.no_grad():
-        sums_a, _ = scorer(a.input_ids, a.attention_mask, a.completion_mask)
-        sums_b, _ = scorer(b.input_ids, b.attention_mask, b.completion_mask)
+        sums_a, _ = scorer(**a.inputs())
+        sums_b, _ = scorer(**b.inputs())
     assert float(sums_a[0]) == pytest.approx(float(sums_b[0]), abs=1e-5)
 
 
@@ -97,6 +106,7 @@ def reference_of(model, pairs):  # noqa: ANN001, ANN201
     trainer.env, trainer.device, trainer.pad_id = Environment(), torch.device("cpu"), 0
     trainer.precision, trainer.model, trainer.scorer = MixedPrecision("fp32", "cpu"), model, CompletionLogps(model)
     trainer.strategy = Strategy(trainer.env, trainer.device)
+    trainer.shared_prompt = False
     return trainer.reference_logps(ListDataset(pairs), None)
 
 
@@ -110,8 +120,8 @@ def test_lora_reference_is_the_base_model(tiny: Path) -> None:
     base, _ = load(tiny)
     batch = collate(PAIRS, [0, 1], 0)
     with torch.no_grad():
-        base_sums, _ = CompletionLogps(base)(batch.input_ids, batch.attention_mask, batch.completion_mask)
-        adapted, _ = CompletionLogps(model)(batch.input_ids, batch.attention_mask, batch.completion_mask)
+        base_sums, _ = CompletionLogps(base)(**batch.inputs())
+        adapted, _ = CompletionLogps(model)(**batch.inputs())
     torch.testing.assert_close(reference[:, 0], base_sums[:2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reference[:, 1], base_sums[2:], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(adapted, base_sums, atol=1e-3)

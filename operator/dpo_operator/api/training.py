@@ -150,6 +150,11 @@ class LocalBackend(ApiModel):
         "state per decoder layer; auto: fsdp when all-weights training would not fit one GPU, ddp otherwise.",
     )
     activation_checkpointing: bool = Field(default=False, description="Recompute each decoder layer in backward.")
+    shared_prompt: bool = Field(
+        default=True, description="Score a pair's chosen and rejected responses in one sequence that computes the "
+        "prompt once (a custom attention mask; SDPA or eager attention, checked against two sequences on the first "
+        "pairs); false: two sequences a pair, as TRL and NeMo RL do.",
+    )
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     wandb: WandbLogging | None = Field(default=None, description="Also log metrics to Weights & Biases.")
     save_every_steps: int | None = Field(

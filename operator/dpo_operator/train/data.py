@@ -6,7 +6,8 @@
   then a seeded shuffle of the batches. Every rank computes the same order.
 - ``rank_share`` splits a global batch between ranks so every rank runs the same number of forward/backward
   passes; a rank left without pairs (a last batch smaller than the world) scores a filler pair at weight 0.
-- Only completion tokens are ever scored: prompt and padding positions are masked out. Prompts go through the
+- ``collate`` lays a batch out as two sequences a pair, or as one sequence a pair that shares the prompt (see
+  ``Batch``). Only completion tokens are ever scored: prompt and padding positions are masked out. Prompts go through the
   tokenizer's chat template when it has one (as text, then tokenized without adding special tokens again, so
   there is no double BOS).
 """
@@ -124,40 +125,106 @@ class EncodedDataset:
 
 @dataclass
 class Batch:
-    """2B sequences: rows [0, B) are prompt+chosen, rows [B, 2B) prompt+rejected."""
+    """The model inputs for B pairs and where the 2B scored sequences' completion tokens sit in them.
 
-    input_ids: torch.Tensor  # [2B, T]
-    attention_mask: torch.Tensor  # [2B, T]
-    completion_mask: torch.Tensor  # [2B, T] bool: True at completion tokens
+    Two layouts (``collate``):
+    - separate: 2B rows, prompt+chosen for pairs [0, B) then prompt+rejected; a [2B, T] padding mask.
+    - shared prompt: B rows of prompt+chosen+rejected; a [B, 1, T, T] boolean mask in which the rejected tokens
+      see the prompt and themselves but not the chosen ones, and position ids that restart the rejected response
+      where the prompt ends. The prompt is computed once per pair instead of twice.
+    Sequence s (chosen of pair i: s = i, rejected: s = B + i) owns the completion tokens ``score_owner == s``; the
+    hidden state at flat position ``score_positions[m]`` (of the [rows * T] hidden states) predicts
+    ``score_targets[m]``.
+    """
+
+    input_ids: torch.Tensor  # [R, T]
+    attention_mask: torch.Tensor  # [R, T] (separate) or [R, 1, T, T] bool (shared prompt)
+    position_ids: torch.Tensor | None  # [R, T] (shared prompt) or None (0..T-1)
+    score_positions: torch.Tensor  # [M] long
+    score_targets: torch.Tensor  # [M] long
+    score_owner: torch.Tensor  # [M] long, in [0, 2B)
     indices: list[int]  # the dataset index of each pair
+    tokens: int  # real tokens of the 2B sequences (prompt counted twice): the same in both layouts
 
     @property
     def pairs(self) -> int:
         return len(self.indices)
 
+    def inputs(self) -> dict[str, Any]:
+        """Keyword arguments of ``CompletionLogps``."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids,
+                "score_positions": self.score_positions, "score_targets": self.score_targets,
+                "score_owner": self.score_owner, "sequences": 2 * self.pairs}
+
+    def completion_counts(self) -> list[int]:
+        return torch.bincount(self.score_owner, minlength=2 * self.pairs).tolist()
+
+    def _map(self, move: Any) -> "Batch":
+        return Batch(move(self.input_ids), move(self.attention_mask),
+                     None if self.position_ids is None else move(self.position_ids), move(self.score_positions),
+                     move(self.score_targets), move(self.score_owner), self.indices, self.tokens)
+
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.input_ids.to(device, non_blocking=True), self.attention_mask.to(device, non_blocking=True),
-                     self.completion_mask.to(device, non_blocking=True), self.indices)
+        return self._map(lambda t: t.to(device, non_blocking=True))
 
     def pin(self) -> "Batch":
         """Page-locked host memory, so the copy to the GPU overlaps compute."""
-        return Batch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), self.completion_mask.pin_memory(),
-                     self.indices)
+        return self._map(lambda t: t.pin_memory())
 
 
-def collate(pairs: list[EncodedPair], indices: list[int], pad_id: int, pad_to_multiple_of: int = 1) -> Batch:
+def collate(pairs: list[EncodedPair], indices: list[int], pad_id: int, pad_to_multiple_of: int = 1,
+            shared_prompt: bool = False) -> Batch:
+    tokens = sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    if shared_prompt:
+        return _collate_shared(pairs, indices, pad_id, pad_to_multiple_of, tokens)
     sequences = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
-    width = max(len(prompt) + len(completion) for prompt, completion in sequences)
-    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    width = _padded(max(len(prompt) + len(completion) for prompt, completion in sequences), pad_to_multiple_of)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    completion = torch.zeros((len(sequences), width), dtype=torch.bool)
+    positions, targets, owners = [], [], []
     for row, (prompt, answer) in enumerate(sequences):
-        tokens = prompt + answer
-        input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        attention[row, : len(tokens)] = 1
-        completion[row, len(prompt): len(tokens)] = True
-    return Batch(input_ids, attention, completion, list(indices))
+        sequence = prompt + answer
+        input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        attention[row, : len(sequence)] = 1
+        start = row * width + len(prompt) - 1  # the hidden state at t predicts the token at t + 1
+        positions.append(torch.arange(start, start + len(answer)))
+        targets += answer
+        owners += [row] * len(answer)
+    return Batch(input_ids, attention, None, torch.cat(positions), torch.tensor(targets, dtype=torch.long),
+                 torch.tensor(owners, dtype=torch.long), list(indices), tokens)
+
+
+def _collate_shared(pairs: list[EncodedPair], indices: list[int], pad_id: int, pad_to_multiple_of: int,
+                    tokens: int) -> Batch:
+    count = len(pairs)
+    width = _padded(max(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs), pad_to_multiple_of)
+    input_ids = torch.full((count, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((count, width), dtype=torch.long)
+    segment = torch.full((count, width), -1, dtype=torch.long)  # 0 prompt, 1 chosen, 2 rejected, -1 padding
+    positions, targets, owners = [], [], []
+    for row, pair in enumerate(pairs):
+        prompt, chosen, rejected = len(pair.prompt), len(pair.chosen), len(pair.rejected)
+        end = prompt + chosen + rejected
+        input_ids[row, :end] = torch.tensor(pair.prompt + pair.chosen + pair.rejected, dtype=torch.long)
+        position_ids[row, :end] = torch.cat([torch.arange(prompt + chosen), torch.arange(prompt, prompt + rejected)])
+        segment[row, :prompt], segment[row, prompt: prompt + chosen], segment[row, prompt + chosen: end] = 0, 1, 2
+        base, last_prompt = row * width, row * width + prompt - 1
+        # chosen token j is predicted at prompt-1+j; rejected token 0 by the last prompt token, token j>0 at its left
+        positions += [torch.arange(last_prompt, last_prompt + chosen), torch.tensor([last_prompt]),
+                      torch.arange(base + prompt + chosen, base + end - 1)]
+        targets += pair.chosen + pair.rejected
+        owners += [row] * chosen + [count + row] * rejected
+    query, key = segment.unsqueeze(2), segment.unsqueeze(1)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    visible = (key == 0) | ((key == query) & (query > 0))  # the prompt, and one's own response
+    mask = causal & visible & (query >= 0)
+    mask |= torch.eye(width, dtype=torch.bool) & (query < 0)  # padding sees itself: no all-masked row (NaN)
+    return Batch(input_ids, mask.unsqueeze(1), position_ids, torch.cat(positions), torch.tensor(targets, dtype=torch.long),
+                 torch.tensor(owners, dtype=torch.long), list(indices), tokens)
+
+
+def _padded(width: int, multiple: int) -> int:
+    return -(-width // multiple) * multiple
 
 
 def epoch_batches(sizes: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool = True) -> list[list[int]]:

@@ -27,6 +27,17 @@ def _backbone_and_head(model: Any) -> tuple[nn.Module, nn.Module]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
+def attention_implementation(model: Any) -> str | None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "_attn_implementation", None)
+
+
+def supports_custom_masks(model: Any) -> bool:
+    """Whether the model takes an arbitrary [B, 1, T, T] mask (the shared-prompt layout): SDPA and eager attention
+    do; flash-attention kernels take padding masks only."""
+    return attention_implementation(model) in ("sdpa", "eager")
+
+
 class CompletionLogps(nn.Module):
     """Wraps a causal LM; ``forward`` returns completion log-probs (a module, so DDP hooks see the forward)."""
 
@@ -34,18 +45,24 @@ class CompletionLogps(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None,
+                score_positions: torch.Tensor, score_targets: torch.Tensor, score_owner: torch.Tensor,
+                sequences: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sums, counts) per scored sequence, from a ``data.Batch``'s ``inputs()``."""
         backbone, head = _backbone_and_head(self.model)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        predicts = completion_mask[:, 1:]  # the hidden state at t predicts the token at t+1
-        selected = hidden[:, :-1][predicts]  # [M, H]
-        targets = input_ids[:, 1:][predicts]  # [M]
+        if attention_mask.dim() == 4 and attention_implementation(self.model) == "eager":
+            attention_mask = self._additive(attention_mask, head.weight.dtype)  # eager adds the mask to the scores
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        selected = hidden.reshape(-1, hidden.shape[-1])[score_positions]  # [M, H]
         logits = head(selected).float()
-        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(predicts)[predicts]
-        sums = torch.zeros(input_ids.shape[0], device=input_ids.device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
-        return sums, predicts.sum(dim=1)
+        token_logps = -nn.functional.cross_entropy(logits, score_targets, reduction="none")
+        sums = torch.zeros(sequences, device=input_ids.device, dtype=token_logps.dtype).index_add(0, score_owner, token_logps)
+        return sums, torch.bincount(score_owner, minlength=sequences)
+
+    @staticmethod
+    def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        dtype = dtype if dtype.is_floating_point else torch.float32
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
 def full_logits_logps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -9,7 +9,9 @@
 The reference policy is the model before training: its completion log-probs are computed once, before the first
 step, each rank scoring its own share of the pairs (with LoRA: adapters disabled, so no second copy of the weights
 exists). Each step runs chosen and rejected sequences through one forward pass and the LM head sees only the
-positions that predict completion tokens. Every rank runs the same number of forward/backward passes and
+positions that predict completion tokens. Where the attention takes a custom mask, a pair is one sequence
+(prompt, chosen, rejected) in which the rejected response sees the prompt but not the chosen one, so the prompt is
+computed once per pair rather than twice (``data.Batch``); a check on the first pairs falls back to two sequences. Every rank runs the same number of forward/backward passes and
 optimizer steps; ranks' losses are weighted by their pair counts so the update equals the single-process one.
 """
 
@@ -27,8 +29,9 @@ from typing import Any
 import torch
 
 from dpo_operator.train import checkpoint, distributed
-from dpo_operator.train.data import EncodedDataset, PreferenceFile, collate, epoch_batches, rank_share, sharded_chunks
-from dpo_operator.train.logprobs import CompletionLogps
+from dpo_operator.train.data import (Batch, EncodedDataset, PreferenceFile, collate, epoch_batches, rank_share,
+                                     sharded_chunks)
+from dpo_operator.train.logprobs import CompletionLogps, supports_custom_masks
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss
 from dpo_operator.train.metrics import MetricsSink
 from dpo_operator.train.optim import build_optimizer, build_scheduler, warmup_steps
@@ -70,6 +73,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     group_by_length: bool = True
+    shared_prompt: bool = True  # one sequence a pair (prompt computed once) where the attention takes custom masks
     save_every_steps: int | None = None
     resume: bool = True
     max_steps: int | None = None
@@ -90,6 +94,7 @@ class TrainConfig:
             lora_rank=h.lora.rank, lora_alpha=h.lora.alpha, lora_dropout=h.lora.dropout, lora_target_modules=h.lora.target_modules,
             precision=local.precision if local else "bf16", strategy=local.strategy if local else "auto",
             activation_checkpointing=local.activation_checkpointing if local else False,
+            shared_prompt=local.shared_prompt if local else True,
             gradient_accumulation_steps=local.gradient_accumulation_steps if local else 1,
             save_every_steps=local.save_every_steps if local else None,
         )
@@ -149,6 +154,36 @@ class Trainer:
         self.pad_id = self.tokenizer.pad_token_id
         self.output = Path(config.output_dir)
         self.loss_config = config.loss_config()
+        self.shared_prompt = config.shared_prompt and supports_custom_masks(self.model)
+
+    def _collate(self, dataset: EncodedDataset, indices: list[int], shared_prompt: bool | None = None) -> Batch:
+        shared = self.shared_prompt if shared_prompt is None else shared_prompt
+        return collate([dataset[i] for i in indices], indices, self.pad_id, shared_prompt=shared).to(self.device)
+
+    @torch.no_grad()
+    def check_shared_prompt(self, dataset: EncodedDataset) -> None:
+        """Keep the shared-prompt layout only if this model scores its first pairs in it as in two sequences.
+
+        A guard for architectures whose attention ignores a custom mask or position ids (a wrong layout would
+        silently train on rejected responses that see the chosen ones). Every rank reaches the same decision.
+        """
+        if not self.shared_prompt:
+            return
+        indices = list(range(min(2, len(dataset))))
+        self.model.eval()
+        with self.precision.autocast():
+            shared, _ = self.scorer(**self._collate(dataset, indices, True).inputs())
+            separate, counts = self.scorer(**self._collate(dataset, indices, False).inputs())
+        self.strategy.after_inference(self.scorer)
+        self.model.train()
+        per_token = 1e-3 if self.config.precision == "fp32" else 5e-2
+        agrees = bool(((shared.float() - separate.float()).abs() <= per_token * counts.clamp(min=1)).all())
+        agreed = self.env.all_sum(torch.tensor([0.0 if agrees else 1.0], device=self.device))
+        if float(agreed[0]) > 0:
+            log.warning("the shared-prompt layout scores differently from two sequences with this model "
+                        "(|difference| up to %.4g); training with two sequences per pair",
+                        float((shared.float() - separate.float()).abs().max()))
+            self.shared_prompt = False
 
     # -- the reference policy and evaluation: no gradients, each rank scores its own share -----------------------
 
@@ -164,9 +199,9 @@ class Trainer:
         self.model.eval()
         with disable:
             for indices, real in sharded_chunks(count, env.rank, env.world_size, self._chunk_size(), sizes):
-                batch = collate([dataset[i] for i in indices], indices, self.pad_id).to(self.device)
+                batch = self._collate(dataset, indices)
                 with self.precision.autocast():
-                    sums, _ = self.scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
+                    sums, _ = self.scorer(**batch.inputs())
                 pairs = len(indices)
                 rows = torch.tensor([(i - env.rank) // env.world_size for i in indices[:real]], dtype=torch.long, device=self.device)
                 local[rows, 0] = sums[:real].float()
@@ -180,9 +215,9 @@ class Trainer:
         totals = torch.zeros(len(METRIC_KEYS) + 1, device=self.device)
         self.model.eval()
         for indices, real in sharded_chunks(len(dataset), self.env.rank, self.env.world_size, self._chunk_size()):
-            batch = collate([dataset[i] for i in indices], indices, self.pad_id).to(self.device)
+            batch = self._collate(dataset, indices)
             with self.precision.autocast():
-                sums, counts = self.scorer(batch.input_ids, batch.attention_mask, batch.completion_mask)
+                sums, counts = self.scorer(**batch.inputs())
             per_pair = dpo_loss(sums, counts, self._reference_for(indices, reference), self.loss_config).per_pair()
             totals[:-1] += torch.stack([per_pair[key][:real].float().sum() for key in METRIC_KEYS])
             totals[-1] += real
@@ -232,6 +267,7 @@ class Trainer:
                                     warmup_steps(total_steps, config.warmup_steps, config.warmup_ratio))
         saved = checkpoint.latest(self.output / "checkpoints") if config.resume else None
         started = time.perf_counter()
+        self.check_shared_prompt(dataset)
         reference = self._reference(dataset, sizes, resuming=saved is not None)
         reference_seconds = time.perf_counter() - started
         val_reference = self.reference_logps(validation, validation.rows.sizes()) if validation else None
@@ -270,7 +306,8 @@ class Trainer:
                         break
             summary: dict[str, Any] = {"steps": position.step, "train": last, "referenceSeconds": round(reference_seconds, 3),
                                        "trainSeconds": round(time.perf_counter() - loop_started, 3),
-                                       "strategy": self.strategy.name, "resumedFromStep": resumed_from}
+                                       "strategy": self.strategy.name, "resumedFromStep": resumed_from,
+                                       "sharedPrompt": self.shared_prompt}
             if validation is not None and val_reference is not None:
                 summary["validation"] = self.evaluate(validation, val_reference)
             self.save_final(self.output / "final")
@@ -290,17 +327,17 @@ class Trainer:
         totals = torch.zeros(len(METRIC_KEYS) + 2, device=self.device)  # metric sums, real pairs, real tokens
         for micro, indices in enumerate(group):
             share = rank_share(indices, env.rank, env.world_size, pairs_in_step)
-            batch = collate([dataset[i] for i in share.indices], share.indices, self.pad_id).to(self.device)
+            batch = self._collate(dataset, share.indices)
             with self.strategy.accumulating(self.trainable, sync=micro == len(group) - 1):
                 with self.precision.autocast():
-                    sums, counts = self.trainable(batch.input_ids, batch.attention_mask, batch.completion_mask)
+                    sums, counts = self.trainable(**batch.inputs())
                 out = dpo_loss(sums, counts, self._reference_for(share.indices, reference), self.loss_config)
                 self.precision.backward(out.loss * share.weight)
             if share.weight:
                 per_pair = out.per_pair()
                 totals[: len(METRIC_KEYS)] += torch.stack([per_pair[key].float().sum() for key in METRIC_KEYS])
                 totals[-2] += len(share.indices)
-                totals[-1] += batch.attention_mask.sum()
+                totals[-1] += batch.tokens
         self.precision.unscale(optimizer)
         grad_norm = self.strategy.clip_grad_norm(parameters, self.config.max_grad_norm)
         self.precision.step(optimizer)
