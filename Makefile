@@ -12,8 +12,8 @@ $(PY):
 
 venv: $(PY)
 
-install: $(PY)  ## install the operator, the embedded cluster, the workloads (CPU torch, NAT) and test tools
-	$(PIP) install --quiet -e '.[test,workload,nat]'
+install: $(PY)  ## install the operator, the embedded cluster, the workloads (CPU torch, NAT, W&B client) and test tools
+	$(PIP) install --quiet -e '.[test,workload,nat,wandb]'
 
 demo: install  ## run the pipeline on an embedded, emulated cluster (no cluster, no GPU)
 	$(PY) -m dpo_operator demo

@@ -8,10 +8,11 @@ mixed-precision policy; TRL: ``bf16=True``); batch 8 pairs; 40 steps (the first 
 AdamW 1e-6, constant; clip 1.0; beta 0.1; no gradient checkpointing. TRL 1.16 runs with a reference model
 copy (its default) and with ``precompute_ref_log_probs=True``.
 
-MFU counts the FLOPs the model needs: 6 x (non-embedding parameters) per token for the body, attention
-6 x layers x hidden x sequence length per token (causal), the LM head 6 x hidden x vocab for each completion
-token (the only positions whose logits DPO uses). The same count divides both trainers' time; the peak is the
-H100 SXM's dense bf16 989 TFLOP/s (override with --peak-tflops). Skips without CUDA.
+MFU counts the FLOPs a run's layout needs: 6 x (non-embedding parameters) per token computed for the body,
+causal attention (``flops_per_pair``), the LM head 6 x hidden x vocab for each completion token (the only
+positions whose logits DPO uses). Our default layout computes each prompt once (shared prompt), so it needs fewer
+FLOPs a pair than two sequences; tokens/s count every pair as two sequences for every run (time for the same
+data). The peak is the H100 SXM's dense bf16 989 TFLOP/s (override with --peak-tflops). Skips without CUDA.
 Run: `python bench/bench_gpu.py` (needs the [workload] extra and trl==1.16.0).
 """
 
@@ -32,6 +33,7 @@ SETUP = Setup(pairs=512, validation=32, prompt=(512, 512), response=(255, 255), 
 SHAPE = {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
          "intermediate_size": 8192, "vocab_size": 128256, "tie_word_embeddings": True, "head_dim": 64}
 RUNS = [("ours", "ours (ddp)", {"strategy": "ddp"}), ("ours", "ours (fsdp)", {"strategy": "fsdp"}),
+        ("ours", "ours (ddp, 2-seq)", {"strategy": "ddp", "shared_prompt": False}),
         ("trl", "TRL", {}), ("trl", "TRL precompute", {"precompute_ref_log_probs": True})]
 
 
@@ -50,13 +52,15 @@ def build_model(path: Path) -> int:
     return sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
 
 
-def flops_per_pair(body: int) -> float:
-    """Training FLOPs (forward + backward) of one pair: two sequences of prompt + response + EOS."""
+def flops_per_pair(body: int, shared_prompt: bool) -> float:
+    """Training FLOPs (forward + backward) one pair needs: two sequences of prompt + response + EOS, or with the
+    shared-prompt layout the prompt once and both responses. A token attending to ``c`` positions costs
+    12 x layers x hidden x c in attention (scores and values, forward and backward)."""
     prompt, response = SETUP.prompt[0], SETUP.response[0] + 1
-    sequence = prompt + response
     hidden, layers, vocab = SHAPE["hidden_size"], SHAPE["num_hidden_layers"], SHAPE["vocab_size"]
-    per_token = 6 * body + 6 * layers * hidden * sequence
-    return 2 * (sequence * per_token + response * 6 * hidden * vocab)
+    contexts = [*range(1, prompt + 1), *range(prompt + 1, prompt + response + 1)]  # prompt + chosen
+    contexts += [*([] if shared_prompt else range(1, prompt + 1)), *range(prompt + 1, prompt + response + 1)]
+    return len(contexts) * 6 * body + 12 * layers * hidden * sum(contexts) + 2 * response * 6 * hidden * vocab
 
 
 def main() -> None:
@@ -79,7 +83,6 @@ def main() -> None:
         body = build_model(workdir / "model")
         make_data(workdir / "data", SETUP)
         per_pair = tokens_per_pair(workdir)
-        pair_flops = flops_per_pair(body)
         results = {}
         for runner, label, options in RUNS:
             if args.only and label not in args.only:
@@ -87,7 +90,7 @@ def main() -> None:
             results[label] = run(__file__, runner, workdir, SETUP, options, label.replace(" ", "-").replace("(", "").replace(")", ""))
             if results[label]:
                 loop, e2e = rates(results[label], SETUP, per_pair)
-                mfu = loop / per_pair * pair_flops / (args.peak_tflops * 1e12)
+                mfu = loop / per_pair * flops_per_pair(body, results[label].get("shared_prompt", False)) / (args.peak_tflops * 1e12)
                 print(f"  {label}: loop {loop:,.0f} tok/s, MFU {mfu:.1%}, e2e {e2e:,.0f} tok/s, "
                       f"peak GPU {results[label]['peak_gpu_gib']:.1f} GiB", flush=True)
     print(f"\n{name}: {body / 1e9:.2f} B non-embedding parameters, {per_pair:.0f} tokens a pair")
@@ -96,7 +99,7 @@ def main() -> None:
         if result is None:
             continue
         loop, e2e = rates(result, SETUP, per_pair)
-        mfu = loop / per_pair * pair_flops / (args.peak_tflops * 1e12)
+        mfu = loop / per_pair * flops_per_pair(body, result.get("shared_prompt", False)) / (args.peak_tflops * 1e12)
         print(f"{label:<16}{loop:>11,.0f}{mfu:>7.1%}{e2e:>11,.0f}{result['peak_gpu_gib']:>14.1f}"
               f"{result['train_loss_tail']:>15.4f}{result['val_loss']:>10.4f}")
 

@@ -1,14 +1,14 @@
-"""Our DPO trainer vs TRL's DPOTrainer on CPU, configured alike: tokens/s, peak RSS, and the loss both reach.
+"""Our DPO trainer vs TRL's DPOTrainer on CPU, configured alike: tokens/s, peak RSS, and what both learn.
 
 Model: random-init Llama (hidden 384, 6 layers, vocab 8192) in fp32 (no bf16 on a CPU without bf16 matrix
 kernels: it is several times slower there, for TRL and for us); 256 synthetic pairs (prompt 64 tokens, responses
-32-64) and 32 held-out pairs; batch 8; 32 steps (one epoch: every pair once); AdamW 1e-4, constant; clip 1.0;
-beta 0.1; max length 256; padding to the longest in a batch; the same threads. TRL 1.16 runs twice: as its users
-run it by default on CPU once bf16 and gradient checkpointing are off (a reference model copy evaluated every
-step), and with ``precompute_ref_log_probs=True`` (its faster mode). Ours runs twice: as it runs by default (one
-sequence a pair sharing the prompt) and with two sequences a pair as TRL lays them out. Tokens/s count every pair's
-tokens as two sequences (prompt twice) for every run, so the figures compare time for the same data. Each run is a
-process of its own.
+32-64, a learnable preference: see dpo_bench.make_data) and 32 held-out pairs; batch 8; 32 steps (one epoch:
+every pair once); AdamW 1e-4, constant; clip 1.0; beta 0.1; max length 256; padding to the longest in a batch;
+the same threads. TRL 1.16 runs twice: as its users run it by default on CPU once bf16 and gradient
+checkpointing are off (a reference model copy evaluated every step), and with ``precompute_ref_log_probs=True``
+(its faster mode). Ours runs twice: as it runs by default (one sequence a pair sharing the prompt) and with two
+sequences a pair as TRL lays them out. Tokens/s count every pair's tokens as two sequences (prompt twice) for
+every run, so the figures compare time for the same data. Each run is a process of its own.
 Needs the [workload] extra and `pip install trl==1.16.0`. Run: `make bench-trainer` (a few minutes on 2 cores).
 """
 
@@ -46,14 +46,15 @@ def main() -> None:
         per_pair = tokens_per_pair(workdir)
         results = {label: run(__file__, runner, workdir, SETUP, options, label.replace(" ", "-"))
                    for runner, label, options in RUNS}
-    print(f"{'':<16}{'loop tok/s':>11}{'e2e tok/s':>11}{'peak RSS GiB':>14}{'loss, last 8':>14}{'val loss':>10}")
+    print(f"{'':<16}{'loop tok/s':>11}{'e2e tok/s':>11}{'peak RSS GiB':>14}{'loss, last 8':>14}{'val loss':>10}"
+          f"{'val acc':>9}")
     figures = {}
     for label, result in results.items():
         if result is None:
             continue
         figures[label] = rates(result, SETUP, per_pair)
         print(f"{label:<16}{figures[label][0]:>11.0f}{figures[label][1]:>11.0f}{result['peak_rss_gib']:>14.2f}"
-              f"{result['train_loss_tail']:>14.4f}{result['val_loss']:>10.4f}")
+              f"{result['train_loss_tail']:>14.4f}{result['val_loss']:>10.4f}{result['val_accuracy']:>9.3f}")
     if "ours" in figures:
         for label in figures:
             if label != "ours":

@@ -5,8 +5,8 @@ Both trainers get the same model files, data, precision, maximum length, batch s
 gradient clipping and beta; both pad to the longest sequence in a batch. A run reports the loop's tokens/s (from
 the step after ``skip`` to the last, so start-up and first-step compilation stay out), end to end tokens/s (model
 load to the last step, including reference log-probs), peak host RSS, peak GPU memory, the training loss over
-the last quarter of steps and the DPO loss on the same held-out pairs after training (each against its own
-starting policy, so both measure the same thing).
+the last quarter of steps and the DPO loss and reward accuracy on the same held-out pairs after training (each
+against its own starting policy, so both measure the same thing; the data holds a learnable preference).
 """
 
 from __future__ import annotations
@@ -41,14 +41,21 @@ class Setup:
 
 
 def make_data(directory: Path, setup: Setup) -> None:
+    """Random prompts; chosen responses lean to the letters a-m (55 in 100), rejected ones to n-z: a preference a
+    model can learn, so the held-out loss and accuracy after training say whether a trainer learnt it."""
     rng = random.Random(setup.seed)
-    letters = "abcdefghijklmnopqrstuvwxyz "
+    first, second = "abcdefghijklm ", "nopqrstuvwxyz "
 
-    def text(bounds: tuple[int, int]) -> str:
-        return "".join(rng.choice(letters) for _ in range(rng.randint(*bounds)))
+    def text(bounds: tuple[int, int], leaning: str | None = None) -> str:
+        def letter() -> str:
+            if leaning is None:
+                return rng.choice(first + second)
+            return rng.choice(leaning if rng.random() < 0.55 else (second if leaning == first else first))
 
-    rows = [{"prompt": text(setup.prompt), "chosen_response": text(setup.response), "rejected_response": text(setup.response)}
-            for _ in range(setup.pairs + setup.validation)]
+        return "".join(letter() for _ in range(rng.randint(*bounds)))
+
+    rows = [{"prompt": text(setup.prompt), "chosen_response": text(setup.response, first),
+             "rejected_response": text(setup.response, second)} for _ in range(setup.pairs + setup.validation)]
     for name, part in (("training/training_file.jsonl", rows[: setup.pairs]),
                        ("validation/validation_file.jsonl", rows[setup.pairs:])):
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +93,8 @@ def run_ours(model: Path, data: Path, out: Path, setup: Setup, options: dict[str
     losses = [r["loss"] for r in records[-max(1, setup.steps // 4):]]
     return {"step_seconds": [r["elapsed_seconds"] for r in records], "total_seconds": total,
             "train_loss_tail": sum(losses) / len(losses), "val_loss": summary["validation"]["val/loss"],
-            "strategy": summary["strategy"]}
+            "val_accuracy": summary["validation"]["val/rewards/accuracies"],
+            "strategy": summary["strategy"], "shared_prompt": summary["sharedPrompt"]}
 
 
 def run_trl(model: Path, data: Path, out: Path, setup: Setup, options: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +135,8 @@ def run_trl(model: Path, data: Path, out: Path, setup: Setup, options: dict[str,
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h][-max(1, setup.steps // 4):]
     evaluation = trainer.evaluate()
     return {"step_seconds": [t - started for t in clock.times], "total_seconds": end - started,
-            "train_loss_tail": sum(losses) / len(losses), "val_loss": evaluation["eval_loss"]}
+            "train_loss_tail": sum(losses) / len(losses), "val_loss": evaluation["eval_loss"],
+            "val_accuracy": evaluation["eval_rewards/accuracies"]}
 
 
 RUNNERS = {"ours": run_ours, "trl": run_trl}

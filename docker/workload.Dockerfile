@@ -1,5 +1,5 @@
 # The workload image: collector (with NeMo Agent Toolkit for NAT workflows), dataset uploader and DPO trainer
-# (torch + transformers + peft, CUDA). A NAT workflow's own package goes in an image built FROM this one.
+# (torch + transformers + peft, CUDA; wandb for local.wandb). A NAT workflow's own package goes in an image built FROM this one.
 #   docker build -f docker/workload.Dockerfile -t ghcr.io/dpo-operator/dpo-workload:0.1.0 .
 # TORCH_INDEX selects the wheel flavour: the CUDA 12.8 build for GPU nodes (default), or
 #   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu for a CPU-only image (kind, CI).
@@ -8,7 +8,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[workload,nat]" \
+RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[workload,nat,wandb]" \
     && rm -rf /src
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
 WORKDIR /workspace

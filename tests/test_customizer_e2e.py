@@ -97,6 +97,8 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
     # no secret value ever reaches the spec or status of anything we created
     upload = kube.job(namespace, "remote-upload")
     assert API_KEY not in str(done) and API_KEY not in str(upload) and "hf-token-456" not in str(upload)
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "uploader", "operator": "In", "values": [3]}} \
+        in upload["spec"]["podFailurePolicy"]["rules"]  # a missing dataset (exit 3) is not retried
 
 
 def test_null_progress_is_tolerated_and_a_failed_job_fails_the_resource(
@@ -136,6 +138,28 @@ def test_delete_cancels_the_remote_job(kube: Kube, namespace: str, operator: Non
     kube.delete("DPOTrainingJob", namespace, "doomed")
     wait_for(lambda: not kube.exists("DPOTrainingJob", namespace, "doomed"), what="deletion")
     assert nemo.jobs[running["status"]["remoteJobId"]]["status"] == "cancelled"
+
+
+def test_changes_a_running_remote_job_cannot_take_are_reported_not_applied(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    nemo.script = [{"status": "running", "percentage_done": 5.0}]
+    kube.create("DPOTrainingJob", namespace, "edited", spec_for(nemo))
+    running = kube.wait_phase("DPOTrainingJob", namespace, "edited", "Running", timeout=40)
+    assert reason(running, "SpecApplied") == "Applied"
+    kube.patch_spec("DPOTrainingJob", namespace, "edited", {"job": {"activeDeadlineSeconds": 3600}})  # read every poll
+
+    def applied(obj: dict[str, Any]) -> dict[str, Any] | None:
+        status = obj.get("status") or {}
+        return status if status.get("observedGeneration") == obj["metadata"]["generation"] else None
+
+    status = wait_for(lambda: applied(kube.get("DPOTrainingJob", namespace, "edited")), what="generation 2 observed")
+    assert {c["type"]: c for c in status["conditions"]}["SpecApplied"]["status"] == "True"
+    kube.patch_spec("DPOTrainingJob", namespace, "edited", {"customizer": {"outputModel": "team-a/renamed"}})
+    status = wait_for(lambda: applied(kube.get("DPOTrainingJob", namespace, "edited")), what="generation 3 observed")
+    condition = {c["type"]: c for c in status["conditions"]}["SpecApplied"]
+    assert (condition["status"], condition["reason"]) == ("False", "ChangeNotApplied")
+    assert "customizer.outputModel" in condition["message"] and condition["observedGeneration"] == 3
+    assert [route for route, _ in nemo.calls].count("create-job") == 1  # the remote job is left as it is
 
 
 def test_delete_finishes_even_when_the_customizer_is_down(

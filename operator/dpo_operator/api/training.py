@@ -231,6 +231,10 @@ class DPOTrainingJobStatus(CommonStatus):
     job_name: str | None = None
     remote_job_id: str | None = None
     submit_time: str | None = Field(default=None, description="When the remote job was created.")
+    submitted_spec: dict[str, str] | None = Field(
+        default=None, description="Digest of each spec field the remote job was created from (customizer backend): "
+        "later changes to them are reported in the SpecApplied condition as not applied.",
+    )
     output_model: str | None = None
     progress: TrainingProgress | None = None
     dataset_location: str | None = None

@@ -36,7 +36,8 @@ from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requeste
 from dpo_operator.kube import resources
 from dpo_operator.kube.conditions import now, seconds_since, set_condition
 from dpo_operator.kube.locks import LOCKS
-from dpo_operator.kube.jobs import ensure_job, failure_message, job_state, pod_results
+from dpo_operator.kube.jobs import (digest_applied, ensure_job, failure_message, job_state, pod_failure_policy,
+                                    pod_results, spec_digest)
 from dpo_operator.kube.naming import child_name, labels_for, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
 from dpo_operator.kube.secrets import SecretMissing, read_secret_key
@@ -47,6 +48,9 @@ from dpo_operator.nemo.http import NemoApi, NemoError
 
 log = logging.getLogger(__name__)
 MAX_POLL_BACKOFF_SECONDS = 600.0
+# spec fields read on every poll (so applied to a running remote job); any other change is not applied to it
+APPLIED_WHILE_RUNNING = ("suspend", "deployOnCompletion", "job.activeDeadlineSeconds", "customizer.pollIntervalSeconds",
+                         "customizer.maxConsecutivePollFailures", "customizer.apiKeySecretRef")
 NOT_HONOURED = "FieldsNotHonoured"  # condition naming spec fields the Customizer cannot honour
 _locks = LOCKS  # shared with the failure handling in handlers/common.py
 
@@ -119,6 +123,7 @@ def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocati
                          env=env, volume_mounts=mounts)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.job.backoff_limit,
+        "podFailurePolicy": pod_failure_policy("uploader"),  # a missing dataset fails at once, not after retries
         "template": {"metadata": pod_metadata(spec.template, labels),
                      "spec": pod_spec(spec.template, [uploader], volumes=volumes)},
     }
@@ -179,9 +184,10 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> None:
                 f"DPOTrainingJob {namespace}/{name}"))
             log.info("DPOTrainingJob %s/%s: created Customizer job %s", namespace, name, job["id"])
         fields.update(remoteJobId=job["id"], outputModel=job.get("output_model"), datasetLocation=files_url,
-                      submitTime=now())
+                      submitTime=now(), submittedSpec=spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING))
         write_status(KIND, with_not_honoured(body, not_honoured),
-                     Outcome(Phase.PENDING.value, "Submitted", f"Customizer job {job['id']} created", fields))
+                     Outcome(Phase.PENDING.value, "Submitted", f"Customizer job {job['id']} created", fields,
+                             (True, "Applied", f"Customizer job {job['id']} runs the current spec")))
 
 
 def with_not_honoured(body: Any, not_honoured: list[str]) -> Any:
@@ -228,6 +234,8 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, j
                                          f"({failures} in a row, next try in {delay:.0f}s): {exc}",
                                          {"consecutivePollFailures": failures}))
         return
+    applied = digest_applied(status.get("submittedSpec"), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING),
+                             f"Customizer job {job_id}")
     # null or missing fields keep the last known values
     progress = {**(status.get("progress") or {}), **remote.progress}
     fields: dict[str, Any] = {"progress": progress or None, "consecutivePollFailures": None}
@@ -240,13 +248,13 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, j
         fields["progress"] = {**progress, "percentageDone": 100.0}
         fields["outputModel"] = model
         fields.update(deploy_if_requested(body, spec))
-        write_status(KIND, body, Outcome(Phase.SUCCEEDED.value, "Trained", remote.message, fields))
+        write_status(KIND, body, Outcome(Phase.SUCCEEDED.value, "Trained", remote.message, fields, applied))
     elif remote.phase == Phase.FAILED.value:
         fields["failureReason"] = "CustomizerJobFailed"
-        write_status(KIND, body, Outcome(Phase.FAILED.value, "CustomizerJobFailed", remote.message, fields))
+        write_status(KIND, body, Outcome(Phase.FAILED.value, "CustomizerJobFailed", remote.message, fields, applied))
     elif remote.phase == Phase.CANCELLED.value:
         fields["failureReason"] = "CustomizerJobCancelled"
-        write_status(KIND, body, Outcome(Phase.CANCELLED.value, "CustomizerJobCancelled", remote.message, fields))
+        write_status(KIND, body, Outcome(Phase.CANCELLED.value, "CustomizerJobCancelled", remote.message, fields, applied))
     else:
         deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
         if deadline is not None and status.get("submitTime") and seconds_since(status["submitTime"]) > deadline:
@@ -254,7 +262,7 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, j
             raise PermanentFailure("DeadlineExceeded", f"Customizer job {job_id} ran longer than "
                                    f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
         reason = "Training" if remote.phase == Phase.RUNNING.value else "Queued"
-        write_status(KIND, body, Outcome(remote.phase, reason, remote.message, fields))
+        write_status(KIND, body, Outcome(remote.phase, reason, remote.message, fields, applied))
 
 
 def reconcile(body: Any, spec: DPOTrainingJobSpec, memo: Any = None) -> None:

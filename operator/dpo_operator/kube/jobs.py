@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -176,6 +177,30 @@ def pod_results(namespace: str, job_name: str) -> list[dict[str, Any]]:
                 parsed.setdefault("exitCode", terminated.get("exitCode"))
                 results.append((terminated.get("finishedAt") or "", parsed))
     return [result for _, result in sorted(results, key=lambda item: item[0], reverse=True)]
+
+
+def spec_digest(spec: dict[str, Any], mutable: tuple[str, ...] = ()) -> dict[str, str]:
+    """A short digest of each spec field (objects' fields one level down, as ``customizer.namespace``), leaving out
+    ``mutable`` ones: enough to name what changed since, without keeping the spec itself in status."""
+    flat: dict[str, Any] = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": item for inner, item in value.items()})
+        else:
+            flat[key] = value
+    return {key: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+            for key, value in sorted(flat.items()) if key not in mutable and key.split(".")[0] not in mutable}
+
+
+def digest_applied(submitted: dict[str, str] | None, current: dict[str, str], what: str) -> tuple[bool, str, str]:
+    """SpecApplied from the digest recorded when ``what`` was created and the current spec's."""
+    if submitted is None:
+        return True, "Applied", f"{what} runs the current spec"
+    changed = sorted(k for k in set(submitted) | set(current) if submitted.get(k) != current.get(k))
+    if not changed:
+        return True, "Applied", f"{what} runs the current spec"
+    return False, "ChangeNotApplied", (f"{what} was created from an earlier spec; changes to {', '.join(changed)} are "
+                                       "not applied to it (they take effect only in a new resource)")
 
 
 def spec_applied(job: dict[str, Any], env_name: str, current: dict[str, Any],
