@@ -4,6 +4,7 @@ takes its id and name from the environment the operator sets, logs every step, a
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,33 @@ from dpo_operator.train.trainer import TrainConfig, train  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.workload
+
+
+def offline_records(path: Path) -> list:
+    """The protobuf records of a wandb offline run file (the client's transaction log: a 7-byte header, then
+    LevelDB-style log records in 32 KiB blocks), as ``wandb sync`` reads them."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw, position, parts, records = path.read_bytes(), 7, [], []
+    assert raw[:4] == b":W&B"
+    while position + 7 <= len(raw):
+        left = BLOCK - position % BLOCK
+        if left < 7:  # a block's tail too short for a record header is padding
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[position: position + 7])
+        if length == 0 and kind == 0:
+            break
+        parts.append(raw[position + 7: position + 7 + length])
+        position += 7 + length
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(parts))
+            records.append(record)
+            parts = []
+    return records
 API_KEY = "wandb-local-" + "k" * 28  # never to be found in what the run writes
+BLOCK, FULL, LAST = 32768, 1, 4
 
 
 def test_metrics_reach_a_wandb_run_named_by_the_operator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,12 +62,16 @@ def test_metrics_reach_a_wandb_run_named_by_the_operator(tmp_path: Path, monkeyp
     summary = train(config)
     runs = list((tmp_path / "out/wandb").glob("offline-run-*-uid-1234"))
     assert len(runs) == 1, list((tmp_path / "out/wandb").iterdir())
-    logged = json.loads((runs[0] / "files/wandb-summary.json").read_text())
-    assert logged["_step"] == summary["steps"] == 4
-    assert logged["loss"] == pytest.approx(summary["train"]["loss"])
-    assert {"rewards/accuracies", "rewards/margins", "learning_rate", "grad_norm"} <= logged.keys()
-    run_config = (runs[0] / "files/config.yaml").read_text()
-    assert "learning_rate" in run_config and "batch_size" in run_config
+    records = offline_records(runs[0] / "run-uid-1234.wandb")
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert (run.run_id, run.display_name, run.project) == ("uid-1234", "tictactoe-dpo", "dpo")
+    configured = {item.key: item.value_json for item in run.config.update}
+    assert json.loads(configured["batch_size"]) == 4 and json.loads(configured["learning_rate"]) == 1e-3
+    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    assert [h["_step"] for h in history] == [1, 2, 3, 4] and summary["steps"] == 4
+    assert history[-1]["loss"] == pytest.approx(summary["train"]["loss"])
+    assert {"rewards/accuracies", "rewards/margins", "learning_rate", "grad_norm"} <= history[-1].keys()
     for written in [*(tmp_path / "out").rglob("*"), *(tmp_path / "wandb-config").rglob("*")]:
         if written.is_file():
             assert API_KEY.encode() not in written.read_bytes(), written
