@@ -240,6 +240,18 @@ def test_what_the_customizer_refuses_or_cannot_honour_is_said(
     assert len(nemo.jobs) == 1  # the refused specs never reached the Customizer
 
 
+def test_an_upload_without_a_readable_result_registers_nothing(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo) -> None:
+    kube.require_emulated()  # plays the job controller: no upload pod runs
+    kube.usable_secret(namespace, "nemo", {"api-key": API_KEY, "hf-token": "hf-token-456"})
+    kube.create("DPOTrainingJob", namespace, "blank", spec_for(nemo))
+    wait_for(lambda: kube.job(namespace, "blank-upload"), what="upload job")
+    kube.finish_job(namespace, "blank-upload", succeeded=True, message="")  # completed, said nothing
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "blank", "Failed", timeout=30)
+    assert reason(failed, "Failed") == "ResultUnavailable" and "upload job blank-upload" in failed["status"]["message"]
+    assert nemo.jobs == {} and "dataset" not in [route for route, _ in nemo.calls]  # no dataset registered
+
+
 def test_failed_upload_and_missing_secret_are_reported(
         kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
     spec = spec_for(nemo)

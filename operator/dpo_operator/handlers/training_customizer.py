@@ -169,8 +169,12 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> None:
                 write_status(KIND, body, Outcome(Phase.PENDING.value, "UploadingDataset",
                                                  f"copying {location.describe()} to NeMo Datastore repo {repo}", fields))
                 return
-            uploaded = next((r for r in pod_results(namespace, fields["jobName"]) if "filesUrl" in r), {})
-            files_url = uploaded.get("filesUrl") or f"hf://datasets/{repo}"
+            uploaded = next((r for r in pod_results(namespace, fields["jobName"]) if r.get("filesUrl")), None)
+            if uploaded is None:  # never register a dataset no pod vouched for
+                raise PermanentFailure("ResultUnavailable", f"upload job {fields['jobName']} completed but no pod of it "
+                                       "left a readable result (termination message); the dataset in NeMo Datastore "
+                                       "cannot be trusted")
+            files_url = uploaded["filesUrl"]
         try:
             nemo.register_dataset(entity, backend.namespace, dataset, files_url,
                                   f"DPO preference pairs for {namespace}/{name}")
