@@ -99,7 +99,11 @@ def test_ddp_and_fsdp_ranks_train_what_one_process_trains_and_fsdp_checkpoints_r
         summary = json.loads((out / "summary.json").read_text())
         assert summary["steps"] == 4  # 3 global batches -> 2 steps an epoch, on every rank
         assert len((out / "metrics.jsonl").read_text().splitlines()) == 4  # written by rank 0 only
-    assert json.loads((fsdp / "summary.json").read_text())["strategy"] == "fsdp"
+    fsdp_summary = json.loads((fsdp / "summary.json").read_text())
+    assert fsdp_summary["strategy"] == "fsdp"
+    # sharded: rank 1 built the model without weights and received its shards (and buffers) from rank 0
+    assert fsdp_summary["weightsLoadedBy"] == "rank 0"
+    assert json.loads((ddp / "summary.json").read_text())["weightsLoadedBy"] == "every rank"
     single_val = json.loads((single / "summary.json").read_text())["validation"]
     for out in (ddp, fsdp):  # validation is scored sharded and summed across ranks
         val = json.loads((out / "summary.json").read_text())["validation"]

@@ -180,6 +180,21 @@ class FSDP(Strategy):
     def accumulating(self, wrapped: nn.Module, sync: bool) -> Any:
         return self._sync(wrapped, sync)
 
+    def materialize(self, model: nn.Module, source: nn.Module | None) -> None:
+        """Fill a sharded model built on the meta device with ``source``'s weights and buffers, which only rank 0
+        holds (None elsewhere): each rank allocates its shards and receives them from rank 0."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        model.to_empty(device=self.device)
+        full = source.state_dict() if source is not None else {}
+        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        # buffers are not sharded and some (rotary frequencies) are in no state dict: rank 0 sends them all
+        originals = dict(source.named_buffers()) if source is not None else {}
+        for name, buffer in model.named_buffers():
+            if source is not None:
+                buffer.copy_(originals[name])
+            torch.distributed.broadcast(buffer, src=0)
+
     def after_inference(self, scorer: nn.Module) -> None:
         # the root group stays gathered after a forward with no backward; a training forward would then write its
         # gradients to the gathered copies and never reduce-scatter them into the shards

@@ -108,15 +108,21 @@ class TrainConfig:
                              sft_loss_weight=1.0 if sft_only else self.sft_loss_weight)
 
 
-def load_model_and_tokenizer(config: TrainConfig, precision: MixedPrecision) -> tuple[Any, Any]:
-    """On the CPU: the strategy places it (FSDP moves only each rank's shards to its GPU)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model_and_tokenizer(config: TrainConfig, precision: MixedPrecision, on_meta: bool = False) -> tuple[Any, Any]:
+    """On the CPU: the strategy places it (FSDP moves only each rank's shards to its GPU). ``on_meta``: the same
+    model without its weights (no memory), to be filled in by the strategy."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     lora = config.finetuning_type == "lora"
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=precision.frozen_weight_dtype(lora))
+    if on_meta:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.model),
+                                                     dtype=precision.frozen_weight_dtype(lora))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=precision.frozen_weight_dtype(lora))
     model.config.use_cache = False
     if config.activation_checkpointing:  # per decoder layer, recomputed in backward
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -137,9 +143,9 @@ class Trainer:
         self.precision = MixedPrecision(config.precision, self.device.type)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        self.model, self.tokenizer = load_model_and_tokenizer(config, self.precision)
+        skeleton, self.tokenizer = load_model_and_tokenizer(config, self.precision, on_meta=True)
         gpu_bytes = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
-        parameters = sum(p.numel() for p in self.model.parameters())
+        parameters = sum(p.numel() for p in skeleton.parameters())
         strategy = distributed.choose(config.strategy, config.finetuning_type == "lora", parameters, gpu_bytes,
                                       self.env.world_size)
         if strategy == "fsdp" and config.precision == "fp16":
@@ -148,9 +154,23 @@ class Trainer:
         self.strategy = distributed.build(strategy, self.env, self.device,
                                           self.precision.compute_dtype if config.precision != "fp32" else None)
         self.precision.autocast_enabled = strategy != "fsdp"  # FSDP's policy casts the parameters instead
+        # sharded over several ranks, only rank 0 reads the weights (host memory for one copy, not one a rank): the
+        # others shard the weightless skeleton and receive their shards from it
+        self.loaded_by = "rank 0" if strategy == "fsdp" and self.env.world_size > 1 else "every rank"
+        source = None
+        if self.loaded_by == "every rank":
+            self.model = load_model_and_tokenizer(config, self.precision)[0]
+        else:
+            self.model = skeleton
+            if self.env.is_main:
+                source = load_model_and_tokenizer(config, self.precision)[0]
+        del skeleton
         self.model = self.strategy.place(self.model)
         self.scorer = CompletionLogps(self.model)  # under FSDP this very module becomes the sharded root
         self.trainable = self.strategy.wrap(self.scorer)
+        if self.loaded_by == "rank 0":
+            self.strategy.materialize(self.model, source)
+            del source
         self.pad_id = self.tokenizer.pad_token_id
         self.output = Path(config.output_dir)
         self.loss_config = config.loss_config()
@@ -307,7 +327,7 @@ class Trainer:
             summary: dict[str, Any] = {"steps": position.step, "train": last, "referenceSeconds": round(reference_seconds, 3),
                                        "trainSeconds": round(time.perf_counter() - loop_started, 3),
                                        "strategy": self.strategy.name, "resumedFromStep": resumed_from,
-                                       "sharedPrompt": self.shared_prompt}
+                                       "sharedPrompt": self.shared_prompt, "weightsLoadedBy": self.loaded_by}
             if validation is not None and val_reference is not None:
                 summary["validation"] = self.evaluate(validation, val_reference)
             self.save_final(self.output / "final")
