@@ -19,7 +19,9 @@ from dpo_operator.embedded.policy_server import PolicyServer, board_from_message
 
 
 def spec(**overrides: object) -> DPOCollectionSpec:
-    base = {"workflow": {"name": "tictactoe", "numExamples": 12}, "llm": {"baseUrl": "http://llm.test/v1", "model": "m"},
+    # scripted endpoints answer completions only (no model listing): no wait for the model to be served
+    base = {"workflow": {"name": "tictactoe", "numExamples": 12},
+            "llm": {"baseUrl": "http://llm.test/v1", "model": "m", "startupTimeoutSeconds": 0},
             "candidatesPerTurn": 4, "output": {"pvc": {"claimName": "data", "path": "/ds"}}, "seed": 3}
     base.update(overrides)
     return DPOCollectionSpec.model_validate(base)
@@ -86,7 +88,8 @@ def test_permanent_endpoint_error_fails_with_message(tmp_path: Path) -> None:
 
 def test_continue_on_collection_error_skips_the_failed_run(tmp_path: Path) -> None:
     s = spec(numRuns=2, continueOnCollectionError=True,
-             llm={"baseUrl": "http://llm.test/v1", "model": "m", "maxRetries": 0, "useN": False})
+             llm={"baseUrl": "http://llm.test/v1", "model": "m", "maxRetries": 0, "useN": False,
+                  "startupTimeoutSeconds": 0})
     result = run_collection(s, data_root=tmp_path, transport=scripted_transport(fail_first=1, status=400))
     assert (result.runsCompleted, result.runsFailed) == (1, 1)
     assert "HTTP 400" in result.errors[0]
@@ -120,10 +123,12 @@ def test_api_key_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_cli_reports_failure_in_result_file(tmp_path: Path) -> None:
-    env = {**os.environ, "SPEC": json.dumps({"llm": {"baseUrl": "http://127.0.0.1:9/v1", "model": "m", "maxRetries": 0},
+    env = {**os.environ, "SPEC": json.dumps({"llm": {"baseUrl": "http://127.0.0.1:9/v1", "model": "m", "maxRetries": 0,
+                                                     "startupTimeoutSeconds": 1},
                                              "output": {"pvc": {"claimName": "d"}}, "workflow": {"numExamples": 1}}),
            "DPO_DATA_ROOT": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "dpo_operator", "collect", "--spec-env", "SPEC", "--result-file",
                            str(tmp_path / "r")], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 1
-    assert "failed after 1 attempts" in json.loads((tmp_path / "r").read_text())["error"]
+    error = json.loads((tmp_path / "r").read_text())["error"]
+    assert "did not serve model 'm' within 1s (llm.startupTimeoutSeconds): ConnectError" in error

@@ -117,7 +117,7 @@ def test_real_collector_runs_in_a_local_pod(kube: Kube, namespace: str, operator
     from dpo_operator.embedded.policy_server import PolicyServer
 
     with PolicyServer(seed=2) as policy, LocalExecutor(kube.api, tmp_path, namespace) as executor:
-        spec = {**SPEC, "llm": {**SPEC["llm"], "baseUrl": policy.url}, "numRuns": 2}
+        spec = {**SPEC, "llm": {**SPEC["llm"], "baseUrl": policy.url, "model": policy.model}, "numRuns": 2}
         kube.create("DPOCollection", namespace, "real", spec)
         done = kube.wait_phase("DPOCollection", namespace, "real", "Succeeded", timeout=60)
     status = done["status"]

@@ -117,7 +117,7 @@ def test_a_collection_writing_straight_to_the_datastore_creates_its_namespace(
     monkeypatch.setenv("HF_TOKEN", "hf-secret")
     with PolicyServer(seed=4) as policy, FakeNemo(hf_token="hf-secret") as fake:
         spec = DPOCollectionSpec.model_validate({
-            "workflow": {"numExamples": 4}, "llm": {"baseUrl": policy.url, "model": "m"},
+            "workflow": {"numExamples": 4}, "llm": {"baseUrl": policy.url, "model": policy.model},
             "output": {"hub": {"endpoint": fake.endpoint, "repoId": "collected/tictactoe",
                                "tokenSecretRef": {"name": "t", "key": "k"}}}})
         run_collection(spec, data_root=tmp_path)

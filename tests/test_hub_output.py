@@ -15,7 +15,7 @@ from tests.fakes.hub import FakeHub
 
 def hub_spec(policy_url: str, endpoint: str, **extra: object) -> DPOCollectionSpec:
     return DPOCollectionSpec.model_validate({
-        "workflow": {"numExamples": 6}, "llm": {"baseUrl": policy_url, "model": "m"},
+        "workflow": {"numExamples": 6}, "llm": {"baseUrl": policy_url, "model": "toy/tictactoe-policy"},
         "output": {"hub": {"endpoint": endpoint, "repoId": "dpo/tictactoe", "tokenSecretRef": {"name": "t", "key": "k"}}},
         **extra})
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,14 @@ import pytest
 
 from dpo_operator.api.collection import DPOCollectionSpec
 from dpo_operator.collect import llm as llm_mod
-from dpo_operator.collect.llm import ChatClient, LLMSettings
+from dpo_operator.collect.llm import ChatClient, LLMError, LLMSettings
 from dpo_operator.collect.runner import run_collection
 
 
 def spec(**overrides: Any) -> DPOCollectionSpec:
-    base: dict[str, Any] = {"workflow": {"name": "tictactoe", "numExamples": 6}, "llm": {"baseUrl": "http://llm/v1", "model": "m"},
+    # scripted endpoints answer completions only (no model listing): no wait for the model to be served
+    base: dict[str, Any] = {"workflow": {"name": "tictactoe", "numExamples": 6},
+                            "llm": {"baseUrl": "http://llm/v1", "model": "m", "startupTimeoutSeconds": 0},
                             "candidatesPerTurn": 4, "output": {"pvc": {"claimName": "d", "path": "/ds"}}, "seed": 5}
     base.update(overrides)
     return DPOCollectionSpec.model_validate(base)
@@ -155,3 +159,64 @@ def test_the_nim_stand_in_answers_n_choices_in_one_request(tmp_path: Path) -> No
         assert (chat.requests, chat.n_supported) == (1, True)
         bad = httpx.post(f"{server.url}/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 0})
         assert bad.status_code == 400
+
+
+def test_the_collector_waits_for_a_nim_that_is_still_starting(tmp_path: Path) -> None:
+    """A NIM applied together with the collection listens only minutes later: the collection waits for the model
+    to be listed in GET /v1/models instead of failing its requests."""
+    import socket
+    import threading
+
+    from dpo_operator.embedded.policy_server import PolicyServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = PolicyServer(skill=0.5, port=port)
+    late = threading.Timer(2.0, server.__enter__)
+    late.start()
+    try:
+        s = spec(llm={"baseUrl": f"http://127.0.0.1:{port}/v1", "model": server.model, "maxRetries": 0,
+                      "startupTimeoutSeconds": 60})
+        started = time.monotonic()
+        result = run_collection(s, data_root=tmp_path)
+        waited = time.monotonic() - started
+    finally:
+        late.join()
+        server.__exit__(None, None, None)
+    # with maxRetries 0 any request sent before the server listened would have failed the run
+    assert result.runsFailed == 0 and sum(result.pairs.values()) > 0 and waited >= 1.5
+
+
+def listing(*answers: tuple[int, list[str] | None]) -> tuple[httpx.MockTransport, list[str]]:
+    """GET /models answers in turn (status, served ids), then the last one again; records the paths asked."""
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        status, served = answers[min(len(asked), len(answers)) - 1]
+        return httpx.Response(status, json={"object": "list", "data": [{"id": m} for m in served or []]})
+
+    return httpx.MockTransport(handler), asked
+
+
+@pytest.mark.parametrize(("answers", "error"), [
+    ([(503, None), (200, ["base"]), (200, ["base", "m"])], None),  # loading, then the model (a LoRA) listed
+    ([(404, None)], None),  # no model listing: nothing to wait for
+    ([(200, ["other"])], "not serve model 'm' within 0s (llm.startupTimeoutSeconds): serving ['other'], not 'm' yet"),
+    ([(401, None)], "refused the API key (HTTP 401)"),
+])
+def test_waiting_for_the_model_ends_when_it_is_listed_or_clearly(answers: list, error: str | None) -> None:
+    transport, asked = listing(*answers)
+
+    async def wait() -> None:
+        settings = LLMSettings("http://llm/v1", "m", startup_timeout_seconds=0.3 if error is None else 0.05)
+        async with ChatClient(settings, transport=transport) as chat:
+            await chat.wait_until_serving(poll_seconds=0.01)
+
+    if error is None:
+        asyncio.run(wait())
+        assert asked == ["/v1/models"] * len(answers)
+    else:
+        with pytest.raises(LLMError, match=re.escape(error)):
+            asyncio.run(wait())

@@ -94,6 +94,11 @@ class LLMEndpointSpec(ApiModel):
     timeout_seconds: float = Field(default=60.0, gt=0)
     max_concurrency: int = Field(default=8, ge=1, le=1024)
     max_retries: int = Field(default=3, ge=0, le=20)
+    startup_timeout_seconds: float = Field(
+        default=600.0, ge=0, le=86400, description="Before the first request the collector waits up to this long "
+        "for the endpoint to list the model in GET /models (a NIM applied alongside takes minutes to load it); "
+        "0: no wait.",
+    )
     use_n: bool = Field(default=True, description="Ask for all of a decision point's candidates in one request (the "
                                                   "OpenAI 'n' parameter) when the endpoint honours it; otherwise, "
                                                   "or when false, one seeded request per candidate.")

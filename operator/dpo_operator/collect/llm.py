@@ -48,12 +48,14 @@ class LLMSettings:
     max_retries: int = 3
     api_key: str | None = None
     use_n: bool = True
+    startup_timeout_seconds: float = 600.0
 
     @classmethod
     def from_spec(cls, llm: Any) -> "LLMSettings":
         return cls(base_url=llm.base_url, model=llm.model, temperature=llm.temperature, max_tokens=llm.max_tokens,
                    timeout_seconds=llm.timeout_seconds, max_concurrency=llm.max_concurrency,
-                   max_retries=llm.max_retries, api_key=os.environ.get("OPENAI_API_KEY") or None, use_n=llm.use_n)
+                   max_retries=llm.max_retries, api_key=os.environ.get("OPENAI_API_KEY") or None, use_n=llm.use_n,
+                   startup_timeout_seconds=llm.startup_timeout_seconds)
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -92,6 +94,45 @@ class ChatClient:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._client.aclose()
+
+    async def wait_until_serving(self, poll_seconds: float = 1.0) -> None:
+        """Wait (up to ``startup_timeout_seconds``) until the endpoint lists the model in ``GET /models``, as a NIM
+        does once it has loaded it: a NIM applied together with the collection takes minutes to start, and
+        requests sent before would only burn retries. An endpoint without a model listing (404/405) is taken as
+        ready; 401/403 fail at once; a timeout of 0 skips the wait."""
+        if self.settings.startup_timeout_seconds <= 0:
+            return
+        deadline = time.monotonic() + self.settings.startup_timeout_seconds
+        last = "no answer yet"
+        while True:
+            try:
+                response = await self._client.get("models", timeout=min(self.settings.timeout_seconds, 10.0))
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code in (404, 405):
+                    return
+                if response.status_code in (401, 403):
+                    raise LLMError(f"{self.settings.base_url} refused the API key (HTTP {response.status_code})")
+                if response.status_code == 200:
+                    try:
+                        listing = response.json().get("data")
+                    except (ValueError, AttributeError):
+                        listing = None
+                    if not isinstance(listing, list):
+                        return  # answers, but not with a listing we can read: let the requests tell
+                    served = [m.get("id") for m in listing if isinstance(m, dict)]
+                    if self.settings.model in served:
+                        return
+                    last = f"serving {served}, not {self.settings.model!r} yet"
+                else:
+                    last = f"HTTP {response.status_code}"
+            if time.monotonic() >= deadline:
+                raise LLMError(f"{self.settings.base_url} did not serve model {self.settings.model!r} within "
+                               f"{self.settings.startup_timeout_seconds:.0f}s (llm.startupTimeoutSeconds): {last}")
+            log.info("waiting for %s to serve %s: %s", self.settings.base_url, self.settings.model, last)
+            await asyncio.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+            poll_seconds = min(poll_seconds * 1.5, 10.0)
 
     async def _post(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """The ``choices`` of one completion request, after retries."""

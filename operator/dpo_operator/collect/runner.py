@@ -143,6 +143,7 @@ async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTrans
     else:
         assert spec.llm is not None
         async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
+            await chat.wait_until_serving()
             await _collect_runs(spec, _plugin_runs(spec, chat, check), collected)
             collected.requests, collected.completions, collected.n_sampling = chat.requests, chat.completions, chat.n_supported
     collected.seconds = time.monotonic() - started
