@@ -5,8 +5,8 @@
   wrapped), and forward hooks of every LoRA ``lora_A`` module, split by phase (``reference``: the reference log-prob
   passes, ``evaluate``: validation, ``train``: the training steps, ``probe``: the logits below). Activation
   checkpointing shows in the bodies only: transformers checkpoints a layer's ``forward`` inside its ``__call__``,
-  so the layer's hooks fire once, and torch's recomputation in backward runs module forwards without their hooks;
-  the wrapped ``mlp.forward`` runs again;
+  so the layer's hooks fire once, and torch's recomputation in backward (2.13, non-reentrant) does not fire module
+  hooks either; the wrapped ``mlp.forward`` does run again;
 - how many causal LMs and decoder layers exist in the process (one model: no reference copy);
 - the trained model's logits on ``PROBE_TEXTS`` (taken from the live, possibly sharded, model after training).
 
@@ -46,8 +46,8 @@ class ForwardCounter:
         for name, module in trainer.model.named_modules():
             if name.endswith("lora_A.default"):
                 module.register_forward_hook(lambda *_: self.lora.update([self.phase]))
-        for method in ("reference_logps", "evaluate"):
-            setattr(trainer, method, self._tagged(getattr(trainer, method), "reference" if method == "reference_logps" else method))
+        trainer.reference_logps = self._tagged(trainer.reference_logps, "reference")  # type: ignore[method-assign]
+        trainer.evaluate = self._tagged(trainer.evaluate, "evaluate")  # type: ignore[method-assign]
 
     def _counting(self, forward: Any) -> Any:
         def run(*args: Any, **kwargs: Any) -> Any:
