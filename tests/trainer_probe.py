@@ -79,8 +79,9 @@ def live_models() -> dict[str, int]:
 
     gc.collect()
     objects = gc.get_objects()
-    causal = [o for o in objects if isinstance(o, PreTrainedModel) and o.__class__.__name__.endswith("ForCausalLM")]
-    layers = [o for o in objects if isinstance(o, torch.nn.Module) and o.__class__.__name__.endswith("DecoderLayer")]
+    kinds = [type(o) for o in objects]  # type(), not isinstance(): no attribute lookups on arbitrary objects
+    causal = [k for k in kinds if issubclass(k, PreTrainedModel) and k.__name__.endswith("ForCausalLM")]
+    layers = [k for k in kinds if issubclass(k, torch.nn.Module) and k.__name__.endswith("DecoderLayer")]
     return {"causal_lms": len(causal), "decoder_layers": len(layers)}
 
 
