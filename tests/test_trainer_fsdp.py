@@ -5,7 +5,8 @@ Data and schedule as test_trainer_distributed: 17 pairs, batch 8, gradient accum
 steps, 6 micro-batches; the last batch of an epoch has one pair, so one rank runs a weight-0 filler).
 Tolerances: two ranks vs one process sum the same float32 numbers in another order (all-reduce, reduce-scatter),
 so weights agree to rtol 1e-4 / atol 1e-5 (as in test_trainer_distributed); activation checkpointing in one
-process recomputes the very same operations, so it agrees to float32 rounding (rtol 1e-6 / atol 1e-7).
+process recomputes the very same operations, so it agrees to float32 rounding (rtol 1e-6 / atol 1e-7); bf16 runs
+agree to 2e-3 absolute (see the test).
 """
 
 from __future__ import annotations
@@ -110,6 +111,25 @@ def test_lora_under_fsdp_trains_the_adapters_one_process_trains_and_saves_a_load
     trained = torch.load(tmp / "fsdp-probe/logits.pt", weights_only=True)
     torch.testing.assert_close(logits, trained, rtol=1e-5, atol=1e-5)
     assert float((trained - base_logits).abs().max()) > 1e-2  # the adapter changes the model
+
+
+def test_bf16_lora_under_fsdp_trains(workspace: Path) -> None:
+    """The production setting (bf16 compute, fp32 adapters on a bf16 base). FSDP2 fixes its gradient dtypes when
+    it initialises; had that happened in the reference pass (adapters disabled, so not trainable), the bf16
+    gradients would never be cast to the fp32 adapters and the first backward would fail."""
+    tmp = workspace
+    bf16 = {**LORA, "precision": "bf16"}
+    single = in_process(tmp, "single-bf16", **bf16)
+    fsdp = two_ranks(tmp, "fsdp-bf16", **{**bf16, "strategy": "fsdp"})
+    assert single["summary"]["steps"] == fsdp["summary"]["steps"] == 4
+    one = safetensors(tmp / "single-bf16/final/adapter_model.safetensors")
+    two = safetensors(tmp / "fsdp-bf16/final/adapter_model.safetensors")
+    assert {t.dtype for t in two.values()} == {torch.float32}
+    assert max(float(t.abs().max()) for key, t in two.items() if ".lora_B." in key) > 1e-3
+    # bf16 keeps 8 bits of mantissa and each rank rounds its own half-batch shapes; AdamW turns small gradient
+    # differences into update differences of up to the learning rate: 2e-3 absolute (the fp32 run differs by ~1e-2)
+    assert_same_weights(one, two, rtol=0, atol=2e-3)
+    assert losses(tmp / "fsdp-bf16") == pytest.approx(losses(tmp / "single-bf16"), rel=1e-3)
 
 
 def assert_recomputed(result: dict[str, Any], checkpointed: bool) -> None:
