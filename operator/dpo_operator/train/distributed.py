@@ -167,7 +167,13 @@ class FSDP(Strategy):
         from torch.distributed.fsdp import fully_shard
 
         # the root group (embeddings, final norm, LM head) is gathered when the scorer's forward runs
-        return fully_shard(scorer, mesh=self.mesh, mp_policy=self.policy)
+        wrapped = fully_shard(scorer, mesh=self.mesh, mp_policy=self.policy)
+        # FSDP2 fixes each group's gradient dtypes from the parameters that require grad when it initialises, by
+        # default at the first forward: the reference pass, inside peft's disable_adapter, which clears the
+        # adapters' requires_grad. Initialised then, bf16 LoRA gradients are never cast to the fp32 adapters and the
+        # first backward fails. So initialise now, while the adapters are trainable (no public API for this).
+        wrapped._get_fsdp_state()._lazy_init()
+        return wrapped
 
     @contextmanager
     def _sync(self, wrapped: Any, sync: bool) -> Iterator[None]:
