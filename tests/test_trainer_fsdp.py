@@ -126,9 +126,14 @@ def test_bf16_lora_under_fsdp_trains(workspace: Path) -> None:
     two = safetensors(tmp / "fsdp-bf16/final/adapter_model.safetensors")
     assert {t.dtype for t in two.values()} == {torch.float32}
     assert max(float(t.abs().max()) for key, t in two.items() if ".lora_B." in key) > 1e-3
-    # bf16 keeps 8 bits of mantissa and each rank rounds its own half-batch shapes; AdamW turns small gradient
-    # differences into update differences of up to the learning rate: 2e-3 absolute (the fp32 run differs by ~1e-2)
-    assert_same_weights(one, two, rtol=0, atol=2e-3)
+    # bf16 keeps 8 bits of mantissa and each rank rounds its own half-batch shapes; AdamW turns a near-zero
+    # gradient's rounding into a whole step (up to the learning rate, 1e-2) for single elements, so elements agree
+    # within 1e-2 and each kind of adapter matrix as a whole within 1% (measured: ~0.1%; the fp32 run is ~1e-2 away)
+    assert_same_weights(one, two, rtol=0, atol=1e-2)
+    for kind in (".lora_A.", ".lora_B."):
+        keys = [key for key in one if kind in key]
+        apart = sum(float((one[key] - two[key]).pow(2).sum()) for key in keys) ** 0.5
+        assert apart <= 1e-2 * sum(float(one[key].pow(2).sum()) for key in keys) ** 0.5, kind
     assert losses(tmp / "fsdp-bf16") == pytest.approx(losses(tmp / "single-bf16"), rel=1e-3)
 
 

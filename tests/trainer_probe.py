@@ -3,7 +3,8 @@
 
 - calls of every decoder layer (its forward hooks) and of every decoder layer's body (its ``mlp.forward``,
   wrapped), and forward hooks of every LoRA ``lora_A`` module, split by phase (``reference``: the reference log-prob
-  passes, ``evaluate``: validation, ``train``: the training steps, ``probe``: the logits below). Activation
+  passes, ``evaluate``: validation, ``layout``: the shared-prompt layout's check on the first pairs, ``train``: the
+  training steps, ``probe``: the logits below). Activation
   checkpointing shows in the bodies only: transformers checkpoints a layer's ``forward`` inside its ``__call__``,
   so the layer's hooks fire once, and torch's recomputation in backward (2.13, non-reentrant) does not fire module
   hooks either; the wrapped ``mlp.forward`` does run again;
@@ -48,6 +49,7 @@ class ForwardCounter:
                 module.register_forward_hook(lambda *_: self.lora.update([self.phase]))
         trainer.reference_logps = self._tagged(trainer.reference_logps, "reference")  # type: ignore[method-assign]
         trainer.evaluate = self._tagged(trainer.evaluate, "evaluate")  # type: ignore[method-assign]
+        trainer.check_shared_prompt = self._tagged(trainer.check_shared_prompt, "layout")  # type: ignore[method-assign]
 
     def _counting(self, forward: Any) -> Any:
         def run(*args: Any, **kwargs: Any) -> Any:

@@ -1,6 +1,6 @@
 """Preference rows -> token ids -> padded batches, read lazily so host memory does not grow with the dataset.
 
-- ``PreferenceFile`` indexes a JSONL file in one pass (byte offset and size of each row: 12 bytes a row) and
+- ``PreferenceFile`` indexes a JSONL file in one pass (byte offset, size and line number of each row: 16 bytes a row) and
   reads, parses and validates a row only when a batch needs it.
 - ``epoch_batches`` orders one epoch: a seeded shuffle, then length grouping inside mega-batches (less padding),
   then a seeded shuffle of the batches. Every rank computes the same order.

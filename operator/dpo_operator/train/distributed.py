@@ -126,7 +126,9 @@ class Strategy:
     def wrap(self, scorer: nn.Module) -> nn.Module:
         if self.env.world_size == 1:
             return scorer
-        return nn.parallel.DistributedDataParallel(scorer, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # gradients as views of the all-reduce buckets: no second copy of them (4 bytes a trainable parameter)
+        return nn.parallel.DistributedDataParallel(scorer, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                                   gradient_as_bucket_view=True)
 
     def accumulating(self, wrapped: nn.Module, sync: bool) -> Any:
         return wrapped.no_sync() if not sync and isinstance(wrapped, nn.parallel.DistributedDataParallel) else nullcontext()
@@ -136,6 +138,9 @@ class Strategy:
 
     def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
         return None  # the model itself is whole: save_pretrained reads it directly
+
+    def initialise(self, wrapped: nn.Module) -> None:
+        """Called once the wrapped model holds its weights, before any forward."""
 
     def after_inference(self, scorer: nn.Module) -> None:
         """Called after forwards without backward (reference pass, evaluation)."""
@@ -167,13 +172,15 @@ class FSDP(Strategy):
         from torch.distributed.fsdp import fully_shard
 
         # the root group (embeddings, final norm, LM head) is gathered when the scorer's forward runs
-        wrapped = fully_shard(scorer, mesh=self.mesh, mp_policy=self.policy)
-        # FSDP2 fixes each group's gradient dtypes from the parameters that require grad when it initialises, by
-        # default at the first forward: the reference pass, inside peft's disable_adapter, which clears the
-        # adapters' requires_grad. Initialised then, bf16 LoRA gradients are never cast to the fp32 adapters and the
-        # first backward fails. So initialise now, while the adapters are trainable (no public API for this).
-        wrapped._get_fsdp_state()._lazy_init()
-        return wrapped
+        return fully_shard(scorer, mesh=self.mesh, mp_policy=self.policy)
+
+    def initialise(self, wrapped: nn.Module) -> None:
+        """FSDP2 fixes each group's gradient dtypes from the parameters that require grad when it initialises, by
+        default at the first forward: the reference pass, inside peft's disable_adapter, which clears the adapters'
+        requires_grad. Initialised then, bf16 LoRA gradients are never cast to the fp32 adapters and the first
+        backward fails. So initialise once the weights are in place and while the adapters are trainable (there is
+        no public API for this)."""
+        wrapped._get_fsdp_state()._lazy_init()  # type: ignore[operator]
 
     @contextmanager
     def _sync(self, wrapped: Any, sync: bool) -> Iterator[None]:

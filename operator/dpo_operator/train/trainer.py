@@ -125,7 +125,10 @@ def load_model_and_tokenizer(config: TrainConfig, precision: MixedPrecision, on_
         model = AutoModelForCausalLM.from_pretrained(config.model, dtype=precision.frozen_weight_dtype(lora))
     model.config.use_cache = False
     if config.activation_checkpointing:  # per decoder layer, recomputed in backward
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; the older name is deprecated
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -171,6 +174,7 @@ class Trainer:
         if self.loaded_by == "rank 0":
             self.strategy.materialize(self.model, source)
             del source
+        self.strategy.initialise(self.trainable)
         self.pad_id = self.tokenizer.pad_token_id
         self.output = Path(config.output_dir)
         self.loss_config = config.loss_config()
