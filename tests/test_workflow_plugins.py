@@ -46,7 +46,8 @@ def test_import_path_plugin_runs_end_to_end(tmp_path: Path) -> None:
     transport = httpx.MockTransport(answer)
     spec = DPOCollectionSpec.model_validate({
         "workflow": {"name": "tests.test_workflow_plugins:factory", "numExamples": 3, "config": {"topic": "cats"}},
-        "llm": {"baseUrl": "http://x/v1", "model": "m"}, "candidatesPerTurn": 3, "output": {"pvc": {"claimName": "d"}}})
+        "llm": {"baseUrl": "http://x/v1", "model": "m", "startupTimeoutSeconds": 0},  # a completions-only mock
+        "candidatesPerTurn": 3, "output": {"pvc": {"claimName": "d"}}})
     result = run_collection(spec, data_root=tmp_path, transport=transport)
     assert result.pairs["total"] == 9  # 3 examples x 3 pairs, all distinct lengths
     first = (tmp_path / "training/training_file.jsonl").read_text().splitlines()[0]
