@@ -11,8 +11,9 @@ step, each rank scoring its own share of the pairs (with LoRA: adapters disabled
 exists). Each step runs chosen and rejected sequences through one forward pass and the LM head sees only the
 positions that predict completion tokens. Where the attention takes a custom mask, a pair is one sequence
 (prompt, chosen, rejected) in which the rejected response sees the prompt but not the chosen one, so the prompt is
-computed once per pair rather than twice (``data.Batch``); a check on the first pairs falls back to two sequences. Every rank runs the same number of forward/backward passes and
-optimizer steps; ranks' losses are weighted by their pair counts so the update equals the single-process one.
+computed once per pair rather than twice (``data.Batch``); a check on the first pairs falls back to two sequences.
+Every rank runs the same number of forward/backward passes and optimizer steps; ranks' losses are weighted by
+their pair counts so the update equals the single-process one. Under FSDP only rank 0 reads the weights.
 """
 
 from __future__ import annotations
