@@ -124,7 +124,8 @@ class ChatClient:
                     served = [m.get("id") for m in listing if isinstance(m, dict)]
                     if self.settings.model in served:
                         return
-                    last = f"serving {served}, not {self.settings.model!r} yet"
+                    shown = served[:10] + (["..."] if len(served) > 10 else [])  # bounded: it may reach the status
+                    last = f"serving {shown}, not {self.settings.model!r} yet"
                 else:
                     last = f"HTTP {response.status_code}"
             if time.monotonic() >= deadline:
