@@ -1,6 +1,7 @@
 """Events are one resource served at two group-versions (core ``v1`` and ``events.k8s.io/v1``): an Event written
 through either is read through both, converted the way kube-apiserver converts them, so ``kubectl describe`` and
 ``kubectl get events`` (core v1) list what an operator posted through events.k8s.io/v1, and the other way round.
+Lists and gets only: a watch sees the Events written through its own group-version (nothing we run watches Events).
 """
 
 from __future__ import annotations
