@@ -136,6 +136,26 @@ def test_encode_truncates_prompt_from_the_left_and_appends_eos(tiny: Path) -> No
     assert encode(tokenizer, {"prompt": messages, "chosen_response": "a", "rejected_response": "b"}, 64).prompt
 
 
+class CharTokenizer:
+    """A tokenizer that adds no special tokens (as many do): an empty prompt encodes to nothing."""
+
+    bos_token_id, eos_token_id, chat_template = None, 2, None
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": [3 + ord(c) % 50 for c in text]}
+
+
+def test_an_empty_prompt_gets_a_start_token_so_every_completion_token_is_scored() -> None:
+    pair = encode(CharTokenizer(), {"prompt": "", "chosen_response": "ab", "rejected_response": "c"}, max_length=16)
+    assert pair.prompt == [2] and pair.chosen == [3 + ord("a") % 50, 3 + ord("b") % 50, 2]
+    for shared in (False, True):
+        batch = collate([pair, pair], [0, 1], pad_id=0, shared_prompt=shared)
+        assert batch.completion_counts() == [3, 3, 2, 2]
+        rows = batch.score_positions // batch.input_ids.shape[1]  # every token is predicted inside its own row
+        # shared: a row holds a pair's chosen then rejected tokens; separate: rows are chosen 0, 1, rejected 0, 1
+        assert rows.tolist() == ([0] * 5 + [1] * 5 if shared else [0] * 3 + [1] * 3 + [2] * 2 + [3] * 2)
+
+
 def toy_dataset(path: Path, n: int = 32) -> Path:
     rows = [{"prompt": f"Q{i % 4}: is {i} fine?", "chosen_response": "yes, fine", "rejected_response": "no!"}
             for i in range(n)]

@@ -106,6 +106,9 @@ def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> EncodedPair:
     chosen = (list(tokenizer(row["chosen_response"], add_special_tokens=False)["input_ids"]) + eos)[:completion_budget]
     rejected = (list(tokenizer(row["rejected_response"], add_special_tokens=False)["input_ids"]) + eos)[:completion_budget]
     prompt = prompt_ids(tokenizer, row["prompt"])
+    if not prompt:  # an empty prompt without BOS: a start token, so the first completion token is predicted too
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        prompt = [start if start is not None else 0]
     keep = max(1, max_length - max(len(chosen), len(rejected)))
     return EncodedPair(prompt[-keep:], chosen, rejected)
 
