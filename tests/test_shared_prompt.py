@@ -54,6 +54,14 @@ def test_the_shared_layout_computes_each_prompt_once() -> None:
     assert shared.tokens == separate.tokens == sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in PAIRS)
 
 
+def test_an_empty_response_scores_nothing_in_either_layout() -> None:
+    pairs = [EncodedPair([1, 10], [], [30, 2]), EncodedPair([1, 11, 12], [20, 2], [])]  # a tokenizer without EOS
+    for shared in (True, False):
+        batch = collate(pairs, [0, 1], 0, shared_prompt=shared)
+        assert batch.completion_counts() == [0, 2, 2, 0]
+        assert len(batch.score_positions) == len(batch.score_targets) == 4
+
+
 @pytest.mark.parametrize(("finetuning", "attention"), [("all_weights", "sdpa"), ("all_weights", "eager"), ("lora", "sdpa")])
 def test_shared_layout_scores_and_gradients_equal_two_sequences(tiny: Path, finetuning: str, attention: str) -> None:
     model = load(tiny, finetuning, attention)

@@ -213,8 +213,9 @@ def _collate_shared(pairs: list[EncodedPair], indices: list[int], pad_id: int, p
         segment[row, :prompt], segment[row, prompt: prompt + chosen], segment[row, prompt + chosen: end] = 0, 1, 2
         base, last_prompt = row * width, row * width + prompt - 1
         # chosen token j is predicted at prompt-1+j; rejected token 0 by the last prompt token, token j>0 at its left
-        positions += [torch.arange(last_prompt, last_prompt + chosen), torch.tensor([last_prompt]),
-                      torch.arange(base + prompt + chosen, base + end - 1)]
+        positions += [torch.arange(last_prompt, last_prompt + chosen)]
+        if rejected:
+            positions += [torch.tensor([last_prompt]), torch.arange(base + prompt + chosen, base + end - 1)]
         targets += pair.chosen + pair.rejected
         owners += [row] * chosen + [count + row] * rejected
     query, key = segment.unsqueeze(2), segment.unsqueeze(1)
