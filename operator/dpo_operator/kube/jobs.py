@@ -192,15 +192,19 @@ def spec_digest(spec: dict[str, Any], mutable: tuple[str, ...] = ()) -> dict[str
             for key, value in sorted(flat.items()) if key not in mutable and key.split(".")[0] not in mutable}
 
 
-def digest_applied(submitted: dict[str, str] | None, current: dict[str, str], what: str) -> tuple[bool, str, str]:
-    """SpecApplied from the digest recorded when ``what`` was created and the current spec's."""
-    if submitted is None:
-        return True, "Applied", f"{what} runs the current spec"
-    changed = sorted(k for k in set(submitted) | set(current) if submitted.get(k) != current.get(k))
+def _applied(built: dict[str, Any], current: dict[str, Any], mutable: tuple[str, ...], what: str,
+             runs_current: str) -> tuple[bool, str, str]:
+    """The SpecApplied condition (status, reason, message) from the spec ``what`` was built from and the current."""
+    changed = sorted(k for k in set(built) | set(current) if k not in mutable and built.get(k) != current.get(k))
     if not changed:
-        return True, "Applied", f"{what} runs the current spec"
+        return True, "Applied", runs_current
     return False, "ChangeNotApplied", (f"{what} was created from an earlier spec; changes to {', '.join(changed)} are "
                                        "not applied to it (they take effect only in a new resource)")
+
+
+def digest_applied(submitted: dict[str, str] | None, current: dict[str, str], what: str) -> tuple[bool, str, str]:
+    """SpecApplied from the digest recorded when ``what`` was created and the current spec's."""
+    return _applied(current if submitted is None else submitted, current, (), what, f"{what} runs the current spec")
 
 
 def spec_applied(job: dict[str, Any], env_name: str, current: dict[str, Any],
@@ -215,9 +219,4 @@ def spec_applied(job: dict[str, Any], env_name: str, current: dict[str, Any],
         built = None
     if not isinstance(built, dict):
         return True, "Applied", "the job runs the current spec"
-    changed = sorted(k for k in set(built) | set(current) if k not in mutable and built.get(k) != current.get(k))
-    if not changed:
-        return True, "Applied", "the job runs the current spec"
-    return False, "ChangeNotApplied", (
-        f"job {job['metadata']['name']} was created from an earlier spec; changes to {', '.join(changed)} are not "
-        "applied to it (they take effect only in a new resource)")
+    return _applied(built, current, mutable, f"job {job['metadata']['name']}", "the job runs the current spec")

@@ -109,15 +109,25 @@ class TrainConfig:
                              sft_loss_weight=1.0 if sft_only else self.sft_loss_weight)
 
 
-def load_model_and_tokenizer(config: TrainConfig, precision: MixedPrecision, on_meta: bool = False) -> tuple[Any, Any]:
-    """On the CPU: the strategy places it (FSDP moves only each rank's shards to its GPU). ``on_meta``: the same
-    model without its weights (no memory), to be filled in by the strategy."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(config: TrainConfig) -> Any:
+    from transformers import AutoTokenizer
 
-    lora = config.finetuning_type == "lora"
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(config: TrainConfig, precision: MixedPrecision) -> tuple[Any, Any]:
+    return load_model(config, precision), load_tokenizer(config)
+
+
+def load_model(config: TrainConfig, precision: MixedPrecision, on_meta: bool = False) -> Any:
+    """On the CPU: the strategy places it (FSDP moves only each rank's shards to its GPU). ``on_meta``: the same
+    model without its weights (no memory), to be filled in by the strategy."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    lora = config.finetuning_type == "lora"
     if on_meta:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.model),
@@ -136,7 +146,7 @@ def load_model_and_tokenizer(config: TrainConfig, precision: MixedPrecision, on_
         adapters = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                               target_modules=config.lora_target_modules or "all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(model, adapters)  # adapters stay fp32 on a bf16 base
-    return model, tokenizer
+    return model
 
 
 class Trainer:
@@ -147,7 +157,8 @@ class Trainer:
         self.precision = MixedPrecision(config.precision, self.device.type)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        skeleton, self.tokenizer = load_model_and_tokenizer(config, self.precision, on_meta=True)
+        self.tokenizer = load_tokenizer(config)
+        skeleton = load_model(config, self.precision, on_meta=True)
         gpu_bytes = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
         parameters = sum(p.numel() for p in skeleton.parameters())
         strategy = distributed.choose(config.strategy, config.finetuning_type == "lora", parameters, gpu_bytes,
@@ -163,11 +174,11 @@ class Trainer:
         self.loaded_by = "rank 0" if strategy == "fsdp" and self.env.world_size > 1 else "every rank"
         source = None
         if self.loaded_by == "every rank":
-            self.model = load_model_and_tokenizer(config, self.precision)[0]
+            self.model = load_model(config, self.precision)
         else:
             self.model = skeleton
             if self.env.is_main:
-                source = load_model_and_tokenizer(config, self.precision)[0]
+                source = load_model(config, self.precision)
         del skeleton
         self.model = self.strategy.place(self.model)
         self.scorer = CompletionLogps(self.model)  # under FSDP this very module becomes the sharded root
