@@ -133,8 +133,10 @@ class Strategy:
     def accumulating(self, wrapped: nn.Module, sync: bool) -> Any:
         return wrapped.no_sync() if not sync and isinstance(wrapped, nn.parallel.DistributedDataParallel) else nullcontext()
 
-    def clip_grad_norm(self, parameters: list[nn.Parameter], max_norm: float) -> float:
-        return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+    def clip_grad_norm(self, parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+        """Clips in place; returns the norm before clipping as a 0-d tensor on the device (reading it waits for
+        the GPU, so the loop reads it later)."""
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
     def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
         return None  # the model itself is whole: save_pretrained reads it directly
@@ -213,7 +215,7 @@ class FSDP(Strategy):
         # gradients to the gathered copies and never reduce-scatter them into the shards
         scorer.reshard()  # type: ignore[operator]
 
-    def clip_grad_norm(self, parameters: list[nn.Parameter], max_norm: float) -> float:
+    def clip_grad_norm(self, parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
         """The global norm from each rank's gradient shards (one all-reduce), then ``clip_grad_norm_``'s scaling."""
         shards = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in parameters if p.grad is not None]
         squares = torch.zeros((), device=self.device, dtype=torch.float32)
@@ -222,7 +224,7 @@ class FSDP(Strategy):
         norm = self.env.all_sum(squares).sqrt()
         scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         torch._foreach_mul_(shards, scale.to(shards[0].dtype)) if shards else None
-        return float(norm)
+        return norm
 
     def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
         """The whole model on rank 0's CPU (every rank takes part in the gathers)."""

@@ -57,7 +57,10 @@ class CompletionLogps(nn.Module):
         logits = head(selected).float()
         token_logps = -nn.functional.cross_entropy(logits, score_targets, reduction="none")
         sums = torch.zeros(sequences, device=input_ids.device, dtype=token_logps.dtype).index_add(0, score_owner, token_logps)
-        return sums, torch.bincount(score_owner, minlength=sequences)
+        # not bincount: on a GPU it reads the largest owner back to the host, a wait for the GPU in every forward
+        counts = torch.zeros(sequences, device=input_ids.device, dtype=torch.long).index_add(
+            0, score_owner, torch.ones_like(score_owner))
+        return sums, counts
 
     @staticmethod
     def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,10 +38,69 @@ from dpo_operator.train.loss import DPOLossConfig, dpo_loss
 from dpo_operator.train.metrics import MetricsSink
 from dpo_operator.train.optim import build_optimizer, build_scheduler, warmup_steps
 from dpo_operator.train.precision import MixedPrecision
+from dpo_operator.train.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("loss", "preference_loss", "sft_loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
                "rewards/margins")
+PREFETCH_DEPTH = 2  # steps (or scoring chunks) prepared ahead on the host
+
+
+@dataclass
+class MicroBatch:
+    """One rank's share of a global micro-batch, prepared on the host (pinned when the device is a GPU)."""
+
+    batch: Batch
+    reference: torch.Tensor  # [2B] the reference log-prob sums of its sequences (chosen rows, then rejected)
+    weight: float  # its loss weight (0 for a filler pair)
+
+
+@dataclass
+class PlannedStep:
+    """An optimizer step: the global micro-batches it accumulates and where training stands after it."""
+
+    group: list[list[int]]
+    after: checkpoint.Position
+    epoch_length: int  # global micro-batches in this epoch
+
+
+class StepReports:
+    """Each step's metrics record, from the totals ``Trainer._step`` leaves on the device.
+
+    Reading them makes the host wait for the step to finish. ``deferred`` (on a GPU): a step's record is read once
+    the next step is queued, so the GPU always has work while the host waits. On a CPU the work is done when the
+    call returns, so records are read at once and their timestamps stay exact.
+    """
+
+    def __init__(self, sink: MetricsSink, deferred: bool) -> None:
+        self.sink, self.deferred = sink, deferred
+        self.started = time.perf_counter()
+        self.last: dict[str, Any] = {}
+        self._tokens = 0.0
+        self._unread: tuple[torch.Tensor, PlannedStep, float] | None = None
+
+    def add(self, totals: torch.Tensor, planned: PlannedStep, learning_rate: float, now: bool = False) -> None:
+        """A step just queued; ``now``: write its record before returning (e.g. before a checkpoint)."""
+        self.flush()
+        self._unread = (totals, planned, learning_rate)
+        if now or not self.deferred:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._unread is None:
+            return
+        totals, planned, learning_rate = self._unread
+        self._unread = None
+        values = totals.tolist()
+        pairs = values[len(METRIC_KEYS)]
+        self._tokens += values[len(METRIC_KEYS) + 1]
+        elapsed = time.perf_counter() - self.started
+        after = planned.after
+        self.last = {**{key: values[i] / pairs for i, key in enumerate(METRIC_KEYS)}, "grad_norm": values[-1],
+                     "learning_rate": learning_rate, "step": after.step,
+                     "epoch": after.epoch + after.batches_done / planned.epoch_length,
+                     "tokens_per_second": self._tokens / max(elapsed, 1e-9), "elapsed_seconds": round(elapsed, 4)}
+        self.sink.write(self.last)
 
 
 @dataclass
@@ -192,9 +252,33 @@ class Trainer:
         self.loss_config = config.loss_config()
         self.shared_prompt = config.shared_prompt and supports_custom_masks(self.model)
 
-    def _collate(self, dataset: EncodedDataset, indices: list[int], shared_prompt: bool | None = None) -> Batch:
+    # -- host-side preparation (in the prefetch thread) and the copy to the device --------------------------------
+
+    @property
+    def _pinned(self) -> bool:
+        return self.device.type == "cuda"  # page-locked memory: the copy to the GPU does not wait for it
+
+    def _host_batch(self, dataset: EncodedDataset, indices: list[int], shared_prompt: bool | None = None) -> Batch:
         shared = self.shared_prompt if shared_prompt is None else shared_prompt
-        return collate([dataset[i] for i in indices], indices, self.pad_id, shared_prompt=shared).to(self.device)
+        batch = collate([dataset[i] for i in indices], indices, self.pad_id, shared_prompt=shared)
+        return batch.pin() if self._pinned else batch
+
+    def _host_tensor(self, values: torch.Tensor) -> torch.Tensor:
+        return values.pin_memory() if self._pinned else values
+
+    def _collate(self, dataset: EncodedDataset, indices: list[int], shared_prompt: bool | None = None) -> Batch:
+        return self._host_batch(dataset, indices, shared_prompt).to(self.device)
+
+    def _reference_rows(self, indices: list[int], reference: torch.Tensor) -> torch.Tensor:
+        rows = reference[indices]
+        return self._host_tensor(torch.cat([rows[:, 0], rows[:, 1]]))
+
+    def _micro_batches(self, group: list[list[int]], dataset: EncodedDataset, reference: torch.Tensor) -> list[MicroBatch]:
+        """This rank's micro-batches of an optimizer step over the global micro-batches ``group``."""
+        pairs_in_step = sum(len(indices) for indices in group)
+        shares = [rank_share(indices, self.env.rank, self.env.world_size, pairs_in_step) for indices in group]
+        return [MicroBatch(self._host_batch(dataset, share.indices), self._reference_rows(share.indices, reference),
+                           share.weight) for share in shares]
 
     @torch.no_grad()
     def check_shared_prompt(self, dataset: EncodedDataset) -> None:
@@ -233,13 +317,18 @@ class Trainer:
         local = torch.zeros(-(-count // env.world_size), 2, device=self.device)
         disable = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
         self.model.eval()
-        with disable:
-            for indices, real in sharded_chunks(count, env.rank, env.world_size, self._chunk_size(), sizes):
-                batch = self._collate(dataset, indices)
+        def prepare(chunk: tuple[list[int], int]) -> tuple[Batch, torch.Tensor]:
+            indices, real = chunk
+            rows = torch.tensor([(i - env.rank) // env.world_size for i in indices[:real]], dtype=torch.long)
+            return self._host_batch(dataset, indices), self._host_tensor(rows)
+
+        chunks = sharded_chunks(count, env.rank, env.world_size, self._chunk_size(), sizes)
+        with disable, Prefetcher(chunks, prepare, PREFETCH_DEPTH) as prepared:
+            for (indices, real), (host, host_rows) in prepared:
+                batch, rows = host.to(self.device), host_rows.to(self.device, non_blocking=True)
                 with self.precision.autocast():
                     sums, _ = self.scorer(**batch.inputs())
                 pairs = len(indices)
-                rows = torch.tensor([(i - env.rank) // env.world_size for i in indices[:real]], dtype=torch.long, device=self.device)
                 local[rows, 0] = sums[:real].float()
                 local[rows, 1] = sums[pairs: pairs + real].float()
         self.strategy.after_inference(self.scorer)
@@ -250,21 +339,21 @@ class Trainer:
     def evaluate(self, dataset: EncodedDataset, reference: torch.Tensor) -> dict[str, float]:
         totals = torch.zeros(len(METRIC_KEYS) + 1, device=self.device)
         self.model.eval()
-        for indices, real in sharded_chunks(len(dataset), self.env.rank, self.env.world_size, self._chunk_size()):
-            batch = self._collate(dataset, indices)
-            with self.precision.autocast():
-                sums, counts = self.scorer(**batch.inputs())
-            per_pair = dpo_loss(sums, counts, self._reference_for(indices, reference), self.loss_config).per_pair()
-            totals[:-1] += torch.stack([per_pair[key][:real].float().sum() for key in METRIC_KEYS])
-            totals[-1] += real
+        chunks = sharded_chunks(len(dataset), self.env.rank, self.env.world_size, self._chunk_size())
+        prepare = lambda chunk: (self._host_batch(dataset, chunk[0]), self._reference_rows(chunk[0], reference))  # noqa: E731
+        with Prefetcher(chunks, prepare, PREFETCH_DEPTH) as prepared:
+            for (_, real), (host, host_reference) in prepared:
+                batch = host.to(self.device)
+                with self.precision.autocast():
+                    sums, counts = self.scorer(**batch.inputs())
+                reference_sums = host_reference.to(self.device, non_blocking=True)
+                per_pair = dpo_loss(sums, counts, reference_sums, self.loss_config).per_pair()
+                totals[:-1] += torch.stack([per_pair[key][:real].float().sum() for key in METRIC_KEYS])
+                totals[-1] += real
         self.strategy.after_inference(self.scorer)
         self.model.train()
         totals = self.env.all_sum(totals)
         return {f"val/{key}": float(totals[i] / totals[-1]) for i, key in enumerate(METRIC_KEYS)}
-
-    def _reference_for(self, indices: list[int], reference: torch.Tensor) -> torch.Tensor:
-        rows = reference[indices]
-        return torch.cat([rows[:, 0], rows[:, 1]]).to(self.device, non_blocking=True)
 
     def _reference(self, dataset: EncodedDataset, sizes: Any, resuming: bool) -> torch.Tensor:
         """Computed once; kept beside the checkpoints so a resumed run does not score the dataset again."""
@@ -317,31 +406,22 @@ class Trainer:
         sink = MetricsSink(self.output, total_steps, env.is_main, asdict(config))
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
-        last: dict[str, Any] = {}
-        tokens, loop_started = 0, time.perf_counter()
+        reports = StepReports(sink, deferred=self.device.type == "cuda")
+        prepare = lambda planned: self._micro_batches(planned.group, dataset, reference)  # noqa: E731
         try:
-            while position.step < total_steps and position.epoch < config.epochs:
-                epoch = epoch_batches(sizes, config.batch_size, config.seed, position.epoch, config.group_by_length)
-                for first in range(position.batches_done, len(epoch), config.gradient_accumulation_steps):
-                    group = epoch[first: first + config.gradient_accumulation_steps]
-                    totals = self._step(group, dataset, reference, optimizer, scheduler, parameters)
-                    done = first + len(group)
-                    position = checkpoint.Position(position.step + 1, position.epoch, done) if done < len(epoch) \
-                        else checkpoint.Position(position.step + 1, position.epoch + 1, 0)
-                    tokens += int(totals["tokens"])
-                    elapsed = time.perf_counter() - loop_started
-                    last = {**{k: totals[k] for k in METRIC_KEYS}, "grad_norm": totals["grad_norm"],
-                            "learning_rate": scheduler.get_last_lr()[0], "step": position.step,
-                            "epoch": position.epoch + position.batches_done / len(epoch),
-                            "tokens_per_second": tokens / max(elapsed, 1e-9), "elapsed_seconds": round(elapsed, 4)}
-                    sink.write(last)
-                    if config.save_every_steps and position.step % config.save_every_steps == 0 and position.step < total_steps:
+            with Prefetcher(self._plan(position, total_steps, sizes), prepare, PREFETCH_DEPTH) as steps:
+                for planned, micro_batches in steps:
+                    totals = self._step(micro_batches, optimizer, scheduler, parameters)
+                    position = planned.after
+                    saving = bool(config.save_every_steps) and position.step % config.save_every_steps == 0 \
+                        and position.step < total_steps
+                    reports.add(totals, planned, scheduler.get_last_lr()[0], now=saving)
+                    if saving:
                         checkpoint.save(self.output / "checkpoints", position, self.model, optimizer, scheduler,
                                         self.precision.state_dict(), env)
-                    if position.step >= total_steps:
-                        break
-            summary: dict[str, Any] = {"steps": position.step, "train": last, "referenceSeconds": round(reference_seconds, 3),
-                                       "trainSeconds": round(time.perf_counter() - loop_started, 3),
+            reports.flush()
+            summary: dict[str, Any] = {"steps": position.step, "train": reports.last, "referenceSeconds": round(reference_seconds, 3),
+                                       "trainSeconds": round(time.perf_counter() - reports.started, 3),
                                        "strategy": self.strategy.name, "resumedFromStep": resumed_from,
                                        "sharedPrompt": self.shared_prompt, "weightsLoadedBy": self.loaded_by}
             if validation is not None and val_reference is not None:
@@ -355,33 +435,46 @@ class Trainer:
             sink.close()
             rows.close()
 
-    def _step(self, group: list[list[int]], dataset: EncodedDataset, reference: torch.Tensor,
-              optimizer: torch.optim.Optimizer, scheduler: Any, parameters: list[torch.nn.Parameter]) -> dict[str, float]:
-        """One optimizer step over ``group`` (the global micro-batches it accumulates)."""
-        env = self.env
-        pairs_in_step = sum(len(indices) for indices in group)
-        totals = torch.zeros(len(METRIC_KEYS) + 2, device=self.device)  # metric sums, real pairs, real tokens
-        for micro, indices in enumerate(group):
-            share = rank_share(indices, env.rank, env.world_size, pairs_in_step)
-            batch = self._collate(dataset, share.indices)
-            with self.strategy.accumulating(self.trainable, sync=micro == len(group) - 1):
+    def _plan(self, position: checkpoint.Position, total_steps: int, sizes: Any) -> Iterator[PlannedStep]:
+        """The optimizer steps from ``position`` to the end of training (every rank plans the same)."""
+        config = self.config
+        while position.step < total_steps and position.epoch < config.epochs:
+            epoch = epoch_batches(sizes, config.batch_size, config.seed, position.epoch, config.group_by_length)
+            for first in range(position.batches_done, len(epoch), config.gradient_accumulation_steps):
+                group = epoch[first: first + config.gradient_accumulation_steps]
+                done = first + len(group)
+                position = checkpoint.Position(position.step + 1, position.epoch, done) if done < len(epoch) \
+                    else checkpoint.Position(position.step + 1, position.epoch + 1, 0)
+                yield PlannedStep(group, position, len(epoch))
+                if position.step >= total_steps:
+                    return
+
+    def _step(self, micro_batches: list[MicroBatch], optimizer: torch.optim.Optimizer, scheduler: Any,
+              parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+        """One optimizer step over this rank's ``micro_batches``. Returns, on the device and summed over ranks, the
+        metric sums, real pairs, real tokens, then the gradient norm: nothing here makes the host wait for the GPU."""
+        totals = torch.zeros(len(METRIC_KEYS) + 3, device=self.device)
+        for micro, part in enumerate(micro_batches):
+            batch = part.batch.to(self.device)
+            reference = part.reference.to(self.device, non_blocking=True)
+            with self.strategy.accumulating(self.trainable, sync=micro == len(micro_batches) - 1):
                 with self.precision.autocast():
                     sums, counts = self.trainable(**batch.inputs())
-                out = dpo_loss(sums, counts, self._reference_for(share.indices, reference), self.loss_config)
-                self.precision.backward(out.loss * share.weight)
-            if share.weight:
+                out = dpo_loss(sums, counts, reference, self.loss_config)
+                self.precision.backward(out.loss * part.weight)
+            if part.weight:
                 per_pair = out.per_pair()
                 totals[: len(METRIC_KEYS)] += torch.stack([per_pair[key].float().sum() for key in METRIC_KEYS])
-                totals[-2] += len(share.indices)
-                totals[-1] += batch.tokens
+                totals[len(METRIC_KEYS)] += batch.pairs
+                totals[len(METRIC_KEYS) + 1] += batch.tokens
         self.precision.unscale(optimizer)
         grad_norm = self.strategy.clip_grad_norm(parameters, self.config.max_grad_norm)
         self.precision.step(optimizer)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        totals = env.all_sum(totals)
-        result = {key: float(totals[i] / totals[-2]) for i, key in enumerate(METRIC_KEYS)}
-        return {**result, "tokens": float(totals[-1]), "grad_norm": grad_norm}
+        totals = self.env.all_sum(totals)
+        totals[-1] = grad_norm  # the same on every rank: not summed
+        return totals
 
     def save_final(self, path: Path) -> None:
         """Hugging Face format: the whole model (consolidated on rank 0 under FSDP) or the LoRA adapter."""
