@@ -6,7 +6,9 @@ tokens, chosen and rejected of 256 tokens (fixed lengths, so every batch holds t
 All weights trained; fp32 master weights and AdamW state, bf16 compute (ours: autocast, FSDP: its
 mixed-precision policy; TRL: ``bf16=True``); batch 8 pairs; 40 steps (the first 5 left out of the loop rate);
 AdamW 1e-6, constant; clip 1.0; beta 0.1; no gradient checkpointing. TRL 1.16 runs with a reference model
-copy (its default) and with ``precompute_ref_log_probs=True``.
+copy (its default) and with ``precompute_ref_log_probs=True``. Compiled runs: ours compiles each decoder layer
+(``local.compile``), TRL the whole model (``torch_compile=True``, the Trainer's option); compilation happens in the
+warm-up steps, which the loop rate leaves out (the end-to-end rate includes it).
 
 MFU counts the FLOPs a run's layout needs: 6 x (non-embedding parameters) per token computed for the body,
 causal attention (``flops_per_pair``), the LM head 6 x hidden x vocab for each completion token (the only
@@ -32,9 +34,11 @@ SETUP = Setup(pairs=512, validation=32, prompt=(512, 512), response=(255, 255), 
               precision="bf16", max_length=1024, skip=5)
 SHAPE = {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
          "intermediate_size": 8192, "vocab_size": 128256, "tie_word_embeddings": True, "head_dim": 64}
-RUNS = [("ours", "ours (ddp)", {"strategy": "ddp"}), ("ours", "ours (fsdp)", {"strategy": "fsdp"}),
+RUNS = [("ours", "ours (ddp)", {"strategy": "ddp"}), ("ours", "ours (ddp, compiled)", {"strategy": "ddp", "compile": True}),
+        ("ours", "ours (fsdp)", {"strategy": "fsdp"}),
         ("ours", "ours (ddp, 2-seq)", {"strategy": "ddp", "shared_prompt": False}),
-        ("trl", "TRL", {}), ("trl", "TRL precompute", {"precompute_ref_log_probs": True})]
+        ("trl", "TRL", {}), ("trl", "TRL precompute", {"precompute_ref_log_probs": True}),
+        ("trl", "TRL precompute, compiled", {"precompute_ref_log_probs": True, "torch_compile": True})]
 
 
 def build_model(path: Path) -> int:
@@ -94,13 +98,13 @@ def main() -> None:
                 print(f"  {label}: loop {loop:,.0f} tok/s, MFU {mfu:.1%}, e2e {e2e:,.0f} tok/s, "
                       f"peak GPU {results[label]['peak_gpu_gib']:.1f} GiB", flush=True)
     print(f"\n{name}: {body / 1e9:.2f} B non-embedding parameters, {per_pair:.0f} tokens a pair")
-    print(f"{'':<16}{'loop tok/s':>11}{'MFU':>7}{'e2e tok/s':>11}{'peak GPU GiB':>14}{'loss, last 10':>15}{'val loss':>10}")
+    print(f"{'':<26}{'loop tok/s':>11}{'MFU':>7}{'e2e tok/s':>11}{'peak GPU GiB':>14}{'loss, last 10':>15}{'val loss':>10}")
     for label, result in results.items():
         if result is None:
             continue
         loop, e2e = rates(result, SETUP, per_pair)
         mfu = loop / per_pair * flops_per_pair(body, result.get("shared_prompt", False)) / (args.peak_tflops * 1e12)
-        print(f"{label:<16}{loop:>11,.0f}{mfu:>7.1%}{e2e:>11,.0f}{result['peak_gpu_gib']:>14.1f}"
+        print(f"{label:<26}{loop:>11,.0f}{mfu:>7.1%}{e2e:>11,.0f}{result['peak_gpu_gib']:>14.1f}"
               f"{result['train_loss_tail']:>15.4f}{result['val_loss']:>10.4f}")
 
 

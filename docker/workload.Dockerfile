@@ -5,12 +5,15 @@
 #   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu for a CPU-only image (kind, CI).
 FROM python:3.11-slim
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# a C/C++ compiler for torch.compile (local.compile): Triton builds its GPU kernel launchers with it, Inductor CPU kernels
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[workload,nat,wandb]" \
     && rm -rf /src
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HOME=/tmp/hf \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor TRITON_CACHE_DIR=/tmp/triton
 WORKDIR /workspace
 USER 65532:65532
 ENTRYPOINT ["dpo-operator"]

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from dpo_operator.train.checkpoint import Position
 from dpo_operator.train.prefetch import Prefetcher
-from dpo_operator.train.trainer import METRIC_KEYS, PlannedStep, StepReports
+from dpo_operator.train.metrics import METRIC_KEYS, StepReports
 
 
 def test_items_come_back_in_order_prepared_in_one_other_thread() -> None:
@@ -66,9 +65,18 @@ def test_leaving_early_stops_the_thread_and_drops_unstarted_work() -> None:
     assert not any(t.name.startswith("prefetch") for t in threading.enumerate())
 
 
-def test_depth_must_be_positive() -> None:
+def test_depth_zero_prepares_each_item_inline_when_taken() -> None:
+    prepared: list[tuple[int, str]] = []
+
+    def prepare(item: int) -> int:
+        prepared.append((item, threading.current_thread().name))
+        return -item
+
+    with Prefetcher(range(3), prepare, depth=0) as inline:
+        assert next(inline) == (0, 0) and prepared == [(0, threading.current_thread().name)]  # nothing ahead
+        assert list(inline) == [(1, -1), (2, -2)]
     with pytest.raises(ValueError, match="depth"):
-        Prefetcher([1], lambda item: item, depth=0)
+        Prefetcher([1], lambda item: item, depth=-1)
 
 
 class RecordingSink:
@@ -84,16 +92,12 @@ def totals_for(step: int) -> torch.Tensor:
     return torch.tensor([4.0 * step] * len(METRIC_KEYS) + [4.0, 100.0, 0.5 * step])
 
 
-def planned(step: int) -> PlannedStep:
-    return PlannedStep([[0, 1, 2, 3]], Position(step, 0, step), epoch_length=10)
-
-
 @pytest.mark.parametrize("deferred", [False, True])
 def test_step_reports_write_every_step_once_in_order_with_its_own_figures(deferred: bool) -> None:
     sink = RecordingSink()
     reports = StepReports(sink, deferred=deferred)  # type: ignore[arg-type]
     for step in (1, 2, 3):
-        reports.add(totals_for(step), planned(step), learning_rate=0.1 * step)
+        reports.add(totals_for(step), step, epoch=step / 10, learning_rate=0.1 * step)
         # deferred: a step is read only once the next one is queued
         assert [r["step"] for r in sink.records] == (list(range(1, step)) if deferred else list(range(1, step + 1)))
     reports.flush()
@@ -110,27 +114,43 @@ def test_step_reports_write_every_step_once_in_order_with_its_own_figures(deferr
 def test_a_step_reported_now_is_written_before_add_returns_even_when_deferred() -> None:
     sink = RecordingSink()
     reports = StepReports(sink, deferred=True)  # type: ignore[arg-type]
-    reports.add(totals_for(1), planned(1), 0.1)
-    reports.add(totals_for(2), planned(2), 0.1, now=True)  # e.g. a checkpoint follows: the record comes first
+    reports.add(totals_for(1), 1, 0.1, 0.1)
+    reports.add(totals_for(2), 2, 0.2, 0.1, now=True)  # e.g. a checkpoint follows: the record comes first
     assert [r["step"] for r in sink.records] == [1, 2]
 
 
-def test_training_metrics_file_has_one_record_a_step(tmp_path: Path) -> None:
-    """The loop end to end (prefetched batches, reports) on the tiny model: every step logged once, in order."""
+@pytest.mark.workload
+def test_training_with_batches_prepared_in_a_thread_equals_training_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop end to end on the tiny model: a GPU's setting (prepared two steps ahead in a thread) and a CPU's
+    (inline) train the same weights, and every step is logged once, in order."""
     import json
 
+    from safetensors.torch import load_file
+
+    from dpo_operator.train.trainer import TrainConfig, Trainer, train
     from tests.tinymodel import build_tiny_model
-    from dpo_operator.train.trainer import TrainConfig, train
 
     model = build_tiny_model(tmp_path / "model")
     data = tmp_path / "data"
     rows = [{"prompt": f"q{i}", "chosen_response": "yes " * (1 + i % 3), "rejected_response": "no"} for i in range(12)]
-    (data / "training").mkdir(parents=True)
-    (data / "training/training_file.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = train(TrainConfig(model=str(model), dataset_dir=str(data), output_dir=str(tmp_path / "out"),
-                                finetuning_type="all_weights", batch_size=4, epochs=2, learning_rate=1e-3))
-    records = [json.loads(line) for line in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 7)) and summary["steps"] == 6
+    for name, part in (("training/training_file.jsonl", rows), ("validation/validation_file.jsonl", rows[:3])):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+
+    def run(name: str, depth: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        monkeypatch.setattr(Trainer, "_prefetch_depth", property(lambda self: depth))
+        summary = train(TrainConfig(model=str(model), dataset_dir=str(data), output_dir=str(tmp_path / name),
+                                    finetuning_type="all_weights", batch_size=4, epochs=2, learning_rate=1e-3))
+        return summary, [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    inline, inline_records = run("inline", 0)
+    ahead, records = run("ahead", 2)
+    assert [r["step"] for r in records] == list(range(1, 7)) and ahead["steps"] == 6
     assert [r["epoch"] for r in records] == pytest.approx([1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2])
     assert all(r["grad_norm"] > 0 and 0 <= r["rewards/accuracies"] <= 1 for r in records)
-    assert summary["train"] == records[-1]
+    assert ahead["train"] == records[-1]
+    for key in ("loss", "grad_norm", "rewards/margins"):
+        assert [r[key] for r in records] == [r[key] for r in inline_records]
+    assert ahead["validation"] == inline["validation"]
+    one, two = load_file(str(tmp_path / "inline/final/model.safetensors")), load_file(str(tmp_path / "ahead/final/model.safetensors"))
+    assert all(torch.equal(one[key], two[key]) for key in one)

@@ -143,11 +143,15 @@ def test_a_killed_trainer_resumes_from_its_newest_complete_checkpoint(workspace:
 
 
 @pytest.mark.gpu
-def test_bf16_training_on_a_gpu(workspace: Path) -> None:
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_bf16_training_on_a_gpu(workspace: Path, compiled: bool) -> None:
+    """Batches prepared in a background thread and pinned, metrics read a step late, and (compiled) Triton kernels."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    spec = {**SPEC, "hyperparameters": {**SPEC["hyperparameters"], "epochs": 4}, "local": {**SPEC["local"], "gpusPerNode": 1, "precision": "bf16"}}
+    spec = {**SPEC, "hyperparameters": {**SPEC["hyperparameters"], "epochs": 4},
+            "local": {**SPEC["local"], "gpusPerNode": 1, "precision": "bf16", "compile": compiled}}
     out = train_cli(python(), workspace, "gpu", spec)
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 9))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["validation"]["val/rewards/accuracies"] >= 0.75
     assert (out / "final/model.safetensors").exists()

@@ -150,6 +150,10 @@ class LocalBackend(ApiModel):
         "state per decoder layer; auto: fsdp when all-weights training would not fit one GPU, ddp otherwise.",
     )
     activation_checkpointing: bool = Field(default=False, description="Recompute each decoder layer in backward.")
+    compile: bool = Field(
+        default=False, description="torch.compile each decoder layer: fused kernels for its norms, rotary "
+        "embedding and activations. Compiling adds time to the first steps (again when batch shapes first change).",
+    )
     shared_prompt: bool = Field(
         default=True, description="Score a pair's chosen and rejected responses in one sequence that computes the "
         "prompt once (a custom attention mask; SDPA or eager attention, checked against two sequences on the first "

@@ -1,15 +1,23 @@
-"""Where per-step metrics go (rank 0 only): JSON lines on stdout and in ``metrics.jsonl``, TensorBoard event files
-in ``tensorboard/`` beside it, and Weights & Biases when ``WANDB_API_KEY`` is set (from a Secret reference)."""
+"""Per-step metrics: ``StepReports`` turns the totals a step leaves on the device into a record; ``MetricsSink``
+writes records (rank 0 only) as JSON lines on stdout and in ``metrics.jsonl``, TensorBoard event files in
+``tensorboard/`` beside it, and to Weights & Biases when ``WANDB_API_KEY`` is set (from a Secret reference)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 NOT_SCALARS = {"step", "epoch"}
+# what a step's totals hold, in order: the sum over its pairs of each of these, then pairs, tokens, gradient norm
+METRIC_KEYS = ("loss", "preference_loss", "sft_loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+               "rewards/margins")
 
 
 class MetricsSink:
@@ -72,3 +80,41 @@ def _start_wandb(output_dir: Path, run_config: dict[str, Any]) -> Any:
     return wandb.init(project=os.environ.get("WANDB_PROJECT", "dpo-operator"), entity=os.environ.get("WANDB_ENTITY") or None,
                       name=os.environ.get("WANDB_NAME") or os.environ.get("DPO_RESOURCE_NAME"), dir=str(output_dir),
                       config=run_config, resume="allow", id=os.environ.get("WANDB_RUN_ID") or None)
+
+
+class StepReports:
+    """Each step's metrics record, from the totals a training step leaves on the device (``METRIC_KEYS`` sums over
+    its pairs, then pairs, tokens and the gradient norm).
+
+    Reading them makes the host wait for the step to finish. ``deferred`` (on a GPU): a step's record is read once
+    the next step is queued, so the GPU always has work while the host waits. On a CPU the work is done when the
+    call returns, so records are read at once and their timestamps stay exact.
+    """
+
+    def __init__(self, sink: MetricsSink, deferred: bool) -> None:
+        self.sink, self.deferred = sink, deferred
+        self.started = time.perf_counter()
+        self.last: dict[str, Any] = {}
+        self._tokens = 0.0
+        self._unread: tuple[torch.Tensor, int, float, float] | None = None
+
+    def add(self, totals: torch.Tensor, step: int, epoch: float, learning_rate: float, now: bool = False) -> None:
+        """A step just queued; ``now``: write its record before returning (e.g. before a checkpoint)."""
+        self.flush()
+        self._unread = (totals, step, epoch, learning_rate)
+        if now or not self.deferred:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._unread is None:
+            return
+        totals, step, epoch, learning_rate = self._unread
+        self._unread = None
+        values = totals.tolist()
+        pairs = values[len(METRIC_KEYS)]
+        self._tokens += values[len(METRIC_KEYS) + 1]
+        elapsed = time.perf_counter() - self.started
+        self.last = {**{key: values[i] / pairs for i, key in enumerate(METRIC_KEYS)}, "grad_norm": values[-1],
+                     "learning_rate": learning_rate, "step": step, "epoch": epoch,
+                     "tokens_per_second": self._tokens / max(elapsed, 1e-9), "elapsed_seconds": round(elapsed, 4)}
+        self.sink.write(self.last)

@@ -4,7 +4,8 @@
 - ``distributed``: one process, DDP or FSDP2 behind one interface;
 - ``precision``: fp32 master weights with bf16 (or loss-scaled fp16) compute;
 - ``optim``: AdamW parameter groups and learning-rate schedules;
-- ``checkpoint``: resumable, atomic checkpoints; ``metrics``: JSON lines, TensorBoard, W&B.
+- ``checkpoint``: resumable, atomic checkpoints; ``metrics``: per-step records to JSON lines, TensorBoard, W&B;
+- ``prefetch``: the next steps' batches prepared on the host while a GPU computes.
 
 The reference policy is the model before training: its completion log-probs are computed once, before the first
 step, each rank scoring its own share of the pairs (with LoRA: adapters disabled, so no second copy of the weights
@@ -35,15 +36,13 @@ from dpo_operator.train.data import (Batch, EncodedDataset, PreferenceFile, coll
                                      sharded_chunks)
 from dpo_operator.train.logprobs import CompletionLogps, supports_custom_masks
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss
-from dpo_operator.train.metrics import MetricsSink
+from dpo_operator.train.metrics import METRIC_KEYS, MetricsSink, StepReports
 from dpo_operator.train.optim import build_optimizer, build_scheduler, warmup_steps
 from dpo_operator.train.precision import MixedPrecision
 from dpo_operator.train.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
-METRIC_KEYS = ("loss", "preference_loss", "sft_loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
-               "rewards/margins")
-PREFETCH_DEPTH = 2  # steps (or scoring chunks) prepared ahead on the host
+PREFETCH_DEPTH = 2  # steps (or scoring chunks) prepared ahead on the host while a GPU computes
 
 
 @dataclass
@@ -62,45 +61,6 @@ class PlannedStep:
     group: list[list[int]]
     after: checkpoint.Position
     epoch_length: int  # global micro-batches in this epoch
-
-
-class StepReports:
-    """Each step's metrics record, from the totals ``Trainer._step`` leaves on the device.
-
-    Reading them makes the host wait for the step to finish. ``deferred`` (on a GPU): a step's record is read once
-    the next step is queued, so the GPU always has work while the host waits. On a CPU the work is done when the
-    call returns, so records are read at once and their timestamps stay exact.
-    """
-
-    def __init__(self, sink: MetricsSink, deferred: bool) -> None:
-        self.sink, self.deferred = sink, deferred
-        self.started = time.perf_counter()
-        self.last: dict[str, Any] = {}
-        self._tokens = 0.0
-        self._unread: tuple[torch.Tensor, PlannedStep, float] | None = None
-
-    def add(self, totals: torch.Tensor, planned: PlannedStep, learning_rate: float, now: bool = False) -> None:
-        """A step just queued; ``now``: write its record before returning (e.g. before a checkpoint)."""
-        self.flush()
-        self._unread = (totals, planned, learning_rate)
-        if now or not self.deferred:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._unread is None:
-            return
-        totals, planned, learning_rate = self._unread
-        self._unread = None
-        values = totals.tolist()
-        pairs = values[len(METRIC_KEYS)]
-        self._tokens += values[len(METRIC_KEYS) + 1]
-        elapsed = time.perf_counter() - self.started
-        after = planned.after
-        self.last = {**{key: values[i] / pairs for i, key in enumerate(METRIC_KEYS)}, "grad_norm": values[-1],
-                     "learning_rate": learning_rate, "step": after.step,
-                     "epoch": after.epoch + after.batches_done / planned.epoch_length,
-                     "tokens_per_second": self._tokens / max(elapsed, 1e-9), "elapsed_seconds": round(elapsed, 4)}
-        self.sink.write(self.last)
 
 
 @dataclass
@@ -131,6 +91,7 @@ class TrainConfig:
     precision: str = "fp32"  # bf16 | fp16 | fp32, on any device
     strategy: str = "auto"  # auto | ddp | fsdp
     activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each decoder layer (fused kernels; compiled once per shape family)
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     group_by_length: bool = True
@@ -155,6 +116,7 @@ class TrainConfig:
             lora_rank=h.lora.rank, lora_alpha=h.lora.alpha, lora_dropout=h.lora.dropout, lora_target_modules=h.lora.target_modules,
             precision=local.precision if local else "bf16", strategy=local.strategy if local else "auto",
             activation_checkpointing=local.activation_checkpointing if local else False,
+            compile=local.compile if local else False,
             shared_prompt=local.shared_prompt if local else True,
             gradient_accumulation_steps=local.gradient_accumulation_steps if local else 1,
             save_every_steps=local.save_every_steps if local else None,
@@ -206,7 +168,18 @@ def load_model(config: TrainConfig, precision: MixedPrecision, on_meta: bool = F
         adapters = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                               target_modules=config.lora_target_modules or "all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(model, adapters)  # adapters stay fp32 on a bf16 base
+    if config.compile:
+        compile_layers(model)
     return model
+
+
+def compile_layers(model: Any) -> None:
+    """``torch.compile`` each decoder layer's ``forward``: its norms, rotary embedding, activations and residual
+    adds become fused kernels. Only ``forward``: the hooks FSDP registers on a layer and the activation
+    checkpointing around its call stay outside the compiled code. A layer compiles once per kind of input (shapes
+    become dynamic after the first change; training, and scoring without gradients, are compiled apart)."""
+    for layer in distributed.decoder_layers(model):
+        layer.forward = torch.compile(layer.forward)
 
 
 class Trainer:
@@ -253,6 +226,11 @@ class Trainer:
         self.shared_prompt = config.shared_prompt and supports_custom_masks(self.model)
 
     # -- host-side preparation (in the prefetch thread) and the copy to the device --------------------------------
+
+    @property
+    def _prefetch_depth(self) -> int:
+        """Ahead of a GPU; inline on a CPU, where a preparing thread would take cores from the computation."""
+        return PREFETCH_DEPTH if self.device.type == "cuda" else 0
 
     @property
     def _pinned(self) -> bool:
@@ -323,7 +301,7 @@ class Trainer:
             return self._host_batch(dataset, indices), self._host_tensor(rows)
 
         chunks = sharded_chunks(count, env.rank, env.world_size, self._chunk_size(), sizes)
-        with disable, Prefetcher(chunks, prepare, PREFETCH_DEPTH) as prepared:
+        with disable, Prefetcher(chunks, prepare, self._prefetch_depth) as prepared:
             for (indices, real), (host, host_rows) in prepared:
                 batch, rows = host.to(self.device), host_rows.to(self.device, non_blocking=True)
                 with self.precision.autocast():
@@ -341,7 +319,7 @@ class Trainer:
         self.model.eval()
         chunks = sharded_chunks(len(dataset), self.env.rank, self.env.world_size, self._chunk_size())
         prepare = lambda chunk: (self._host_batch(dataset, chunk[0]), self._reference_rows(chunk[0], reference))  # noqa: E731
-        with Prefetcher(chunks, prepare, PREFETCH_DEPTH) as prepared:
+        with Prefetcher(chunks, prepare, self._prefetch_depth) as prepared:
             for (_, real), (host, host_reference) in prepared:
                 batch = host.to(self.device)
                 with self.precision.autocast():
@@ -409,13 +387,14 @@ class Trainer:
         reports = StepReports(sink, deferred=self.device.type == "cuda")
         prepare = lambda planned: self._micro_batches(planned.group, dataset, reference)  # noqa: E731
         try:
-            with Prefetcher(self._plan(position, total_steps, sizes), prepare, PREFETCH_DEPTH) as steps:
+            with Prefetcher(self._plan(position, total_steps, sizes), prepare, self._prefetch_depth) as steps:
                 for planned, micro_batches in steps:
                     totals = self._step(micro_batches, optimizer, scheduler, parameters)
                     position = planned.after
                     saving = bool(config.save_every_steps) and position.step % config.save_every_steps == 0 \
                         and position.step < total_steps
-                    reports.add(totals, planned, scheduler.get_last_lr()[0], now=saving)
+                    reports.add(totals, position.step, position.epoch + position.batches_done / planned.epoch_length,
+                                scheduler.get_last_lr()[0], now=saving)
                     if saving:
                         checkpoint.save(self.output / "checkpoints", position, self.model, optimizer, scheduler,
                                         self.precision.state_dict(), env)
