@@ -58,7 +58,7 @@ class Prefetcher(Generic[Item, Prepared]):
             raise StopIteration
         item, future = self._pending.popleft()
         prepared = future.result()
-        self._fill()  # the next item starts as soon as this one is taken
+        self._fill()  # keep `depth` items queued behind the one just taken
         return item, prepared
 
     def close(self) -> None:
