@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from dpo_operator.train.prefetch import Prefetcher
 from dpo_operator.train.metrics import METRIC_KEYS, StepReports
+from dpo_operator.train.prefetch import Prefetcher
+
+torch = pytest.importorskip("torch")
 
 
 def test_items_come_back_in_order_prepared_in_one_other_thread() -> None:
