@@ -75,12 +75,15 @@ def _peak_gpu_gib() -> float | None:
 def run_ours(model: Path, data: Path, out: Path, setup: Setup, options: dict[str, Any]) -> dict[str, Any]:
     import transformers  # noqa: F401  (imported before the clock starts, as TRL's run imports it with trl)
 
+    from dpo_operator.api.training import DPOParams, Hyperparameters, LocalBackend
     from dpo_operator.train.trainer import TrainConfig, Trainer
 
     started = time.perf_counter()
-    config = TrainConfig(model=str(model), dataset_dir=str(data), output_dir=str(out), finetuning_type="all_weights",
-                         batch_size=setup.batch, learning_rate=setup.learning_rate, beta=setup.beta, max_steps=setup.steps,
-                         epochs=1000, max_seq_length=setup.max_length, precision=setup.precision, seed=setup.seed, **options)
+    hyperparameters = Hyperparameters(finetuning_type="all_weights", batch_size=setup.batch,
+                                      learning_rate=setup.learning_rate, dpo=DPOParams(ref_policy_kl_penalty=setup.beta),
+                                      epochs=1000, max_seq_length=setup.max_length, seed=setup.seed)
+    config = TrainConfig(model=str(model), dataset_dir=str(data), output_dir=str(out), hyperparameters=hyperparameters,
+                         local=LocalBackend(precision=setup.precision, **options), max_steps=setup.steps)
     trainer = Trainer(config)  # loads the model
     loaded = time.perf_counter() - started
     try:

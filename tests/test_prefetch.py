@@ -128,8 +128,9 @@ def test_training_with_batches_prepared_in_a_thread_equals_training_inline(tmp_p
 
     from safetensors.torch import load_file
 
-    from dpo_operator.train.trainer import TrainConfig, Trainer, train
+    from dpo_operator.train.trainer import Trainer, train
     from tests.tinymodel import build_tiny_model
+    from tests.trainconfig import flat_config
 
     model = build_tiny_model(tmp_path / "model")
     data = tmp_path / "data"
@@ -140,7 +141,7 @@ def test_training_with_batches_prepared_in_a_thread_equals_training_inline(tmp_p
 
     def run(name: str, depth: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         monkeypatch.setattr(Trainer, "_prefetch_depth", property(lambda self: depth))
-        summary = train(TrainConfig(model=str(model), dataset_dir=str(data), output_dir=str(tmp_path / name),
+        summary = train(flat_config(model=str(model), dataset_dir=str(data), output_dir=str(tmp_path / name),
                                     finetuning_type="all_weights", batch_size=4, epochs=2, learning_rate=1e-3))
         return summary, [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
 

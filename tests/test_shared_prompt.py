@@ -14,8 +14,9 @@ pytest.importorskip("transformers")
 from dpo_operator.train.data import EncodedPair, collate  # noqa: E402
 from dpo_operator.train.logprobs import CompletionLogps  # noqa: E402
 from dpo_operator.train.precision import MixedPrecision  # noqa: E402
-from dpo_operator.train.trainer import TrainConfig, load_model_and_tokenizer, train  # noqa: E402
+from dpo_operator.train.trainer import load_model_and_tokenizer, train  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
+from tests.trainconfig import flat_config  # noqa: E402
 
 pytestmark = pytest.mark.workload
 
@@ -30,7 +31,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def load(tiny: Path, finetuning: str = "all_weights", attention: str = "sdpa"):  # noqa: ANN201
-    config = TrainConfig(model=str(tiny), dataset_dir="", output_dir="", finetuning_type=finetuning, lora_rank=4)
+    config = flat_config(model=str(tiny), dataset_dir="", output_dir="", finetuning_type=finetuning, lora_rank=4)
     model, _ = load_model_and_tokenizer(config, MixedPrecision("fp32", "cpu"))
     model.set_attn_implementation(attention)
     if finetuning == "lora":
@@ -91,7 +92,7 @@ def write_dataset(path: Path) -> Path:
 
 
 def run(tiny: Path, tmp_path: Path, label: str, shared: bool) -> tuple[dict, list[dict], dict]:
-    config = TrainConfig(model=str(tiny), dataset_dir=str(write_dataset(tmp_path / "data")),
+    config = flat_config(model=str(tiny), dataset_dir=str(write_dataset(tmp_path / "data")),
                          output_dir=str(tmp_path / label), finetuning_type="all_weights", batch_size=4, epochs=2,
                          learning_rate=1e-3, shared_prompt=shared, sft_loss_weight=0.5)
     summary = train(config)

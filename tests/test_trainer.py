@@ -15,8 +15,9 @@ from dpo_operator.train.data import EncodedPair, collate, encode  # noqa: E402
 from dpo_operator.train.logprobs import CompletionLogps, full_logits_logps  # noqa: E402
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402
 from dpo_operator.train.precision import MixedPrecision  # noqa: E402
-from dpo_operator.train.trainer import TrainConfig, Trainer, load_model_and_tokenizer, train  # noqa: E402
+from dpo_operator.train.trainer import Trainer, load_model_and_tokenizer, train  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
+from tests.trainconfig import flat_config  # noqa: E402
 
 pytestmark = pytest.mark.workload
 
@@ -27,7 +28,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def load(tiny: Path, finetuning: str = "all_weights"):  # noqa: ANN201
-    config = TrainConfig(model=str(tiny), dataset_dir="", output_dir="", finetuning_type=finetuning, lora_rank=4)
+    config = flat_config(model=str(tiny), dataset_dir="", output_dir="", finetuning_type=finetuning, lora_rank=4)
     return load_model_and_tokenizer(config, MixedPrecision("fp32", "cpu"))
 
 
@@ -102,7 +103,7 @@ def reference_of(model, pairs):  # noqa: ANN001, ANN201
     trainer = Trainer.__new__(Trainer)  # the reference pass alone, on an already loaded model
     from dpo_operator.train.distributed import Environment, Strategy
 
-    trainer.config = TrainConfig(model="", dataset_dir="", output_dir="", batch_size=2)
+    trainer.config = flat_config(model="", dataset_dir="", output_dir="", batch_size=2)
     trainer.env, trainer.device, trainer.pad_id = Environment(), torch.device("cpu"), 0
     trainer.precision, trainer.model, trainer.scorer = MixedPrecision("fp32", "cpu"), model, CompletionLogps(model)
     trainer.strategy = Strategy(trainer.env, trainer.device)
@@ -167,7 +168,7 @@ def toy_dataset(path: Path, n: int = 32) -> Path:
 
 @pytest.mark.parametrize("finetuning", ["all_weights", "lora"])
 def test_training_separates_a_toy_preference_set(tiny: Path, tmp_path: Path, finetuning: str) -> None:
-    config = TrainConfig(model=str(tiny), dataset_dir=str(toy_dataset(tmp_path / "data")), output_dir=str(tmp_path / "out"),
+    config = flat_config(model=str(tiny), dataset_dir=str(toy_dataset(tmp_path / "data")), output_dir=str(tmp_path / "out"),
                          finetuning_type=finetuning, epochs=4, batch_size=8, learning_rate=5e-3 if finetuning == "lora" else 1e-3,
                          beta=0.1, lora_rank=8, lora_alpha=16)
     summary = train(config)

@@ -42,9 +42,10 @@ def test_compiled_layers_train_what_eager_layers_train(workspace: Path, tmp_path
     from torch._dynamo.utils import counters
 
     from dpo_operator.train.trainer import TrainConfig, Trainer
+    from tests.trainconfig import flat_config
 
     def config(name: str, compile: bool) -> TrainConfig:
-        return TrainConfig(model=str(tmp_path / "tiny"), dataset_dir=str(tmp_path / "data"), output_dir=str(tmp_path / name),
+        return flat_config(model=str(tmp_path / "tiny"), dataset_dir=str(tmp_path / "data"), output_dir=str(tmp_path / name),
                            finetuning_type="all_weights", epochs=2, batch_size=8, learning_rate=1e-3,
                            gradient_accumulation_steps=2, lr_scheduler="linear", warmup_steps=1, compile=compile)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ pytest.importorskip("peft")
 
 from dpo_operator.train.trainer import TrainConfig  # noqa: E402
 from tests.test_trainer_distributed import TORCHRUN, assert_same_weights, workspace  # noqa: E402, F401
+from tests.trainconfig import flat_config  # noqa: E402
 from tests.trainer_probe import PROBE_TEXTS, probe  # noqa: E402
 
 PROBE = str(Path(__file__).parent / "trainer_probe.py")
@@ -41,7 +41,7 @@ LORA = {**SCHEDULE, "finetuning_type": "lora", "learning_rate": 1e-2, "lora_rank
 
 
 def config(tmp: Path, name: str, **fields: Any) -> TrainConfig:
-    return TrainConfig(model=str(tmp / "tiny"), dataset_dir=str(tmp / "data"), output_dir=str(tmp / name), **fields)
+    return flat_config(model=str(tmp / "tiny"), dataset_dir=str(tmp / "data"), output_dir=str(tmp / name), **fields)
 
 
 def in_process(tmp: Path, name: str, **fields: Any) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def in_process(tmp: Path, name: str, **fields: Any) -> dict[str, Any]:
 def two_ranks(tmp: Path, name: str, **fields: Any) -> dict[str, Any]:
     """The probe under ``torchrun --nproc-per-node=2`` (gloo); rank 0's record."""
     run = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node=2", PROBE,
-                          json.dumps(asdict(config(tmp, name, **fields))), str(tmp / f"{name}-probe")],
+                          config(tmp, name, **fields).model_dump_json(), str(tmp / f"{name}-probe")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     result = json.loads((tmp / f"{name}-probe/probe.json").read_text())

@@ -16,9 +16,10 @@ from dpo_operator.api.training import DPOParams  # noqa: E402
 from dpo_operator.train.data import EncodedPair, collate, epoch_batches, rank_share, sharded_chunks  # noqa: E402
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402
 from dpo_operator.train.optim import build_scheduler, parameter_groups  # noqa: E402
-from dpo_operator.train.trainer import TrainConfig, train  # noqa: E402
+from dpo_operator.train.trainer import train  # noqa: E402
 from tests.test_trainer import toy_dataset  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
+from tests.trainconfig import flat_config  # noqa: E402
 
 pytestmark = pytest.mark.workload
 
@@ -63,7 +64,7 @@ def test_sft_averaging_follows_preference_averaging_unless_set() -> None:
     assert DPOParams(preference_average_log_probs=True).effective_sft_average_log_probs is True
     assert DPOParams(preference_average_log_probs=False).effective_sft_average_log_probs is False
     assert DPOParams(preference_average_log_probs=True, sft_average_log_probs=False).effective_sft_average_log_probs is False
-    base = TrainConfig(model="", dataset_dir="", output_dir="", preference_average_log_probs=True)
+    base = flat_config(model="", dataset_dir="", output_dir="", preference_average_log_probs=True)
     assert base.loss_config().sft_average_log_probs is True
 
 
@@ -136,7 +137,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _run(tiny: Path, data: Path, out: Path, **overrides) -> dict:  # noqa: ANN003
     settings = {"finetuning_type": "all_weights", "batch_size": 8, "learning_rate": 1e-5, "beta": 0.1, **overrides}
-    config = TrainConfig(model=str(tiny), dataset_dir=str(data), output_dir=str(out), **settings)
+    config = flat_config(model=str(tiny), dataset_dir=str(data), output_dir=str(out), **settings)
     return train(config)
 
 

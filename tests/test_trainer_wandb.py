@@ -13,8 +13,9 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("wandb")
 
-from dpo_operator.train.trainer import TrainConfig, train  # noqa: E402
+from dpo_operator.train.trainer import train  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
+from tests.trainconfig import flat_config  # noqa: E402
 
 pytestmark = pytest.mark.workload
 
@@ -56,7 +57,7 @@ def test_metrics_reach_a_wandb_run_named_by_the_operator(tmp_path: Path, monkeyp
     data.parent.mkdir(parents=True)
     data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen_response": "yes", "rejected_response": "no"}) + "\n"
                             for i in range(8)))
-    config = TrainConfig(model=str(build_tiny_model(tmp_path / "model")), dataset_dir=str(tmp_path / "data"),
+    config = flat_config(model=str(build_tiny_model(tmp_path / "model")), dataset_dir=str(tmp_path / "data"),
                          output_dir=str(tmp_path / "out"), finetuning_type="all_weights", batch_size=4, epochs=2,
                          learning_rate=1e-3)
     summary = train(config)

@@ -132,7 +132,7 @@ def probe(config: TrainConfig, result_dir: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    probe(TrainConfig(**json.loads(sys.argv[1])), Path(sys.argv[2]))
+    probe(TrainConfig.model_validate_json(sys.argv[1]), Path(sys.argv[2]))
 
 
 if __name__ == "__main__":

@@ -57,22 +57,112 @@ class FinetuningType(str, Enum):
     ALL_WEIGHTS = "all_weights"
 
 
+class LossType(str, Enum):
+    """TRL 1.16's ``DPOConfig.loss_type`` names (``DPOTrainer``), with TRL's formulas."""
+
+    SIGMOID = "sigmoid"
+    HINGE = "hinge"
+    IPO = "ipo"
+    EXO_PAIR = "exo_pair"
+    NCA_PAIR = "nca_pair"
+    ROBUST = "robust"
+    BCO_PAIR = "bco_pair"
+    SPPO_HARD = "sppo_hard"
+    AOT = "aot"
+    AOT_UNPAIRED = "aot_unpaired"
+    APO_ZERO = "apo_zero"
+    APO_DOWN = "apo_down"
+    DISCOPOP = "discopop"
+    SFT = "sft"
+    SIGMOID_NORM = "sigmoid_norm"
+
+
+SMOOTHED_LOSS_TYPES = frozenset({"robust", "exo_pair", "aot", "aot_unpaired"})  # those that read labelSmoothing
+
+
 class DPOParams(ApiModel):
     ref_policy_kl_penalty: float = Field(default=0.1, gt=0.0, description="beta of the DPO loss.")
-    preference_loss_weight: float = Field(default=1.0, ge=0.0)
-    preference_average_log_probs: bool = Field(
-        default=False, description="Per-token mean instead of the sum of log-ratios in the preference term."
+    preference_loss_weight: float = Field(
+        default=1.0, ge=0.0, description="Weight of the preference term of the default (NeMo RL) loss; with "
+        "lossType, weights go in lossWeights.",
     )
-    sft_loss_weight: float = Field(default=0.0, ge=0.0)
+    preference_average_log_probs: bool = Field(
+        default=False, description="Per-token mean instead of the sum of log-ratios in the preference term of the "
+        "default loss (with lossType: sigmoid_norm or ipo normalise by length).",
+    )
+    sft_loss_weight: float = Field(
+        default=0.0, ge=0.0, description="Weight of NeMo RL's SFT term in the default loss; with lossType, list "
+        "'sft' (TRL's: the mean NLL over the batch's chosen tokens) with a weight.",
+    )
     sft_average_log_probs: bool | None = Field(
         default=None,
         description="SFT term: per-sequence mean token NLL instead of the summed NLL (then averaged over sequences); "
         "follows preferenceAverageLogProbs when unset, as in NeMo RL.",
     )
+    loss_type: list[LossType] | None = Field(
+        default=None, min_length=1, max_length=len(LossType),
+        description="TRL 1.16's loss types (DPOConfig.loss_type), summed with lossWeights; unset: NeMo RL's sigmoid "
+        "loss with preferenceLossWeight and sftLossWeight (the default). Local backend only.",
+    )
+    loss_weights: list[float] | None = Field(
+        default=None, description="One weight (>= 0) per lossType entry; 1.0 each when unset (TRL's loss_weights).",
+    )
+    label_smoothing: float = Field(
+        default=0.0, ge=0.0, lt=0.5, description="TRL's label_smoothing: the label-flip probability of the robust, "
+        "aot and aot_unpaired losses, EXO's epsilon for exo_pair (required > 0 there). Other losses ignore it, so "
+        "it needs one of those in lossType.",
+    )
+    discopop_tau: float = Field(default=0.05, gt=0.0, description="TRL's discopop_tau (lossType discopop only).")
 
     @property
     def effective_sft_average_log_probs(self) -> bool:
         return self.preference_average_log_probs if self.sft_average_log_probs is None else self.sft_average_log_probs
+
+    @model_validator(mode="after")
+    def _loss_types_make_sense(self) -> "DPOParams":
+        for problem in loss_type_problems(self):
+            raise ValueError(problem)
+        return self
+
+
+def loss_type_problems(dpo: DPOParams) -> list[str]:
+    """How ``dpo.lossType`` and the fields beside it contradict each other, each naming its field."""
+    types = [str(getattr(t, "value", t)) for t in dpo.loss_type or []]
+    problems: list[str] = []
+    if not types:
+        if dpo.loss_weights is not None:
+            problems.append("dpo.lossWeights is set without dpo.lossType: list the loss types it weights")
+        if dpo.label_smoothing > 0:
+            problems.append("dpo.labelSmoothing applies only to lossType robust, exo_pair, aot or aot_unpaired; "
+                            "the default loss ignores it")
+        if dpo.discopop_tau != DPOParams.model_fields["discopop_tau"].default:
+            problems.append("dpo.discopopTau applies only to lossType discopop")
+        return problems
+    repeated = sorted({t for t in types if types.count(t) > 1})
+    if repeated:
+        problems.append(f"dpo.lossType lists {', '.join(repeated)} more than once: give it one entry and a weight")
+    if dpo.loss_weights is not None:
+        if len(dpo.loss_weights) != len(types):
+            problems.append(f"dpo.lossWeights has {len(dpo.loss_weights)} weights for {len(types)} lossType entries: "
+                            "give one weight per loss type")
+        elif not all(0 <= w < float("inf") for w in dpo.loss_weights):
+            problems.append("dpo.lossWeights must be finite and >= 0")
+        elif not any(w > 0 for w in dpo.loss_weights):
+            problems.append("dpo.lossWeights are all 0: the loss would be identically zero")
+    if dpo.preference_loss_weight != 1.0 or dpo.sft_loss_weight != 0.0:
+        problems.append("dpo.preferenceLossWeight and dpo.sftLossWeight weight the default loss only: with "
+                        "dpo.lossType, give each loss type its weight in dpo.lossWeights (add 'sft' for an SFT term)")
+    if dpo.preference_average_log_probs or dpo.sft_average_log_probs is not None:
+        problems.append("dpo.preferenceAverageLogProbs and dpo.sftAverageLogProbs apply to the default loss only: "
+                        "with dpo.lossType use sigmoid_norm or ipo (length-normalised); TRL's sft is a token mean")
+    if dpo.label_smoothing > 0 and not SMOOTHED_LOSS_TYPES & set(types):
+        problems.append(f"dpo.labelSmoothing applies only to lossType robust, exo_pair, aot or aot_unpaired, not to "
+                        f"{', '.join(types)}")
+    if "exo_pair" in types and dpo.label_smoothing == 0:
+        problems.append("dpo.lossType exo_pair needs dpo.labelSmoothing > 0 (EXO's epsilon; the paper uses 1e-3)")
+    if dpo.discopop_tau != DPOParams.model_fields["discopop_tau"].default and "discopop" not in types:
+        problems.append("dpo.discopopTau applies only to lossType discopop")
+    return problems
 
 
 class LoraParams(ApiModel):
@@ -112,6 +202,8 @@ class Hyperparameters(ApiModel):
     def _weights_make_sense(self) -> "Hyperparameters":
         if self.training_type == TrainingType.DPO.value and self.dpo.preference_loss_weight == 0 and self.dpo.sft_loss_weight == 0:
             raise ValueError("dpo.preferenceLossWeight and dpo.sftLossWeight are both 0: the loss would be identically zero")
+        if self.training_type == TrainingType.SFT.value and self.dpo.loss_type:
+            raise ValueError("dpo.lossType is for trainingType dpo: trainingType sft trains on the chosen responses alone")
         return self
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 NOT_SCALARS = {"step", "epoch"}
 # what a step's totals hold, in order: the sum over its pairs of each of these, then pairs, tokens, gradient norm
 METRIC_KEYS = ("loss", "preference_loss", "sft_loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
-               "rewards/margins")
+               "rewards/margins", "logps/chosen", "logps/rejected")
 
 
 class MetricsSink:

@@ -25,12 +25,14 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
+from dpo_operator.api.training import DPOTrainingJobSpec, Hyperparameters, LocalBackend
 from dpo_operator.train import checkpoint, distributed
 from dpo_operator.train.data import (Batch, EncodedDataset, PreferenceFile, collate, epoch_batches, rank_share,
                                      sharded_chunks)
@@ -63,72 +65,42 @@ class PlannedStep:
     epoch_length: int  # global micro-batches in this epoch
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(BaseModel):
+    """What a training run takes: the spec's own models (``Hyperparameters``, the local backend's settings) and
+    only what the spec does not hold (where things are, step limits, resume)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model: str  # a local directory or a hub repo id (offline: must be cached)
     dataset_dir: str  # holds training/training_file.jsonl and validation/validation_file.jsonl
     output_dir: str
-    training_type: str = "dpo"  # or "sft"
-    finetuning_type: str = "lora"  # or "all_weights"
-    epochs: int = 1
-    batch_size: int = 8  # pairs per global micro-batch (split across ranks); x gradient_accumulation_steps per step
-    learning_rate: float = 5e-6
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
-    lr_scheduler: str = "constant"
-    max_seq_length: int = 1024
-    seed: int = 42
-    beta: float = 0.1
-    preference_loss_weight: float = 1.0
-    preference_average_log_probs: bool = False
-    sft_loss_weight: float = 0.0
-    sft_average_log_probs: bool | None = None  # None: follows preference_average_log_probs (NeMo RL)
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] | None = None
-    precision: str = "fp32"  # bf16 | fp16 | fp32, on any device
-    strategy: str = "auto"  # auto | ddp | fsdp
-    activation_checkpointing: bool = False
-    compile: bool = False  # torch.compile each decoder layer (fused kernels; compiled once per shape family)
-    gradient_accumulation_steps: int = 1
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    local: LocalBackend = Field(default_factory=LocalBackend)
     max_grad_norm: float = 1.0
     group_by_length: bool = True
-    shared_prompt: bool = True  # one sequence a pair (prompt computed once) where the attention takes custom masks
-    save_every_steps: int | None = None
     resume: bool = True
     max_steps: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_spec(cls, spec: Any, model: str, dataset_dir: str, output_dir: str) -> "TrainConfig":
-        """From a DPOTrainingJobSpec (api.training)."""
-        h = spec.hyperparameters
-        local = spec.local
-        return cls(
-            model=model, dataset_dir=dataset_dir, output_dir=output_dir, training_type=h.training_type,
-            finetuning_type=h.finetuning_type, epochs=h.epochs, batch_size=h.batch_size, learning_rate=h.learning_rate,
-            weight_decay=h.weight_decay, warmup_steps=h.warmup_steps, warmup_ratio=h.warmup_ratio,
-            lr_scheduler=h.lr_scheduler, max_seq_length=h.max_seq_length, seed=h.seed, beta=h.dpo.ref_policy_kl_penalty,
-            preference_loss_weight=h.dpo.preference_loss_weight, preference_average_log_probs=h.dpo.preference_average_log_probs,
-            sft_loss_weight=h.dpo.sft_loss_weight, sft_average_log_probs=h.dpo.effective_sft_average_log_probs,
-            lora_rank=h.lora.rank, lora_alpha=h.lora.alpha, lora_dropout=h.lora.dropout, lora_target_modules=h.lora.target_modules,
-            precision=local.precision if local else "bf16", strategy=local.strategy if local else "auto",
-            activation_checkpointing=local.activation_checkpointing if local else False,
-            compile=local.compile if local else False,
-            shared_prompt=local.shared_prompt if local else True,
-            gradient_accumulation_steps=local.gradient_accumulation_steps if local else 1,
-            save_every_steps=local.save_every_steps if local else None,
-        )
+    def from_spec(cls, spec: DPOTrainingJobSpec, model: str, dataset_dir: str, output_dir: str) -> "TrainConfig":
+        return cls(model=model, dataset_dir=dataset_dir, output_dir=output_dir, hyperparameters=spec.hyperparameters,
+                   local=spec.local or LocalBackend())
+
+    @property
+    def precision(self) -> str:
+        return _name(self.local.precision)
+
+    @property
+    def lora(self) -> bool:
+        return self.hyperparameters.finetuning_type == "lora"
 
     def loss_config(self) -> DPOLossConfig:
-        sft_only = self.training_type == "sft"
-        sft_average = self.preference_average_log_probs if self.sft_average_log_probs is None else self.sft_average_log_probs
-        return DPOLossConfig(beta=self.beta, preference_average_log_probs=self.preference_average_log_probs,
-                             sft_average_log_probs=sft_average,
-                             preference_loss_weight=0.0 if sft_only else self.preference_loss_weight,
-                             sft_loss_weight=1.0 if sft_only else self.sft_loss_weight)
+        return DPOLossConfig.from_hyperparameters(self.hyperparameters)
+
+
+def _name(choice: Any) -> str:
+    """An API enum's value (defaults are enum members; values read from a spec are already strings)."""
+    return str(getattr(choice, "value", choice))
 
 
 def load_tokenizer(config: TrainConfig) -> Any:
@@ -149,7 +121,7 @@ def load_model(config: TrainConfig, precision: MixedPrecision, on_meta: bool = F
     model without its weights (no memory), to be filled in by the strategy."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    lora = config.finetuning_type == "lora"
+    lora, local, adapters_spec = config.lora, config.local, config.hyperparameters.lora
     if on_meta:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.model),
@@ -157,7 +129,7 @@ def load_model(config: TrainConfig, precision: MixedPrecision, on_meta: bool = F
     else:
         model = AutoModelForCausalLM.from_pretrained(config.model, dtype=precision.frozen_weight_dtype(lora))
     model.config.use_cache = False
-    if config.activation_checkpointing:  # per decoder layer, recomputed in backward
+    if local.activation_checkpointing:  # per decoder layer, recomputed in backward
         if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; the older name is deprecated
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -165,10 +137,10 @@ def load_model(config: TrainConfig, precision: MixedPrecision, on_meta: bool = F
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        adapters = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                              target_modules=config.lora_target_modules or "all-linear", task_type="CAUSAL_LM")
+        adapters = LoraConfig(r=adapters_spec.rank, lora_alpha=adapters_spec.alpha, lora_dropout=adapters_spec.dropout,
+                              target_modules=adapters_spec.target_modules or "all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(model, adapters)  # adapters stay fp32 on a bf16 base
-    if config.compile:
+    if local.compile:
         compile_layers(model)
     return model
 
@@ -188,13 +160,13 @@ class Trainer:
         self.env = distributed.Environment.from_env()
         self.device = self.env.device()
         self.precision = MixedPrecision(config.precision, self.device.type)
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
+        torch.manual_seed(config.hyperparameters.seed)
+        random.seed(config.hyperparameters.seed)
         self.tokenizer = load_tokenizer(config)
         skeleton = load_model(config, self.precision, on_meta=True)
         gpu_bytes = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
         parameters = sum(p.numel() for p in skeleton.parameters())
-        strategy = distributed.choose(config.strategy, config.finetuning_type == "lora", parameters, gpu_bytes,
+        strategy = distributed.choose(_name(config.local.strategy), config.lora, parameters, gpu_bytes,
                                       self.env.world_size)
         if strategy == "fsdp" and config.precision == "fp16":
             raise ValueError("precision fp16 is not supported with strategy fsdp: use bf16")
@@ -223,7 +195,7 @@ class Trainer:
         self.pad_id = self.tokenizer.pad_token_id
         self.output = Path(config.output_dir)
         self.loss_config = config.loss_config()
-        self.shared_prompt = config.shared_prompt and supports_custom_masks(self.model)
+        self.shared_prompt = config.local.shared_prompt and supports_custom_masks(self.model)
 
     # -- host-side preparation (in the prefetch thread) and the copy to the device --------------------------------
 
@@ -286,7 +258,7 @@ class Trainer:
     # -- the reference policy and evaluation: no gradients, each rank scores its own share -----------------------
 
     def _chunk_size(self) -> int:
-        return 2 * max(1, -(-self.config.batch_size // self.env.world_size))
+        return 2 * max(1, -(-self.config.hyperparameters.batch_size // self.env.world_size))
 
     @torch.no_grad()
     def reference_logps(self, dataset: EncodedDataset, sizes: Any) -> torch.Tensor:
@@ -325,8 +297,10 @@ class Trainer:
                 with self.precision.autocast():
                     sums, counts = self.scorer(**batch.inputs())
                 reference_sums = host_reference.to(self.device, non_blocking=True)
-                per_pair = dpo_loss(sums, counts, reference_sums, self.loss_config).per_pair()
-                totals[:-1] += torch.stack([per_pair[key][:real].float().sum() for key in METRIC_KEYS])
+                # only the real pairs: a filler would enter batch-wide terms (aot's sort, sft's token mean)
+                rows = torch.cat([torch.arange(real), torch.arange(real) + batch.pairs]).to(self.device)
+                per_pair = dpo_loss(sums[rows], counts[rows], reference_sums[rows], self.loss_config).per_pair()
+                totals[:-1] += torch.stack([per_pair[key].float().sum() for key in METRIC_KEYS])
                 totals[-1] += real
         self.strategy.after_inference(self.scorer)
         self.model.train()
@@ -341,7 +315,7 @@ class Trainer:
             if cached.shape == (len(dataset), 2):
                 return cached
         reference = self.reference_logps(dataset, sizes)
-        if self.env.is_main and self.config.save_every_steps:
+        if self.env.is_main and self.config.local.save_every_steps:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(reference, cache.with_suffix(".tmp"))
             cache.with_suffix(".tmp").replace(cache)
@@ -351,23 +325,24 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         config, env = self.config, self.env
+        h, local = config.hyperparameters, config.local
         if env.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
         env.barrier()
         rows = PreferenceFile(Path(config.dataset_dir) / "training/training_file.jsonl")
-        dataset = EncodedDataset(rows, self.tokenizer, config.max_seq_length)
+        dataset = EncodedDataset(rows, self.tokenizer, h.max_seq_length)
         validation_file = Path(config.dataset_dir) / "validation/validation_file.jsonl"
-        validation = EncodedDataset(PreferenceFile(validation_file), self.tokenizer, config.max_seq_length) \
+        validation = EncodedDataset(PreferenceFile(validation_file), self.tokenizer, h.max_seq_length) \
             if validation_file.exists() else None
         sizes = rows.sizes()
 
-        batches_per_epoch = -(-len(dataset) // config.batch_size)
-        steps_per_epoch = -(-batches_per_epoch // config.gradient_accumulation_steps)
-        total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
-        optimizer = build_optimizer(self.model, config.learning_rate, config.weight_decay,
+        batches_per_epoch = -(-len(dataset) // h.batch_size)
+        steps_per_epoch = -(-batches_per_epoch // local.gradient_accumulation_steps)
+        total_steps = min(config.max_steps or 10**12, steps_per_epoch * h.epochs)
+        optimizer = build_optimizer(self.model, h.learning_rate, h.weight_decay,
                                     fused=self.device.type == "cuda" and self.strategy.name != "fsdp")
-        scheduler = build_scheduler(optimizer, config.lr_scheduler, total_steps,
-                                    warmup_steps(total_steps, config.warmup_steps, config.warmup_ratio))
+        scheduler = build_scheduler(optimizer, _name(h.lr_scheduler), total_steps,
+                                    warmup_steps(total_steps, h.warmup_steps, h.warmup_ratio))
         saved = checkpoint.latest(self.output / "checkpoints") if config.resume else None
         started = time.perf_counter()
         self.check_shared_prompt(dataset)
@@ -381,7 +356,7 @@ class Trainer:
             self.precision.load_state_dict(scaler_state)
             log.info("resumed from %s (step %d)", saved, position.step)
         resumed_from = position.step if saved is not None else None
-        sink = MetricsSink(self.output, total_steps, env.is_main, asdict(config))
+        sink = MetricsSink(self.output, total_steps, env.is_main, config.model_dump(mode="json"))
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
         reports = StepReports(sink, deferred=self.device.type == "cuda")
@@ -391,7 +366,7 @@ class Trainer:
                 for planned, micro_batches in steps:
                     totals = self._step(micro_batches, optimizer, scheduler, parameters)
                     position = planned.after
-                    saving = bool(config.save_every_steps) and position.step % config.save_every_steps == 0 \
+                    saving = bool(local.save_every_steps) and position.step % local.save_every_steps == 0 \
                         and position.step < total_steps
                     reports.add(totals, position.step, position.epoch + position.batches_done / planned.epoch_length,
                                 scheduler.get_last_lr()[0], now=saving)
@@ -416,11 +391,11 @@ class Trainer:
 
     def _plan(self, position: checkpoint.Position, total_steps: int, sizes: Any) -> Iterator[PlannedStep]:
         """The optimizer steps from ``position`` to the end of training (every rank plans the same)."""
-        config = self.config
-        while position.step < total_steps and position.epoch < config.epochs:
-            epoch = epoch_batches(sizes, config.batch_size, config.seed, position.epoch, config.group_by_length)
-            for first in range(position.batches_done, len(epoch), config.gradient_accumulation_steps):
-                group = epoch[first: first + config.gradient_accumulation_steps]
+        h, accumulate = self.config.hyperparameters, self.config.local.gradient_accumulation_steps
+        while position.step < total_steps and position.epoch < h.epochs:
+            epoch = epoch_batches(sizes, h.batch_size, h.seed, position.epoch, self.config.group_by_length)
+            for first in range(position.batches_done, len(epoch), accumulate):
+                group = epoch[first: first + accumulate]
                 done = first + len(group)
                 position = checkpoint.Position(position.step + 1, position.epoch, done) if done < len(epoch) \
                     else checkpoint.Position(position.step + 1, position.epoch + 1, 0)
@@ -476,7 +451,4 @@ def train(config: TrainConfig) -> dict[str, Any]:
     finally:
         trainer.env.close()
 
-
-def config_to_json(config: TrainConfig) -> str:
-    return json.dumps(asdict(config), sort_keys=True)
 
