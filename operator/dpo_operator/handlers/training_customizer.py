@@ -78,6 +78,8 @@ def check_spec(spec: DPOTrainingJobSpec) -> None:
     if hp.finetuning_type == "lora" and rank & (rank - 1):
         raise InvalidSpec(f"spec.hyperparameters.lora.rank {rank} must be a power of two for NeMo Customizer "
                           f"(its adapter_dim), e.g. {1 << (rank.bit_length() - 1)} or {1 << rank.bit_length()}")
+    if refused := nemo.refused_hyperparameters(hp):
+        raise InvalidSpec(refused)
 
 
 @contextmanager

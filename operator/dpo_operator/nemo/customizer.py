@@ -70,6 +70,18 @@ def job_body(config: str, namespace: str, dataset: str, hyperparameters: dict[st
 OPTIMIZERS = {"constant": "adamw_with_flat_lr", "cosine": "adamw_with_cosine_annealing"}
 
 
+def refused_hyperparameters(hp: Any) -> str | None:
+    """What the v1 API's ``DpoParameters`` cannot express at all (an InvalidSpec, not a FieldsNotHonoured note):
+    the Customizer trains NeMo RL's loss only, so a TRL loss type other than plain ``sigmoid`` would train a different
+    objective than the spec asks for. (``labelSmoothing`` and ``discopopTau`` need a loss type, so they are covered.)"""
+    types = [str(getattr(t, "value", t)) for t in hp.dpo.loss_type or []]
+    if not types or (types == ["sigmoid"] and (hp.dpo.loss_weights or [1.0]) == [1.0]):
+        return None  # unset, or TRL's sigmoid alone: the Customizer's own DPO loss
+    return (f"spec.hyperparameters.dpo.lossType {types} is not supported by the customizer backend: NeMo Customizer's "
+            "DPO trains only the sigmoid loss with refPolicyKlPenalty, preferenceLossWeight, sftLossWeight and their "
+            "averaging options; remove dpo.lossType (and dpo.lossWeights) or use backend: local")
+
+
 def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
     """Our Hyperparameters in the Customizer's snake_case shape, and what it cannot honour (in words).
 
