@@ -161,7 +161,8 @@ def spec_error(dpo: dict[str, Any], **hyper: Any) -> str:
 @pytest.mark.parametrize(("dpo", "field"), [
     ({"lossType": ["sigmoid", "hinge"], "lossWeights": [1.0]}, "dpo.lossWeights has 1 weights for 2"),
     ({"lossType": ["sigmoid"], "lossWeights": [0.0]}, "dpo.lossWeights are all 0"),
-    ({"lossType": ["hinge"], "lossWeights": [-1.0]}, "dpo.lossWeights must be finite and >= 0"),
+    ({"lossType": ["hinge"], "lossWeights": [-1.0]}, "lossWeights.0\n  Input should be greater than or equal to 0"),
+    ({"lossType": ["hinge"], "lossWeights": [float("inf")]}, "dpo.lossWeights must be finite and >= 0"),
     ({"lossWeights": [1.0]}, "dpo.lossWeights is set without dpo.lossType"),
     ({"lossType": ["ipo", "ipo"]}, "dpo.lossType lists ipo more than once"),
     ({"lossType": ["simpo"]}, "lossType"),

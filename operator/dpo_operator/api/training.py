@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -104,8 +105,9 @@ class DPOParams(ApiModel):
         description="TRL 1.16's loss types (DPOConfig.loss_type), summed with lossWeights; unset: NeMo RL's sigmoid "
         "loss with preferenceLossWeight and sftLossWeight (the default). Local backend only.",
     )
-    loss_weights: list[float] | None = Field(
-        default=None, description="One weight (>= 0) per lossType entry; 1.0 each when unset (TRL's loss_weights).",
+    loss_weights: list[Annotated[float, Field(ge=0.0)]] | None = Field(
+        default=None, max_length=len(LossType),
+        description="One weight (>= 0) per lossType entry; 1.0 each when unset (TRL's loss_weights).",
     )
     label_smoothing: float = Field(
         default=0.0, ge=0.0, lt=0.5, description="TRL's label_smoothing: the label-flip probability of the robust, "
