@@ -97,6 +97,11 @@ class TrainConfig(BaseModel):
     def loss_config(self) -> DPOLossConfig:
         return DPOLossConfig.from_hyperparameters(self.hyperparameters)
 
+    def run_config(self) -> dict[str, Any]:
+        """The run's configuration as W&B records it: the hyperparameters at the top level, the rest beside them."""
+        settings = self.model_dump(mode="json")
+        return {**settings.pop("hyperparameters"), **settings}
+
 
 def _name(choice: Any) -> str:
     """An API enum's value (defaults are enum members; values read from a spec are already strings)."""
@@ -356,7 +361,7 @@ class Trainer:
             self.precision.load_state_dict(scaler_state)
             log.info("resumed from %s (step %d)", saved, position.step)
         resumed_from = position.step if saved is not None else None
-        sink = MetricsSink(self.output, total_steps, env.is_main, config.model_dump(mode="json"))
+        sink = MetricsSink(self.output, total_steps, env.is_main, config.run_config())
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
         reports = StepReports(sink, deferred=self.device.type == "cuda")
