@@ -72,7 +72,8 @@ def batch(pairs: int = 6, width: int = 14, seed: int = 0) -> dict[str, torch.Ten
 
 
 def trl_loss(data: dict[str, torch.Tensor], per_token: torch.Tensor, loss_types: list[str], weights: list[float] | None,
-             beta: float, label_smoothing: float = 0.0, discopop_tau: float = 0.05) -> tuple[torch.Tensor, dict[str, Any]]:
+             beta: float, label_smoothing: float = 0.0,
+             discopop_tau: float = 0.05) -> tuple[torch.Tensor, dict[str, Any]]:
     from trl import DPOTrainer
 
     pairs = per_token.shape[0] // 2

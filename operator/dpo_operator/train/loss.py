@@ -15,7 +15,8 @@ of the batch. ``preference`` is then the weighted sum of the other types, ``sft`
 
 Both are means over pairs (TRL's ``sft`` is spread over the batch's pairs so that its mean is the token mean), so a
 batch split unevenly across ranks is re-weighted exactly by pair counts. Rewards are *logged* as beta * r (TRL's
-convention; with the default and ``preference_average_log_probs``, r is the per-token mean); NeMo RL logs r without beta.
+convention; with the default and ``preference_average_log_probs``, r is the per-token mean); NeMo RL logs r
+without beta.
 """
 
 from __future__ import annotations
