@@ -118,6 +118,44 @@ def _json(payload: Any, status: int = 200, content_type: str = "application/json
     return aiohttp.web.Response(body=json.dumps(payload).encode(), status=status, headers={"Content-Type": content_type})
 
 
+class Changes:
+    """Wakes every waiting watch when an event is stored.
+
+    One future per round, resolved and replaced on each change; a watch waits on it with ``asyncio.wait``, which
+    leaves the future alone when the wait times out or the watch is cancelled. No lock: the ``asyncio.Condition``
+    this replaces was waited on through ``asyncio.wait_for``, which runs ``Condition.wait`` (and its re-acquiring
+    of the lock) in a task of its own; a watch ended while that task still re-acquired released a lock it no longer
+    held (``RuntimeError: Lock is not acquired``) or left it held for good, and then every writer blocked in
+    ``notify_all``."""
+
+    def __init__(self) -> None:
+        self._next: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        if self._next is not None and not self._next.done():
+            self._next.set_result(None)
+        self._next = None
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next change, or ``timeout`` seconds."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        await asyncio.wait([self._next], timeout=timeout)
+
+
+def events_after(history: collections.deque[tuple[int, dict[str, Any]]], position: int
+                 ) -> list[tuple[int, dict[str, Any]]]:
+    """The stored events newer than ``position``, oldest first. Read from the newest end, so that a watch costs
+    what it is sent, not the length of the history (20,000 events, read on every wake of every watch before)."""
+    newer: list[tuple[int, dict[str, Any]]] = []
+    for revision, event in reversed(history):
+        if revision <= position:
+            break
+        newer.append((revision, event))
+    newer.reverse()
+    return newer
+
+
 @attrs.define(kw_only=True)
 class EmulatedKubernetes(kmock.KubernetesEmulator):
     """A KubernetesEmulator that behaves like kube-apiserver for kopf, the kubernetes client and kubectl."""
@@ -127,7 +165,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
     _events: dict[Any, collections.deque[tuple[int, dict[str, Any]]]] = attrs.field(
         factory=lambda: collections.defaultdict(lambda: collections.deque(maxlen=EVENT_HISTORY)), init=False
     )
-    _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
+    _dropped: dict[Any, int] = attrs.field(factory=dict, init=False)  # newest revision evicted from each history
+    _changes: Changes = attrs.field(factory=Changes, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _openapi_cache: dict[str, Any] = attrs.field(factory=dict, init=False)
 
@@ -186,11 +225,11 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
 
     async def _emit(self, res: Any, event_type: str, obj: dict[str, Any]) -> None:
         revision = int(obj["metadata"]["resourceVersion"])
-        self._events[res].append((revision, {"type": event_type, "object": copy.deepcopy(obj)}))
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        async with self._changed:
-            self._changed.notify_all()
+        history = self._events[res]
+        if len(history) == history.maxlen:
+            self._dropped[res] = history[0][0]
+        history.append((revision, {"type": event_type, "object": copy.deepcopy(obj)}))
+        self._changes.notify()
 
     def _new_metadata(self, body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
         obj = copy.deepcopy(body)
@@ -672,48 +711,44 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                 event = {"type": event["type"], "object": self._table(request, served, [event["object"]], table)}
             await response.write(json.dumps(event).encode() + b"\n")
 
-        since = request.params.get("resourceVersion") or "0"
-        position = self._revision
-        if since == "0":
-            for obj in self._matching(request, res, namespace):
-                if wanted(obj):
-                    await send({"type": "ADDED", "object": obj})
-        else:
-            position = int(since)
-            history = self._events[res]
-            oldest_kept = history[0][0] if len(history) == history.maxlen else 0
-            if position < oldest_kept - 1:
-                await send({"type": "ERROR", "object": {
-                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired",
-                    "message": f"too old resource version: {position} ({oldest_kept})"}})
-                return response
+        def expired(position: int) -> dict[str, Any] | None:
+            """410 Gone when events after ``position`` were already evicted from the history, as kube-apiserver
+            answers a watch that fell too far behind."""
+            if position >= self._dropped.get(res, 0):
+                return None
+            return {"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired",
+                "message": f"too old resource version: {position} ({self._dropped[res] + 1})"}}
 
+        since = request.params.get("resourceVersion") or "0"
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
-        deadline = asyncio.get_running_loop().time() + timeout if timeout else None
-        if self._changed is None:
-            self._changed = asyncio.Condition()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout else None
         try:
+            position = self._revision
+            if since == "0":
+                for obj in self._matching(request, res, namespace):
+                    if wanted(obj):
+                        await send({"type": "ADDED", "object": obj})
+            else:
+                position = int(since)
             while not self._closing:
-                for revision, event in list(self._events[res]):
-                    if revision > position:
-                        position = revision
-                        if wanted(event["object"]):
-                            await send(event)
-                remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                if (gone := expired(position)) is not None:
+                    await send(gone)
+                    break
+                for revision, event in events_after(self._events[res], position):
+                    position = revision
+                    if wanted(event["object"]):
+                        await send(event)
+                remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     break
-                async with self._changed:
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), timeout=min(remaining or 1.0, 1.0))
-                    except TimeoutError:
-                        pass
-        except (ConnectionResetError, asyncio.CancelledError):
+                await self._changes.wait(min(remaining or 1.0, 1.0))
+        except (ConnectionResetError, asyncio.CancelledError):  # the client hung up (aiohttp's reset is one)
             return response
         return response
 
     async def __aexit__(self, *exc: Any) -> None:
         self._closing = True
-        if self._changed is not None:
-            async with self._changed:
-                self._changed.notify_all()
+        self._changes.notify()
         await super().__aexit__(*exc)
