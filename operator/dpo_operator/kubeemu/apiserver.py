@@ -286,7 +286,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             if table:
                 return _json(self._table(request, served, listed["items"], table, listed["metadata"]["resourceVersion"]))
             return _json(listed)
-        if method == "GET":
+        if method == "GET" and request.name is not None:
             obj = self._get(res, served, namespace, request.name)
             return _json(self._table(request, served, [obj], table) if table else obj)
         if method == "POST" and request.name is None:
@@ -575,7 +575,6 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             applied = server_side_apply(old, body, self._schema(served), _resolve, request.params["fieldManager"],
                                         served.group_version, force=force, subresource=request.subresource or "")
         except ApplyConflict as exc:
-            qualified = f"{res.plural}.{served.group}" if served.group else res.plural
             raise error(409, "Conflict", str(exc), {"name": name, "group": served.group, "kind": res.plural,
                                                     "causes": [{"reason": "FieldManagerConflict", "message":
                                                                 f'conflict with "{m}"', "field": f}
