@@ -735,14 +735,16 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                 if (gone := expired(position)) is not None:
                     await send(gone)
                     break
-                for revision, event in events_after(self._events[res], position):
+                fresh = events_after(self._events[res], position)
+                for revision, event in fresh:
                     position = revision
                     if wanted(event["object"]):
                         await send(event)
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     break
-                await self._changes.wait(min(remaining or 1.0, 1.0))
+                if not fresh:  # else look again first: what was stored while this watch was sending woke no one
+                    await self._changes.wait(min(remaining or 1.0, 1.0))
         except (ConnectionResetError, asyncio.CancelledError):  # the client hung up (aiohttp's reset is one)
             return response
         return response
