@@ -173,7 +173,7 @@ class Kube:
         self.require_emulated()
         deployment = self.deployment(namespace, name)
         assert deployment is not None, f"deployment {name} not found"
-        replicas = deployment["spec"]["replicas"]
+        replicas = deployment["spec"].get("replicas", 1)  # kube-apiserver's default when the spec leaves it out
         ready = replicas if available else 0
         self.apps.patch_namespaced_deployment_status(name, namespace, {"status": {
             "observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,

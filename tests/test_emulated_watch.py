@@ -5,6 +5,7 @@ resourceVersion sees every event once, in order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -14,8 +15,8 @@ import pytest
 
 from dpo_operator.kubeemu.cluster import EmbeddedCluster
 
-WATCHERS = 40  # concurrent watch loops, each reconnecting until the writers are done
-WRITERS, WRITES = 4, 60  # each writer creates WRITES ConfigMaps and patches each once
+WATCHERS = 30  # concurrent watch loops, each reconnecting until the writers are done
+WRITERS, WRITES = 4, 40  # each writer creates WRITES ConfigMaps and patches each once
 NAMESPACE = "default"
 CONFIGMAPS = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
 
@@ -42,16 +43,26 @@ async def watch_until(client: httpx.AsyncClient, since: str, last: int) -> list[
 
 
 async def churn(client: httpx.AsyncClient, done: asyncio.Event, index: int) -> int:
-    """Open watches again and again: one in three hangs up after its first event, the others time out after a
-    second (the server ends them). Returns how many watches it opened."""
+    """Open watches again and again, each ended one of three ways: the client hangs up while the server waits for a
+    change (the test server then cancels the watch's handler, as aiohttp does when a client goes away), the client
+    hangs up after the first event of the initial listing, or the server ends it (``timeoutSeconds``). Returns how
+    many watches it opened."""
     opened = 0
     while not done.is_set():
         opened += 1
-        hang_up = (index + opened) % 3 == 0
-        params = {"watch": "true", "timeoutSeconds": "1", "resourceVersion": "0" if hang_up else ""}
-        async with client.stream("GET", CONFIGMAPS, params={k: v for k, v in params.items() if v}) as response:
+        how = (index + opened) % 3
+        if how == 0:
+            since = (await client.get(CONFIGMAPS)).json()["metadata"]["resourceVersion"]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2), client.stream("GET", CONFIGMAPS, params={
+                        "watch": "true", "resourceVersion": since}) as response:
+                    async for _ in response.aiter_lines():
+                        break
+            continue
+        params = {"watch": "true", "timeoutSeconds": "1", **({"resourceVersion": "0"} if how == 1 else {})}
+        async with client.stream("GET", CONFIGMAPS, params=params) as response:
             async for _ in response.aiter_lines():
-                if hang_up:
+                if how == 1:
                     break  # leaving the block closes the connection mid-stream
     return opened
 

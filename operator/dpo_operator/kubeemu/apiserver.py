@@ -695,7 +695,6 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         raw_request = request._raw_request
         assert raw_request is not None
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        await response.prepare(raw_request)
         by_labels = label_selector(request.params.get("labelSelector"))
         by_fields = field_selector(request.params.get("fieldSelector"))
         name = request.name or None
@@ -724,6 +723,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
         try:
+            await response.prepare(raw_request)
             position = self._revision
             if since == "0":
                 for obj in self._matching(request, res, namespace):
