@@ -129,6 +129,10 @@ def _compile(rule: str) -> Any:
 
 
 def _rule_errors(schema: dict[str, Any], new: Any, old: Any, path: str) -> list[Cause]:
+    if old is not None and new == old:
+        # an unchanged value is not validated again, as kube-apiserver ratchets CRD validation (1.33 GA); a status
+        # write re-ran every rule of the unchanged spec before (a third of the emulator's CPU at scale)
+        return []
     errors: list[Cause] = []
     for validation in schema.get("x-kubernetes-validations") or []:
         rule = validation["rule"]
