@@ -102,3 +102,22 @@ def test_watches_that_come_and_go_under_concurrent_writes(cluster: EmbeddedClust
     names = [name for _, name in events]
     expected = {f"w{w}-{i}" for w in range(WRITERS) for i in range(WRITES)}
     assert {n: names.count(n) for n in expected} == dict.fromkeys(expected, 2)  # ADDED, then MODIFIED
+
+
+def test_a_watch_behind_the_kept_history_gets_410_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpo_operator.kubeemu import apiserver
+
+    monkeypatch.setattr(apiserver, "EVENT_HISTORY", 5)  # each resource keeps its last 5 events
+    with EmbeddedCluster() as embedded, httpx.Client(base_url=embedded.url, timeout=30) as client:
+        versions = [client.post(CONFIGMAPS, json={"metadata": {"name": f"c{i}"}}).json()["metadata"]["resourceVersion"]
+                    for i in range(10)]
+
+        def watch(since: str) -> list[dict]:
+            with client.stream("GET", CONFIGMAPS, params={"watch": "true", "resourceVersion": since,
+                                                          "timeoutSeconds": "1"}) as response:
+                return [json.loads(line) for line in response.iter_lines() if line]
+
+        gone = watch(versions[0])  # c1..c4 were evicted
+        assert [(e["type"], e["object"]["code"], e["object"]["reason"]) for e in gone] == [("ERROR", 410, "Expired")]
+        kept = watch(versions[4])  # c5..c9 are all still kept
+        assert [e["object"]["metadata"]["name"] for e in kept] == [f"c{i}" for i in range(5, 10)]
