@@ -1,10 +1,15 @@
 # dpo-operator developer targets. `make demo` and `make test` are the README's two set-up commands.
 PYTHON ?= python3
+comma  := ,
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
+# every install is constrained by this lock (the full dev set; the images install subsets of it): `make lock` renews it
+LOCK   := requirements/lock.txt
+EXTRAS := test,workload,nat,wandb
+UV_VERSION := 0.13.9
 
-.PHONY: venv install demo dev-cluster test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-trainer-memory bench-scale bench-hanging clean
+.PHONY: venv install lock lint demo dev-cluster test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-trainer-memory bench-scale bench-hanging clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +18,22 @@ $(PY):
 venv: $(PY)
 
 install: $(PY)  ## install the operator, the embedded cluster, the workloads (CPU torch, NAT, W&B client) and test tools
-	$(PIP) install --quiet -e '.[test,workload,nat,wandb]'
+	$(PIP) install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
+
+# Resolve every extra into $(LOCK), keeping its current pins where pyproject.toml still allows them (UPGRADE=1: the
+# newest versions allowed). uv reads only torch's metadata from the index (its CUDA wheel's: the lock also pins the
+# CUDA libraries the workload image gets), never the wheel; pip then takes torch==2.13.0 from wherever it is offered
+# (the CPU build on disk here, the CUDA build from TORCH_INDEX in docker/workload.Dockerfile). A local label (+cpu)
+# that a find-links source could put in the pin is dropped, so that the one pin serves both.
+lock: $(PY)  ## re-resolve requirements/lock.txt from pyproject.toml (after changing a dependency; commit the result)
+	$(PIP) install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml $(foreach extra,$(subst $(comma), ,$(EXTRAS)),--extra $(extra)) \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(UPGRADE),--upgrade) --no-config -o $(LOCK)
+	sed -i -E 's/^torch==([0-9.]+)\+[a-z0-9]+$$/torch==\1/' $(LOCK)
+
+lint: install  ## ruff and mypy, as configured in pyproject.toml
+	$(VENV)/bin/ruff check operator tests bench scripts
+	$(VENV)/bin/mypy
 
 demo: install  ## run the pipeline on an embedded, emulated cluster (no cluster, no GPU)
 	$(PY) -m dpo_operator demo

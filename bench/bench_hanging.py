@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dpo_operator import crdgen
-    from dpo_operator.embedded.cluster import EmbeddedCluster
+    from dpo_operator.kubeemu.cluster import EmbeddedCluster
     from tests.kubehelpers import Kube, wait_for
 
     namespace = "bench"

@@ -1,10 +1,14 @@
 # The operator image: light (no torch), non-root, read-only root filesystem friendly.
 #   docker build -f docker/operator.Dockerfile -t ghcr.io/dpo-operator/dpo-operator:0.1.0 .
+# Base image: a tag, not yet a digest (no registry could be reached where this was written). To pin it:
+#   docker buildx imagetools inspect python:3.11-slim   ->  FROM python:3.11-slim@sha256:<that digest>
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/lock.txt ./requirements/lock.txt
 COPY operator ./operator
-RUN pip install --no-cache-dir --prefix=/install .
+# the operator's dependencies at the versions CI tested (requirements/lock.txt: `make lock`)
+RUN pip install --no-cache-dir --prefix=/install -c requirements/lock.txt .
 
 FROM python:3.11-slim
 COPY --from=build /install /usr/local

@@ -31,7 +31,7 @@ class EchoServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer  # noqa: N815  (http.server's handler names)
 
             def log_message(self, *_: Any) -> None:
                 pass

@@ -33,6 +33,22 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+def status_of(obj: dict[str, Any] | None) -> dict[str, Any]:
+    """An object's status; empty until a controller has written one (a new object has no ``status`` at all, and a
+    status may lack any field that its writer has not set yet): what every probe of a wait must read through."""
+    return (obj or {}).get("status") or {}
+
+
+def conditions_of(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """An object's status conditions by type; empty before the first status write."""
+    return {c["type"]: c for c in status_of(obj).get("conditions") or []}
+
+
+def reason_of(obj: dict[str, Any] | None, condition: str) -> str | None:
+    """The reason of one status condition, or None while that condition has not been written."""
+    return conditions_of(obj).get(condition, {}).get("reason")
+
+
 class Kube:
     def __init__(self, api: kubernetes.client.ApiClient, real_cluster: bool = False) -> None:
         self.real_cluster = real_cluster
@@ -83,10 +99,16 @@ class Kube:
             raise
 
     def wait_phase(self, kind: str, namespace: str, name: str, phase: str, timeout: float = 20.0) -> dict[str, Any]:
-        return wait_for(
-            lambda: (obj := self.get(kind, namespace, name)) and (obj.get("status") or {}).get("phase") == phase and obj,
-            timeout=timeout, what=f"{kind} {namespace}/{name} phase {phase}",
-        )
+        return self.wait_status(kind, namespace, name, lambda status: status.get("phase") == phase, timeout=timeout,
+                                what=f"phase {phase}")
+
+    def wait_status(self, kind: str, namespace: str, name: str, check: Callable[[dict[str, Any]], Any],
+                    timeout: float = 20.0, what: str = "status") -> dict[str, Any]:
+        """Poll one of our objects until ``check(status)`` holds, and return the object. ``check`` gets the status
+        through ``status_of`` (``{}`` before the operator's first write), so it must read optional fields with
+        ``.get``."""
+        return wait_for(lambda: (obj := self.get(kind, namespace, name)) and check(status_of(obj)) and obj,
+                        timeout=timeout, what=f"{kind} {namespace}/{name} {what}")
 
     # -- built-ins
 
@@ -151,7 +173,7 @@ class Kube:
         self.require_emulated()
         deployment = self.deployment(namespace, name)
         assert deployment is not None, f"deployment {name} not found"
-        replicas = deployment["spec"]["replicas"]
+        replicas = deployment["spec"].get("replicas", 1)  # kube-apiserver's default when the spec leaves it out
         ready = replicas if available else 0
         self.apps.patch_namespaced_deployment_status(name, namespace, {"status": {
             "observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,

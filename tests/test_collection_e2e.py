@@ -90,7 +90,8 @@ def test_suspend_pauses_and_resumes_the_job(kube: Kube, namespace: str, operator
     assert job["spec"]["suspend"] is True
     kube.wait_phase("DPOCollection", namespace, "paused", "Suspended")
     kube.patch_spec("DPOCollection", namespace, "paused", {"suspend": False})
-    wait_for(lambda: kube.job(namespace, "paused-collect")["spec"]["suspend"] is False, what="job resumed")
+    wait_for(lambda: (job := kube.job(namespace, "paused-collect")) is not None and job["spec"].get("suspend") is False,
+             what="job resumed")
     kube.wait_phase("DPOCollection", namespace, "paused", "Pending")
     assert len(kube.jobs(namespace)) == 1
 

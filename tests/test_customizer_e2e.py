@@ -14,7 +14,7 @@ import pytest
 from dpo_operator.embedded.executor import LocalExecutor
 from tests.fakes.nemo import FakeNemo, live
 from tests.kubehelpers import Kube, wait_for
-from tests.test_trainer import toy_dataset
+from tests.datasets import toy_dataset
 
 pytestmark = pytest.mark.e2e
 API_KEY = "nemo-key-123"
@@ -65,8 +65,8 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
     spec = {**spec_for(nemo), "deployOnCompletion": {"replicas": 1}}
     spec["hyperparameters"].update(seed=3, weightDecay=0.01, warmupSteps=5)
     kube.create("DPOTrainingJob", namespace, "remote", spec)
-    running = wait_for(lambda: (o := kube.get("DPOTrainingJob", namespace, "remote")).get("status", {}).get("phase")
-                       == "Running" and o, what="Running")
+    running = kube.wait_status("DPOTrainingJob", namespace, "remote", lambda s: s.get("phase") == "Running"
+                               and (s.get("progress") or {}).get("trainLoss") is not None, what="Running with progress")
     assert running["status"]["progress"]["trainLoss"] == 0.6  # the live series, not the (null) best checkpoint
     done = kube.wait_phase("DPOTrainingJob", namespace, "remote", "Succeeded", timeout=40)
 
@@ -120,10 +120,10 @@ def test_poll_failures_back_off_recover_and_are_bounded(
     kube.create("DPOTrainingJob", namespace, "flaky", spec_for(nemo, maxConsecutivePollFailures=3))
     kube.wait_phase("DPOTrainingJob", namespace, "flaky", "Running", timeout=40)
     nemo.fail["job-status"] = [502]
-    wait_for(lambda: kube.get("DPOTrainingJob", namespace, "flaky")["status"].get("consecutivePollFailures") == 1,
-             what="a counted poll failure")
-    wait_for(lambda: "consecutivePollFailures" not in kube.get("DPOTrainingJob", namespace, "flaky")["status"],
-             what="recovery after a successful poll")
+    kube.wait_status("DPOTrainingJob", namespace, "flaky", lambda s: s.get("consecutivePollFailures") == 1,
+                     what="a counted poll failure")
+    kube.wait_status("DPOTrainingJob", namespace, "flaky", lambda s: s and "consecutivePollFailures" not in s,
+                     what="recovery after a successful poll")
     nemo.fail["job-status"] = [503] * 10
     failed = kube.wait_phase("DPOTrainingJob", namespace, "flaky", "Failed", timeout=30)
     assert reason(failed, "Failed") == "PollFailed" and "3 consecutive status polls" in failed["status"]["message"]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.nemo import FakeNemo
 from tests.fakes.nim import FakeNim
-from tests.kubehelpers import Kube, wait_for
+from tests.kubehelpers import Kube, status_of, wait_for
 from tests.test_training_e2e import TRAIN_RESULT, TRAINING
 
 pytestmark = pytest.mark.e2e
@@ -63,8 +63,8 @@ def test_trained_lora_adapter_is_served_and_ready(kube: Kube, namespace: str, op
         assert service.spec.ports[0].port == nim.port
 
         kube.roll_out(namespace, "dpo")
-        progressing = wait_for(lambda: (o := kube.get("ModelDeployment", namespace, "dpo"))
-                               and "not listed" in o["status"].get("message", "") and o, what="model not listed yet")
+        progressing = kube.wait_status("ModelDeployment", namespace, "dpo", lambda s: "not listed" in s.get("message", ""),
+                                       what="model not listed yet")
         assert progressing["status"]["phase"] == "Progressing"
         nim.models.append("dpo")  # the adapter appears in /v1/models
         ready = kube.wait_phase("ModelDeployment", namespace, "dpo", "Ready", timeout=30)
@@ -183,10 +183,10 @@ def test_nemo_backend_deploys_replaces_and_deletes(kube: Kube, namespace: str, o
     assert "serves 'team-a/dpo-model@v1'" in ready["status"]["message"]  # listed in the NIM's /v1/models
 
     kube.patch_spec("ModelDeployment", namespace, "remote", {"nemo": {"imageTag": "1.9"}})
-    wait_for(lambda: len(nemo.deployments) == 2 or kube.get("ModelDeployment", namespace, "remote")["status"]
+    wait_for(lambda: len(nemo.deployments) == 2 or status_of(kube.get("ModelDeployment", namespace, "remote"))
              .get("remoteDeployment") != first, what="a second remote deployment")
-    replaced = wait_for(lambda: (o := kube.get("ModelDeployment", namespace, "remote"))["status"].get("remoteDeployment")
-                        not in (None, first) and o["status"]["phase"] == "Ready" and o, timeout=30, what="replaced")
+    replaced = kube.wait_status("ModelDeployment", namespace, "remote", lambda s: s.get("remoteDeployment")
+                                not in (None, first) and s.get("phase") == "Ready", timeout=30, what="replaced")
     second = replaced["status"]["remoteDeployment"]
     assert list(nemo.deployments) == [f"team-a/{second}"]  # the old one went only once the new one was ready
 

@@ -13,15 +13,15 @@ import pytest
 from dpo_operator import cli
 from dpo_operator.kube.jobs import DETERMINISTIC_EXIT_CODE
 from tests.fakes.nemo import FakeNemo
-from tests.kubehelpers import Kube, wait_for
+from tests.kubehelpers import Kube, conditions_of, wait_for
 from tests.test_collection_e2e import SPEC
 
 pytestmark = pytest.mark.e2e
 
 
-def reason(obj: dict[str, Any]) -> str:
-    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
-    return next(c["reason"] for c in conditions.values() if c["status"] == "True")
+def reason(obj: dict[str, Any]) -> str | None:
+    """The reason of the condition that holds (None before the operator's first status write)."""
+    return next((c["reason"] for c in conditions_of(obj).values() if c["status"] == "True"), None)
 
 
 def stuck_pod(kube: Kube, namespace: str, job_name: str, status: dict[str, Any]) -> None:
@@ -91,8 +91,8 @@ def test_a_pod_that_cannot_start_is_surfaced(kube: Kube, namespace: str, operato
     kube.start_job(namespace, "stuck-collect")
     kube.wait_phase("DPOCollection", namespace, "stuck", "Running")
     stuck_pod(kube, namespace, "stuck-collect", status)
-    pending = wait_for(lambda: (o := kube.get("DPOCollection", namespace, "stuck"))["status"]["phase"] == "Pending"
-                       and reason(o) == expected and o, what=f"Pending/{expected}")
+    pending = wait_for(lambda: (o := kube.get("DPOCollection", namespace, "stuck")).get("status", {}).get("phase")
+                       == "Pending" and reason(o) == expected and o, what=f"Pending/{expected}")
     assert text in pending["status"]["message"] and "stuck-collect-stuck" in pending["status"]["message"]
 
 
@@ -106,8 +106,8 @@ def test_customizer_refusing_job_creation_shows_pending_with_error_and_attempts(
                 "customizer": {"entityStoreUrl": nemo.url, "datastoreUrl": nemo.url, "namespace": "team-a",
                                "pollIntervalSeconds": 1}}
         kube.create("DPOTrainingJob", namespace, "refused", spec)
-        pending = wait_for(lambda: (o := kube.get("DPOTrainingJob", namespace, "refused")).get("status", {}).get(
-            "phase") == "Pending" and "attempt 2 failed" in o["status"]["message"] and o, timeout=30,
-            what="a Pending status counting the attempts")
+        pending = kube.wait_status("DPOTrainingJob", namespace, "refused", lambda s: s.get("phase") == "Pending"
+                                   and "attempt 2 failed" in s.get("message", ""), timeout=30,
+                                   what="a Pending status counting the attempts")
     assert reason(pending) == "Retrying" and "500" in pending["status"]["message"]
     assert nemo.jobs == {}

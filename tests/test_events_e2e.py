@@ -20,8 +20,8 @@ pytestmark = pytest.mark.e2e
 
 def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     items = kube.to_dict(kubernetes.client.EventsV1Api(kube.api).list_namespaced_event(namespace))["items"]
-    mine = [e for e in items if e["regarding"]["name"] == name]
-    return sorted(mine, key=lambda e: e["eventTime"])
+    mine = [e for e in items if (e.get("regarding") or {}).get("name") == name]
+    return sorted(mine, key=lambda e: e.get("eventTime") or "")
 
 
 def reasons(kube: Kube, namespace: str, name: str) -> list[tuple[str, str]]:

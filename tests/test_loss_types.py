@@ -28,7 +28,7 @@ from dpo_operator.handlers.training_customizer import check_spec  # noqa: E402
 from dpo_operator.nemo import customizer as nemo  # noqa: E402
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402
 from dpo_operator.train.trainer import train  # noqa: E402
-from tests.test_trainer import toy_dataset  # noqa: E402
+from tests.datasets import toy_dataset  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
 from tests.trainconfig import flat_config  # noqa: E402
 

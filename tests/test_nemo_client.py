@@ -12,7 +12,7 @@ from dpo_operator.cli import main
 from dpo_operator.nemo import customizer as nemo
 from dpo_operator.nemo.http import NemoApi, NemoError
 from tests.fakes.nemo import FakeNemo, SdkViolation, live
-from tests.test_trainer import toy_dataset
+from tests.datasets import toy_dataset
 
 
 def test_existing_namespaces_and_datasets_are_fine() -> None:

@@ -10,7 +10,7 @@ import kubernetes
 import pytest
 
 from tests.echo_server import EchoServer
-from tests.kubehelpers import Kube, wait_for
+from tests.kubehelpers import Kube, reason_of, wait_for
 from tests.test_collection_e2e import SPEC as COLLECTION_SPEC
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,7 @@ def test_unlabelled_secret_is_never_sent_and_echoed_secrets_are_redacted(kube: K
     with EchoServer(status=400) as echo, KopfRunner(args, timeout=60) as runner:
         kube.create("DPOTrainingJob", namespace, "exfil", customizer_spec(echo.url))
         pending = wait_for(lambda: (o := kube.get("DPOTrainingJob", namespace, "exfil")).get("status", {}).get(
-            "phase") == "Pending" and reason(o, "Progressing") == "SecretNotUsable" and o, what="SecretNotUsable")
+            "phase") == "Pending" and reason_of(o, "Progressing") == "SecretNotUsable" and o, what="SecretNotUsable")
         assert 'dpo.ai/usable="true"' in pending["status"]["message"]
         assert echo.requests == []  # the Secret was not sent anywhere
 

@@ -11,7 +11,7 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.kubehelpers import Kube, wait_for
+from tests.kubehelpers import Kube, conditions_of, status_of, wait_for
 from tests.test_collection_e2e import RESULT, SPEC
 from tests.test_training_e2e import TRAINING
 
@@ -22,9 +22,14 @@ def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in obj["status"]["conditions"]}
 
 
+def observed(obj: dict[str, Any]) -> bool:
+    """The operator's status is about the object's current generation."""
+    return status_of(obj).get("observedGeneration") == obj["metadata"]["generation"]
+
+
 def caught_up(kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any]:
-    return wait_for(lambda: (o := kube.get(kind, namespace, name))["status"].get("observedGeneration")
-                    == o["metadata"]["generation"] and o, what=f"{name} observing its generation")
+    return wait_for(lambda: (o := kube.get(kind, namespace, name)) and observed(o) and o,
+                    what=f"{name} observing its generation")
 
 
 def test_a_change_a_running_job_cannot_take_is_reported(kube: Kube, namespace: str, operator: None) -> None:
@@ -35,8 +40,8 @@ def test_a_change_a_running_job_cannot_take_is_reported(kube: Kube, namespace: s
     running = kube.wait_phase("DPOCollection", namespace, "live", "Running")
     assert conditions(running)["SpecApplied"]["status"] == "True"
     kube.patch_spec("DPOCollection", namespace, "live", {"candidatesPerTurn": 6, "template": {"image": "other:2"}})
-    changed = wait_for(lambda: (o := caught_up(kube, "DPOCollection", namespace, "live")) and
-                       conditions(o)["SpecApplied"]["status"] == "False" and o, what="ChangeNotApplied")
+    changed = wait_for(lambda: (o := kube.get("DPOCollection", namespace, "live")) and observed(o)
+                       and conditions_of(o).get("SpecApplied", {}).get("status") == "False" and o, what="ChangeNotApplied")
     applied = conditions(changed)["SpecApplied"]
     assert applied["reason"] == "ChangeNotApplied" and "candidatesPerTurn, template" in applied["message"]
     assert applied["observedGeneration"] == changed["metadata"]["generation"]

@@ -16,6 +16,7 @@ from dpo_operator.train.logprobs import CompletionLogps, full_logits_logps  # no
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402
 from dpo_operator.train.precision import MixedPrecision  # noqa: E402
 from dpo_operator.train.trainer import Trainer, load_model_and_tokenizer, train  # noqa: E402
+from tests.datasets import toy_dataset  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
 from tests.trainconfig import flat_config  # noqa: E402
 
@@ -155,15 +156,6 @@ def test_an_empty_prompt_gets_a_start_token_so_every_completion_token_is_scored(
         rows = batch.score_positions // batch.input_ids.shape[1]  # every token is predicted inside its own row
         # shared: a row holds a pair's chosen then rejected tokens; separate: rows are chosen 0, 1, rejected 0, 1
         assert rows.tolist() == ([0] * 5 + [1] * 5 if shared else [0] * 3 + [1] * 3 + [2] * 2 + [3] * 2)
-
-
-def toy_dataset(path: Path, n: int = 32) -> Path:
-    rows = [{"prompt": f"Q{i % 4}: is {i} fine?", "chosen_response": "yes, fine", "rejected_response": "no!"}
-            for i in range(n)]
-    for name, part in (("training/training_file.jsonl", rows[:24]), ("validation/validation_file.jsonl", rows[24:])):
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_text("".join(json.dumps(r) + "\n" for r in part))
-    return path
 
 
 @pytest.mark.parametrize("finetuning", ["all_weights", "lora"])

@@ -17,7 +17,7 @@ from dpo_operator.train.data import EncodedPair, collate, epoch_batches, rank_sh
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402
 from dpo_operator.train.optim import build_scheduler, parameter_groups  # noqa: E402
 from dpo_operator.train.trainer import train  # noqa: E402
-from tests.test_trainer import toy_dataset  # noqa: E402
+from tests.datasets import toy_dataset  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
 from tests.trainconfig import flat_config  # noqa: E402
 

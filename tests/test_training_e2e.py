@@ -110,7 +110,7 @@ def test_real_trainer_runs_in_a_local_pod(kube: Kube, namespace: str, operator: 
     kube.require_emulated()  # runs its own operator or kubelet stand-in
     pytest.importorskip("transformers")
     from dpo_operator.embedded.executor import LocalExecutor
-    from tests.test_trainer import toy_dataset
+    from tests.datasets import toy_dataset
     from tests.tinymodel import build_tiny_model
 
     executor = LocalExecutor(kube.api, tmp_path, namespace)
@@ -136,7 +136,7 @@ def test_real_trainer_reads_a_hub_dataset(kube: Kube, namespace: str, operator: 
     pytest.importorskip("transformers")
     from dpo_operator.embedded.executor import LocalExecutor
     from tests.fakes.hub import FakeHub
-    from tests.test_trainer import toy_dataset
+    from tests.datasets import toy_dataset
     from tests.tinymodel import build_tiny_model
 
     executor = LocalExecutor(kube.api, tmp_path, namespace)

@@ -40,7 +40,8 @@ def _to_openapi(node: Any, ref_prefix: str) -> Any:
 @cache
 def _raw_definitions() -> dict[str, Any]:
     path = resources.files("kubernetes_validate") / "kubernetes-json-schema" / f"{KUBERNETES_VERSION}-local" / "_definitions.json"
-    return json.loads(path.read_text())["$defs"]
+    definitions: dict[str, Any] = json.loads(path.read_text())["$defs"]
+    return definitions
 
 
 @cache
@@ -61,7 +62,7 @@ def definitions(ref_prefix: str) -> dict[str, dict[str, Any]]:
 
 @cache
 def _by_gvk() -> dict[tuple[str, str, str], str]:
-    found = {}
+    found: dict[tuple[str, str, str], str] = {}
     for name, schema in _raw_definitions().items():
         for gvk in schema.get("x-kubernetes-group-version-kind") or []:
             found.setdefault((gvk["group"], gvk["version"], gvk["kind"]), name)

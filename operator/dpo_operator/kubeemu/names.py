@@ -127,7 +127,7 @@ def object_causes(kind: str, obj: dict[str, Any]) -> list[Cause]:
     causes += label_causes(meta.get("labels"), "metadata.labels")
     for key in meta.get("annotations") or {}:
         causes += qualified_name_causes(str(key), "metadata.annotations")
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
     if kind == "Pod":
         causes += _pod_spec_causes(spec, "spec")
     template = spec.get("template") if isinstance(spec.get("template"), dict) else None

@@ -120,7 +120,10 @@ def _paths(res: Served, prefix: str, *, v3: bool) -> dict[str, dict[str, Any]]:
     base = f"{root}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{root}/{res.plural}"
     scope = [_param("namespace", "path", v3=v3)] if res.namespaced else []
     named = [*scope, _param("name", "path", v3=v3)]
-    op = lambda *a, **k: _operation(res, *a, v3=v3, **k)  # noqa: E731
+
+    def op(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return _operation(res, *args, v3=v3, **kwargs)
+
     paths = {
         base: {"parameters": scope,
                "get": op("list", "list", list_ref, body=False, params=("labelSelector", "fieldSelector", "watch")),

@@ -104,7 +104,7 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
             entry = dict(_fields(bytes(raw))) if isinstance(raw, bytes) else {}
             value = entry.get(2, b"")
             text = base64.b64encode(value).decode() if kind.endswith("bytes>") else bytes(value).decode()  # type: ignore[arg-type]
-            out.setdefault(name, {})[bytes(entry.get(1, b"")).decode()] = text  # type: ignore[arg-type]
+            out.setdefault(name, {})[bytes(entry.get(1, b"")).decode()] = text
         elif kind.startswith("[]"):
             out.setdefault(name, []).append(_value(kind[2:], raw))
         else:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from functools import lru_cache
+from collections.abc import Callable
 from typing import Any
 
 import celpy
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 from openapi_schema_validator import OAS30Validator
 
 from dpo_operator.kubeemu.errors import Cause, invalid_value, not_supported, required, show_value, too_long
@@ -59,7 +62,7 @@ def _cause(error: Any) -> Cause:
         return too_long(where, limit)
     if kind == "maxItems":
         return Cause(where, "FieldValueTooMany", f"Too many: {len(value)}: must have at most {limit} items")
-    detail = {
+    messages: dict[str, Callable[[], str]] = {
         "type": lambda: f"{where} in body must be of type {limit}: {show_value(_type_name(value))}",
         "minimum": lambda: f"{where} in body should be greater than {'' if error.schema.get('exclusiveMinimum') else 'or equal to '}{limit}",
         "maximum": lambda: f"{where} in body should be less than {'' if error.schema.get('exclusiveMaximum') else 'or equal to '}{limit}",
@@ -69,7 +72,8 @@ def _cause(error: Any) -> Cause:
         "format": lambda: f"{where} in body must be of type {limit}: {show_value(value)}",
         "minProperties": lambda: f"{where} in body should have at least {limit} properties",
         "maxProperties": lambda: f"{where} in body should have at most {limit} properties",
-    }.get(kind, lambda: error.message)()
+    }
+    detail = messages[kind]() if kind in messages else str(error.message)
     return invalid_value(where, _type_name(value) if kind == "type" else value, detail)
 
 
@@ -125,18 +129,22 @@ def _compile(rule: str) -> Any:
 
 
 def _rule_errors(schema: dict[str, Any], new: Any, old: Any, path: str) -> list[Cause]:
+    if old is not None and new == old:
+        # an unchanged value is not validated again, as kube-apiserver ratchets CRD validation (1.33 GA); a status
+        # write re-ran every rule of the unchanged spec before (a third of the emulator's CPU at scale)
+        return []
     errors: list[Cause] = []
     for validation in schema.get("x-kubernetes-validations") or []:
         rule = validation["rule"]
         is_transition = "oldSelf" in rule
         if is_transition and old is None:
             continue  # transition rules only apply to updates of an existing value
-        activation = {"self": celpy.json_to_cel(new)}
+        activation = {"self": json_to_cel(new)}
         if is_transition:
-            activation["oldSelf"] = celpy.json_to_cel(old)
+            activation["oldSelf"] = json_to_cel(old)
         try:
             passed = bool(_compile(rule).evaluate(activation))
-        except celpy.CELEvalError as exc:
+        except CELEvalError as exc:
             errors.append(Cause(path or "<root>", "InternalError", f"Internal error: {rule!r} could not be evaluated: {exc}"))
             continue
         if not passed:
