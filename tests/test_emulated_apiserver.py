@@ -135,7 +135,8 @@ def test_table_responses_carry_the_printer_columns(kube: Kube, namespace: str) -
     table, _ = _raw(kube, f"/apis/dpo.ai/v1alpha1/namespaces/{namespace}/dpocollections",
                     "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
     cells = dict(zip([name for name, _ in columns], table["rows"][0]["cells"]))
-    assert (cells["Phase"], cells["Reason"], cells["Message"]) == ("Failed", "InvalidSpec", "llm.model must not be empty")
+    assert (cells["Phase"], cells["Reason"], cells["Message"]) == \
+        ("Failed", "InvalidSpec", "llm.model must not be empty")
 
 
 def test_strategic_merge_patch_merges_containers_by_name(kube: Kube, namespace: str) -> None:

@@ -128,7 +128,8 @@ class PairingSpec(ApiModel):
         "score. The dataset files (prompt, chosen_response, rejected_response) carry no reward, so it changes "
         "nothing in them today."))
     require_multiple_candidates: bool = Field(default=True, description=(
-        "Refuse candidatesPerTurn below 2 (a pair needs two candidates of one decision point)."))
+        "Refuse candidatesPerTurn below 2 (a pair needs two candidates of one decision point); NAT workflows "
+        "bring their own candidates."))
 
 
 LLM_OR_NAT = "spec.llm is required unless spec.workflow.nat is set (a NAT workflow brings its own model calls)"
@@ -153,9 +154,9 @@ class DPOCollectionSpec(ApiModel):
         "Drop repeated (prompt, chosen, rejected) triples across runs; the first occurrence is kept."))
     max_pairs: int | None = Field(default=None, ge=1, description="Sample at most this many pairs (seeded).")
     seed: int = Field(default=42, ge=0, description=(
-        "Seeds the examples, the sampling requests (the 'seed' sent to the endpoint, derived per run and prompt), "
-        "maxPairs sampling and the train/validation split: the same spec against a seed-honouring endpoint gives "
-        "the same dataset."))
+        "Seeds maxPairs sampling and the train/validation split, and for built-in and plugin workflows the examples "
+        "and the sampling requests (the 'seed' sent to the endpoint, derived per run and prompt): the same spec "
+        "against a seed-honouring endpoint gives the same dataset."))
     continue_on_collection_error: bool = Field(default=False, description=(
         "A failed run is skipped (and counted in status.runsFailed) instead of failing the collection; it still "
         "fails when every run fails."))

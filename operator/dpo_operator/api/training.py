@@ -195,8 +195,8 @@ class LrScheduler(str, Enum):
 
 
 class Hyperparameters(ApiModel):
-    """What to train and how; sent to the Customizer where it has an equivalent (the FieldsNotHonoured condition
-    names the rest)."""
+    """What to train and how. The customizer backend sends what the Customizer has an equivalent for, names what it
+    cannot honour in the FieldsNotHonoured condition, and refuses what would train something else (InvalidSpec)."""
 
     training_type: TrainingType = Field(default=TrainingType.DPO, description=(
         "dpo: preference pairs; sft: supervised fine-tuning on the chosen responses (local backend only)."))
