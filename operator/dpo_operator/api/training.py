@@ -111,7 +111,8 @@ class DPOParams(ApiModel):
     loss_type: list[LossType] | None = Field(
         default=None, min_length=1, max_length=len(LossType),
         description="TRL 1.16's loss types (DPOConfig.loss_type), summed with lossWeights; unset: NeMo RL's sigmoid "
-        "loss with preferenceLossWeight and sftLossWeight (the default). Local backend only.",
+        "loss with preferenceLossWeight and sftLossWeight (the default). Local backend (the customizer backend "
+        "accepts only [sigmoid], its own loss).",
     )
     loss_weights: list[Annotated[float, Field(ge=0.0)]] | None = Field(
         default=None, max_length=len(LossType),
@@ -195,8 +196,7 @@ class LrScheduler(str, Enum):
 
 
 class Hyperparameters(ApiModel):
-    """What to train and how. The customizer backend sends what the Customizer has an equivalent for, names what it
-    cannot honour in the FieldsNotHonoured condition, and refuses what would train something else (InvalidSpec)."""
+    """What to train and how (customizer backend: what has no Customizer equivalent is named in FieldsNotHonoured)."""
 
     training_type: TrainingType = Field(default=TrainingType.DPO, description=(
         "dpo: preference pairs; sft: supervised fine-tuning on the chosen responses (local backend only)."))
@@ -262,9 +262,11 @@ class LocalBackend(ApiModel):
     """Settings of the local backend (our trainer in a Kubernetes Job)."""
 
     num_nodes: int = Field(default=1, ge=1, le=1024, description=(
-        "Pods of the training Job (an Indexed Job with a headless Service when > 1), one per node, each with "
-        "gpusPerNode GPUs; torchrun connects them."))
-    gpus_per_node: int = Field(default=1, ge=0, le=64, description="0 trains on CPU (tests, demos).")
+        "Training pods (an Indexed Job with a headless Service when > 1), each with gpusPerNode GPUs, connected by "
+        "torchrun: numNodes x gpusPerNode ranks in all."))
+    gpus_per_node: int = Field(default=1, ge=0, le=64, description=(
+        "GPUs of each training pod, one rank each (its nvidia.com/gpu limit unless template.resources.limits sets "
+        "one); 0 trains on CPU (tests, demos)."))
     output: PvcLocation | None = Field(default=None, description=(
         "Required: the directory where checkpoints and the final model (<path>/<resource name>/final) go."))
     precision: Precision = Field(
@@ -309,7 +311,7 @@ class CustomizerBackend(ApiModel):
         "Dataset name in the Datastore and Entity Store; <resource namespace>-<resource name> when unset."))
     output_model: str | None = Field(
         default=None, description="namespace/name of the model entity the Customizer creates; "
-        "<namespace>/<DPOTrainingJob name> when unset."
+        "<customizer namespace>/<DPOTrainingJob name> when unset."
     )
     api_key_secret_ref: SecretKeyRef | None = Field(default=None, description=(
         "Bearer token for the NeMo services, when they need one."))
