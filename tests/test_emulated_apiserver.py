@@ -124,9 +124,19 @@ def test_table_responses_carry_the_printer_columns(kube: Kube, namespace: str) -
     table, _ = _raw(kube, f"/apis/dpo.ai/v1alpha1/namespaces/{namespace}/dpocollections",
                     "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
     columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
-    assert columns == [("Name", 0), ("Phase", 0), ("Pairs", 0), ("Candidates", 1), ("Dataset", 1), ("Age", 0)]
+    assert columns == [("Name", 0), ("Phase", 0), ("Pairs", 0), ("Age", 0), ("Candidates", 1), ("Dataset", 1),
+                       ("Reason", 1), ("Message", 1)]
     assert table["rows"][0]["cells"][:3] == ["t", None, None]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+    kubernetes.client.CustomObjectsApi(kube.api).patch_namespaced_custom_object_status(
+        "dpo.ai", "v1alpha1", namespace, "dpocollections", "t",
+        {"status": {"phase": "Failed", "reason": "InvalidSpec", "message": "llm.model must not be empty"}})
+    table, _ = _raw(kube, f"/apis/dpo.ai/v1alpha1/namespaces/{namespace}/dpocollections",
+                    "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+    cells = dict(zip([name for name, _ in columns], table["rows"][0]["cells"]))
+    assert (cells["Phase"], cells["Reason"], cells["Message"]) == \
+        ("Failed", "InvalidSpec", "llm.model must not be empty")
 
 
 def test_strategic_merge_patch_merges_containers_by_name(kube: Kube, namespace: str) -> None:

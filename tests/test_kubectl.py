@@ -83,7 +83,14 @@ def test_pipeline_client_side_apply_get_and_delete(cluster: Path) -> None:
     assert ["NAME", "PHASE", "PAIRS", "AGE"] in rows and ["NAME", "BACKEND", "PHASE", "PROGRESS", "AGE"] in rows
     assert ["NAME", "PHASE", "READY", "MODEL", "AGE"] in rows
     wide = _table(kubectl(cluster, "get", "dpocollections", "-n", "csa", "-o", "wide").stdout)
-    assert wide[0] == ["NAME", "PHASE", "PAIRS", "CANDIDATES", "DATASET", "AGE"] and wide[1][0] == "tictactoe-pairs"
+    assert wide[0] == ["NAME", "PHASE", "PAIRS", "AGE", "CANDIDATES", "DATASET", "REASON", "MESSAGE"]
+    assert wide[1][0] == "tictactoe-pairs"
+    status = {"status": {"phase": "Pending", "reason": "SecretNotFound", "message": "secret nim-key not found"}}
+    kubectl(cluster, "patch", "-n", "csa", "dpoc", "tictactoe-pairs", "--subresource=status", "--type=merge",
+            "-p", json.dumps(status))
+    wide = _table(kubectl(cluster, "get", "dpoc", "tictactoe-pairs", "-n", "csa", "-o", "wide").stdout)
+    assert wide[1][:2] == ["tictactoe-pairs", "Pending"]
+    assert wide[1][-2:] == ["SecretNotFound", "secret nim-key not found"]
     for name in ("dpocollection/tictactoe-pairs", "dpoc/tictactoe-pairs", "dpocollections.dpo.ai/tictactoe-pairs"):
         got = json.loads(kubectl(cluster, "get", name, "-n", "csa", "-o", "json").stdout)
         assert got["spec"]["candidatesPerTurn"] == 4 and got["spec"]["pairing"]["strategy"] == "exhaustive"  # defaulted

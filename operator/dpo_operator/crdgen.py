@@ -119,8 +119,10 @@ def crd_for(kind: KindInfo) -> dict[str, Any]:
         },
         "required": ["spec"],
     }
-    columns = [c.to_crd() for c in kind.printer_columns]
+    # AGE ends the default view and the wide columns follow it, as in kubectl's tables of built-in kinds
+    columns = [c.to_crd() for c in kind.printer_columns if not c.priority]
     columns.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
+    columns += [c.to_crd() for c in kind.printer_columns if c.priority]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -16,7 +16,7 @@ from dpo_operator.api.common import (
     SecretKeyRef,
     StorageLocation,
 )
-from dpo_operator.api.kinds import KindInfo, PrinterColumn
+from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
 from dpo_operator.api.schema_hints import immutable, nested
 
 
@@ -88,12 +88,18 @@ class LLMEndpointSpec(ApiModel):
 
     base_url: str = Field(min_length=1, description="API root, e.g. http://my-nim:8000/v1.")
     model: str = Field(min_length=1, description="Model name as the endpoint serves it.")
-    api_key_secret_ref: SecretKeyRef | None = None
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=64, ge=1, le=65536)
-    timeout_seconds: float = Field(default=60.0, gt=0)
-    max_concurrency: int = Field(default=8, ge=1, le=1024)
-    max_retries: int = Field(default=3, ge=0, le=20)
+    api_key_secret_ref: SecretKeyRef | None = Field(default=None, description=(
+        "API key sent as 'Authorization: Bearer' (OPENAI_API_KEY in the pod, read by the kubelet); unset for "
+        "endpoints without authentication."))
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, description=(
+        "Sampling temperature of every request; candidates need diversity, so keep it well above 0."))
+    max_tokens: int = Field(default=64, ge=1, le=65536, description="Most tokens generated per candidate (max_tokens).")
+    timeout_seconds: float = Field(default=60.0, gt=0, description="Timeout of one HTTP request, in seconds.")
+    max_concurrency: int = Field(default=8, ge=1, le=1024, description=(
+        "Most requests in flight to the endpoint at once."))
+    max_retries: int = Field(default=3, ge=0, le=20, description=(
+        "Retries of a request after a connection error, timeout or HTTP 408/409/425/429/5xx, with exponential "
+        "backoff (Retry-After honoured); other errors are not retried."))
     startup_timeout_seconds: float = Field(
         default=600.0, ge=0, le=86400, description="Before the first request the collector waits up to this long "
         "for the endpoint to list the model in GET /models (a NIM applied alongside takes minutes to load it); "
@@ -112,17 +118,26 @@ class PairStrategy(str, Enum):
 class PairingSpec(ApiModel):
     """How candidates of one decision point become (chosen, rejected) pairs."""
 
-    strategy: PairStrategy = PairStrategy.EXHAUSTIVE
+    strategy: PairStrategy = Field(default=PairStrategy.EXHAUSTIVE, description=(
+        "exhaustive: every higher-scored candidate against every lower-scored one; bestVsWorst: the best against "
+        "the worst only (NAT dpo_traj_builder's strategies). Equal scores never make a pair."))
     min_score_diff: float = Field(default=0.0, ge=0.0, description="Pairs whose score difference is smaller are dropped.")
     max_pairs_per_turn: int | None = Field(default=None, ge=1, description="Keep the pairs with the largest differences.")
-    reward_from_score_diff: bool = True
-    require_multiple_candidates: bool = True
+    reward_from_score_diff: bool = Field(default=True, description=(
+        "NAT's reward_from_score_diff: a pair's reward is the score difference (true) or the chosen candidate's "
+        "score. The dataset files (prompt, chosen_response, rejected_response) carry no reward, so it changes "
+        "nothing in them today."))
+    require_multiple_candidates: bool = Field(default=True, description=(
+        "Refuse candidatesPerTurn below 2 (a pair needs two candidates of one decision point); NAT workflows "
+        "bring their own candidates."))
 
 
 LLM_OR_NAT = "spec.llm is required unless spec.workflow.nat is set (a NAT workflow brings its own model calls)"
 
 
 class DPOCollectionSpec(ApiModel):
+    """What to collect (workflow, LLM endpoint, pairing) and where the dataset goes."""
+
     model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": [
         {"rule": "has(self.llm) || (has(self.workflow) && has(self.workflow.nat))", "message": LLM_OR_NAT}]})
 
@@ -132,14 +147,27 @@ class DPOCollectionSpec(ApiModel):
     candidates_per_turn: int = Field(default=4, ge=1, le=64, description="Candidate responses sampled per decision point "
                                                                           "(unused by NAT workflows).")
     pairing: PairingSpec = nested(PairingSpec)
-    num_runs: int = Field(default=1, ge=1, le=1000)
-    deduplicate_pairs: bool = True
+    num_runs: int = Field(default=1, ge=1, le=1000, description=(
+        "Times the workflow runs over its examples (the same examples each run, sampled with different seeds); "
+        "the pairs of all runs are pooled."))
+    deduplicate_pairs: bool = Field(default=True, description=(
+        "Drop repeated (prompt, chosen, rejected) triples across runs; the first occurrence is kept."))
     max_pairs: int | None = Field(default=None, ge=1, description="Sample at most this many pairs (seeded).")
-    seed: int = Field(default=42, ge=0)
-    continue_on_collection_error: bool = False
-    use_full_message_history: bool = False
-    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
-    output: StorageLocation = Field(json_schema_extra=immutable("output is immutable; create a new DPOCollection"))
+    seed: int = Field(default=42, ge=0, description=(
+        "Seeds maxPairs sampling and the train/validation split, and for built-in and plugin workflows the examples "
+        "and the sampling requests (the 'seed' sent to the endpoint, derived per run and prompt): the same spec "
+        "against a seed-honouring endpoint gives the same dataset."))
+    continue_on_collection_error: bool = Field(default=False, description=(
+        "A failed run is skipped (and counted in status.runsFailed) instead of failing the collection; it still "
+        "fails when every run fails."))
+    use_full_message_history: bool = Field(default=False, description=(
+        "The dataset's prompt is the whole message list (chat format); false: the text of the last message only."))
+    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description=(
+        "Share of the pairs (after a seeded shuffle) written to validation/validation_file.jsonl; at least one "
+        "pair stays for training, and with nothing left for validation the last training pair is reused there."))
+    output: StorageLocation = Field(description=(
+        "Where the dataset goes: training/training_file.jsonl, validation/validation_file.jsonl and metrics.json."),
+        json_schema_extra=immutable("output is immutable; create a new DPOCollection"))
     template: PodOptions = nested(PodOptions)
     job: JobControls = nested(JobControls)
     suspend: bool = Field(default=False, description="While true no collection pod runs.")
@@ -159,23 +187,28 @@ class DPOCollectionSpec(ApiModel):
 
 
 class PairCounts(ApiModel):
-    total: int = 0
-    training: int = 0
-    validation: int = 0
+    """Preference pairs in the dataset."""
+
+    total: int = Field(default=0, description="All pairs written.")
+    training: int = Field(default=0, description="Pairs in training/training_file.jsonl.")
+    validation: int = Field(default=0, description="Pairs in validation/validation_file.jsonl.")
 
 
 class DPOCollectionStatus(CommonStatus):
-    job_name: str | None = None
-    dataset_location: str | None = None
+    """How collection goes, and what it produced."""
+
+    job_name: str | None = Field(default=None, description="The batch/v1 Job running the collection.")
+    dataset_location: str | None = Field(default=None, description="Where the dataset was written (pvc://... or a "
+                                                                   "hub URL).")
     pairs: PairCounts | None = None
-    candidates: int | None = None
-    runs_completed: int | None = None
-    runs_failed: int | None = None
-    mean_score_diff: float | None = None
+    candidates: int | None = Field(default=None, description="Candidates collected over all runs.")
+    runs_completed: int | None = Field(default=None, description="Runs that finished.")
+    runs_failed: int | None = Field(default=None, description="Runs that failed (continueOnCollectionError).")
+    mean_score_diff: float | None = Field(default=None, description="Mean chosen-minus-rejected score of the pairs.")
     invalid_candidates: int | None = Field(default=None, description="Candidates rejected (NaN/inf score, empty "
                                                                      "output...); metrics.json has them by reason.")
-    candidates_per_second: float | None = None
-    failure_reason: str | None = None
+    candidates_per_second: float | None = Field(default=None, description="Collection throughput.")
+    failure_reason: str | None = Field(default=None, description="Why the collection failed, when it did.")
 
 
 KIND = KindInfo(
@@ -190,5 +223,6 @@ KIND = KindInfo(
         PrinterColumn("Pairs", "integer", ".status.pairs.total"),
         PrinterColumn("Candidates", "integer", ".status.candidates", priority=1),
         PrinterColumn("Dataset", "string", ".status.datasetLocation", priority=1),
+        *status_columns(),
     ],
 )

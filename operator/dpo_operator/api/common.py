@@ -49,19 +49,27 @@ class SecretKeyRef(ApiModel):
 
 
 class LocalObjectReference(ApiModel):
-    name: str = Field(min_length=1)
+    """A reference to an object by name in the resource's own namespace."""
+
+    name: str = Field(min_length=1, description="Name of the object.")
 
 
 class ResourceRequirements(ApiModel):
     """Container resources; request GPUs with ``nvidia.com/gpu``."""
 
-    limits: dict[str, Quantity] | None = None
-    requests: dict[str, Quantity] | None = None
+    limits: dict[str, Quantity] | None = Field(default=None, description=(
+        "Most of each resource the container may use (core/v1 ResourceRequirements.limits), e.g. "
+        "{memory: 16Gi, nvidia.com/gpu: 1}."))
+    requests: dict[str, Quantity] | None = Field(default=None, description=(
+        "Resources the scheduler reserves for the container (core/v1 ResourceRequirements.requests); the limits "
+        "when unset, as Kubernetes defaults them."))
 
 
 class EnvVar(ApiModel):
-    name: str = Field(min_length=1)
-    value: str | None = None
+    """An extra environment variable of the main container (core/v1 EnvVar)."""
+
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value; use valueFrom for a Secret's key.")
     value_from: FreeForm | None = Field(default=None, description="A core/v1 EnvVarSource.")
 
 
@@ -75,13 +83,16 @@ class PodOptions(ApiModel):
     """Knobs of the pods the operator launches (collection, training and serving pods alike)."""
 
     image: str | None = Field(default=None, description="Container image; the operator's configured default when unset.")
-    image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
-    image_pull_secrets: list[LocalObjectReference] | None = None
+    image_pull_policy: ImagePullPolicy = Field(default=ImagePullPolicy.IF_NOT_PRESENT,
+                                               description="When the kubelet pulls the image (core/v1 semantics).")
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, description="Secrets (type kubernetes.io/dockerconfigjson) for pulling from a private registry.")
     resources: ResourceRequirements | None = None
-    node_selector: dict[str, str] | None = None
-    tolerations: list[FreeForm] | None = None
-    affinity: FreeForm | None = None
-    priority_class_name: str | None = None
+    node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pods must run on.")
+    tolerations: list[FreeForm] | None = Field(default=None, description="core/v1 Tolerations of the pods (e.g. for "
+                                                                         "tainted GPU nodes).")
+    affinity: FreeForm | None = Field(default=None, description="core/v1 Affinity of the pods, passed through.")
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
     service_account_name: str | None = Field(default=None, description=(
         "Service account of the pods; only those the operator's allowedServiceAccounts setting lists (none by "
         "default: the namespace's default account, without its token mounted)."))
@@ -91,8 +102,10 @@ class PodOptions(ApiModel):
     container_security_context: FreeForm | None = Field(default=None, description=(
         "securityContext of the main container (core/v1 SecurityContext); replaces the default (no privilege "
         "escalation, all capabilities dropped)."))
-    env: list[EnvVar] | None = None
-    env_from: list[FreeForm] | None = None
+    env: list[EnvVar] | None = Field(default=None, description=(
+        "Extra environment variables of the main container, after the operator's own."))
+    env_from: list[FreeForm] | None = Field(default=None, description=(
+        "core/v1 EnvFromSource entries (whole ConfigMaps or Secrets as variables) of the main container."))
     labels: dict[str, str] | None = Field(default=None, description="Extra labels for the pods.")
     annotations: dict[str, str] | None = Field(default=None, description="Extra annotations for the pods.")
 
@@ -106,12 +119,12 @@ class ConditionStatus(str, Enum):
 class Condition(ApiModel):
     """A metav1.Condition."""
 
-    type: str
-    status: ConditionStatus
+    type: str = Field(description="Condition type, e.g. Progressing, Succeeded, Ready, Failed, Suspended.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase machine-readable reason.")
-    message: str = ""
+    message: str = Field(default="", description="Human-readable details.")
     last_transition_time: str = Field(description="RFC 3339 time of the last status change.")
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(default=None, description="metadata.generation the condition was set for.")
 
 
 class Phase(str, Enum):
@@ -128,18 +141,20 @@ class Phase(str, Enum):
 class CommonStatus(ApiModel):
     """Status fields every kind has."""
 
-    phase: Phase | None = None
+    phase: Phase | None = Field(default=None, description="Where the resource is in its life cycle.")
+    reason: str | None = Field(default=None, description=(
+        "CamelCase reason of the current phase (the reason of the condition that explains it)."))
     message: str | None = Field(default=None, description="Human-readable summary of the current phase.")
-    observed_generation: int | None = None
-    conditions: list[Condition] | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
+    observed_generation: int | None = Field(default=None, description="metadata.generation this status reflects.")
+    conditions: list[Condition] | None = Field(default=None, description="Standard metav1.Conditions.")
+    start_time: str | None = Field(default=None, description="RFC 3339 time the resource left Pending.")
+    completion_time: str | None = Field(default=None, description="RFC 3339 time it reached a terminal phase.")
 
 
 class PvcLocation(ApiModel):
     """A directory on a PersistentVolumeClaim."""
 
-    claim_name: str = Field(min_length=1)
+    claim_name: str = Field(min_length=1, description="Name of the PersistentVolumeClaim (same namespace).")
     path: str = Field(default="/", description="Directory inside the volume.")
 
 
@@ -148,8 +163,9 @@ class HubLocation(ApiModel):
 
     endpoint: str = Field(min_length=1, description="Hub API root, e.g. http://nemo-datastore:3000/v1/hf.")
     repo_id: str = Field(pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$", description="namespace/name.")
-    revision: str = "main"
-    token_secret_ref: SecretKeyRef | None = None
+    revision: str = Field(default="main", description="Branch, tag or commit of the repository.")
+    token_secret_ref: SecretKeyRef | None = Field(default=None, description="Hub token (HF_TOKEN), when the server "
+                                                                           "needs one.")
 
 
 class StorageLocation(ApiModel):
@@ -174,7 +190,11 @@ class StorageLocation(ApiModel):
 class JobControls(ApiModel):
     """batch/v1 Job knobs for the pods a resource launches."""
 
-    backoff_limit: int = Field(default=2, ge=0, le=100)
+    backoff_limit: int = Field(default=2, ge=0, le=100, description=(
+        "Pod retries before the Job (and the resource) fails (batch/v1 backoffLimit). A failure the pod reports "
+        "as permanent fails at once; pods evicted or preempted by the cluster do not count."))
     active_deadline_seconds: int | None = Field(default=None, ge=1, description="Fail when running longer than this.")
-    ttl_seconds_after_finished: int | None = Field(default=86400, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=86400, ge=0, description=(
+        "Seconds a finished Job and its pods are kept (for logs) before Kubernetes deletes them; the resource and "
+        "its status stay."))
 

@@ -7,7 +7,7 @@ from enum import Enum
 from pydantic import ConfigDict, Field, model_validator
 
 from dpo_operator.api.common import ApiModel, CommonStatus, LocalObjectReference, PodOptions, PvcLocation, SecretKeyRef
-from dpo_operator.api.kinds import KindInfo, PrinterColumn
+from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
 from dpo_operator.api.schema_hints import nested
 
 
@@ -20,7 +20,10 @@ class ExplicitModel(ApiModel):
 
 
 class ModelRef(ApiModel):
-    training_job_ref: LocalObjectReference | None = None
+    """What to serve: exactly one of trainingJobRef or explicit."""
+
+    training_job_ref: LocalObjectReference | None = Field(default=None, description=(
+        "A DPOTrainingJob in the same namespace: its output model is served once it has Succeeded."))
     explicit: ExplicitModel | None = None
 
     @model_validator(mode="after")
@@ -42,28 +45,40 @@ class ServiceType(str, Enum):
 
 
 class NemoDeploymentBackend(ApiModel):
+    """NeMo Deployment Management settings (backend nemo)."""
+
     url: str = Field(min_length=1, description="NeMo Deployment Management root (the Entity Store URL in v1).")
-    namespace: str = Field(default="dpo", min_length=1)
-    image_name: str = Field(default="nvcr.io/nim/meta/llama-3.2-1b-instruct")
-    image_tag: str = Field(default="latest")
-    gpu: int = Field(default=1, ge=0)
-    api_key_secret_ref: SecretKeyRef | None = None
-    poll_interval_seconds: float = Field(default=15.0, ge=1.0)
+    namespace: str = Field(default="dpo", min_length=1, description=(
+        "NeMo namespace of the deployment config and model deployment."))
+    image_name: str = Field(default="nvcr.io/nim/meta/llama-3.2-1b-instruct", description=(
+        "NIM image Deployment Management runs (nim_deployment.image_name); it must match the served model."))
+    image_tag: str = Field(default="latest", description="Tag of that image (nim_deployment.image_tag).")
+    gpu: int = Field(default=1, ge=0, description="GPUs of the NIM (nim_deployment.gpu).")
+    api_key_secret_ref: SecretKeyRef | None = Field(default=None, description=(
+        "Bearer token for the NeMo services, when they need one."))
+    poll_interval_seconds: float = Field(default=15.0, ge=1.0, description=(
+        "Not used yet: the operator checks a rollout every 5 s and a Ready deployment every 30 s."))
 
 
 class DeploymentTemplate(ApiModel):
     """A ModelDeployment spec without the model (a DPOTrainingJob fills that in)."""
 
-    backend: DeploymentBackend = DeploymentBackend.KUBERNETES
-    replicas: int = Field(default=1, ge=0, le=1000)
+    backend: DeploymentBackend = Field(default=DeploymentBackend.KUBERNETES, description=(
+        "kubernetes: a NIM Deployment and Service in this namespace (the fields below); nemo: NeMo Deployment "
+        "Management serves it (see nemo; replicas, port, serviceType, ngcApiKeySecretRef, modelCachePvc, "
+        "sharedMemorySize and template do not apply)."))
+    replicas: int = Field(default=1, ge=0, le=1000, description=(
+        "NIM pods (kubernetes backend); 0 scales to zero (phase Suspended)."))
     served_model_name: str | None = Field(default=None, description="Name clients use; derived from the model when unset.")
-    port: int = Field(default=8000, ge=1, le=65535)
-    service_type: ServiceType = ServiceType.CLUSTER_IP
-    ngc_api_key_secret_ref: SecretKeyRef | None = None
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the NIM listens on (NIM_SERVER_PORT) and the "
+                                                                "Service exposes.")
+    service_type: ServiceType = Field(default=ServiceType.CLUSTER_IP, description="Type of the NIM's Service.")
+    ngc_api_key_secret_ref: SecretKeyRef | None = Field(default=None, description=(
+        "NGC API key (NGC_API_KEY) the NIM uses to download its model profile from NGC."))
     model_cache_pvc: str | None = Field(default=None, description="PVC mounted at /opt/nim/.cache for downloaded weights.")
     shared_memory_size: str = Field(default="16Gi", description="Size of the /dev/shm emptyDir.")
     readiness_timeout_seconds: int = Field(default=1800, ge=10, description="Wall-clock limit from the rollout start.")
-    nemo: NemoDeploymentBackend | None = None
+    nemo: NemoDeploymentBackend | None = Field(default=None, description="Required with backend nemo.")
     template: PodOptions = nested(PodOptions)
 
     @model_validator(mode="after")
@@ -74,6 +89,8 @@ class DeploymentTemplate(ApiModel):
 
 
 class ModelDeploymentSpec(DeploymentTemplate):
+    """Serve a model with an NVIDIA NIM: the model, and how it is served."""
+
     # the operator deletes what it created remotely where it created it: the backend and NeMo location stay put
     model_config = ConfigDict(**DeploymentTemplate.model_config, json_schema_extra={"x-kubernetes-validations": [
         {"rule": "self.backend == oldSelf.backend",
@@ -83,18 +100,21 @@ class ModelDeploymentSpec(DeploymentTemplate):
                  " && self.nemo.namespace == oldSelf.nemo.namespace)",
          "message": "nemo.url and nemo.namespace are immutable (the operator deletes the NeMo deployment where it "
                     "created it); create a new ModelDeployment"}]})
-    model: ModelRef
+    model: ModelRef = Field(description="The model to serve.")
 
 
 class ModelDeploymentStatus(CommonStatus):
-    endpoint: str | None = None
-    served_model_name: str | None = None
-    ready_replicas: int | None = None
+    """What serves, and where."""
+
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible API root clients call.")
+    served_model_name: str | None = Field(default=None, description="The model name to put in requests.")
+    ready_replicas: int | None = Field(default=None, description="NIM replicas ready to serve.")
     rollout_start_time: str | None = Field(default=None, description="When the current revision began rolling out.")
     revision: str | None = Field(default=None, description="Hash of the spec that is rolling out or serving.")
     serving_revision: str | None = Field(default=None, description="Hash of the spec that last became Ready.")
-    remote_deployment: str | None = None
-    failure_reason: str | None = None
+    remote_deployment: str | None = Field(default=None, description="The NeMo model deployment serving (backend "
+                                                                    "nemo).")
+    failure_reason: str | None = Field(default=None, description="Why serving failed, when it did.")
 
 
 KIND = KindInfo(
@@ -109,5 +129,6 @@ KIND = KindInfo(
         PrinterColumn("Ready", "integer", ".status.readyReplicas"),
         PrinterColumn("Model", "string", ".status.servedModelName"),
         PrinterColumn("Endpoint", "string", ".status.endpoint", priority=1),
+        *status_columns(),
     ],
 )

@@ -26,6 +26,14 @@ class PrinterColumn:
         return column
 
 
+def status_columns() -> list[PrinterColumn]:
+    """REASON and MESSAGE of the current phase, for ``kubectl get -o wide`` (every kind has them)."""
+    return [PrinterColumn("Reason", "string", ".status.reason", priority=1,
+                          description="CamelCase reason of the current phase"),
+            PrinterColumn("Message", "string", ".status.message", priority=1,
+                          description="Human-readable summary of the current phase")]
+
+
 @dataclass(frozen=True)
 class KindInfo:
     kind: str

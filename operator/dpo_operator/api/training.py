@@ -19,15 +19,18 @@ from dpo_operator.api.common import (
     StorageLocation,
 )
 from dpo_operator.api.deployment import DeploymentTemplate
-from dpo_operator.api.kinds import KindInfo, PrinterColumn
+from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
 from dpo_operator.api.schema_hints import immutable, nested
 
 
 class DatasetSource(ApiModel):
     """A DPOCollection (training waits until it has Succeeded) or an explicit dataset location."""
 
-    collection_ref: LocalObjectReference | None = None
-    location: StorageLocation | None = None
+    collection_ref: LocalObjectReference | None = Field(default=None, description=(
+        "A DPOCollection in the same namespace; training starts once it has Succeeded, from its output."))
+    location: StorageLocation | None = Field(default=None, description=(
+        "A dataset directory holding training/training_file.jsonl (and validation/validation_file.jsonl) with "
+        "prompt, chosen_response and rejected_response rows."))
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "DatasetSource":
@@ -44,8 +47,11 @@ class ModelSource(ApiModel):
         description="Model id: an HF repo id for the local backend, a Customizer config (e.g. "
         "'meta/llama-3.2-1b-instruct@v1.0.0+A100') for the customizer backend.",
     )
-    pvc: PvcLocation | None = Field(default=None, description="Load the weights from this directory instead.")
-    hub: HubLocation | None = None
+    pvc: PvcLocation | None = Field(default=None, description=(
+        "Load the weights from this directory instead (local backend; the customizer backend uses name only)."))
+    hub: HubLocation | None = Field(default=None, description=(
+        "Download the weights from this hub repository instead (local backend; the customizer backend uses name "
+        "only)."))
 
 
 class TrainingType(str, Enum):
@@ -82,6 +88,8 @@ SMOOTHED_LOSS_TYPES = frozenset({"robust", "exo_pair", "aot", "aot_unpaired"})  
 
 
 class DPOParams(ApiModel):
+    """DPO loss settings (trainingType dpo); the field names are NeMo Customizer's and NeMo RL's."""
+
     ref_policy_kl_penalty: float = Field(default=0.1, gt=0.0, description="beta of the DPO loss.")
     preference_loss_weight: float = Field(
         default=1.0, ge=0.0, description="Weight of the preference term of the default (NeMo RL) loss; with "
@@ -103,7 +111,8 @@ class DPOParams(ApiModel):
     loss_type: list[LossType] | None = Field(
         default=None, min_length=1, max_length=len(LossType),
         description="TRL 1.16's loss types (DPOConfig.loss_type), summed with lossWeights; unset: NeMo RL's sigmoid "
-        "loss with preferenceLossWeight and sftLossWeight (the default). Local backend only.",
+        "loss with preferenceLossWeight and sftLossWeight (the default). Local backend (the customizer backend "
+        "accepts only [sigmoid], its own loss).",
     )
     loss_weights: list[Annotated[float, Field(ge=0.0)]] | None = Field(
         default=None, max_length=len(LossType),
@@ -168,10 +177,16 @@ def loss_type_problems(dpo: DPOParams) -> list[str]:
 
 
 class LoraParams(ApiModel):
-    rank: int = Field(default=16, ge=1, le=1024)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = Field(default=None, description="Module names; the model's defaults when unset.")
+    """LoRA adapter settings (finetuningType lora)."""
+
+    rank: int = Field(default=16, ge=1, le=1024, description=(
+        "Adapter rank r (the Customizer's adapter_dim, which must be a power of two there)."))
+    alpha: int = Field(default=32, ge=1, description="LoRA alpha: the adapter's update is scaled by alpha / rank.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input "
+                                                                    "(the Customizer's adapter_dropout).")
+    target_modules: list[str] | None = Field(default=None, description=(
+        "Names of the modules that get adapters; unset: every linear layer but the output head on the local "
+        "backend (PEFT's all-linear), the Customizer config's choice on the customizer backend."))
 
 
 class LrScheduler(str, Enum):
@@ -181,13 +196,27 @@ class LrScheduler(str, Enum):
 
 
 class Hyperparameters(ApiModel):
-    training_type: TrainingType = TrainingType.DPO
-    finetuning_type: FinetuningType = FinetuningType.LORA
-    epochs: int = Field(default=1, ge=1, le=1000)
-    batch_size: int = Field(default=8, ge=1, le=65536)
-    learning_rate: float = Field(default=5e-6, gt=0.0, lt=1.0)
-    max_seq_length: int = Field(default=1024, ge=8, le=1_048_576)
-    seed: int = Field(default=42, ge=0)
+    """What to train and how (customizer backend: what has no Customizer equivalent is named in FieldsNotHonoured)."""
+
+    training_type: TrainingType = Field(default=TrainingType.DPO, description=(
+        "dpo: preference pairs; sft: supervised fine-tuning on the chosen responses (local backend only)."))
+    finetuning_type: FinetuningType = Field(default=FinetuningType.LORA, description=(
+        "lora: train a LoRA adapter (see lora); all_weights: train every weight."))
+    epochs: int = Field(default=1, ge=1, le=1000, description="Passes over the training pairs.")
+    batch_size: int = Field(
+        default=8, ge=1, le=65536, description="Global batch size in pairs: one micro-batch of batchSize pairs is "
+        "split across all GPUs of all nodes (not per GPU; at least one pair per GPU), and an optimizer step takes "
+        "batchSize x local.gradientAccumulationSteps pairs. The customizer backend sends it as batch_size.",
+    )
+    learning_rate: float = Field(default=5e-6, gt=0.0, lt=1.0, description=(
+        "Peak AdamW learning rate, reached after warmup (see lrScheduler)."))
+    max_seq_length: int = Field(default=1024, ge=8, le=1_048_576, description=(
+        "Most tokens of prompt plus response: each response keeps at most half of it, the prompt is cut from the "
+        "left to fit. Local backend; the Customizer config fixes its own (a non-default value is reported as not "
+        "honoured)."))
+    seed: int = Field(default=42, ge=0, description=(
+        "Local backend: seeds the adapter initialisation, dropout and the batch order; sent to the Customizer as "
+        "seed."))
     weight_decay: float = Field(
         default=0.0, ge=0.0, lt=1.0,
         description="AdamW weight decay (decoupled); never applied to biases, norms or embeddings.",
@@ -225,14 +254,21 @@ class WandbLogging(ApiModel):
     """Weights & Biases logging from the trainer (rank 0); the run resumes with the pod after a restart."""
 
     api_key_secret_ref: SecretKeyRef = Field(description="The W&B API key (WANDB_API_KEY), read by the kubelet.")
-    project: str = Field(default="dpo-operator", min_length=1)
+    project: str = Field(default="dpo-operator", min_length=1, description="W&B project of the run.")
     entity: str | None = Field(default=None, description="W&B team or user; the key's default when unset.")
 
 
 class LocalBackend(ApiModel):
-    num_nodes: int = Field(default=1, ge=1, le=1024)
-    gpus_per_node: int = Field(default=1, ge=0, le=64, description="0 trains on CPU (tests, demos).")
-    output: PvcLocation | None = Field(default=None, description="Where checkpoints and the final model go.")
+    """Settings of the local backend (our trainer in a Kubernetes Job)."""
+
+    num_nodes: int = Field(default=1, ge=1, le=1024, description=(
+        "Training pods (an Indexed Job with a headless Service when > 1), each with gpusPerNode GPUs, connected by "
+        "torchrun: numNodes x gpusPerNode ranks in all."))
+    gpus_per_node: int = Field(default=1, ge=0, le=64, description=(
+        "GPUs of each training pod, one rank each (its nvidia.com/gpu limit unless template.resources.limits sets "
+        "one); 0 trains on CPU (tests, demos)."))
+    output: PvcLocation | None = Field(default=None, description=(
+        "Required: the directory where checkpoints and the final model (<path>/<resource name>/final) go."))
     precision: Precision = Field(
         default=Precision.BF16,
         description="Compute precision on GPU: bf16 autocast over fp32 master weights and optimizer state; "
@@ -253,7 +289,8 @@ class LocalBackend(ApiModel):
         "prompt once (a custom attention mask; SDPA or eager attention, checked against two sequences on the first "
         "pairs); false: two sequences a pair, as TRL and NeMo RL do.",
     )
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description=(
+        "Micro-batches of batchSize pairs per optimizer step; an epoch's last step may have fewer."))
     wandb: WandbLogging | None = Field(default=None, description="Also log metrics to Weights & Biases.")
     save_every_steps: int | None = Field(
         default=None, ge=1, description="Save a resumable checkpoint (weights, optimizer, scheduler, RNG, data "
@@ -262,19 +299,28 @@ class LocalBackend(ApiModel):
 
 
 class CustomizerBackend(ApiModel):
+    """Settings of the customizer backend (NeMo Customizer trains; the operator submits and polls)."""
+
     entity_store_url: str = Field(min_length=1, description="NeMo Entity Store root, e.g. http://nemo-entity-store:8000.")
     customizer_url: str | None = Field(default=None, description="NeMo Customizer root; entityStoreUrl when unset.")
     datastore_url: str = Field(min_length=1, description="NeMo Datastore root, e.g. http://nemo-datastore:3000.")
-    namespace: str = Field(default="dpo", min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    dataset_name: str | None = Field(default=None, description="Dataset name; the training job's name when unset.")
+    namespace: str = Field(default="dpo", min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description=(
+        "NeMo namespace (Entity Store and Datastore) of the dataset, the job and the output model; created when "
+        "missing."))
+    dataset_name: str | None = Field(default=None, description=(
+        "Dataset name in the Datastore and Entity Store; <resource namespace>-<resource name> when unset."))
     output_model: str | None = Field(
         default=None, description="namespace/name of the model entity the Customizer creates; "
-        "<namespace>/<DPOTrainingJob name> when unset."
+        "<customizer namespace>/<DPOTrainingJob name> when unset."
     )
-    api_key_secret_ref: SecretKeyRef | None = None
-    hf_token_secret_ref: SecretKeyRef | None = None
-    poll_interval_seconds: float = Field(default=30.0, ge=1.0)
-    max_consecutive_poll_failures: int = Field(default=10, ge=1)
+    api_key_secret_ref: SecretKeyRef | None = Field(default=None, description=(
+        "Bearer token for the NeMo services, when they need one."))
+    hf_token_secret_ref: SecretKeyRef | None = Field(default=None, description=(
+        "Token for the Datastore's Hugging Face API (the dataset upload), when it needs one."))
+    poll_interval_seconds: float = Field(default=30.0, ge=1.0, description=(
+        "Seconds between polls of the customization job; failed polls back off exponentially."))
+    max_consecutive_poll_failures: int = Field(default=10, ge=1, description=(
+        "Failed polls in a row after which the resource fails."))
 
 
 class Backend(str, Enum):
@@ -283,6 +329,8 @@ class Backend(str, Enum):
 
 
 class DPOTrainingJobSpec(ApiModel):
+    """What to train (dataset, base model, hyperparameters), on which backend, and whether to deploy the result."""
+
     # the operator must reach the remote job it created to cancel it: where it lives cannot change afterwards
     model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": [{
         "rule": "!has(oldSelf.customizer) || (has(self.customizer)"
@@ -294,16 +342,22 @@ class DPOTrainingJobSpec(ApiModel):
                    "operator cancels the remote job where it created it); create a new DPOTrainingJob"}]})
     dataset: DatasetSource = Field(json_schema_extra=immutable("dataset is immutable; create a new DPOTrainingJob"))
     model: ModelSource = Field(json_schema_extra=immutable("model is immutable; create a new DPOTrainingJob"))
-    backend: Backend = Field(default=Backend.LOCAL, json_schema_extra=immutable("backend is immutable"))
+    backend: Backend = Field(default=Backend.LOCAL, description=(
+        "local: our trainer in a Kubernetes Job (GPUs of this cluster); customizer: NeMo Customizer trains."),
+        json_schema_extra=immutable("backend is immutable"))
     hyperparameters: Hyperparameters = nested(Hyperparameters, **immutable("hyperparameters are immutable"))
-    local: LocalBackend | None = None
-    customizer: CustomizerBackend | None = None
+    local: LocalBackend | None = Field(default=None, description=(
+        "Settings of the local backend; required there (output names where the model goes)."))
+    customizer: CustomizerBackend | None = Field(default=None, description=(
+        "Settings of the customizer backend; required with backend customizer."))
     template: PodOptions = nested(PodOptions)
     job: JobControls = nested(JobControls)
     deploy_on_completion: DeploymentTemplate | None = Field(
         default=None, description="Create a ModelDeployment owned by this job when it succeeds."
     )
-    suspend: bool = False
+    suspend: bool = Field(default=False, description=(
+        "While true no training pod runs (local backend: the Job is suspended); the customizer backend holds "
+        "the submission while true (a submitted job is not paused)."))
 
     @model_validator(mode="after")
     def _backend_block(self) -> "DPOTrainingJobSpec":
@@ -315,30 +369,37 @@ class DPOTrainingJobSpec(ApiModel):
 
 
 class TrainingProgress(ApiModel):
-    percentage_done: float | None = None
-    epochs_completed: int | None = None
-    steps_completed: int | None = None
-    train_loss: float | None = None
-    val_loss: float | None = None
+    """How far training has got."""
+
+    percentage_done: float | None = Field(default=None, description="Percent of the optimizer steps done.")
+    epochs_completed: int | None = Field(default=None, description="Epochs completed.")
+    steps_completed: int | None = Field(default=None, description="Optimizer steps completed.")
+    train_loss: float | None = Field(default=None, description="Latest training loss reported.")
+    val_loss: float | None = Field(default=None, description="Latest validation loss reported.")
     resumed_from_step: int | None = Field(
         default=None, description="The checkpoint step a restarted trainer resumed from (local backend)."
     )
 
 
 class DPOTrainingJobStatus(CommonStatus):
-    job_name: str | None = None
-    remote_job_id: str | None = None
+    """How training goes, and what it produced."""
+
+    job_name: str | None = Field(default=None, description="The batch/v1 Job (training, or the customizer backend's "
+                                                            "dataset upload).")
+    remote_job_id: str | None = Field(default=None, description="Id of the NeMo Customizer job.")
     submit_time: str | None = Field(default=None, description="When the remote job was created.")
     submitted_spec: dict[str, str] | None = Field(
         default=None, description="Digest of each spec field the remote job was created from (customizer backend): "
         "later changes to them are reported in the SpecApplied condition as not applied.",
     )
-    output_model: str | None = None
+    output_model: str | None = Field(default=None, description=(
+        "The trained model: a directory (pvc://...) or the Customizer's output model (namespace/name)."))
     progress: TrainingProgress | None = None
-    dataset_location: str | None = None
-    consecutive_poll_failures: int | None = None
-    deployment_name: str | None = None
-    failure_reason: str | None = None
+    dataset_location: str | None = Field(default=None, description="The dataset the job trains on.")
+    consecutive_poll_failures: int | None = Field(default=None, description="Failed polls of the remote job in a row.")
+    deployment_name: str | None = Field(default=None, description="The ModelDeployment created by "
+                                                                  "deployOnCompletion.")
+    failure_reason: str | None = Field(default=None, description="Why training failed, when it did.")
 
 
 KIND = KindInfo(
@@ -353,5 +414,6 @@ KIND = KindInfo(
         PrinterColumn("Phase", "string", ".status.phase"),
         PrinterColumn("Progress", "number", ".status.progress.percentageDone", description="Percent done"),
         PrinterColumn("Model", "string", ".status.outputModel", priority=1),
+        *status_columns(),
     ],
 )

@@ -60,7 +60,7 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else "NotSuspended",
                                outcome.message if suspended else "", generation)
     status = {**old, **outcome.fields}
-    status.update(phase=phase, message=outcome.message, observedGeneration=generation, conditions=conditions)
+    status.update(phase=phase, reason=outcome.reason, message=outcome.message, observedGeneration=generation, conditions=conditions)
     if phase != Phase.PENDING.value and not status.get("startTime"):
         status["startTime"] = now()
     if phase in TERMINAL_PHASES and not status.get("completionTime"):
