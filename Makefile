@@ -8,8 +8,13 @@ PIP    := $(VENV)/bin/pip
 LOCK   := requirements/lock.txt
 EXTRAS := test,workload,nat,wandb
 UV_VERSION := 0.13.9
+# the one version (pyproject.toml): the chart's version/appVersion and the default image tags must equal it (tests/test_release.py)
+VERSION     := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+REGISTRY    ?= ghcr.io/dpo-operator
+TAG         ?= $(VERSION)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 
-.PHONY: venv install lock lint demo dev-cluster test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-trainer-memory bench-scale bench-hanging clean
+.PHONY: venv install lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-memory bench-scale bench-hanging clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +58,15 @@ crds: install  ## regenerate crds/ (and the chart's copy) from the API models
 
 manifests: crds  ## regenerate manifests/install.yaml (from the chart) and the Argo CD health ConfigMap
 	$(PY) scripts/render_manifests.py
+
+# For a private registry: `make images REGISTRY=registry.example.com/ml TAG=0.1.0 PUSH=1`, then install the chart with
+# the helm --set line this prints. TORCH_INDEX=https://download.pytorch.org/whl/cpu builds a CPU-only workload image.
+images:  ## build $(REGISTRY)/dpo-operator:$(TAG) and $(REGISTRY)/dpo-workload:$(TAG) (PUSH=1 also pushes them)
+	docker build -f docker/operator.Dockerfile -t $(REGISTRY)/dpo-operator:$(TAG) .
+	docker build -f docker/workload.Dockerfile --build-arg TORCH_INDEX=$(TORCH_INDEX) -t $(REGISTRY)/dpo-workload:$(TAG) .
+	$(if $(PUSH),docker push $(REGISTRY)/dpo-operator:$(TAG))
+	$(if $(PUSH),docker push $(REGISTRY)/dpo-workload:$(TAG))
+	@echo "helm install dpo-operator charts/dpo-operator -n dpo-system --create-namespace --set image.repository=$(REGISTRY)/dpo-operator --set image.tag=$(TAG) --set workloads.image=$(REGISTRY)/dpo-workload:$(TAG)"
 
 e2e-kind: install  ## the e2e suite on a kind cluster with the built images (skips without docker/kind)
 	bash scripts/e2e-kind.sh

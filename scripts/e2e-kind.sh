@@ -11,10 +11,10 @@ if ((${#missing[@]})) || ! docker info >/dev/null 2>&1; then
   exit 0
 fi
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 120s
-docker build -f docker/operator.Dockerfile -t ghcr.io/dpo-operator/dpo-operator:0.1.0 .
-docker build -f docker/workload.Dockerfile --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu \
-  -t ghcr.io/dpo-operator/dpo-workload:0.1.0 .
-kind load docker-image --name "$CLUSTER" ghcr.io/dpo-operator/dpo-operator:0.1.0 ghcr.io/dpo-operator/dpo-workload:0.1.0
+# the tags install.yaml names: the project's version (pyproject.toml), as a release publishes them
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
+make images REGISTRY=ghcr.io/dpo-operator TAG="$VERSION" TORCH_INDEX=https://download.pytorch.org/whl/cpu
+kind load docker-image --name "$CLUSTER" "ghcr.io/dpo-operator/dpo-operator:$VERSION" "ghcr.io/dpo-operator/dpo-workload:$VERSION"
 kubectl --context "kind-$CLUSTER" apply --server-side -f manifests/install.yaml
 # the tests' namespaces are created on the fly: let the operator read (opted-in) Secrets in all of them
 kubectl --context "kind-$CLUSTER" create clusterrolebinding dpo-operator-secrets-e2e \

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dpo_operator import __version__
+
 
 def _run(args: argparse.Namespace) -> int:
     import kopf
@@ -177,6 +179,7 @@ def _add_workload_args(parser: argparse.ArgumentParser, kind: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpo-operator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator (kopf)")

@@ -9,7 +9,8 @@ finalizers, namespace and ownerReference garbage collection, CRDs that become se
 validation and defaulting, validation of built-in names, labels and quantities, discovery (legacy and
 aggregated), OpenAPI v2/v3, Table responses and the protobuf bodies kubectl sends for built-in kinds.
 
-Not emulated: controllers (no Job ever creates a Pod), RBAC, admission webhooks.
+Not emulated: controllers (no Job ever creates a Pod), RBAC enforcement (RBAC objects are stored and served;
+access reviews answer as a server without an authorizer), admission webhooks.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import yaml
 from kmock._internal import parsing, rendering
 
 from dpo_operator.kubeemu import builtin_schemas, discovery, events, openapi, openapi_proto, protobuf, tables
+from dpo_operator.kubeemu import rbac, reviews
 from dpo_operator.kubeemu.errors import ApiError, error, invalid, required
 from dpo_operator.kubeemu.names import object_causes
 from dpo_operator.kubeemu.patching import ApplyConflict, record_update, server_side_apply, strategic_merge
@@ -282,6 +284,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             raise error(404, "NotFound", "the server could not find the requested resource")
         if request.subresource == "status" and not served.status_subresource:
             raise error(404, "NotFound", "the server could not find the requested resource")
+        if served.group == reviews.GROUP:  # create-only, answered without an authorizer, never stored
+            return _json(reviews.answer(method, served.kind, namespace, self._body(request)), status=201)
         table = tables.wants_table(request.headers.get("Accept") or "")
 
         if method == "GET" and request.params.get("watch") in ("true", "1"):
@@ -430,6 +434,9 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         causes = object_causes(served.kind, obj) if res != CRD_RESOURCE else []
         if old is not None:
             causes = [c for c in causes if c.field != "metadata.name"]  # the name cannot change anyway
+        if served.group == rbac.GROUP:  # stored and served, not enforced
+            rbac.default(obj)
+            causes += rbac.causes(served.kind, obj, old)
         if causes:
             raise invalid(served.kind, served.group, name, causes)
         if served.schema is None:

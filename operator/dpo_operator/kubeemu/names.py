@@ -41,7 +41,19 @@ QUANTITY_MSG = f"quantities must match the regular expression '{QUANTITY.pattern
 _NAME_RULES = {"Namespace": (DNS1123_LABEL, LABEL_MSG, 63), "Service": (DNS1035_LABEL, DNS1035_MSG, 63)}
 
 
+# kinds whose names are path segments (``ValidatePathSegmentName``): RBAC names may hold ':' (``system:...``)
+PATH_SEGMENT_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+
+
+def path_segment_causes(name: str, field: str) -> list[Cause]:
+    if name in (".", ".."):
+        return [invalid_value(field, name, f"may not be '{name}'")]
+    return [invalid_value(field, name, f"may not contain '{bad}'") for bad in ("/", "%") if bad in name]
+
+
 def name_causes(kind: str, name: str, field: str = "metadata.name") -> list[Cause]:
+    if kind in PATH_SEGMENT_KINDS:
+        return path_segment_causes(name, field)
     pattern, message, limit = _NAME_RULES.get(kind, (DNS1123_SUBDOMAIN, SUBDOMAIN_MSG, 253))
     causes = []
     if len(name) > limit:

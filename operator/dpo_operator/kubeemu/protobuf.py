@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from dpo_operator.kubeemu import rbac, reviews
+
 MAGIC = b"k8s\x00"
 # message -> field number -> (json name, type); type is a message name, "string", "bytes", "int64", "bool",
 # "map<string,string>", "map<string,bytes>", or "[]<type>" for repeated fields
@@ -37,6 +39,9 @@ _MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
     "IntOrString": {1: ("type", "int64"), 2: ("intVal", "int64"), 3: ("strVal", "string")},
 }
 SUPPORTED_KINDS = {"Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service"}
+# kubectl create role|clusterrole|rolebinding|clusterrolebinding, kubectl auth can-i
+_MESSAGES.update(rbac.PROTO_MESSAGES | reviews.PROTO_MESSAGES)
+SUPPORTED_KINDS |= {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"} | {k for _, k, _ in reviews.KINDS}
 
 
 class Undecodable(ValueError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpo_operator.kubeemu import reviews
 from dpo_operator.kubeemu.schema_validation import ResourceSchema
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -56,13 +57,21 @@ BUILTINS: tuple[tuple[str, str, str, str, bool, bool, tuple[str, ...], tuple[str
     ("coordination.k8s.io", "v1", "leases", "Lease", True, False, (), ()),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, True,
      ("crd", "crds"), ("api-extensions",)),
+    # stored and served, not enforced (kubeemu.rbac)
+    ("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, False, (), ()),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, False, (), ()),
+    ("rbac.authorization.k8s.io", "v1", "roles", "Role", True, False, (), ()),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, False, (), ()),
 )
-BUILTIN_GROUPS = {b[0] for b in BUILTINS}
+BUILTIN_GROUPS = {b[0] for b in BUILTINS} | {reviews.GROUP}
 
 
 def builtin_resources() -> list[Served]:
-    return [Served(group, version, plural, kind, namespaced, status, short_names=short, categories=categories)
-            for group, version, plural, kind, namespaced, status, short, categories in BUILTINS]
+    served = [Served(group, version, plural, kind, namespaced, status, short_names=short, categories=categories)
+              for group, version, plural, kind, namespaced, status, short, categories in BUILTINS]
+    # create-only access reviews, answered and never stored (kubeemu.reviews)
+    return served + [Served(reviews.GROUP, "v1", plural, kind, namespaced, False, verbs=("create",))
+                     for plural, kind, namespaced in reviews.KINDS]
 
 
 def from_crd(crd: dict[str, Any]) -> list[Served]:

@@ -175,6 +175,21 @@ _BUILTIN: dict[str, list[tuple[dict[str, Any], Callable[[dict[str, Any]], Any]]]
 }
 
 
+def _subjects(kind: str) -> Callable[[dict[str, Any]], str]:
+    """kubectl's ``SubjectsStrings``: the binding's subjects of one kind (service accounts as namespace/name)."""
+    def cell(o: dict[str, Any]) -> str:
+        subjects = [s for s in o.get("subjects") or [] if s.get("kind") == kind]
+        return ", ".join(f"{s['namespace']}/{s.get('name', '')}" if kind == "ServiceAccount" and s.get("namespace")
+                         else s.get("name", "") for s in subjects)
+    return cell
+
+
+_BINDING = [(_col("Role"), lambda o: f"{(o.get('roleRef') or {}).get('kind', '')}/{(o.get('roleRef') or {}).get('name', '')}"),
+            (_col("Users", 1), _subjects("User")), (_col("Groups", 1), _subjects("Group")),
+            (_col("ServiceAccounts", 1), _subjects("ServiceAccount"))]
+_BUILTIN.update({"RoleBinding": _BINDING, "ClusterRoleBinding": _BINDING})
+
+
 def _event_columns() -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], list[Any]]]:
     columns = [_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")]
 
@@ -190,7 +205,7 @@ def _event_columns() -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], l
 def _builtin_columns(res: Served) -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], list[Any]]]:
     if res.kind == "Event":
         return _event_columns()
-    if res.kind == "CustomResourceDefinition":
+    if res.kind in ("CustomResourceDefinition", "ClusterRole", "Role"):
         return [NAME_COLUMN, _col("Created At")], lambda o: [o["metadata"]["name"], o["metadata"].get("creationTimestamp")]
     extra = _BUILTIN.get(res.kind, [])
     columns = [NAME_COLUMN] + [c for c, _ in extra] + [AGE_COLUMN]
