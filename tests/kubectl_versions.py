@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 _VERSIONED = re.compile(r"kubectl\.(\d+)\.(\d+)")
 
@@ -29,3 +32,20 @@ def installed_kubectls() -> list[str]:
 def version_id(binary: str) -> str:
     """A test id for a binary: ``kubectl.1.27`` or ``kubectl``."""
     return Path(binary).name
+
+
+@pytest.fixture(scope="module", params=installed_kubectls() or [None], ids=lambda b: version_id(b) if b else "none")
+def kubectl_on_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """Puts one of :func:`installed_kubectls` first on PATH as ``kubectl`` for a test module (each in turn)."""
+    binary = request.param
+    if binary is None:
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("kubectl")
+    (folder / "kubectl").symlink_to(binary)
+    before = os.environ["PATH"]
+    os.environ["PATH"] = f"{folder}{os.pathsep}{before}"
+    try:
+        yield binary
+    finally:
+        os.environ["PATH"] = before

@@ -21,9 +21,12 @@ import pytest
 import yaml
 
 from dpo_operator.kubeemu.cluster import EmbeddedCluster
+from tests.kubectl_versions import kubectl_on_path  # noqa: F401  (the fixture)
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None,
-                                reason="kubectl is not installed: these tests drive the emulated API server with it")
+# each test runs with the oldest and the newest kubectl installed here (tests/kubectl_versions.py)
+pytestmark = [pytest.mark.skipif(shutil.which("kubectl") is None,
+                                 reason="kubectl is not installed: these tests drive the emulated API server with it"),
+              pytest.mark.usefixtures("kubectl_on_path")]
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = ROOT / "manifests/examples/pipeline.yaml"
 
@@ -38,7 +41,7 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool 
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Path]:
+def cluster(kubectl_on_path: str | None) -> Iterator[Path]:
     """An emulated API server with nothing installed: kubectl installs our CRDs itself."""
     with EmbeddedCluster() as embedded:
         kubectl(embedded.kubeconfig, "apply", "--validate=strict", "-f", str(ROOT / "crds"))

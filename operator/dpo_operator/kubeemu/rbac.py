@@ -77,7 +77,7 @@ def _subject_causes(subject: Any, namespaced: bool, field: str) -> list[Cause]:
 
 
 def _binding_causes(kind: str, obj: dict[str, Any]) -> list[Cause]:
-    ref = obj.get("roleRef") if isinstance(obj.get("roleRef"), dict) else {}
+    ref: dict[str, Any] = obj["roleRef"] if isinstance(obj.get("roleRef"), dict) else {}
     causes: list[Cause] = []
     if ref.get("apiGroup", "") != GROUP:
         causes.append(not_supported("roleRef.apiGroup", ref.get("apiGroup", ""), [GROUP]))

@@ -60,7 +60,7 @@ def answer(method: str, kind: str, namespace: str | None, body: Any) -> dict[str
         raise error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
     if not isinstance(body, dict):
         raise error(400, "BadRequest", "the request body is not a JSON object")
-    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    spec: dict[str, Any] = body["spec"] if isinstance(body.get("spec"), dict) else {}
     metadata = body.get("metadata") or {}
     reply = {"kind": kind, "apiVersion": f"{GROUP}/v1", "metadata": {**metadata, "creationTimestamp": None},
              "spec": spec}

