@@ -6,9 +6,11 @@ installs them), the tests run with the oldest and the newest; otherwise with ``k
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +51,10 @@ def kubectl_on_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         yield binary
     finally:
         os.environ["PATH"] = before
+
+
+def client_minor() -> int:
+    """The minor version of the ``kubectl`` now first on PATH (``kubectl version --client``)."""
+    done = subprocess.run(["kubectl", "version", "--client", "-o", "json"], capture_output=True, text=True,
+                          check=True, timeout=30)
+    return int(re.sub(r"\D", "", json.loads(done.stdout)["clientVersion"]["minor"]))
