@@ -153,5 +153,14 @@ def test_auth_can_i_answers_as_a_server_without_an_authorizer(kubectl: Kubectl) 
     refused = kubectl("create", "-f", "-", stdin=json.dumps(review), check=False)
     assert refused.returncode == 1 and "spec.user: Invalid value" in refused.stderr \
         and "at least one of user or group must be specified" in refused.stderr
+    local = {"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+             "spec": {"groups": ["devs"], "resourceAttributes": {"verb": "list", "resource": "jobs", "group": "batch",
+                                                                 "namespace": "default"}}}
+    elsewhere = kubectl("create", "-n", "team-c", "-f", "-", stdin=json.dumps(local), check=False)
+    assert elsewhere.returncode == 1 and "spec.resourceAttributes.namespace must match namespace: team-c" in \
+        elsewhere.stderr
+    local["spec"]["resourceAttributes"]["namespace"] = "team-c"
+    answered = json.loads(kubectl("create", "-n", "team-c", "-f", "-", "-o", "json", stdin=json.dumps(local)).stdout)
+    assert answered["status"]["allowed"] is True
     listing = kubectl("get", "selfsubjectaccessreviews", check=False)  # create-only, never stored
     assert listing.returncode == 1 and "the server does not allow this method" in listing.stderr
