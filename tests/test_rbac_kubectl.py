@@ -71,8 +71,9 @@ def test_install_yaml_applies_whole_server_side(kubectl: Kubectl) -> None:
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
     header, row = _rows(kubectl("get", "clusterrolebinding", binding["metadata"]["name"], "-o", "wide").stdout)
     subject = binding["subjects"][0]  # (no users or groups: those cells are blank)
-    assert header[:2] == ["NAME", "ROLE"] and "SERVICEACCOUNTS" in header
-    assert row[1] == f"ClusterRole/{binding['roleRef']['name']}" and f"{subject['namespace']}/{subject['name']}" in row
+    assert header == ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+    assert row[1] == f"ClusterRole/{binding['roleRef']['name']}" and row[-1] == f"{subject['namespace']}/{subject['name']}"
+    assert _rows(kubectl("get", "clusterrolebindings").stdout)[0] == ["NAME", "ROLE", "AGE"]
 
 
 def test_kubectl_create_rbac_objects(kubectl: Kubectl) -> None:
@@ -92,7 +93,7 @@ def test_kubectl_create_rbac_objects(kubectl: Kubectl) -> None:
     assert {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"} in binding["subjects"]
     assert {"kind": "ServiceAccount", "name": "bot", "namespace": "team-a"} in binding["subjects"]
     header, row = _rows(kubectl("get", "rolebindings", "-n", "team-a", "-o", "wide").stdout)
-    assert sorted(header) == ["AGE", "GROUPS", "NAME", "ROLE", "SERVICEACCOUNTS", "USERS"]
+    assert header == ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
     cells = dict(zip(header, row, strict=True))
     assert cells["NAME"] == "readers" and cells["ROLE"] == "Role/pod-reader" and cells["USERS"] == "alice"
     assert cells["GROUPS"] == "devs" and cells["SERVICEACCOUNTS"] == "team-a/bot"

@@ -184,10 +184,17 @@ def _subjects(kind: str) -> Callable[[dict[str, Any]], str]:
     return cell
 
 
-_BINDING = [(_col("Role"), lambda o: f"{(o.get('roleRef') or {}).get('kind', '')}/{(o.get('roleRef') or {}).get('name', '')}"),
-            (_col("Users", 1), _subjects("User")), (_col("Groups", 1), _subjects("Group")),
-            (_col("ServiceAccounts", 1), _subjects("ServiceAccount"))]
-_BUILTIN.update({"RoleBinding": _BINDING, "ClusterRoleBinding": _BINDING})
+def _binding_columns() -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], list[Any]]]:
+    """RoleBinding and ClusterRoleBinding: NAME, ROLE, AGE, and with ``-o wide`` USERS, GROUPS, SERVICEACCOUNTS."""
+    columns = [NAME_COLUMN, _col("Role"), AGE_COLUMN, _col("Users", 1), _col("Groups", 1), _col("ServiceAccounts", 1)]
+
+    def cells(o: dict[str, Any]) -> list[Any]:
+        ref = o.get("roleRef") or {}
+        return [o["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}",
+                age(o["metadata"].get("creationTimestamp")),
+                _subjects("User")(o), _subjects("Group")(o), _subjects("ServiceAccount")(o)]
+
+    return columns, cells
 
 
 def _event_columns() -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], list[Any]]]:
@@ -205,6 +212,8 @@ def _event_columns() -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], l
 def _builtin_columns(res: Served) -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], list[Any]]]:
     if res.kind == "Event":
         return _event_columns()
+    if res.kind in ("RoleBinding", "ClusterRoleBinding"):
+        return _binding_columns()
     if res.kind in ("CustomResourceDefinition", "ClusterRole", "Role"):
         return [NAME_COLUMN, _col("Created At")], lambda o: [o["metadata"]["name"], o["metadata"].get("creationTimestamp")]
     extra = _BUILTIN.get(res.kind, [])
