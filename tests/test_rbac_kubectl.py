@@ -98,6 +98,11 @@ def test_kubectl_create_rbac_objects(kubectl: Kubectl) -> None:
     assert cells["NAME"] == "readers" and cells["ROLE"] == "Role/pod-reader" and cells["USERS"] == "alice"
     assert cells["GROUPS"] == "devs" and cells["SERVICEACCOUNTS"] == "team-a/bot"
     assert _rows(kubectl("get", "clusterrole", "system:dpo:secret-reader").stdout)[0] == ["NAME", "CREATED AT"]
+    described = kubectl("describe", "role", "pod-reader", "-n", "team-a").stdout
+    assert ["pods", "[]", "[]", "[get list]"] in _rows(described)
+    described = kubectl("describe", "rolebinding", "readers", "-n", "team-a").stdout
+    assert re.search(r"Role:\s+Kind:\s+Role\s+Name:\s+pod-reader", described)
+    assert ["ServiceAccount", "bot", "team-a"] in _rows(described)
     resources = _rows(kubectl("api-resources", "--api-group=rbac.authorization.k8s.io").stdout)
     assert [r[0] for r in resources[1:]] == ["clusterrolebindings", "clusterroles", "rolebindings", "roles"]
     assert "rbac.authorization.k8s.io/v1" in kubectl("api-versions").stdout.split()
