@@ -105,8 +105,13 @@ def _train(args: argparse.Namespace) -> int:
     from dpo_operator.api.training import DPOTrainingJobSpec
     from dpo_operator.train.trainer import TrainConfig, train
 
+    from dpo_operator.paths import no_backsteps
+
     try:
         spec = _load_spec(args, DPOTrainingJobSpec)
+        for flag in ("output_dir", "dataset_dir", "model"):
+            if getattr(args, flag) and getattr(args, flag).startswith("/"):  # a directory (a model may be a hub id)
+                no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
         with _dataset_directory(args) as dataset_dir:
             config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir)
             if args.max_steps:
@@ -132,9 +137,11 @@ def _upload_dataset(args: argparse.Namespace) -> int:
 
     from dpo_operator.nemo import datastore
 
+    from dpo_operator.paths import no_backsteps
+
     try:
         if args.dataset_dir:
-            files = datastore.read_directory(Path(args.dataset_dir))
+            files = datastore.read_directory(Path(no_backsteps(args.dataset_dir, "--dataset-dir")))
         else:
             files = datastore.read_hub(args.source_endpoint, args.source_repo, args.source_revision,
                                        os.environ.get("SOURCE_HF_TOKEN"))

@@ -29,6 +29,7 @@ from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
 from dpo_operator.collect.workflow import load_workflow
+from dpo_operator.paths import inside
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def write_output(spec: DPOCollectionSpec, files: dataset.DatasetFiles, data_root
     if output_dir is not None:
         dataset.write_directory(files, output_dir)
     elif spec.output.pvc is not None:
-        dataset.write_directory(files, data_root / spec.output.pvc.path.lstrip("/"))
+        dataset.write_directory(files, inside(data_root, spec.output.pvc.path))  # never outside the volume
     else:
         hub = spec.output.hub
         assert hub is not None

@@ -51,6 +51,9 @@ def violations(pod: dict[str, Any], level: str = "restricted") -> list[str]:
     pod_non_root = pod_ctx.get("runAsNonRoot")
     if restricted and pod_ctx.get("runAsUser") == 0:
         found.append("runAsUser=0 (pod)")
+    if pod_seccomp is not None and pod_seccomp not in ("RuntimeDefault", "Localhost") \
+            and (restricted or pod_seccomp == "Unconfined"):  # a pod-level value counts even when containers set theirs
+        found.append(f"seccompProfile (pod: {pod_seccomp})")
     for c in containers:
         ctx = c.get("securityContext") or {}
         name = c.get("name")
