@@ -53,8 +53,9 @@ def _load_spec(args: argparse.Namespace, model: Any) -> Any:
 
 
 def _exit_code(exc: BaseException) -> int:
-    """3 for a failure no retry can fix (an invalid spec, a missing or empty dataset): the Job's podFailurePolicy
-    fails at once on it (dpo_operator.kube.jobs.DETERMINISTIC_EXIT_CODE); 1 otherwise."""
+    """3 for a failure no retry can fix (an invalid spec, a missing or empty dataset, a bad row, a malformed input
+    file, a path leaving its volume): the Job's podFailurePolicy fails at once on it
+    (dpo_operator.kube.jobs.DETERMINISTIC_EXIT_CODE); 1 otherwise."""
     return 3 if isinstance(exc, (ValueError, FileNotFoundError, NotADirectoryError)) else 1
 
 
