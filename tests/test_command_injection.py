@@ -135,3 +135,21 @@ def test_the_cli_reads_values_that_look_like_options() -> None:
     args = build_parser().parse_args(["train", "--spec-env=S", "--model=--output-dir=/etc", "--dataset-hub=-a/b",
                                       "--output-dir=/o"])
     assert (args.model, args.dataset_hub, args.output_dir) == ("--output-dir=/etc", "-a/b", "/o")
+
+
+def test_collector_gets_hostile_values_only_through_its_environment(tmp_path: Path) -> None:
+    from dpo_operator.api.collection import DPOCollectionSpec
+    from dpo_operator.handlers import collection
+
+    marker = tmp_path / "pwned"
+    spec = DPOCollectionSpec.model_validate({
+        "llm": {"baseUrl": hostile(marker, "http://llm"), "model": hostile(marker, "model")},
+        "workflow": {"name": hostile(marker, "pkg.mod:factory")},
+        "output": {"pvc": {"claimName": "d", "path": hostile(marker, "/out")}}})
+    job = collection.job_manifest(body("DPOCollection"), spec, OperatorConfig.from_env())
+    collector = job["spec"]["template"]["spec"]["containers"][0]
+    assert collector["command"] == ["dpo-operator", "collect", "--spec-env", "DPO_COLLECTION_SPEC",
+                                    "--result-file", "/dev/termination-log"]  # no value from the spec
+    recorded = run_recorded(collector, tmp_path)
+    assert not marker.exists() and recorded["argv"] == collector["command"][1:]
+    assert json.loads(recorded["env"]["DPO_COLLECTION_SPEC"]) == spec.to_api()
