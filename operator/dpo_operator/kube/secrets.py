@@ -68,7 +68,7 @@ def url_allowed(url: str, allowed: str) -> bool:
         target = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
         return False
-    if target.userinfo or not target.host:
+    if target.userinfo or not target.host or ".." in target.path.split("/"):  # (%2e%2e decodes to ..)
         return False
     for prefix in prefixes:
         try:
