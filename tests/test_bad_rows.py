@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from dpo_operator.train.data import MAX_ROW_BYTES, PreferenceFile, RowError, read_jsonl
+pytest.importorskip("torch")  # the trainer's data module (the [workload] extra)
+
+from dpo_operator.train.data import MAX_ROW_BYTES, PreferenceFile, RowError, read_jsonl  # noqa: E402
 
 GOOD = {"prompt": "Q?", "chosen_response": "yes", "rejected_response": "no"}
 
@@ -62,7 +64,6 @@ def test_a_row_over_the_bound_is_refused_while_indexing(tmp_path: Path) -> None:
 
 
 def test_the_trainer_exits_3_naming_the_row(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from tests.tinymodel import build_tiny_model
 

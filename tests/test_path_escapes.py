@@ -103,6 +103,7 @@ def test_the_collector_refuses_to_write_outside_its_volume(tmp_path: Path) -> No
 
 
 def test_the_trainer_and_uploader_refuse_directories_with_backsteps(tmp_path: Path) -> None:
+    pytest.importorskip("torch")  # the train command needs the [workload] extra
     spec = {"model": {"name": "m"}, "dataset": {"location": {"pvc": {"claimName": "d", "path": "/ds"}}},
             "local": {"output": {"claimName": "d", "path": "/out"}}}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
