@@ -20,7 +20,9 @@ from tests.kubehelpers import Kube
 REAL_CLUSTER = os.environ.get("DPO_E2E_KUBECONFIG")
 # on a real cluster with the operator installed (scripts/e2e-kind.sh), the tests use that operator
 IN_CLUSTER_OPERATOR = bool(os.environ.get("DPO_E2E_IN_CLUSTER_OPERATOR"))
-TEST_SECRETS = {"nim-key": {"api-key": "sk-1"}, "ngc": {"NGC_API_KEY": "ngc-1"}}
+# name: (data, where it may be sent: the tests' LLM endpoint, NGC)
+TEST_SECRETS = {"nim-key": ({"api-key": "sk-1"}, "http://nim.example:8000/v1"),
+                "ngc": ({"NGC_API_KEY": "ngc-1"}, "https://api.ngc.nvidia.com")}
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +53,8 @@ def kube(kubeconfig: Path) -> Kube:
 def namespace(kube: Kube) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     kube.core.create_namespace({"metadata": {"name": name}})
-    for secret, data in TEST_SECRETS.items():  # the Secrets the tests' specs name, opted in for the operator
-        kube.usable_secret(name, secret, data)
+    for secret, (data, urls) in TEST_SECRETS.items():  # the Secrets the tests' specs name, opted in for the operator
+        kube.usable_secret(name, secret, data, allowed_urls=urls)
     yield name
     try:
         kube.core.delete_namespace(name)

@@ -112,11 +112,20 @@ class Kube:
 
     # -- built-ins
 
-    def usable_secret(self, namespace: str, name: str, data: dict[str, str], usable: bool = True) -> None:
-        """A Secret; ``usable`` labels it ``dpo.ai/usable: "true"`` (the opt-in the operator requires)."""
+    def usable_secret(self, namespace: str, name: str, data: dict[str, str], usable: bool = True,
+                      allowed_urls: str = "") -> None:
+        """A Secret; ``usable`` labels it ``dpo.ai/usable: "true"`` (the opt-in the operator requires),
+        ``allowed_urls`` annotates where it may be sent (``dpo.ai/allowed-urls``)."""
         labels = {"dpo.ai/usable": "true"} if usable else {}
+        annotations = {"dpo.ai/allowed-urls": allowed_urls} if allowed_urls else {}
         encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
-        self.core.create_namespaced_secret(namespace, {"metadata": {"name": name, "labels": labels}, "data": encoded})
+        self.core.create_namespaced_secret(namespace, {"metadata": {"name": name, "labels": labels,
+                                                                    "annotations": annotations}, "data": encoded})
+
+    def allow_urls(self, namespace: str, name: str, *urls: str) -> None:
+        """Set the Secret's ``dpo.ai/allowed-urls`` annotation (what its owner does) to ``urls``."""
+        self.core.patch_namespaced_secret(name, namespace, {"metadata": {"annotations": {
+            "dpo.ai/allowed-urls": ", ".join(urls)}}})
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

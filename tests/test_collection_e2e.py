@@ -15,7 +15,7 @@ SPEC = {
     "llm": {"baseUrl": "http://nim.example:8000/v1", "model": "meta/llama-3.2-1b-instruct",
             "apiKeySecretRef": {"name": "nim-key", "key": "api-key"}},
     "output": {"pvc": {"claimName": "dpo-data", "path": "/datasets/ttt"}},
-    "template": {"resources": {"limits": {"nvidia.com/gpu": 1}}, "nodeSelector": {"gpu": "yes"}},
+    "template": {"resources": {"limits": {"nvidia.com/gpu": 1}}, "nodeSelector": {"nvidia.com/gpu.present": "true"}},
     "job": {"activeDeadlineSeconds": 3600},
 }
 RESULT = {"pairs": {"total": 10, "training": 8, "validation": 2}, "candidates": 32, "runsCompleted": 1,
@@ -32,7 +32,7 @@ def test_collection_launches_job_reports_result_and_cleans_up(kube: Kube, namesp
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert pod["nodeSelector"] == {"gpu": "yes"}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "dpo-data"
     env = {e["name"]: e for e in container["env"]}
     assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "nim-key", "key": "api-key"}
@@ -118,6 +118,7 @@ def test_real_collector_runs_in_a_local_pod(kube: Kube, namespace: str, operator
     from dpo_operator.embedded.policy_server import PolicyServer
 
     with PolicyServer(seed=2) as policy, LocalExecutor(kube.api, tmp_path, namespace) as executor:
+        kube.allow_urls(namespace, "nim-key", policy.url)  # the key's owner lets it go to this endpoint
         spec = {**SPEC, "llm": {**SPEC["llm"], "baseUrl": policy.url, "model": policy.model}, "numRuns": 2}
         kube.create("DPOCollection", namespace, "real", spec)
         done = kube.wait_phase("DPOCollection", namespace, "real", "Succeeded", timeout=60)
@@ -170,7 +171,8 @@ def test_nat_inputs_are_mounted_into_the_collection_pod(kube: Kube, namespace: s
                                  "datasetRef": {"name": "nat-data", "key": "data.json"}}},
             "template": {"env": [{"name": "NVIDIA_API_KEY", "valueFrom": {"secretKeyRef": {"name": "k", "key": "v"}}}]},
             "output": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}
-    kube.usable_secret(namespace, "k", {"v": "nvapi-test"})  # a Secret a pod may name carries the opt-in label
+    # a Secret a pod may name carries the opt-in label; passed by template.env (sent who knows where): allowed anywhere
+    kube.usable_secret(namespace, "k", {"v": "nvapi-test"}, allowed_urls="*")
     kube.create("DPOCollection", namespace, "natcm", spec)
     pod = wait_for(lambda: kube.job(namespace, "natcm-collect"), what="collection job")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}

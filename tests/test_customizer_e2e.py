@@ -27,11 +27,13 @@ def nemo() -> Iterator[FakeNemo]:
 
 
 @pytest.fixture()
-def executor(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[LocalExecutor]:
+def executor(kube: Kube, namespace: str, tmp_path: Path, nemo: FakeNemo) -> Iterator[LocalExecutor]:
     kube.require_emulated()  # the upload pod runs on the local kubelet stand-in
     local = LocalExecutor(kube.api, tmp_path, namespace)
     toy_dataset(local.pvc_dir("dpo-data") / "ds")
-    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "nemo", "labels": {"dpo.ai/usable": "true"}}, "data": {
+    kube.core.create_namespaced_secret(namespace, {"metadata": {
+            "name": "nemo", "labels": {"dpo.ai/usable": "true"},
+            "annotations": {"dpo.ai/allowed-urls": nemo.url}}, "data": {  # all NeMo services, one fake
         "api-key": base64.b64encode(API_KEY.encode()).decode(),
         "hf-token": base64.b64encode(b"hf-token-456").decode()}})
     with local:
@@ -243,7 +245,7 @@ def test_what_the_customizer_refuses_or_cannot_honour_is_said(
 def test_an_upload_without_a_readable_result_registers_nothing(
         kube: Kube, namespace: str, operator: None, nemo: FakeNemo) -> None:
     kube.require_emulated()  # plays the job controller: no upload pod runs
-    kube.usable_secret(namespace, "nemo", {"api-key": API_KEY, "hf-token": "hf-token-456"})
+    kube.usable_secret(namespace, "nemo", {"api-key": API_KEY, "hf-token": "hf-token-456"}, allowed_urls=nemo.url)
     kube.create("DPOTrainingJob", namespace, "blank", spec_for(nemo))
     wait_for(lambda: kube.job(namespace, "blank-upload"), what="upload job")
     kube.finish_job(namespace, "blank-upload", succeeded=True, message="")  # completed, said nothing

@@ -30,7 +30,8 @@ def reasons(kube: Kube, namespace: str, name: str) -> list[tuple[str, str]]:
 
 def test_a_collections_story_is_told_once(kube: Kube, namespace: str, operator: None, kubeconfig: Path) -> None:
     kube.require_emulated()  # plays the job controller
-    kube.usable_secret(namespace, "later", {"api-key": "sk-event-secret-77"}, usable=False)
+    kube.usable_secret(namespace, "later", {"api-key": "sk-event-secret-77"}, usable=False,
+                       allowed_urls=SPEC["llm"]["baseUrl"])
     spec = {**SPEC, "llm": {**SPEC["llm"], "apiKeySecretRef": {"name": "later", "key": "api-key"}}}
     kube.create("DPOCollection", namespace, "story", spec)
     wait_for(lambda: ("Warning", "SecretNotUsable") in reasons(kube, namespace, "story"), what="SecretNotUsable event")

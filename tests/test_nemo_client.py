@@ -166,3 +166,21 @@ def test_upload_of_a_missing_dataset_reports_the_error(tmp_path: Path) -> None:
                      "--repo", "dpo/pairs", "--result-file", str(result_file)]) == 3  # deterministic: no retry helps
         assert fake.repos == {}
     assert "lacks training/training_file.jsonl" in json.loads(result_file.read_text())["error"]
+
+
+def test_a_session_never_leaves_its_base_url() -> None:
+    """Paths are relative to the service root the key's Secret allows: nothing (a remote id in a path, say) may
+    point the bearer token at another host."""
+    import httpx
+    import pytest
+
+    from dpo_operator.nemo.http import NemoApi
+
+    seen: list[httpx.Request] = []
+    api = NemoApi("http://nemo.team-a:8000", "k", transport=httpx.MockTransport(
+        lambda request: seen.append(request) or httpx.Response(200, json={})))
+    for path in ("http://evil.example/x", "//evil.example/x", "evil"):
+        with pytest.raises(ValueError, match="outside http://nemo.team-a:8000"):
+            api.request("GET", path)
+    api.request("GET", "/v1/customization/jobs/a//b")
+    assert [str(r.url) for r in seen] == ["http://nemo.team-a:8000/v1/customization/jobs/a//b"]

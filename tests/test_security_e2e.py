@@ -47,8 +47,20 @@ def test_unlabelled_secret_is_never_sent_and_echoed_secrets_are_redacted(kube: K
         assert 'dpo.ai/usable="true"' in pending["status"]["message"]
         assert echo.requests == []  # the Secret was not sent anywhere
 
-        # its owner opts in: now the key is used, and the hostile server echoes it back in a huge error body
-        kube.core.patch_namespaced_secret("stolen", namespace, {"metadata": {"labels": {"dpo.ai/usable": "true"}}})
+        # its owner opts in, but binds it to its own NeMo host: still never sent to the spec's URL
+        kube.core.patch_namespaced_secret("stolen", namespace, {"metadata": {
+            "labels": {"dpo.ai/usable": "true"},
+            "annotations": {"dpo.ai/allowed-urls": f"http://nemo.team-a.svc:8000, {echo.url}/only-below-here"}}})
+        bound = wait_for(lambda: (o := kube.get("DPOTrainingJob", namespace, "exfil")).get("status", {}).get(
+            "phase") == "Pending" and reason(o, "Progressing") == "SecretDestinationNotAllowed" and o,
+            what="SecretDestinationNotAllowed")
+        message = bound["status"]["message"]
+        assert f"may not be sent to {echo.url}" in message and "kubectl annotate secret" in message
+        assert "dpo.ai/allowed-urls" in message and STOLEN not in json.dumps(bound)
+        assert echo.requests == []
+
+        # the owner allows the URL: now the key is used, and the hostile server echoes it back in a huge error body
+        kube.allow_urls(namespace, "stolen", echo.url)
         failed = kube.wait_phase("DPOTrainingJob", namespace, "exfil", "Failed", timeout=40)
         assert any(r.get("Authorization") == f"Bearer {STOLEN}" for r in echo.requests)
     message = failed["status"]["message"]
@@ -60,7 +72,8 @@ def test_unlabelled_secret_is_never_sent_and_echoed_secrets_are_redacted(kube: K
 
 
 def test_workload_secrets_must_opt_in_before_a_job_is_created(kube: Kube, namespace: str, operator: None) -> None:
-    kube.usable_secret(namespace, "other-team", {"password": STOLEN}, usable=False)
+    kube.usable_secret(namespace, "other-team", {"password": STOLEN}, usable=False,
+                       allowed_urls=COLLECTION_SPEC["llm"]["baseUrl"])
     # the LLM key of the collection pod, through the spec's own field
     spec = {**COLLECTION_SPEC, "llm": {**COLLECTION_SPEC["llm"], "apiKeySecretRef": {"name": "other-team", "key": "password"}}}
     kube.create("DPOCollection", namespace, "by-ref", spec)
@@ -88,3 +101,42 @@ def test_workload_secrets_must_opt_in_before_a_job_is_created(kube: Kube, namesp
     kube.core.patch_namespaced_secret("other-team", namespace, {"metadata": {"labels": {"dpo.ai/usable": "true"}}})
     wait_for(lambda: kube.job(namespace, "by-ref-collect"), timeout=20, what="the job once the Secret opted in")
     assert STOLEN not in json.dumps(kube.jobs(namespace))  # referenced, never copied
+
+
+def test_a_usable_secret_goes_to_a_pod_only_for_an_allowed_destination(kube: Kube, namespace: str,
+                                                                       operator: None) -> None:
+    """The collection pod sends its LLM key to llm.baseUrl and a template.env Secret anywhere: the Secret's
+    annotation must allow that destination (``*`` for the latter) before any Job exists."""
+    kube.usable_secret(namespace, "llm", {"token": STOLEN}, allowed_urls="http://nim.team-a.svc:8000/v1")
+    hostile = {**COLLECTION_SPEC, "llm": {**COLLECTION_SPEC["llm"], "baseUrl": "http://collector.evil.example/v1",
+                                          "apiKeySecretRef": {"name": "llm", "key": "token"}}}
+    kube.create("DPOCollection", namespace, "to-evil", hostile)
+    # the allowed host with another port, and the allowed prefix's sibling path, are other destinations too
+    kube.create("DPOCollection", namespace, "other-port", {**hostile, "llm": {
+        **hostile["llm"], "baseUrl": "http://nim.team-a.svc:9000/v1"}})
+    kube.create("DPOCollection", namespace, "sibling", {**hostile, "llm": {
+        **hostile["llm"], "baseUrl": "http://nim.team-a.svc:8000/v10"}})
+    template = {**COLLECTION_SPEC["template"],
+                "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "llm", "key": "token"}}}]}
+    kube.create("DPOCollection", namespace, "by-env", {**COLLECTION_SPEC, "template": template})
+    for name, where in (("to-evil", "to http://collector.evil.example/v1"),
+                        ("other-port", "to http://nim.team-a.svc:9000/v1"),
+                        ("sibling", "to http://nim.team-a.svc:8000/v10"), ("by-env", "to a pod that may send it anywhere")):
+        pending = wait_for(lambda: (o := kube.get("DPOCollection", namespace, name)).get("status", {}).get(
+            "phase") == "Pending" and reason(o, "Progressing") == "SecretDestinationNotAllowed" and o, what=name)
+        assert f"Secret {namespace}/llm may not be sent {where}" in pending["status"]["message"]
+    assert kube.jobs(namespace) == []
+
+    kube.create("DPOCollection", namespace, "allowed", {**hostile, "llm": {
+        **hostile["llm"], "baseUrl": "http://nim.team-a.svc:8000/v1/"}})
+    job = wait_for(lambda: kube.job(namespace, "allowed-collect"), what="the job for the allowed destination")
+    assert json.loads(job["spec"]["template"]["metadata"]["annotations"]["dpo.ai/secret-destinations"]) == {
+        "OPENAI_API_KEY": "http://nim.team-a.svc:8000/v1/"}
+    # a template cannot forge the destinations the check reads
+    forged = {**hostile, "template": {**COLLECTION_SPEC["template"], "annotations": {
+        "dpo.ai/secret-destinations": json.dumps({"OPENAI_API_KEY": "http://nim.team-a.svc:8000/v1"})}}}
+    kube.create("DPOCollection", namespace, "forged", forged)
+    pending = wait_for(lambda: (o := kube.get("DPOCollection", namespace, "forged")).get("status", {}).get(
+        "phase") == "Pending" and reason(o, "Progressing") == "SecretDestinationNotAllowed" and o, what="forged")
+    assert "collector.evil.example" in pending["status"]["message"]
+    assert kube.job(namespace, "forged-collect") is None

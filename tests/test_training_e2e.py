@@ -41,9 +41,9 @@ def test_training_waits_for_its_collection_then_trains_and_deploys(kube: Kube, n
     assert claims == {"dpo-data", "models"}
     command = trainer["command"]
     assert command[:2] == ["dpo-operator", "train"]
-    assert command[command.index("--dataset-dir") + 1] == "/mnt/pvc/dpo-data/datasets/ttt"
-    assert command[command.index("--model") + 1] == "/mnt/pvc/models/tiny"
-    assert command[command.index("--output-dir") + 1] == "/mnt/pvc/dpo-data/models/dpo"
+    assert "--dataset-dir=/mnt/pvc/dpo-data/datasets/ttt" in command  # one argument each: no shell, no splitting
+    assert "--model=/mnt/pvc/models/tiny" in command
+    assert "--output-dir=/mnt/pvc/dpo-data/models/dpo" in command
 
     kube.finish_job(namespace, "dpo-train", succeeded=True, message=json.dumps(TRAIN_RESULT))
     done = kube.wait_phase("DPOTrainingJob", namespace, "dpo", "Succeeded")
@@ -62,7 +62,7 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
             "hyperparameters": {**TRAINING["hyperparameters"], "batchSize": 16},
             "local": {**TRAINING["local"], "numNodes": 2, "gpusPerNode": 8,
                       "wandb": {"apiKeySecretRef": {"name": "wandb", "key": "key"}, "project": "dpo"}}}
-    kube.usable_secret(namespace, "wandb", {"key": "wandb-test-key"})
+    kube.usable_secret(namespace, "wandb", {"key": "wandb-test-key"}, allowed_urls="https://api.wandb.ai")
     kube.create("DPOTrainingJob", namespace, "big", spec)
     job = wait_for(lambda: kube.job(namespace, "big-train"), what="training job")
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 2, 2)
@@ -71,10 +71,12 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
     assert service["spec"]["clusterIP"] == "None"
     trainer = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in trainer["env"]}
-    assert env["MASTER_ADDR"]["value"] == "big-train-0.big-train"
+    assert env["PET_MASTER_ADDR"]["value"] == "big-train-0.big-train"  # torchrun's --master-addr
     assert env["WANDB_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "wandb", "key": "key"}}  # never the value
     assert env["WANDB_PROJECT"]["value"] == "dpo" and env["WANDB_RUN_ID"]["value"] == job["metadata"]["ownerReferences"][0]["uid"]
-    assert "torchrun --nnodes 2 --nproc-per-node 8 --node-rank $JOB_COMPLETION_INDEX" in trainer["command"][2]
+    assert trainer["command"][:4] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--master-port=29500"]
+    assert env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"  # what $JOB_COMPLETION_INDEX is made of
     assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "8"
 
 
@@ -144,6 +146,7 @@ def test_real_trainer_reads_a_hub_dataset(kube: Kube, namespace: str, operator: 
     source = toy_dataset(tmp_path / "source")
     kube.usable_secret(namespace, "hub", {"token": "hf-1"})
     with FakeHub(token="hf-1") as hub:
+        kube.allow_urls(namespace, "hub", hub.endpoint)
         hub.repos["dpo/pairs"] = {name: (source / name).read_bytes()
                                   for name in ("training/training_file.jsonl", "validation/validation_file.jsonl")}
         spec = {**TRAINING, "dataset": {"location": {"hub": {"endpoint": hub.endpoint, "repoId": "dpo/pairs",
@@ -155,7 +158,7 @@ def test_real_trainer_reads_a_hub_dataset(kube: Kube, namespace: str, operator: 
             done = kube.wait_phase("DPOTrainingJob", namespace, "fromhub", "Succeeded", timeout=120)
     job = kube.job(namespace, "fromhub-train")
     trainer = job["spec"]["template"]["spec"]["containers"][0]
-    assert trainer["command"][trainer["command"].index("--dataset-hub") + 1] == "dpo/pairs"
+    assert "--dataset-hub=dpo/pairs" in trainer["command"]
     assert {"name": "DATASET_HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "token"}}} in trainer["env"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["template"]["spec"]["volumes"]
               if "persistentVolumeClaim" in v}

@@ -16,7 +16,12 @@ from dpo_operator.api.deployment import ModelDeploymentSpec
 from dpo_operator.api.training import DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers import collection, training_customizer, training_local
-from dpo_operator.kube.pods import ServiceAccountNotAllowed
+from dpo_operator.kube.pods import (
+    EnvNotAllowed,
+    PodSecurityNotAllowed,
+    SchedulingNotAllowed,
+    ServiceAccountNotAllowed,
+)
 from dpo_operator.serving import nim
 from dpo_operator.serving.model import ServedModel
 from tests.kubehelpers import Kube, wait_for
@@ -91,6 +96,103 @@ def test_service_accounts_are_refused_unless_allowed(monkeypatch: pytest.MonkeyP
     assert {p["serviceAccountName"] for p in pod_specs({"serviceAccountName": "trainer"}).values()} == {"trainer"}
 
 
+# what the audit's Job asked for: root, privileged, SYS_ADMIN, onto the control plane
+ROOT_POD = {"securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+            "containerSecurityContext": {"privileged": True, "runAsUser": 0, "allowPrivilegeEscalation": True,
+                                         "capabilities": {"add": ["SYS_ADMIN"]}}}
+CONTROL_PLANE = {"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
+                                  "effect": "NoSchedule"}],
+                 "nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}
+
+
+def test_privileged_overrides_are_refused_for_every_workload() -> None:
+    with pytest.raises(PodSecurityNotAllowed) as refused:
+        pod_specs(ROOT_POD)
+    message = str(refused.value)
+    for control in ("privileged", "SYS_ADMIN", "runAsUser=0", "allowPrivilegeEscalation", "workloads.podSecurityLevel"):
+        assert control in message
+    for template in ({"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "Unconfined"}}},
+                     {"containerSecurityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                                   "runAsNonRoot": False}}):
+        with pytest.raises(PodSecurityNotAllowed):
+            pod_specs(template)
+    for name in ("collector", "trainer", "uploader", "nim"):  # each builder refuses, not only the first
+        with pytest.raises(PodSecurityNotAllowed):
+            only(name, ROOT_POD)
+
+
+def only(name: str, template: dict[str, Any]) -> dict[str, Any]:
+    """One workload's pod spec with ``template`` merged in (the others' builders may refuse it too)."""
+    try:
+        return pod_specs(template)[name]
+    except PodSecurityNotAllowed:
+        if name == "collector":
+            raise
+    spec = DPOTrainingJobSpec.model_validate({**CUSTOMIZER["spec"], "template": template})
+    if name == "uploader":
+        return training_customizer.upload_manifest(
+            body("DPOTrainingJob"), spec, StorageLocation(hub=HubLocation(endpoint="http://h/v1/hf", repo_id="a/b")),
+            "dpo/x", OperatorConfig.from_env())["spec"]["template"]["spec"]
+    if name == "nim":
+        serve = ModelDeploymentSpec.model_validate({**EXAMPLES["ModelDeployment"]["spec"], "template": template})
+        served = ServedModel(served_name="t", base_name="meta/llama", weights=PvcLocation(claim_name="d", path="/m"))
+        return nim.deployment_manifest(body("ModelDeployment"), serve, served, "nim:1", "rev")["spec"]["template"]["spec"]
+    local = {**EXAMPLES["DPOTrainingJob"]["spec"], "template": template,
+             "local": {"output": {"claimName": "dpo-data", "path": "/m"}}}
+    return training_local.job_manifest(body("DPOTrainingJob"), DPOTrainingJobSpec.model_validate(local),
+                                       StorageLocation(pvc=PvcLocation(claim_name="d", path="/ds")),
+                                       OperatorConfig.from_env())["spec"]["template"]["spec"]
+
+
+def test_the_admin_chooses_the_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    baseline_ok = {"securityContext": {"runAsUser": 0}, "containerSecurityContext": {"capabilities": {"add": ["CHOWN"]}}}
+    with pytest.raises(PodSecurityNotAllowed):
+        pod_specs(baseline_ok)
+    monkeypatch.setenv("DPO_POD_SECURITY_LEVEL", "baseline")  # root allowed, privileged and SYS_ADMIN still not
+    assert pod_specs(baseline_ok)["trainer"]["securityContext"] == {"runAsUser": 0}
+    with pytest.raises(PodSecurityNotAllowed, match="privileged"):
+        pod_specs(ROOT_POD)
+    monkeypatch.setenv("DPO_POD_SECURITY_LEVEL", "privileged")
+    assert pod_specs(ROOT_POD)["collector"]["containers"][0]["securityContext"]["privileged"] is True
+
+
+def test_tolerations_and_node_selectors_come_from_the_allow_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SchedulingNotAllowed) as refused:
+        pod_specs(CONTROL_PLANE)
+    assert "node-role.kubernetes.io/control-plane" in str(refused.value)
+    assert "workloads.allowedTolerations" in str(refused.value)
+    with pytest.raises(SchedulingNotAllowed, match="any taint"):  # a key-less toleration tolerates every taint
+        pod_specs({"tolerations": [{"operator": "Exists"}]})
+    gpu = {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+           "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}
+    assert pod_specs(gpu)["trainer"]["tolerations"] == gpu["tolerations"]  # harmless by default
+    monkeypatch.setenv("DPO_ALLOWED_NODE_SELECTORS", "pool=gpu")
+    monkeypatch.setenv("DPO_ALLOWED_TOLERATIONS", "")
+    assert pod_specs({"nodeSelector": {"pool": "gpu"}})["collector"]["nodeSelector"] == {"pool": "gpu"}
+    for refused_template in ({"nodeSelector": {"pool": "system"}}, gpu):
+        with pytest.raises(SchedulingNotAllowed):
+            pod_specs(refused_template)
+
+
+def test_template_env_cannot_replace_what_the_operator_sets() -> None:
+    with pytest.raises(EnvNotAllowed, match="DPO_COLLECTION_SPEC"):
+        pod_specs({"env": [{"name": "DPO_COLLECTION_SPEC", "value": "{}"}]})
+
+
+@pytest.mark.e2e
+def test_a_privileged_template_fails_the_resource_before_any_pod(kube: Kube, namespace: str, operator: None) -> None:
+    from tests.test_collection_e2e import SPEC
+
+    kube.create("DPOCollection", namespace, "root", {**SPEC, "template": {**SPEC["template"], **ROOT_POD}})
+    kube.create("DPOCollection", namespace, "cp", {**SPEC, "template": {**SPEC["template"], **CONTROL_PLANE}})
+    for name, expected in (("root", "PodSecurityNotAllowed"), ("cp", "SchedulingNotAllowed")):
+        failed = kube.wait_phase("DPOCollection", namespace, name, "Failed")
+        condition = {c["type"]: c for c in failed["status"]["conditions"]}["Failed"]
+        assert condition["reason"] == expected, condition
+    assert "privileged" in kube.get("DPOCollection", namespace, "root")["status"]["message"]
+    assert kube.jobs(namespace) == []
+
+
 @pytest.mark.e2e
 def test_a_forbidden_service_account_fails_the_resource(kube: Kube, namespace: str, operator: None) -> None:
     from tests.test_collection_e2e import SPEC
@@ -143,3 +245,24 @@ def test_allowed_service_accounts_reach_the_operator() -> None:
     objects = render_manifests.render_chart({"workloads": {"allowedServiceAccounts": ["trainer", "puller"]}})
     operator = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("value") for e in operator["env"]}["DPO_ALLOWED_SERVICE_ACCOUNTS"] == "trainer,puller"
+
+
+def test_the_workload_policy_reaches_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("helm_python")
+    defaults = next(o for o in render_manifests.render_chart() if o["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in defaults["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DPO_POD_SECURITY_LEVEL"] == "restricted" and env["DPO_ALLOWED_TOLERATIONS"] == "nvidia.com/gpu"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = OperatorConfig.from_env()
+    assert config == OperatorConfig(workload_image=config.workload_image, nim_image=config.nim_image,
+                                    probe_url_template=config.probe_url_template)  # the chart's defaults are the code's
+    custom = render_manifests.render_chart({"workloads": {"podSecurityLevel": "baseline", "allowedTolerations": [],
+                                                          "allowedNodeSelectors": ["pool=gpu", "zone"]}})
+    env = {e["name"]: e.get("value") for e in
+           next(o for o in custom if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name in ("DPO_POD_SECURITY_LEVEL", "DPO_ALLOWED_TOLERATIONS", "DPO_ALLOWED_NODE_SELECTORS"):
+        monkeypatch.setenv(name, env[name])
+    config = OperatorConfig.from_env()
+    assert (config.pod_security_level, config.allowed_tolerations, config.allowed_node_selectors) == (
+        "baseline", (), ("pool=gpu", "zone"))

@@ -55,8 +55,9 @@ def _load_spec(args: argparse.Namespace, model: Any) -> Any:
 
 
 def _exit_code(exc: BaseException) -> int:
-    """3 for a failure no retry can fix (an invalid spec, a missing or empty dataset): the Job's podFailurePolicy
-    fails at once on it (dpo_operator.kube.jobs.DETERMINISTIC_EXIT_CODE); 1 otherwise."""
+    """3 for a failure no retry can fix (an invalid spec, a missing or empty dataset, a bad row, a malformed input
+    file, a path leaving its volume): the Job's podFailurePolicy fails at once on it
+    (dpo_operator.kube.jobs.DETERMINISTIC_EXIT_CODE); 1 otherwise."""
     return 3 if isinstance(exc, (ValueError, FileNotFoundError, NotADirectoryError)) else 1
 
 
@@ -107,8 +108,13 @@ def _train(args: argparse.Namespace) -> int:
     from dpo_operator.api.training import DPOTrainingJobSpec
     from dpo_operator.train.trainer import TrainConfig, train
 
+    from dpo_operator.paths import no_backsteps
+
     try:
         spec = _load_spec(args, DPOTrainingJobSpec)
+        for flag in ("output_dir", "dataset_dir", "model"):
+            if getattr(args, flag) and getattr(args, flag).startswith("/"):  # a directory (a model may be a hub id)
+                no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
         with _dataset_directory(args) as dataset_dir:
             config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir)
             if args.max_steps:
@@ -134,9 +140,11 @@ def _upload_dataset(args: argparse.Namespace) -> int:
 
     from dpo_operator.nemo import datastore
 
+    from dpo_operator.paths import no_backsteps
+
     try:
         if args.dataset_dir:
-            files = datastore.read_directory(Path(args.dataset_dir))
+            files = datastore.read_directory(Path(no_backsteps(args.dataset_dir, "--dataset-dir")))
         else:
             files = datastore.read_hub(args.source_endpoint, args.source_repo, args.source_revision,
                                        os.environ.get("SOURCE_HF_TOKEN"))

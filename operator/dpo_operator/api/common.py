@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from dpo_operator.api.schema_hints import int_or_string, preserve_unknown
@@ -151,11 +151,26 @@ class CommonStatus(ApiModel):
     completion_time: str | None = Field(default=None, description="RFC 3339 time it reached a terminal phase.")
 
 
+NO_BACKSTEPS = "a path inside the volume: no '..' segments"
+# the same rule at admission (CEL, RE2) and in the operator (pydantic, below): a ".." segment anywhere
+BACKSTEP_PATTERN = "(^|/)[.][.](/|$)"
+
+
 class PvcLocation(ApiModel):
     """A directory on a PersistentVolumeClaim."""
 
     claim_name: str = Field(min_length=1, description="Name of the PersistentVolumeClaim (same namespace).")
-    path: str = Field(default="/", description="Directory inside the volume.")
+    path: str = Field(default="/", max_length=4096, description=(
+        "Directory inside the volume ('/' is its root; '..' segments are refused: the path may not leave it)."),
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": f"!self.matches('{BACKSTEP_PATTERN}')", "message": f"must be {NO_BACKSTEPS}"}]})
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, path: str) -> str:
+        if ".." in path.split("/"):
+            raise ValueError(f"must be {NO_BACKSTEPS}")
+        return path
 
 
 class HubLocation(ApiModel):

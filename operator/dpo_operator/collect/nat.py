@@ -38,6 +38,11 @@ class NatError(RuntimeError):
     """A NAT run or a NAT output file cannot yield candidates; the message says why."""
 
 
+class NatInputError(NatError, ValueError):
+    """The NAT input itself is wrong (a missing or malformed file, no NAT in the image): no retry can fix it, so
+    the collector exits with code 3 (a ValueError, see cli._exit_code)."""
+
+
 def _payload(step: Any) -> dict[str, Any]:
     payload = step.get("payload") if isinstance(step, dict) else None
     return payload if isinstance(payload, dict) else {}
@@ -74,8 +79,8 @@ def workflow_output_files(path: Path) -> list[Path]:
         files = sorted(path.rglob(WORKFLOW_OUTPUT))
         if files:
             return files
-        raise NatError(f"no {WORKFLOW_OUTPUT} under {path}")
-    raise NatError(f"NAT workflow output {path} does not exist")
+        raise NatInputError(f"no {WORKFLOW_OUTPUT} under {path}")
+    raise NatInputError(f"NAT workflow output {path} does not exist")
 
 
 def read_workflow_output(path: Path) -> list[dict[str, Any]]:
@@ -83,9 +88,9 @@ def read_workflow_output(path: Path) -> list[dict[str, Any]]:
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NatError(f"cannot read NAT workflow output {path}: {exc}") from None
+        raise NatInputError(f"cannot read NAT workflow output {path}: {exc}") from None
     if not isinstance(items, list) or not all(isinstance(i, dict) and STEPS_KEY in i for i in items):
-        raise NatError(f"{path} is not a NAT workflow output: expected a list of items with {STEPS_KEY!r} "
+        raise NatInputError(f"{path} is not a NAT workflow output: expected a list of items with {STEPS_KEY!r} "
                        "(a structured dataset; an unstructured one has no intermediate steps)")
     return items
 
@@ -105,10 +110,10 @@ async def evaluate(config_file: Path, output_dir: Path, *, dataset: Path | None 
         from nat.plugins.eval.runtime.evaluate import EvaluationRun
         from nat.runtime.loader import load_config
     except ImportError as exc:
-        raise NatError(f"NAT workflows need NeMo Agent Toolkit in the collection image (the [nat] extra): {exc}") from None
+        raise NatInputError(f"NAT workflows need NeMo Agent Toolkit in the collection image (the [nat] extra): {exc}") from None
 
     if not config_file.is_file():
-        raise NatError(f"NAT config {config_file} does not exist")
+        raise NatInputError(f"NAT config {config_file} does not exist")
     config = load_config(config_file)
     general = config.eval.general
     general.output_dir = output_dir

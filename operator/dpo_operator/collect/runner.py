@@ -28,13 +28,19 @@ from dpo_operator.collect import nat as nat_mod
 from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
-from dpo_operator.collect.workflow import load_workflow
+from dpo_operator.collect.workflow import WorkflowNotFound, load_workflow
+from dpo_operator.paths import inside
 
 log = logging.getLogger(__name__)
 
 
 class CollectionError(RuntimeError):
     """The collection cannot produce a dataset; the message says why."""
+
+
+class BadCollectionInput(CollectionError, ValueError):
+    """A run failed on its input (a malformed NAT file, a workflow that cannot be loaded): every retry would too,
+    so the collector exits with code 3."""
 
 
 @dataclass
@@ -122,7 +128,8 @@ async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunTh
         except Exception as exc:  # noqa: BLE001  (every failure of a run is handled the same way)
             error = f"run {label}: {_describe(exc)}"
             if not spec.continue_on_collection_error:
-                raise CollectionError(error) from exc
+                deterministic = isinstance(exc, (nat_mod.NatInputError, WorkflowNotFound))
+                raise (BadCollectionInput if deterministic else CollectionError)(error) from exc
             log.warning("collection %s (continuing: continueOnCollectionError)", error)
             collected.errors.append(error)
             continue
@@ -208,7 +215,7 @@ def write_output(spec: DPOCollectionSpec, files: dataset.DatasetFiles, data_root
     if output_dir is not None:
         dataset.write_directory(files, output_dir)
     elif spec.output.pvc is not None:
-        dataset.write_directory(files, data_root / spec.output.pvc.path.lstrip("/"))
+        dataset.write_directory(files, inside(data_root, spec.output.pvc.path))  # never outside the volume
     else:
         hub = spec.output.hub
         assert hub is not None

@@ -199,6 +199,9 @@ class LocalExecutor:
 
     @staticmethod
     def _map_paths(value: str, path_map: dict[str, str]) -> str:
+        flag, equals, rest = value.partition("=")
+        if value.startswith("--") and equals:  # --flag=/container/path
+            return f"{flag}={LocalExecutor._map_paths(rest, path_map)}"
         for container_path, local_path in sorted(path_map.items(), key=lambda kv: -len(kv[0])):
             if value == container_path or value.startswith(container_path.rstrip("/") + "/"):
                 return local_path + value[len(container_path):]

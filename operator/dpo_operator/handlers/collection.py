@@ -109,7 +109,9 @@ def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> 
         "podFailurePolicy": pod_failure_policy("collector"),
         "suspend": spec.suspend,
         "template": {
-            "metadata": pod_metadata(spec.template, labels),
+            "metadata": pod_metadata(spec.template, labels, {
+                "OPENAI_API_KEY": spec.llm.base_url if spec.llm else None,
+                "HF_TOKEN": spec.output.hub.endpoint if spec.output.hub else None}),
             "spec": pod_spec(spec.template, [collector], volumes=volumes),
         },
     }

@@ -24,7 +24,7 @@ from dpo_operator.kube import resources
 from dpo_operator.kube.jobs import get_job
 from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.objects import NameConflict
-from dpo_operator.kube.pods import ServiceAccountNotAllowed
+from dpo_operator.kube.pods import WorkloadNotAllowed
 from dpo_operator.kube.redact import remote_body
 from dpo_operator.kube.requeue import SCHEDULER
 from dpo_operator.kube.secrets import SecretMissing
@@ -93,7 +93,7 @@ def reconcile_guard(kind: KindInfo, body: Any, retry: int, action: Callable[[], 
     except SecretMissing as exc:  # absent, or not opted in: wait for it (the message says what to do)
         write_status(kind, body, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"), done_condition)
         raise kopf.TemporaryError(str(exc), delay=min(SECRET_RETRY_SECONDS, backoff_delay(retry))) from None
-    except (NameConflict, ServiceAccountNotAllowed) as exc:
+    except (NameConflict, WorkloadNotAllowed) as exc:
         fail(kind, body, exc.reason, str(exc), done_condition)
         raise kopf.PermanentError(str(exc)) from None
     except InvalidSpec as exc:

@@ -25,7 +25,7 @@ def apply_deployment(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]
     """Create, or replace the spec when the revision changed (a PUT, so no stale list entries survive a merge)."""
     apps = client.apps()
     name = manifest["metadata"]["name"]
-    check_pod_secrets(namespace, manifest["spec"]["template"]["spec"])  # refuses Secrets that did not opt in
+    check_pod_secrets(namespace, manifest["spec"]["template"])  # refuses Secrets that did not opt in
     current = read_or_create(
         lambda: none_if_missing(lambda: to_dict(apps.read_namespaced_deployment(name, namespace))),
         lambda: to_dict(apps.create_namespaced_deployment(namespace, manifest)), manifest)

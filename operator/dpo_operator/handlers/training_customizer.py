@@ -85,10 +85,12 @@ def check_spec(spec: DPOTrainingJobSpec) -> None:
 @contextmanager
 def sessions(namespace: str, backend: CustomizerBackend) -> Iterator[tuple[NemoApi, NemoApi, NemoApi]]:
     """Entity Store and Customizer sessions with the API key, the Datastore's with the HF token (its credential)."""
-    key = read_secret_key(namespace, backend.api_key_secret_ref)
+    key = read_secret_key(namespace, backend.api_key_secret_ref, backend.entity_store_url,
+                          *([backend.customizer_url] if backend.customizer_url else []))
     entity = NemoApi(backend.entity_store_url, key)
     customizer = NemoApi(backend.customizer_url, key) if backend.customizer_url else entity
-    datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref))
+    datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref,
+                                                               backend.datastore_url))
     try:
         yield entity, customizer, datastore
     finally:
@@ -106,27 +108,30 @@ def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocati
     assert backend is not None
     name = body["metadata"]["name"]
     labels = labels_for(KIND.kind, name, "uploader")
-    command = ["dpo-operator", "upload-dataset", "--datastore-url", backend.datastore_url, "--repo", repo,
-               "--result-file", "/dev/termination-log"]
+    # an argv, never parsed by a shell; each value from the spec is one --flag=value argument
+    command = ["dpo-operator", "upload-dataset", f"--datastore-url={backend.datastore_url}", f"--repo={repo}",
+               "--result-file=/dev/termination-log"]
     env = secret_env("HF_TOKEN", backend.hf_token_secret_ref)
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if location.pvc is not None:
-        command += ["--dataset-dir", mounted(location.pvc)]
+        command += [f"--dataset-dir={mounted(location.pvc)}"]
         volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": location.pvc.claim_name,
                                                                       "readOnly": True}})
         mounts.append({"name": "dataset", "mountPath": f"{MOUNT_ROOT}/{location.pvc.claim_name}", "readOnly": True})
     else:
         assert location.hub is not None
-        command += ["--source-endpoint", location.hub.endpoint, "--source-repo", location.hub.repo_id,
-                    "--source-revision", location.hub.revision]
+        command += [f"--source-endpoint={location.hub.endpoint}", f"--source-repo={location.hub.repo_id}",
+                    f"--source-revision={location.hub.revision}"]
         env += secret_env("SOURCE_HF_TOKEN", location.hub.token_secret_ref)
     uploader = container(spec.template, name="uploader", default_image=config.workload_image, command=command,
                          env=env, volume_mounts=mounts)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.job.backoff_limit,
         "podFailurePolicy": pod_failure_policy("uploader"),  # a missing dataset fails at once, not after retries
-        "template": {"metadata": pod_metadata(spec.template, labels),
+        "template": {"metadata": pod_metadata(spec.template, labels, {
+                         "HF_TOKEN": backend.datastore_url,
+                         "SOURCE_HF_TOKEN": location.hub.endpoint if location.hub else None}),
                      "spec": pod_spec(spec.template, [uploader], volumes=volumes)},
     }
     if spec.job.ttl_seconds_after_finished is not None:

@@ -42,25 +42,44 @@ def job_name(name: str) -> str:
 
 def _dataset_args(dataset: StorageLocation) -> list[str]:
     if dataset.pvc is not None:
-        return ["--dataset-dir", mounted(dataset.pvc)]
+        return [f"--dataset-dir={mounted(dataset.pvc)}"]
     assert dataset.hub is not None  # each pod downloads it (token: DATASET_HF_TOKEN)
-    return ["--dataset-hub", dataset.hub.repo_id, "--dataset-hub-endpoint", dataset.hub.endpoint,
-            "--dataset-hub-revision", dataset.hub.revision]
+    return [f"--dataset-hub={dataset.hub.repo_id}", f"--dataset-hub-endpoint={dataset.hub.endpoint}",
+            f"--dataset-hub-revision={dataset.hub.revision}"]
 
 
 def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> list[str]:
+    """The trainer's argv. No shell ever parses it, and every value from the spec travels as ``--flag=value`` (one
+    argument, never read as an option even when it starts with ``-``). Several nodes: torchrun takes its node rank
+    and rendezvous address from the environment (``PET_NODE_RANK``, ``PET_MASTER_ADDR``: see :func:`_torchrun_env`)."""
     local = spec.local
     assert local is not None and local.output is not None
     model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
-    train = ["-m", "dpo_operator", "train", "--spec-env", SPEC_ENV, "--model", model, *_dataset_args(dataset),
-             "--output-dir", f"{mounted(local.output)}/{name}", "--result-file", "/dev/termination-log"]
+    train = ["-m", "dpo_operator", "train", f"--spec-env={SPEC_ENV}", f"--model={model}", *_dataset_args(dataset),
+             f"--output-dir={mounted(local.output)}/{name}", "--result-file=/dev/termination-log"]
     if local.num_nodes > 1:
-        return ["sh", "-c", "exec torchrun --nnodes {n} --nproc-per-node {g} --node-rank $JOB_COMPLETION_INDEX "
-                "--master-addr $MASTER_ADDR --master-port {p} {args}".format(
-                    n=local.num_nodes, g=max(1, local.gpus_per_node), p=MASTER_PORT, args=" ".join(train))]
+        return ["torchrun", f"--nnodes={local.num_nodes}", f"--nproc-per-node={max(1, local.gpus_per_node)}",
+                f"--master-port={MASTER_PORT}", *train]
     if local.gpus_per_node > 1:
         return ["torchrun", "--standalone", f"--nproc-per-node={local.gpus_per_node}", *train]
     return ["dpo-operator", *train[2:]]
+
+
+def _wandb_url(spec: DPOTrainingJobSpec) -> str | None:
+    """Where the W&B client sends its key: WANDB_BASE_URL when the template sets it, W&B's cloud otherwise."""
+    if spec.local is None or spec.local.wandb is None:
+        return None
+    custom = next((e.value for e in spec.template.env or [] if e.name == "WANDB_BASE_URL" and e.value), None)
+    return custom or "https://api.wandb.ai"
+
+
+def _torchrun_env(jname: str) -> list[dict[str, Any]]:
+    """torchrun reads each option from ``PET_<OPTION>`` when not given: the node rank is the pod's completion index
+    (the annotation the Job controller sets, which is what $JOB_COMPLETION_INDEX is made from), the rendezvous
+    address index 0's pod through the headless Service its subdomain names."""
+    index = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    return [{"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
+            {"name": "PET_MASTER_ADDR", "value": f"{jname}-0.{service_name(jname)}"}]
 
 
 def headless_service(body: Any, name: str) -> dict[str, Any]:
@@ -98,8 +117,8 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
                 {"name": "WANDB_PROJECT", "value": local.wandb.project}, {"name": "WANDB_NAME", "value": name},
                 {"name": "WANDB_RUN_ID", "value": body["metadata"]["uid"]},
                 *([{"name": "WANDB_ENTITY", "value": local.wandb.entity}] if local.wandb.entity else [])]
-    if local.num_nodes > 1:  # index 0's pod, through the headless Service its subdomain names
-        env.append({"name": "MASTER_ADDR", "value": f"{jname}-0.{service_name(jname)}"})
+    if local.num_nodes > 1:
+        env += _torchrun_env(jname)
     options = spec.template
     if local.gpus_per_node:  # each pod gets the node's GPUs unless the template says otherwise
         current = options.resources or ResourceRequirements()
@@ -110,7 +129,10 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.job.backoff_limit, "suspend": spec.suspend,
         "podFailurePolicy": pod_failure_policy("trainer"),
-        "template": {"metadata": pod_metadata(spec.template, labels),
+        "template": {"metadata": pod_metadata(spec.template, labels, {
+                         "HF_TOKEN": spec.model.hub.endpoint if spec.model.hub else None,
+                         "DATASET_HF_TOKEN": dataset.hub.endpoint if dataset.hub else None,
+                         "WANDB_API_KEY": _wandb_url(spec)}),
                      "spec": pod_spec(options, [trainer], volumes=volumes)},
     }
     if local.num_nodes > 1:

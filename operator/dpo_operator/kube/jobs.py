@@ -28,7 +28,7 @@ def get_job(namespace: str, name: str) -> dict[str, Any] | None:
 def ensure_job(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """Create the Job, or return the one that already exists under its deterministic name."""
     def create() -> dict[str, Any]:
-        check_pod_secrets(namespace, manifest["spec"]["template"]["spec"])  # refuses Secrets that did not opt in
+        check_pod_secrets(namespace, manifest["spec"]["template"])  # refuses Secrets that did not opt in
         return to_dict(client.batch().create_namespaced_job(namespace, manifest))
 
     return read_or_create(lambda: get_job(namespace, manifest["metadata"]["name"]), create, manifest)

@@ -6,6 +6,9 @@ import os
 from typing import Any
 
 from dpo_operator.api.common import PodOptions, PvcLocation, SecretKeyRef
+from dpo_operator.config import OperatorConfig
+from dpo_operator.kube.pss import violations
+from dpo_operator.kube.secrets import DESTINATIONS_ANNOTATION, destinations_annotation
 
 
 def secret_env(name: str, ref: SecretKeyRef | None) -> list[dict[str, Any]]:
@@ -36,10 +39,35 @@ DEFAULT_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 ALLOWED_SERVICE_ACCOUNTS_ENV = "DPO_ALLOWED_SERVICE_ACCOUNTS"
 
 
-class ServiceAccountNotAllowed(Exception):
+class WorkloadNotAllowed(Exception):
+    """A template asks for more than the operator's administrator lets workloads have: the resource fails with
+    ``reason`` (no retry helps until the spec or the chart changes)."""
+
+    reason = "WorkloadNotAllowed"
+
+
+class ServiceAccountNotAllowed(WorkloadNotAllowed):
     """``template.serviceAccountName`` names an account the operator was not configured to let workloads use."""
 
     reason = "ServiceAccountNotAllowed"
+
+
+class PodSecurityNotAllowed(WorkloadNotAllowed):
+    """The pod (with the template's securityContext overrides) breaks the configured Pod Security level."""
+
+    reason = "PodSecurityNotAllowed"
+
+
+class EnvNotAllowed(WorkloadNotAllowed):
+    """``template.env`` sets a variable the operator sets itself (the spec, a key's destination...)."""
+
+    reason = "EnvNotAllowed"
+
+
+class SchedulingNotAllowed(WorkloadNotAllowed):
+    """``template.tolerations`` or ``template.nodeSelector`` reach nodes the administrator did not allow."""
+
+    reason = "SchedulingNotAllowed"
 
 
 def allowed_service_accounts() -> set[str]:
@@ -56,9 +84,45 @@ def check_service_account(options: PodOptions) -> None:
             "ask the operator's administrator to add it to the chart value workloads.allowedServiceAccounts")
 
 
+def _allows(allowed: tuple[str, ...], key: str, value: str | None) -> bool:
+    return "*" in allowed or (bool(key) and (key in allowed or (value is not None and f"{key}={value}" in allowed)))
+
+
+def check_scheduling(options: PodOptions, config: OperatorConfig) -> None:
+    """Tolerations and node selectors only from the administrator's allow-lists: a toleration without a key
+    tolerates every taint (the control plane's included), so it needs ``*``."""
+    refused = [f"nodeSelector {key}={value}" for key, value in (options.node_selector or {}).items()
+               if not _allows(config.allowed_node_selectors, key, value)]
+    for toleration in options.tolerations or []:
+        key, value = str(toleration.get("key") or ""), toleration.get("value")
+        if not _allows(config.allowed_tolerations, key, None if value is None else str(value)):
+            refused.append(f"toleration {key or '(any taint)'}" + (f"={value}" if value is not None else ""))
+    if refused:
+        raise SchedulingNotAllowed(
+            f"template asks for {', '.join(refused)}, which the operator's administrator does not allow (allowed "
+            f"toleration keys: {', '.join(config.allowed_tolerations) or 'none'}; node selector labels: "
+            f"{', '.join(config.allowed_node_selectors) or 'none'}); remove them, or ask for them to be added to "
+            "the chart values workloads.allowedTolerations / workloads.allowedNodeSelectors")
+
+
+def check_pod_security(spec: dict[str, Any], config: OperatorConfig) -> None:
+    """The whole pod, template overrides included, against the configured Pod Security Standard level."""
+    found = violations(spec, config.pod_security_level)
+    if found:
+        raise PodSecurityNotAllowed(
+            f"the pod would break the {config.pod_security_level!r} Pod Security Standard, the most the operator's "
+            f"administrator allows: {'; '.join(found)}. Change template.securityContext / "
+            "template.containerSecurityContext (or leave them unset for the compliant defaults), or ask for the "
+            "chart value workloads.podSecurityLevel")
+
+
 def container(options: PodOptions, *, name: str, default_image: str, command: list[str],
               env: list[dict[str, Any]] = (), volume_mounts: list[dict[str, Any]] = (),
               **extra: Any) -> dict[str, Any]:
+    ours = {var["name"] for var in env}
+    clashes = sorted(ours & {var.name for var in options.env or []})
+    if clashes:  # the later one would win: the pod would not run what the spec (and its Secret checks) say
+        raise EnvNotAllowed(f"template.env sets {', '.join(clashes)}, which the operator sets itself; remove them")
     spec: dict[str, Any] = {
         "name": name,
         "image": options.image or default_image,
@@ -81,7 +145,9 @@ def container(options: PodOptions, *, name: str, default_image: str, command: li
 
 def pod_spec(options: PodOptions, containers: list[dict[str, Any]], *, volumes: list[dict[str, Any]] = (),
              restart_policy: str = "Never", uid: int = WORKLOAD_UID, **extra: Any) -> dict[str, Any]:
+    config = OperatorConfig.from_env()
     check_service_account(options)
+    check_scheduling(options, config)
     spec: dict[str, Any] = {"restartPolicy": restart_policy, "containers": containers,
                             # workloads never talk to the API: no token in their pods
                             "automountServiceAccountToken": False,
@@ -96,11 +162,17 @@ def pod_spec(options: PodOptions, containers: list[dict[str, Any]], *, volumes: 
         if value:
             spec[key] = value
     spec.update(extra)
+    check_pod_security(spec, config)
     return spec
 
 
-def pod_metadata(options: PodOptions, labels: dict[str, str]) -> dict[str, Any]:
+def pod_metadata(options: PodOptions, labels: dict[str, str],
+                 secret_destinations: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Labels and annotations of a pod template; ``secret_destinations`` (env var -> the URL the pod sends that
+    Secret to) becomes the annotation the Secret check reads, which a template cannot set."""
+    annotations = {k: v for k, v in (options.annotations or {}).items() if k != DESTINATIONS_ANNOTATION}
+    annotations.update(destinations_annotation(secret_destinations or {}))
     meta: dict[str, Any] = {"labels": {**(options.labels or {}), **labels}}
-    if options.annotations:
-        meta["annotations"] = dict(options.annotations)
+    if annotations:
+        meta["annotations"] = annotations
     return meta

@@ -121,12 +121,27 @@ def quantity_causes(resources: Any, field: str) -> list[Cause]:
     return causes
 
 
+def local_descending_path_causes(path: Any, field: str) -> list[Cause]:
+    """kube-apiserver's validateLocalDescendingPath (volumeMount subPath, among others): relative, no ``..``."""
+    if not isinstance(path, str) or not path:
+        return []
+    if path.startswith("/"):
+        return [invalid_value(field, path, "must be a relative path")]
+    if ".." in path.split("/"):
+        return [invalid_value(field, path, "must not contain '..'")]
+    return []
+
+
 def _pod_spec_causes(spec: Any, field: str) -> list[Cause]:
     causes: list[Cause] = []
     for group in ("initContainers", "containers"):
         for index, container in enumerate((spec or {}).get(group) or []):
             if isinstance(container, dict):
                 causes += quantity_causes(container.get("resources"), f"{field}.{group}[{index}].resources")
+                for m, mount in enumerate(container.get("volumeMounts") or []):
+                    if isinstance(mount, dict):
+                        causes += local_descending_path_causes(
+                            mount.get("subPath"), f"{field}.{group}[{index}].volumeMounts[{m}].subPath")
     return causes
 
 

@@ -48,7 +48,11 @@ class NemoApi:
     def request(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> Any:
         """Send; statuses in ``ok`` (e.g. 409 for "already exists") are answered like a success.
 
-        An accepted answer that is not JSON (some services answer plain text) is answered as ``None``."""
+        An accepted answer that is not JSON (some services answer plain text) is answered as ``None``.
+        ``path`` stays below the base URL (the host the key's Secret allows): an absolute or ``//host`` path, which
+        would take the bearer token elsewhere, is refused."""
+        if not path.startswith("/") or path.startswith("//") or httpx.URL(path).host:
+            raise ValueError(f"refusing to send a request for {path!r} outside {self.base_url}")
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.TransportError as exc:

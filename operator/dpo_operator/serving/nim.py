@@ -33,6 +33,9 @@ def revision(spec: ModelDeploymentSpec, model: ServedModel) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+NGC_URL = "https://api.ngc.nvidia.com"
+
+
 def cluster_url(name: str, namespace: str, port: int) -> str:
     """The in-cluster URL of the ModelDeployment ``name``'s Service."""
     return f"http://{service_name(name)}.{namespace}.svc.cluster.local:{port}"
@@ -78,7 +81,8 @@ def deployment_manifest(body: Any, spec: ModelDeploymentSpec, model: ServedModel
                     startupProbe=startup, readinessProbe=_probe("/v1/health/ready", spec.port, 10, 3),
                     livenessProbe=_probe("/v1/health/live", spec.port, 20, 3))
     nim.pop("command")  # the NIM image's own entrypoint
-    template_meta = pod_metadata(spec.template, labels)
+    # the NIM downloads from NGC with its key (a template image is the administrator's to restrict)
+    template_meta = pod_metadata(spec.template, labels, {"NGC_API_KEY": NGC_URL})
     template_meta.setdefault("annotations", {})[REVISION_ANNOTATION] = rev
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",

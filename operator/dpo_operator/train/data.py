@@ -25,6 +25,13 @@ import numpy as np
 import torch
 
 REQUIRED = ("prompt", "chosen_response", "rejected_response")
+# a row's bound: ~500k tokens of text, far beyond any context a DPO pair is trained on; a larger line is a broken
+# file (a missing newline, a pasted blob), refused at once instead of being tokenised for minutes
+MAX_ROW_BYTES = 2 * 1024 * 1024
+
+
+class RowError(ValueError):
+    """A preference row (named by file and line) that no retry can fix: the trainer exits with code 3."""
 MEGABATCH_FACTOR = 50  # length grouping sorts within windows of this many batches (as transformers' sampler)
 
 
@@ -45,7 +52,12 @@ class PreferenceFile:
         self._lines = array("i")
         with open(path, "rb") as handle:
             offset = 0
-            for number, line in enumerate(handle, 1):
+            number = 0
+            while line := handle.readline(MAX_ROW_BYTES + 1):  # never more than one row's bound in memory
+                number += 1
+                if len(line.rstrip(b"\r\n")) > MAX_ROW_BYTES:
+                    raise RowError(f"{path}:{number}: row is larger than {MAX_ROW_BYTES // 2**20} MiB "
+                                   "(the limit of a preference row)")
                 if line.strip():
                     self._offsets.append(offset)
                     self._sizes.append(len(line))
@@ -62,19 +74,28 @@ class PreferenceFile:
         """Each row's size in bytes: a length proxy for grouping that needs no tokenisation pass."""
         return np.frombuffer(self._sizes, dtype=np.int32)
 
+    def where(self, index: int) -> str:
+        """``file:line`` of row ``index``, for messages."""
+        return f"{self.path}:{self._lines[index]}"
+
     def row(self, index: int) -> dict[str, Any]:
         self._handle.seek(self._offsets[index])
-        where = f"{self.path}:{self._lines[index]}"
+        where = self.where(index)
         try:
             row = json.loads(self._handle.readline())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not a JSON object ({exc})") from None
-        missing = [key for key in REQUIRED if not isinstance(row, dict) or key not in row]
+        except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
+            raise RowError(f"{where}: not a JSON object ({exc})") from None
+        if not isinstance(row, dict):
+            raise RowError(f"{where}: a row must be a JSON object, not {type(row).__name__}")
+        missing = [key for key in REQUIRED if key not in row]
         if missing:
-            raise ValueError(f"{where}: row lacks {missing}")
+            raise RowError(f"{where}: row lacks {missing}")
         for key in ("chosen_response", "rejected_response"):
             if not isinstance(row[key], str):
-                raise ValueError(f"{where}: {key} must be a string, not {type(row[key]).__name__}")
+                raise RowError(f"{where}: {key} must be a string, not {type(row[key]).__name__}")
+        problem = prompt_problem(row["prompt"])
+        if problem:
+            raise RowError(f"{where}: prompt {problem}")
         return row
 
     def close(self) -> None:
@@ -90,12 +111,26 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         rows.close()
 
 
+def prompt_problem(prompt: Any) -> str | None:
+    """Why ``prompt`` is neither text nor a list of chat messages (role and text content), or None."""
+    if isinstance(prompt, str):
+        return None
+    if not isinstance(prompt, list):
+        return f"must be a string or a list of chat messages, not {type(prompt).__name__}"
+    for number, message in enumerate(prompt):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return f"message {number} must be an object with a string 'role'"
+        if not isinstance(message.get("content"), (str, type(None))):
+            return f"message {number}'s content must be a string or null, not {type(message['content']).__name__}"
+    return None
+
+
 def prompt_ids(tokenizer: Any, prompt: str | list[dict[str, str]]) -> list[int]:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in messages)
+    text = prompt if isinstance(prompt, str) else "\n".join(m.get("content") or "" for m in messages)
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
@@ -123,7 +158,11 @@ class EncodedDataset:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> EncodedPair:
-        return encode(self.tokenizer, self.rows.row(index), self.max_length)
+        row = self.rows.row(index)
+        try:
+            return encode(self.tokenizer, row, self.max_length)
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:  # e.g. a chat template refusing the messages
+            raise RowError(f"{self.rows.where(index)}: cannot tokenise the row: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass
