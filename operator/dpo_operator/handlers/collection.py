@@ -1,4 +1,7 @@
-"""DPOCollection reconciler: one collection Job per resource, status read back from the Job and its pod."""
+"""DPOCollection: one collection Job per resource, status read back from the Job and its pod.
+
+Events (the resource, its Job, the Job's pods) only enqueue it; :func:`decide` is the whole reconcile, run by
+:mod:`dpo_operator.runtime.controller`, which writes the outcome to status."""
 
 from __future__ import annotations
 
@@ -21,15 +24,7 @@ from dpo_operator.api.collection import (
 )
 from dpo_operator.api.common import Phase
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import (
-    NEXT_CHECKS,
-    needs_retry_after_fix,
-    parse_spec,
-    reconcile_guard,
-    reconcile_owner,
-    reconcile_pod_owner,
-    watch_over,
-)
+from dpo_operator.handlers.common import enqueue_owner, enqueue_pod_owner, needs_retry_after_fix
 from dpo_operator.kube.jobs import (
     JobState,
     ensure_job,
@@ -44,7 +39,9 @@ from dpo_operator.kube.jobs import (
 )
 from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
-from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal, write_status
+from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
+from dpo_operator.runtime.controller import RUNTIME, Controller, Result
+from dpo_operator.runtime.errors import parse_spec
 
 log = logging.getLogger(__name__)
 SPEC_ENV = "DPO_COLLECTION_SPEC"
@@ -165,35 +162,24 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
     return Outcome(state.phase, state.reason, state.message, fields)
 
 
-def reconcile(body: Any) -> None:
+def decide(body: dict[str, Any]) -> Result:
+    """The collection's one decision: its Job (created once), and the outcome its state implies."""
     if is_terminal(body) and not needs_retry_after_fix(body):
-        acknowledge_generation(KIND, body)
-        return
+        return Result(acknowledge_generation(KIND, body))
     spec = parse_spec(DPOCollectionSpec, body)
     namespace = body["metadata"]["namespace"]
     recorded_job = (body.get("status") or {}).get("jobName")
     if recorded_job and get_job(namespace, recorded_job) is None:
-        write_status(KIND, body, Outcome(
+        return Result(Outcome(
             Phase.FAILED.value, "JobMissing",
             f"job {recorded_job} disappeared before its result was recorded (deleted, or removed by "
             "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
             {"failureReason": "JobMissing"}))
-        return
-    job = ensure_job(namespace, job_manifest(body, spec, OperatorConfig.from_env()))
+    job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config))
     job = set_suspended(namespace, job, spec.suspend)
     outcome = outcome_for(namespace, job, job_state(job))
     outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
-    write_status(KIND, body, outcome)
-
-
-@kopf.on.create(GROUP, VERSION, KIND.plural)
-@kopf.on.resume(GROUP, VERSION, KIND.plural)
-@kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
-def collection_changed(body: kopf.Body, retry: int, **_: Any) -> None:
-    try:
-        reconcile_guard(KIND, body, retry, lambda: reconcile(body))
-    finally:
-        watch_over(KIND, body, reconcile, next_check)
+    return Result(outcome)
 
 
 def next_check(body: Any) -> float | None:
@@ -201,18 +187,23 @@ def next_check(body: Any) -> float | None:
     return None if is_terminal(body) else RESYNC_SECONDS
 
 
-NEXT_CHECKS[KIND.kind] = next_check
+RUNTIME.register(Controller(KIND, decide, next_check, lane=lambda _: "collection"))
+
+
+@kopf.on.create(GROUP, VERSION, KIND.plural)
+@kopf.on.resume(GROUP, VERSION, KIND.plural)
+@kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
+def collection_changed(body: kopf.Body, **_: Any) -> None:
+    RUNTIME.enqueue(KIND, body)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={owner_label(KIND.kind): kopf.PRESENT})
 def collection_job_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """Job progress (pods started, completion, failure) flows into the owner's status."""
-    reconcile_owner(KIND, body, namespace, type, reconcile)
+    enqueue_owner(KIND, body, namespace, type)
 
 
 @kopf.on.event("", "v1", "pods", labels={owner_label(KIND.kind): kopf.PRESENT})
 def collection_pod_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """A pod that cannot start (missing Secret, image pull error, unschedulable) changes no Job: watch pods too."""
-    reconcile_pod_owner(KIND, body, namespace, type, reconcile)
-
-
+    enqueue_pod_owner(KIND, body, namespace, type)

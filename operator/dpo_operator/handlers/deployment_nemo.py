@@ -15,12 +15,13 @@ import logging
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import KIND, ModelDeploymentSpec, NemoDeploymentBackend
-from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.api.deployment import ModelDeploymentSpec, NemoDeploymentBackend
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube.naming import child_name
 from dpo_operator.kube.secrets import read_secret_key
-from dpo_operator.kube.status import Outcome, write_status
+from dpo_operator.kube.status import Outcome
+from dpo_operator.runtime.controller import RUNTIME
+from dpo_operator.runtime.errors import PermanentFailure
 from dpo_operator.nemo import deployments as remote
 from dpo_operator.nemo.http import NemoApi
 from dpo_operator.serving.model import ServedModel
@@ -62,7 +63,7 @@ def find_or_create(api: NemoApi, backend: NemoDeploymentBackend, body: Any, mode
     return target, remote.get_deployment(api, backend.namespace, target) or {}
 
 
-def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> None:
+def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> Outcome:
     backend = spec.nemo
     assert backend is not None
     if model.remote_model is None:
@@ -83,18 +84,16 @@ def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str
                                    f"{where} is {state}" + (f": {description}" if description else ""))
         detail = f"{where} is {state}" + (f" ({description})" if description else "")
         if state in remote.READY:
-            check = check_endpoint(deployment.get("url") or backend.url, listed)
+            check = check_endpoint(deployment.get("url") or backend.url, listed, deadline=RUNTIME.config.probe_deadline)
             if check.ready:
                 if previous and previous != target:
                     remote.delete(api, backend.namespace, previous, remote.owner_tag(namespace, name))
                     log.info("ModelDeployment %s/%s: %s replaced by %s", namespace, name, previous, target)
                 fields.update(remoteDeployment=target, servingRevision=rev, readyReplicas=spec.replicas,
                               endpoint=fields["endpoint"] or backend.url)
-                write_status(KIND, body, Outcome(Phase.READY.value, "Ready", f"{where} is ready; {check.detail}",
-                                                 fields), "Ready")
-                return
+                return Outcome(Phase.READY.value, "Ready", f"{where} is ready; {check.detail}", fields)
             detail = f"{where} is ready but not serving yet: {check.detail}"
-    progressing_or_timed_out(body, spec, fields, detail)
+    return progressing_or_timed_out(body, spec, fields, detail)
 
 
 def delete_remote(body: Any, spec: ModelDeploymentSpec) -> list[str]:

@@ -12,7 +12,6 @@ from typing import Any
 from dpo_operator.api.common import Phase, ResourceRequirements, StorageLocation
 from dpo_operator.api.training import KIND, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import InvalidSpec
 from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import (
@@ -29,7 +28,9 @@ from dpo_operator.kube.jobs import (
 from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.naming import MAX_LABEL, child_name, labels_for, owner_reference, service_name
 from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
-from dpo_operator.kube.status import Outcome, write_status
+from dpo_operator.kube.status import Outcome
+from dpo_operator.runtime.controller import RUNTIME
+from dpo_operator.runtime.errors import InvalidSpec
 
 SPEC_ENV = "DPO_TRAINING_SPEC"
 MASTER_PORT = 29500
@@ -148,18 +149,18 @@ def validate(spec: DPOTrainingJobSpec) -> None:
                           "use precision bf16")
 
 
-def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
+def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
+    """The trainer Job (and headless Service) to have, and the outcome their state implies."""
     validate(spec)
     assert spec.local is not None and spec.local.output is not None
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     location = resolve_dataset(body, spec)
     if isinstance(location, Outcome):
-        write_status(KIND, body, location)
-        return
+        return location
     jname = job_name(name)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
-    job = ensure_job(namespace, job_manifest(body, spec, location, OperatorConfig.from_env()))
+    job = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config))
     job = set_suspended(namespace, job, spec.suspend)
     applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
@@ -168,10 +169,9 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
         result = next((r for r in pod_results(namespace, jname) if "outputModel" in r), None)
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
             fields["failureReason"] = "ResultUnavailable"
-            write_status(KIND, body, Outcome(Phase.FAILED.value, "ResultUnavailable",
-                                             f"job {jname} completed but no pod of it left a readable result "
-                                             "(termination message); the trained model cannot be trusted", fields, applied))
-            return
+            return Outcome(Phase.FAILED.value, "ResultUnavailable",
+                           f"job {jname} completed but no pod of it left a readable result "
+                           "(termination message); the trained model cannot be trusted", fields, applied)
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
         fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
         fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
@@ -179,13 +179,11 @@ def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
                               "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss"),
                               "resumedFromStep": result.get("resumedFromStep")}
         fields.update(deploy_if_requested(body, spec))
-        write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields, applied))
-        return
+        return Outcome(state.phase, "Trained", "training completed", fields, applied)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, jname, state)
         fields["failureReason"] = explained.reason
-        write_status(KIND, body, Outcome(state.phase, explained.reason, explained.message, fields, applied))
-        return
+        return Outcome(state.phase, explained.reason, explained.message, fields, applied)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         state = pod_problem(namespace, jname) or state
-    write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields, applied))
+    return Outcome(state.phase, state.reason, state.message, fields, applied)

@@ -9,7 +9,7 @@ from dpo_operator.api import collection as collection_api
 from dpo_operator.api import deployment as deployment_api
 from dpo_operator.api.common import Phase, PvcLocation, StorageLocation
 from dpo_operator.api.training import KIND, DPOTrainingJobSpec
-from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.runtime.errors import PermanentFailure
 from dpo_operator.kube import resources
 from dpo_operator.kube.naming import labels_for, owner_reference
 from dpo_operator.kube.status import Outcome

@@ -32,6 +32,8 @@ class Outcome:
     fields: dict[str, Any] = field(default_factory=dict)
     # whether what runs reflects the current spec: (applied, reason, message) for the SpecApplied condition
     applied: tuple[bool, str, str] | None = None
+    # a kind's own conditions: type -> (status, reason, message)
+    conditions: dict[str, tuple[bool, str, str]] = field(default_factory=dict)
 
 
 def is_terminal(body: Any) -> bool:
@@ -43,8 +45,11 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     old = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
     phase = outcome.phase
-    outcome = Outcome(phase, outcome.reason, redact(outcome.message), outcome.fields, outcome.applied)  # no secret
+    outcome = Outcome(phase, outcome.reason, redact(outcome.message), outcome.fields, outcome.applied,
+                      outcome.conditions)  # no secret
     conditions = old.get("conditions")
+    for type_, (state, reason, message) in outcome.conditions.items():
+        conditions = set_condition(conditions, type_, state, reason, message, generation)
     conditions = set_condition(conditions, "Progressing", phase in ACTIVE_PHASES,
                                outcome.reason if phase in ACTIVE_PHASES else phase, outcome.message if phase in ACTIVE_PHASES else "", generation)
     conditions = set_condition(conditions, done_condition, phase in (Phase.SUCCEEDED.value, Phase.READY.value),
@@ -104,17 +109,13 @@ def _reason(status: dict[str, Any]) -> str | None:
     return phase
 
 
-def last_reason(status: dict[str, Any]) -> str | None:
-    return _reason(status)
-
-
-def acknowledge_generation(kind: KindInfo, body: Any, done_condition: str = "Succeeded") -> None:
+def acknowledge_generation(kind: KindInfo, body: Any) -> Outcome | None:
     """A finished resource whose spec was edited: record the generation as observed (tools such as Argo CD wait
-    for it) and say in the SpecApplied condition that the change is not applied."""
+    for it) and say in the SpecApplied condition that the change is not applied. None: nothing to record."""
     status = body.get("status") or {}
     if status.get("observedGeneration") == body["metadata"].get("generation"):
-        return
+        return None
     reason = _reason(status) or status.get("phase") or "Unknown"
-    write_status(kind, body, Outcome(status.get("phase"), reason, status.get("message") or "", applied=(
+    return Outcome(status.get("phase"), reason, status.get("message") or "", applied=(
         False, "ResourceFinished", f"the {kind.kind} had finished ({status.get('phase')}) when its spec changed; "
-        f"the change is not applied: create a new {kind.kind} to run with it")), done_condition)
+        f"the change is not applied: create a new {kind.kind} to run with it"))
