@@ -5,7 +5,6 @@ Events (the resource, its Job, the Job's pods) only enqueue it; :func:`decide` i
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -14,117 +13,35 @@ import kopf
 from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api.collection import (
     KIND,
-    NAT_CONFIG_DIR,
-    NAT_CONFIG_ENV,
-    NAT_DATASET_DIR,
-    NAT_DATASET_ENV,
-    NAT_OUTPUT_DIR,
-    NAT_OUTPUT_ENV,
     DPOCollectionSpec,
 )
 from dpo_operator.api.common import Phase
-from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import enqueue_owner, enqueue_pod_owner, needs_retry_after_fix
+from dpo_operator.handlers.common import (
+    enqueue_owner,
+    enqueue_pod_owner,
+    needs_retry_after_fix,
+)
 from dpo_operator.kube.jobs import (
     JobState,
     ensure_job,
     failure,
     get_job,
     job_state,
-    pod_failure_policy,
     pod_problem,
     pod_results,
     set_suspended,
     spec_applied,
 )
-from dpo_operator.kube.naming import child_name, labels_for, owner_label, owner_reference
-from dpo_operator.kube.pods import container, pod_metadata, pod_spec, pvc_volume, secret_env
+from dpo_operator.kube.naming import (
+    owner_label,
+)
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
+from dpo_operator.render.collection import SPEC_ENV, job_manifest, job_name  # noqa: F401  (job_name: API)
 from dpo_operator.runtime.controller import RUNTIME, Controller, Result
 from dpo_operator.runtime.errors import parse_spec
 
 log = logging.getLogger(__name__)
-SPEC_ENV = "DPO_COLLECTION_SPEC"
 RESYNC_SECONDS = 120.0
-
-
-def job_name(name: str) -> str:
-    return child_name(name, "collect")
-
-
-def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                                      list[dict[str, Any]]]:
-    """Volumes, mounts and env for a NAT workflow's ConfigMaps, or its offline workflow output on a PVC."""
-    nat = spec.workflow.nat
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
-    env: list[dict[str, Any]] = []
-    if nat is None:
-        return volumes, mounts, env
-    for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
-                                        ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
-        if ref is not None:
-            volumes.append({"name": volume, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]}})
-            mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
-            env.append({"name": var, "value": f"{directory}/{ref.key}"})
-    source = nat.workflow_output
-    if source is not None:
-        root = data_root
-        if spec.output.pvc is None or spec.output.pvc.claim_name != source.claim_name:  # else: already mounted
-            volumes.append(pvc_volume("nat-output", source, read_only=True))
-            mounts.append({"name": "nat-output", "mountPath": NAT_OUTPUT_DIR, "readOnly": True})
-            root = NAT_OUTPUT_DIR
-        env.append({"name": NAT_OUTPUT_ENV, "value": f"{root.rstrip('/')}/{source.path.strip('/')}".rstrip("/")})
-    return volumes, mounts, env
-
-
-def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> dict[str, Any]:
-    name = body["metadata"]["name"]
-    labels = labels_for(KIND.kind, name, "collector")
-    volumes, mounts = [], []
-    if spec.output.pvc is not None:
-        volumes.append(pvc_volume("output", spec.output.pvc))
-        mounts.append({"name": "output", "mountPath": config.data_root})
-    nat_volumes, nat_mounts, nat_env = _nat_inputs(spec, config.data_root)
-    volumes.extend(nat_volumes)
-    mounts.extend(nat_mounts)
-    env = [
-        {"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
-        {"name": "DPO_DATA_ROOT", "value": config.data_root},
-        {"name": "DPO_RESOURCE_NAME", "value": name},
-        *nat_env,
-        *secret_env("OPENAI_API_KEY", spec.llm.api_key_secret_ref if spec.llm else None),
-        *secret_env("HF_TOKEN", spec.output.hub.token_secret_ref if spec.output.hub else None),
-    ]
-    collector = container(
-        spec.template, name="collector", default_image=config.workload_image,
-        command=["dpo-operator", "collect", "--spec-env", SPEC_ENV, "--result-file", "/dev/termination-log"],
-        env=env, volume_mounts=mounts,
-    )
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.job.backoff_limit,
-        "podFailurePolicy": pod_failure_policy("collector"),
-        "suspend": spec.suspend,
-        "template": {
-            "metadata": pod_metadata(spec.template, labels),
-            "spec": pod_spec(spec.template, [collector], volumes=volumes),
-        },
-    }
-    if spec.job.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.job.active_deadline_seconds
-    if spec.job.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(name),
-            "namespace": body["metadata"]["namespace"],
-            "labels": labels,
-            "ownerReferences": [owner_reference(KIND.kind, body)],
-        },
-        "spec": job_spec,
-    }
 
 
 def _result_fields(result: dict[str, Any]) -> dict[str, Any]:

@@ -20,10 +20,10 @@ from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube.naming import child_name
 from dpo_operator.kube.secrets import read_secret_key
 from dpo_operator.kube.status import Outcome
-from dpo_operator.runtime.controller import RUNTIME
-from dpo_operator.runtime.errors import PermanentFailure
 from dpo_operator.nemo import deployments as remote
 from dpo_operator.nemo.http import NemoApi
+from dpo_operator.runtime.controller import RUNTIME
+from dpo_operator.runtime.errors import PermanentFailure
 from dpo_operator.serving.model import ServedModel
 from dpo_operator.serving.probe import check_endpoint
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import ModelDeploymentSpec
-from dpo_operator.runtime.errors import PermanentFailure
 from dpo_operator.kube.conditions import seconds_since
 from dpo_operator.kube.status import Outcome
+from dpo_operator.runtime.errors import PermanentFailure
 
 
 def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: dict[str, Any], detail: str) -> Outcome:

@@ -18,7 +18,12 @@ from dpo_operator.api import collection as collection_api
 from dpo_operator.api.common import Phase
 from dpo_operator.api.training import KIND, Backend, DPOTrainingJobSpec
 from dpo_operator.handlers import training_customizer, training_local
-from dpo_operator.handlers.common import enqueue_owner, enqueue_pod_owner, needs_retry_after_fix, object_lock
+from dpo_operator.handlers.common import (
+    enqueue_owner,
+    enqueue_pod_owner,
+    needs_retry_after_fix,
+    object_lock,
+)
 from dpo_operator.kube import resources
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal

@@ -29,21 +29,28 @@ from contextlib import contextmanager
 from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
-from dpo_operator.api.training import KIND, CustomizerBackend, DPOTrainingJobSpec
-from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
+from dpo_operator.api.training import CustomizerBackend, DPOTrainingJobSpec
+from dpo_operator.handlers.training_shared import (
+    deploy_if_requested,
+    resolve_dataset,
+)
 from dpo_operator.kube.conditions import now, seconds_since
-from dpo_operator.kube.jobs import (digest_applied, ensure_job, failure_message, job_state, pod_failure_policy,
-                                    pod_results, spec_digest)
-from dpo_operator.kube.naming import child_name, labels_for, owner_reference
-from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.kube.jobs import (
+    digest_applied,
+    ensure_job,
+    failure_message,
+    job_state,
+    pod_results,
+    spec_digest,
+)
 from dpo_operator.kube.secrets import SecretMissing, read_secret_key
 from dpo_operator.kube.status import Outcome, is_terminal
-from dpo_operator.runtime.controller import RUNTIME, Result
-from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 from dpo_operator.nemo import customizer as nemo
 from dpo_operator.nemo.datastore import hf_endpoint
 from dpo_operator.nemo.http import NemoApi, NemoError
+from dpo_operator.render.upload import upload_manifest
+from dpo_operator.runtime.controller import RUNTIME, Result
+from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 
 log = logging.getLogger(__name__)
 MAX_POLL_BACKOFF_SECONDS = 600.0
@@ -51,10 +58,6 @@ MAX_POLL_BACKOFF_SECONDS = 600.0
 APPLIED_WHILE_RUNNING = ("suspend", "deployOnCompletion", "job.activeDeadlineSeconds", "customizer.pollIntervalSeconds",
                          "customizer.maxConsecutivePollFailures", "customizer.apiKeySecretRef")
 NOT_HONOURED = "FieldsNotHonoured"  # condition naming spec fields the Customizer cannot honour
-
-
-def upload_job_name(name: str) -> str:
-    return child_name(name, "upload")
 
 
 def dataset_name(body: Any, backend: CustomizerBackend) -> str:
@@ -94,43 +97,6 @@ def sessions(namespace: str, backend: CustomizerBackend) -> Iterator[tuple[NemoA
 
 def in_datastore(location: StorageLocation, backend: CustomizerBackend) -> bool:
     return location.hub is not None and location.hub.endpoint.rstrip("/") == hf_endpoint(backend.datastore_url)
-
-
-def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, repo: str,
-                    config: OperatorConfig) -> dict[str, Any]:
-    backend = spec.customizer
-    assert backend is not None
-    name = body["metadata"]["name"]
-    labels = labels_for(KIND.kind, name, "uploader")
-    command = ["dpo-operator", "upload-dataset", "--datastore-url", backend.datastore_url, "--repo", repo,
-               "--result-file", "/dev/termination-log"]
-    env = secret_env("HF_TOKEN", backend.hf_token_secret_ref)
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
-    if location.pvc is not None:
-        command += ["--dataset-dir", mounted(location.pvc)]
-        volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": location.pvc.claim_name,
-                                                                      "readOnly": True}})
-        mounts.append({"name": "dataset", "mountPath": f"{MOUNT_ROOT}/{location.pvc.claim_name}", "readOnly": True})
-    else:
-        assert location.hub is not None
-        command += ["--source-endpoint", location.hub.endpoint, "--source-repo", location.hub.repo_id,
-                    "--source-revision", location.hub.revision]
-        env += secret_env("SOURCE_HF_TOKEN", location.hub.token_secret_ref)
-    uploader = container(spec.template, name="uploader", default_image=config.workload_image, command=command,
-                         env=env, volume_mounts=mounts)
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.job.backoff_limit,
-        "podFailurePolicy": pod_failure_policy("uploader"),  # a missing dataset fails at once, not after retries
-        "template": {"metadata": pod_metadata(spec.template, labels),
-                     "spec": pod_spec(spec.template, [uploader], volumes=volumes)},
-    }
-    if spec.job.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": upload_job_name(name), "namespace": body["metadata"]["namespace"], "labels": labels,
-                         "ownerReferences": [owner_reference(KIND.kind, body)]},
-            "spec": job_spec}
 
 
 # --------------------------------------------------------------------------- submission

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpo_operator.api import API_VERSION
 from dpo_operator.api import collection as collection_api
 from dpo_operator.api import deployment as deployment_api
-from dpo_operator.api.common import Phase, PvcLocation, StorageLocation
-from dpo_operator.api.training import KIND, DPOTrainingJobSpec
-from dpo_operator.runtime.errors import PermanentFailure
+from dpo_operator.api.common import Phase, StorageLocation
+from dpo_operator.api.training import DPOTrainingJobSpec
 from dpo_operator.kube import resources
-from dpo_operator.kube.naming import labels_for, owner_reference
 from dpo_operator.kube.status import Outcome
-
-MOUNT_ROOT = "/mnt/pvc"
-
-
-def mounted(location: PvcLocation) -> str:
-    """Where a PVC directory appears inside our pods (each claim is mounted at /mnt/pvc/<claim>)."""
-    return f"{MOUNT_ROOT}/{location.claim_name}/{location.path.strip('/')}".rstrip("/")
+from dpo_operator.render.deployment import deployment_for
+from dpo_operator.render.paths import MOUNT_ROOT, mounted  # noqa: F401  (used by the backends)
+from dpo_operator.runtime.errors import PermanentFailure
 
 
 def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Outcome:
@@ -38,18 +31,6 @@ def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Ou
     if phase != Phase.SUCCEEDED.value:
         return Outcome(Phase.PENDING.value, "WaitingForDataset", f"waiting for DPOCollection {ref} (phase {phase or 'unknown'})")
     return collection_api.DPOCollectionSpec.model_validate(collection["spec"]).output
-
-
-def deployment_for(body: Any, spec: DPOTrainingJobSpec) -> dict[str, Any] | None:
-    if spec.deploy_on_completion is None:
-        return None
-    name = body["metadata"]["name"]
-    deploy_spec = {**spec.deploy_on_completion.to_api(), "model": {"trainingJobRef": {"name": name}}}
-    return {"apiVersion": API_VERSION, "kind": deployment_api.KIND.kind,
-            "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
-                         "labels": labels_for(KIND.kind, name, "deployment"),
-                         "ownerReferences": [owner_reference(KIND.kind, body)]},
-            "spec": deploy_spec}
 
 
 def deploy_if_requested(body: Any, spec: DPOTrainingJobSpec) -> dict[str, Any]:

@@ -40,7 +40,12 @@ from dpo_operator.kube.redact import remote_body
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.nemo.http import NemoError
-from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure, api_message, is_transient
+from dpo_operator.runtime.errors import (
+    InvalidSpec,
+    PermanentFailure,
+    api_message,
+    is_transient,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,54 @@
+"""The upload Job that copies a dataset into NeMo Datastore for a Customizer DPOTrainingJob (pure builder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpo_operator.api.common import StorageLocation
+from dpo_operator.api.training import KIND, DPOTrainingJobSpec
+from dpo_operator.config import OperatorConfig
+from dpo_operator.kube.jobs import pod_failure_policy
+from dpo_operator.kube.naming import child_name, labels_for, owner_reference
+from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.render.paths import MOUNT_ROOT, mounted
+
+
+def upload_job_name(name: str) -> str:
+    return child_name(name, "upload")
+
+
+def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, repo: str,
+                    config: OperatorConfig) -> dict[str, Any]:
+    backend = spec.customizer
+    assert backend is not None
+    name = body["metadata"]["name"]
+    labels = labels_for(KIND.kind, name, "uploader")
+    command = ["dpo-operator", "upload-dataset", "--datastore-url", backend.datastore_url, "--repo", repo,
+               "--result-file", "/dev/termination-log"]
+    env = secret_env("HF_TOKEN", backend.hf_token_secret_ref)
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if location.pvc is not None:
+        command += ["--dataset-dir", mounted(location.pvc)]
+        volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": location.pvc.claim_name,
+                                                                      "readOnly": True}})
+        mounts.append({"name": "dataset", "mountPath": f"{MOUNT_ROOT}/{location.pvc.claim_name}", "readOnly": True})
+    else:
+        assert location.hub is not None
+        command += ["--source-endpoint", location.hub.endpoint, "--source-repo", location.hub.repo_id,
+                    "--source-revision", location.hub.revision]
+        env += secret_env("SOURCE_HF_TOKEN", location.hub.token_secret_ref)
+    uploader = container(spec.template, name="uploader", default_image=config.workload_image, command=command,
+                         env=env, volume_mounts=mounts)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.job.backoff_limit,
+        "podFailurePolicy": pod_failure_policy("uploader"),  # a missing dataset fails at once, not after retries
+        "template": {"metadata": pod_metadata(spec.template, labels),
+                     "spec": pod_spec(spec.template, [uploader], volumes=volumes)},
+    }
+    if spec.job.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": upload_job_name(name), "namespace": body["metadata"]["namespace"], "labels": labels,
+                         "ownerReferences": [owner_reference(KIND.kind, body)]},
+            "spec": job_spec}
