@@ -16,15 +16,9 @@ from dpo_operator.api.collection import (
     DPOCollectionSpec,
 )
 from dpo_operator.config import OperatorConfig
-from dpo_operator.kube.jobs import pod_failure_policy
-from dpo_operator.kube.naming import child_name, labels_for, owner_reference
-from dpo_operator.kube.pods import (
-    container,
-    pod_metadata,
-    pod_spec,
-    pvc_volume,
-    secret_env,
-)
+from dpo_operator.kube.naming import child_name, labels_for
+from dpo_operator.kube.pods import container, pod_spec, pvc_volume, secret_env
+from dpo_operator.render.job import job
 
 SPEC_ENV = "DPO_COLLECTION_SPEC"
 
@@ -82,27 +76,5 @@ def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> 
         command=["dpo-operator", "collect", "--spec-env", SPEC_ENV, "--result-file", "/dev/termination-log"],
         env=env, volume_mounts=mounts,
     )
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.job.backoff_limit,
-        "podFailurePolicy": pod_failure_policy("collector"),
-        "suspend": spec.suspend,
-        "template": {
-            "metadata": pod_metadata(spec.template, labels),
-            "spec": pod_spec(spec.template, [collector], volumes=volumes),
-        },
-    }
-    if spec.job.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.job.active_deadline_seconds
-    if spec.job.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(name),
-            "namespace": body["metadata"]["namespace"],
-            "labels": labels,
-            "ownerReferences": [owner_reference(KIND.kind, body)],
-        },
-        "spec": job_spec,
-    }
+    return job(KIND.kind, body, job_name(name), labels, spec.job, spec.template,
+               pod_spec(spec.template, [collector], volumes=volumes), suspend=spec.suspend)

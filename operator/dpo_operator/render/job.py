@@ -7,7 +7,7 @@ from typing import Any
 from dpo_operator.api.common import JobControls, PodOptions
 from dpo_operator.kube.jobs import pod_failure_policy
 from dpo_operator.kube.naming import owner_reference
-from dpo_operator.kube.pods import pod_metadata, pod_spec
+from dpo_operator.kube.pods import pod_metadata
 
 
 def job(owner_kind: str, owner: Any, name: str, labels: dict[str, str], controls: JobControls, options: PodOptions,
@@ -34,5 +34,3 @@ def job(owner_kind: str, owner: Any, name: str, labels: dict[str, str], controls
                          "ownerReferences": [owner_reference(owner_kind, owner)]},
             "spec": spec}
 
-
-__all__ = ["job", "pod_spec"]

@@ -8,7 +8,6 @@ from typing import Any
 from dpo_operator.api.common import ResourceRequirements, StorageLocation
 from dpo_operator.api.training import KIND, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
-from dpo_operator.kube.jobs import pod_failure_policy
 from dpo_operator.kube.naming import (
     MAX_LABEL,
     child_name,
@@ -16,7 +15,8 @@ from dpo_operator.kube.naming import (
     owner_reference,
     service_name,
 )
-from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.kube.pods import container, pod_spec, secret_env
+from dpo_operator.render.job import job
 from dpo_operator.render.paths import MOUNT_ROOT, mounted
 
 SPEC_ENV = "DPO_TRAINING_SPEC"
@@ -95,20 +95,9 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
         options = options.model_copy(update={"resources": current.model_copy(update={"limits": limits})})
     trainer = container(options, name="trainer", default_image=config.workload_image,
                         command=_command(spec, name, dataset), env=env, volume_mounts=mounts)
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.job.backoff_limit, "suspend": spec.suspend,
-        "podFailurePolicy": pod_failure_policy("trainer"),
-        "template": {"metadata": pod_metadata(spec.template, labels),
-                     "spec": pod_spec(options, [trainer], volumes=volumes)},
-    }
+    pod = pod_spec(options, [trainer], volumes=volumes)
+    indexed: dict[str, Any] = {}
     if local.num_nodes > 1:
-        job_spec.update(completionMode="Indexed", completions=local.num_nodes, parallelism=local.num_nodes)
-        job_spec["template"]["spec"]["subdomain"] = service_name(jname)
-    if spec.job.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.job.active_deadline_seconds
-    if spec.job.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": jname, "namespace": body["metadata"]["namespace"], "labels": labels,
-                         "ownerReferences": [owner_reference(KIND.kind, body)]},
-            "spec": job_spec}
+        indexed = {"completionMode": "Indexed", "completions": local.num_nodes, "parallelism": local.num_nodes}
+        pod["subdomain"] = service_name(jname)
+    return job(KIND.kind, body, jname, labels, spec.job, spec.template, pod, suspend=spec.suspend, extra=indexed)

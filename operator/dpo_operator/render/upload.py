@@ -7,9 +7,9 @@ from typing import Any
 from dpo_operator.api.common import StorageLocation
 from dpo_operator.api.training import KIND, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
-from dpo_operator.kube.jobs import pod_failure_policy
-from dpo_operator.kube.naming import child_name, labels_for, owner_reference
-from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.kube.naming import child_name, labels_for
+from dpo_operator.kube.pods import container, pod_spec, secret_env
+from dpo_operator.render.job import job
 from dpo_operator.render.paths import MOUNT_ROOT, mounted
 
 
@@ -40,15 +40,6 @@ def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocati
         env += secret_env("SOURCE_HF_TOKEN", location.hub.token_secret_ref)
     uploader = container(spec.template, name="uploader", default_image=config.workload_image, command=command,
                          env=env, volume_mounts=mounts)
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.job.backoff_limit,
-        "podFailurePolicy": pod_failure_policy("uploader"),  # a missing dataset fails at once, not after retries
-        "template": {"metadata": pod_metadata(spec.template, labels),
-                     "spec": pod_spec(spec.template, [uploader], volumes=volumes)},
-    }
-    if spec.job.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": upload_job_name(name), "namespace": body["metadata"]["namespace"], "labels": labels,
-                         "ownerReferences": [owner_reference(KIND.kind, body)]},
-            "spec": job_spec}
+    # no activeDeadlineSeconds: the Customizer's deadline counts from submission
+    return job(KIND.kind, body, upload_job_name(name), labels, spec.job, spec.template,
+               pod_spec(spec.template, [uploader], volumes=volumes), deadline=False)
