@@ -14,6 +14,8 @@ from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api.collection import (
     KIND,
     DPOCollectionSpec,
+    DPOCollectionStatus,
+    PairCounts,
 )
 from dpo_operator.api.common import Phase
 from dpo_operator.handlers.common import (
@@ -44,35 +46,33 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 120.0
 
 
-def _result_fields(result: dict[str, Any]) -> dict[str, Any]:
+def _record_result(status: DPOCollectionStatus, result: dict[str, Any]) -> None:
     pairs = result.get("pairs") or {}
-    return {
-        "pairs": {k: int(pairs.get(k, 0)) for k in ("total", "training", "validation")},
-        "candidates": result.get("candidates"),
-        "runsCompleted": result.get("runsCompleted"),
-        "runsFailed": result.get("runsFailed"),
-        "meanScoreDiff": result.get("meanScoreDiff"),
-        "datasetLocation": result.get("datasetLocation"),
-        "invalidCandidates": result.get("invalidCandidates"),
-        "candidatesPerSecond": result.get("candidatesPerSecond"),
-    }
+    status.pairs = PairCounts(**{k: int(pairs.get(k, 0)) for k in ("total", "training", "validation")})
+    status.candidates = result.get("candidates")
+    status.runs_completed = result.get("runsCompleted")
+    status.runs_failed = result.get("runsFailed")
+    status.mean_score_diff = result.get("meanScoreDiff")
+    status.dataset_location = result.get("datasetLocation")
+    status.invalid_candidates = result.get("invalidCandidates")
+    status.candidates_per_second = result.get("candidatesPerSecond")
 
 
 def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome:
-    fields: dict[str, Any] = {"jobName": job["metadata"]["name"]}
+    fields = DPOCollectionStatus(job_name=job["metadata"]["name"])
     if state.phase == Phase.SUCCEEDED.value:
         result = next((r for r in pod_results(namespace, job["metadata"]["name"]) if "pairs" in r), None)
         if result is None:  # never Succeeded without a result: a training job would proceed on nothing
-            fields["failureReason"] = "ResultUnavailable"
+            fields.failure_reason = "ResultUnavailable"
             return Outcome(Phase.FAILED.value, "ResultUnavailable",
                            f"job {job['metadata']['name']} completed but no pod of it left a readable result "
                            "(termination message); the dataset cannot be trusted", fields)
-        fields.update(_result_fields(result))
-        total = fields["pairs"]["total"]
+        _record_result(fields, result)
+        total = fields.pairs.total if fields.pairs else 0
         return Outcome(state.phase, "Collected", f"collected {total} preference pairs", fields)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, job["metadata"]["name"], state)
-        fields["failureReason"] = explained.reason
+        fields.failure_reason = explained.reason
         return Outcome(state.phase, explained.reason, explained.message, fields)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         state = pod_problem(namespace, job["metadata"]["name"]) or state
@@ -91,7 +91,7 @@ def decide(body: dict[str, Any]) -> Result:
             Phase.FAILED.value, "JobMissing",
             f"job {recorded_job} disappeared before its result was recorded (deleted, or removed by "
             "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
-            {"failureReason": "JobMissing"}))
+            DPOCollectionStatus(failure_reason="JobMissing")))
     job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config))
     job = set_suspended(namespace, job, spec.suspend)
     outcome = outcome_for(namespace, job, job_state(job))

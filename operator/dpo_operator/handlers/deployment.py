@@ -16,7 +16,7 @@ import kopf
 from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api import training as training_api
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import KIND, DeploymentBackend, ModelDeploymentSpec
+from dpo_operator.api.deployment import KIND, DeploymentBackend, ModelDeploymentSpec, ModelDeploymentStatus
 from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
 from dpo_operator.handlers.common import enqueue_owner, object_lock
 from dpo_operator.kube import resources
@@ -57,8 +57,8 @@ def decide(body: dict[str, Any]) -> Result:
     status = body.get("status") or {}
     rev = revision(spec, model)
     new_rollout = status.get("revision") != rev or not status.get("rolloutStartTime")
-    fields: dict[str, Any] = {"revision": rev, "servedModelName": model.served_name,
-                              "rolloutStartTime": now() if new_rollout else status["rolloutStartTime"]}
+    fields = ModelDeploymentStatus(revision=rev, served_model_name=model.served_name,
+                                   rollout_start_time=now() if new_rollout else status["rolloutStartTime"])
     backend = deployment_nemo if spec.backend == DeploymentBackend.NEMO.value else deployment_kubernetes
     try:
         return Result(backend.decide(body, spec, model, rev, fields))

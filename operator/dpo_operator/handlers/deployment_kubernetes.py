@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import ModelDeploymentSpec
+from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import to_dict
@@ -51,7 +51,8 @@ def apply_service(namespace: str, manifest: dict[str, Any]) -> None:
     core.replace_namespaced_service(name, namespace, current)
 
 
-def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> Outcome:
+def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
+           fields: ModelDeploymentStatus) -> Outcome:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     config = RUNTIME.config
     if model.remote_model is not None and model.weights is None and not model.nim_builtin:
@@ -60,14 +61,14 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, f
     apply_service(namespace, nim.service_manifest(body, spec))
     deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, spec.template.image or config.nim_image, rev))
     complete, detail, ready_replicas = nim.rollout_state(deployment, rev)
-    fields.update(endpoint=nim.cluster_url(name, namespace, spec.port), readyReplicas=ready_replicas)
+    fields.endpoint, fields.ready_replicas = nim.cluster_url(name, namespace, spec.port), ready_replicas
     if spec.replicas == 0:
         return Outcome(Phase.SUSPENDED.value, "ScaledToZero", "replicas is 0: nothing serves", fields)
     if complete:
         probe_url = config.probe_url_template.format(name=service_name(name), namespace=namespace, port=spec.port)
         check = check_endpoint(probe_url, model.served_name, deadline=config.probe_deadline)
         if check.ready:
-            fields["servingRevision"] = rev
+            fields.serving_revision = rev
             return Outcome(Phase.READY.value, "Ready", f"{detail}; {check.detail}", fields)
         detail = check.detail
     return progressing_or_timed_out(body, spec, fields, detail)

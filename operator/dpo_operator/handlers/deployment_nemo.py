@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import ModelDeploymentSpec, NemoDeploymentBackend
+from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus, NemoDeploymentBackend
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube.naming import child_name
 from dpo_operator.kube.secrets import read_secret_key
@@ -63,7 +63,8 @@ def find_or_create(api: NemoApi, backend: NemoDeploymentBackend, body: Any, mode
     return target, remote.get_deployment(api, backend.namespace, target) or {}
 
 
-def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> Outcome:
+def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
+           fields: ModelDeploymentStatus) -> Outcome:
     backend = spec.nemo
     assert backend is not None
     if model.remote_model is None:
@@ -73,12 +74,12 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, f
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     previous = (body.get("status") or {}).get("remoteDeployment")
     listed = served_name(model)
-    fields["servedModelName"] = listed
+    fields.served_model_name = listed
     with session(namespace, spec) as api:
         target, deployment = find_or_create(api, backend, body, model, remote_name(name, rev))
         state, description = remote.deployment_status(deployment)
         where = f"NeMo model deployment {backend.namespace}/{target}"
-        fields["endpoint"] = deployment.get("url") or (body.get("status") or {}).get("endpoint")
+        fields.endpoint = deployment.get("url") or (body.get("status") or {}).get("endpoint")
         if state in remote.FAILED:
             raise PermanentFailure("DeploymentFailed" if state == "failed" else "DeploymentCancelled",
                                    f"{where} is {state}" + (f": {description}" if description else ""))
@@ -89,8 +90,8 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, f
                 if previous and previous != target:
                     remote.delete(api, backend.namespace, previous, remote.owner_tag(namespace, name))
                     log.info("ModelDeployment %s/%s: %s replaced by %s", namespace, name, previous, target)
-                fields.update(remoteDeployment=target, servingRevision=rev, readyReplicas=spec.replicas,
-                              endpoint=fields["endpoint"] or backend.url)
+                fields.remote_deployment, fields.serving_revision = target, rev
+                fields.ready_replicas, fields.endpoint = spec.replicas, fields.endpoint or backend.url
                 return Outcome(Phase.READY.value, "Ready", f"{where} is ready; {check.detail}", fields)
             detail = f"{where} is ready but not serving yet: {check.detail}"
     return progressing_or_timed_out(body, spec, fields, detail)

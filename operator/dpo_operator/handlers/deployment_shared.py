@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import ModelDeploymentSpec
+from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus
 from dpo_operator.kube.conditions import seconds_since
 from dpo_operator.kube.status import Outcome
 from dpo_operator.runtime.errors import PermanentFailure
 
 
-def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: dict[str, Any], detail: str) -> Outcome:
+def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: ModelDeploymentStatus,
+                             detail: str) -> Outcome:
     """Not ready yet: Progressing, or a terminal ReadinessTimeout once the wall clock since the rollout started
     (kept in status, so it survives operator restarts) passes ``readinessTimeoutSeconds``."""
-    elapsed = seconds_since(fields["rolloutStartTime"])
+    assert fields.rollout_start_time is not None
+    elapsed = seconds_since(fields.rollout_start_time)
     if elapsed > spec.readiness_timeout_seconds:
         serving = (body.get("status") or {}).get("servingRevision")
-        still = f"; the previous revision {serving} keeps serving" if serving and serving != fields["revision"] else ""
+        still = f"; the previous revision {serving} keeps serving" if serving and serving != fields.revision else ""
         raise PermanentFailure("ReadinessTimeout", f"not ready {elapsed:.0f}s after the rollout started "
                                f"(readinessTimeoutSeconds {spec.readiness_timeout_seconds}): {detail}{still}")
     return Outcome(Phase.PROGRESSING.value, "RollingOut", detail, fields)

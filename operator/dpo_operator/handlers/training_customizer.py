@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
-from dpo_operator.api.training import CustomizerBackend, DPOTrainingJobSpec
+from dpo_operator.api.training import CustomizerBackend, DPOTrainingJobSpec, DPOTrainingJobStatus, TrainingProgress
 from dpo_operator.handlers.training_shared import (
     deploy_if_requested,
     resolve_dataset,
@@ -115,7 +115,7 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         nemo.ensure_entity_namespace(entity, backend.namespace)
         nemo.ensure_datastore_namespace(datastore, backend.namespace)
         dataset = dataset_name(body, backend)
-        fields: dict[str, Any] = {}
+        fields = DPOTrainingJobStatus()
         if in_datastore(location, backend):
             assert location.hub is not None
             files_url = f"hf://datasets/{location.hub.repo_id}"
@@ -123,16 +123,16 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
             repo = f"{backend.namespace}/{dataset}"
             upload = ensure_job(namespace, upload_manifest(body, spec, location, repo, RUNTIME.config))
             state = job_state(upload)
-            fields["jobName"] = upload["metadata"]["name"]
+            fields.job_name = upload["metadata"]["name"]
             if state.phase == Phase.FAILED.value:
                 raise PermanentFailure("DatasetUploadFailed", "uploading the dataset to NeMo Datastore failed: "
-                                       + failure_message(namespace, fields["jobName"], state))
+                                       + failure_message(namespace, upload["metadata"]["name"], state))
             if state.phase != Phase.SUCCEEDED.value:
                 return Outcome(Phase.PENDING.value, "UploadingDataset",
                                f"copying {location.describe()} to NeMo Datastore repo {repo}", fields)
-            uploaded = next((r for r in pod_results(namespace, fields["jobName"]) if r.get("filesUrl")), None)
+            uploaded = next((r for r in pod_results(namespace, upload["metadata"]["name"]) if r.get("filesUrl")), None)
             if uploaded is None:  # never register a dataset no pod vouched for
-                raise PermanentFailure("ResultUnavailable", f"upload job {fields['jobName']} completed but no pod of it "
+                raise PermanentFailure("ResultUnavailable", f"upload job {fields.job_name} completed but no pod of it "
                                        "left a readable result (termination message); the dataset in NeMo Datastore "
                                        "cannot be trusted")
             files_url = uploaded["filesUrl"]
@@ -148,8 +148,8 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
                 spec.model.name, backend.namespace, dataset, hyperparameters, output_model(body, backend), uid,
                 f"DPOTrainingJob {namespace}/{name}"))
             log.info("DPOTrainingJob %s/%s: created Customizer job %s", namespace, name, job["id"])
-        fields.update(remoteJobId=job["id"], outputModel=job.get("output_model"), datasetLocation=files_url,
-                      submitTime=now(), submittedSpec=spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING))
+        fields.remote_job_id, fields.output_model, fields.dataset_location = job["id"], job.get("output_model"), files_url
+        fields.submit_time, fields.submitted_spec = now(), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING)
         return Outcome(Phase.PENDING.value, "Submitted", f"Customizer job {job['id']} created", fields,
                        (True, "Applied", f"Customizer job {job['id']} runs the current spec"),
                        conditions={NOT_HONOURED: not_honoured_condition(not_honoured)})
@@ -189,27 +189,28 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
         delay = min(MAX_POLL_BACKOFF_SECONDS, backend.poll_interval_seconds * 2 ** failures)
         return Result(Outcome(phase, "PollFailing", f"polling Customizer job {job_id} failed "
                               f"({failures} in a row, next try in {delay:.0f}s): {exc}",
-                              {"consecutivePollFailures": failures}), hold_for=delay)
+                              DPOTrainingJobStatus(consecutive_poll_failures=failures)), hold_for=delay)
     applied = digest_applied(status.get("submittedSpec"), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING),
                              f"Customizer job {job_id}")
     # null or missing fields keep the last known values
     progress = {**(status.get("progress") or {}), **remote.progress}
-    fields: dict[str, Any] = {"progress": progress or None, "consecutivePollFailures": None}
+    fields = DPOTrainingJobStatus(progress=TrainingProgress.model_validate(progress) if progress else None,
+                                  consecutive_poll_failures=None)
     if remote.phase == Phase.SUCCEEDED.value:
         # the model entity is named only in the job itself (the create answer may predate it): read it back
         model = nemo.get_job(customizer, job_id).get("output_model")
         if not model:
             raise PermanentFailure("NoOutputModel", f"Customizer job {job_id} completed without an output model, "
                                    "so there is no model to deploy; was it created without output_model?")
-        fields["progress"] = {**progress, "percentageDone": 100.0}
-        fields["outputModel"] = model
-        fields.update(deploy_if_requested(body, spec))
+        fields.progress = TrainingProgress.model_validate({**progress, "percentageDone": 100.0})
+        fields.output_model = model
+        deploy_if_requested(body, spec, fields)
         return Result(Outcome(Phase.SUCCEEDED.value, "Trained", remote.message, fields, applied))
     if remote.phase == Phase.FAILED.value:
-        fields["failureReason"] = "CustomizerJobFailed"
+        fields.failure_reason = "CustomizerJobFailed"
         return Result(Outcome(Phase.FAILED.value, "CustomizerJobFailed", remote.message, fields, applied))
     if remote.phase == Phase.CANCELLED.value:
-        fields["failureReason"] = "CustomizerJobCancelled"
+        fields.failure_reason = "CustomizerJobCancelled"
         return Result(Outcome(Phase.CANCELLED.value, "CustomizerJobCancelled", remote.message, fields, applied))
     deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
     if deadline is not None and status.get("submitTime") and seconds_since(status["submitTime"]) > deadline:

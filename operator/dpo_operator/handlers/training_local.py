@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.training import DPOTrainingJobSpec
+from dpo_operator.api.training import DPOTrainingJobSpec, DPOTrainingJobStatus, TrainingProgress
 from dpo_operator.handlers.training_shared import (
     deploy_if_requested,
     resolve_dataset,
@@ -76,25 +76,25 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     job = set_suspended(namespace, job, spec.suspend)
     applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
-    fields: dict[str, Any] = {"jobName": jname, "datasetLocation": location.describe()}
+    fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
     if state.phase == Phase.SUCCEEDED.value:
         result = next((r for r in pod_results(namespace, jname) if "outputModel" in r), None)
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
-            fields["failureReason"] = "ResultUnavailable"
+            fields.failure_reason = "ResultUnavailable"
             return Outcome(Phase.FAILED.value, "ResultUnavailable",
                            f"job {jname} completed but no pod of it left a readable result "
                            "(termination message); the trained model cannot be trusted", fields, applied)
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
-        fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
-        fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
-                              "epochsCompleted": spec.hyperparameters.epochs,
-                              "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss"),
-                              "resumedFromStep": result.get("resumedFromStep")}
-        fields.update(deploy_if_requested(body, spec))
+        fields.output_model = f"pvc://{spec.local.output.claim_name}/{relative}"
+        fields.progress = TrainingProgress(percentage_done=100.0, steps_completed=result.get("steps"),
+                                           epochs_completed=spec.hyperparameters.epochs,
+                                           train_loss=result.get("trainLoss"), val_loss=result.get("valLoss"),
+                                           resumed_from_step=result.get("resumedFromStep"))
+        deploy_if_requested(body, spec, fields)
         return Outcome(state.phase, "Trained", "training completed", fields, applied)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, jname, state)
-        fields["failureReason"] = explained.reason
+        fields.failure_reason = explained.reason
         return Outcome(state.phase, explained.reason, explained.message, fields, applied)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         state = pod_problem(namespace, jname) or state

@@ -7,7 +7,7 @@ from typing import Any
 from dpo_operator.api import collection as collection_api
 from dpo_operator.api import deployment as deployment_api
 from dpo_operator.api.common import Phase, StorageLocation
-from dpo_operator.api.training import DPOTrainingJobSpec
+from dpo_operator.api.training import DPOTrainingJobSpec, DPOTrainingJobStatus
 from dpo_operator.kube import resources
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render.deployment import deployment_for
@@ -33,10 +33,10 @@ def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Ou
     return collection_api.DPOCollectionSpec.model_validate(collection["spec"]).output
 
 
-def deploy_if_requested(body: Any, spec: DPOTrainingJobSpec) -> dict[str, Any]:
-    """Create the ModelDeployment of ``deployOnCompletion`` (once); the status fields to record."""
+def deploy_if_requested(body: Any, spec: DPOTrainingJobSpec, status: DPOTrainingJobStatus) -> None:
+    """Create the ModelDeployment of ``deployOnCompletion`` (once), and record its name in ``status``."""
     deployment = deployment_for(body, spec)
     if deployment is None:
-        return {}
+        return
     resources.ensure(deployment_api.KIND, body["metadata"]["namespace"], deployment)
-    return {"deploymentName": deployment["metadata"]["name"]}
+    status.deployment_name = deployment["metadata"]["name"]

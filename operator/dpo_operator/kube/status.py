@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from dpo_operator.api import GROUP, VERSION, KindInfo
 from dpo_operator.api.common import Phase
 from dpo_operator.kube import client, events
@@ -29,11 +31,17 @@ class Outcome:
     phase: str
     reason: str
     message: str
-    fields: dict[str, Any] = field(default_factory=dict)
+    # the kind's own status fields, as its status model (only the fields set are written; None removes one)
+    fields: BaseModel | None = None
     # whether what runs reflects the current spec: (applied, reason, message) for the SpecApplied condition
     applied: tuple[bool, str, str] | None = None
     # a kind's own conditions: type -> (status, reason, message)
     conditions: dict[str, tuple[bool, str, str]] = field(default_factory=dict)
+
+
+def status_fields(fields: BaseModel | None) -> dict[str, Any]:
+    """The fields set in a status model, camelCase as in the API (an explicit None stays: it removes the field)."""
+    return {} if fields is None else fields.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
 
 def is_terminal(body: Any) -> bool:
@@ -64,7 +72,7 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     suspended = phase == Phase.SUSPENDED.value
     conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else "NotSuspended",
                                outcome.message if suspended else "", generation)
-    status = {**old, **outcome.fields}
+    status = {**old, **status_fields(outcome.fields)}
     status.update(phase=phase, message=outcome.message, observedGeneration=generation, conditions=conditions)
     if phase != Phase.PENDING.value and not status.get("startTime"):
         status["startTime"] = now()
