@@ -18,6 +18,7 @@ from dpo_operator.api.collection import (
     PairCounts,
 )
 from dpo_operator.api.common import Phase
+from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers.common import (
     enqueue_owner,
     enqueue_pod_owner,
@@ -63,13 +64,13 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
     if state.phase == Phase.SUCCEEDED.value:
         result = next((r for r in pod_results(namespace, job["metadata"]["name"]) if "pairs" in r), None)
         if result is None:  # never Succeeded without a result: a training job would proceed on nothing
-            fields.failure_reason = "ResultUnavailable"
-            return Outcome(Phase.FAILED.value, "ResultUnavailable",
+            fields.failure_reason = Reason.ResultUnavailable
+            return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
                            f"job {job['metadata']['name']} completed but no pod of it left a readable result "
                            "(termination message); the dataset cannot be trusted", fields)
         _record_result(fields, result)
         total = fields.pairs.total if fields.pairs else 0
-        return Outcome(state.phase, "Collected", f"collected {total} preference pairs", fields)
+        return Outcome(state.phase, Reason.Collected, f"collected {total} preference pairs", fields)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, job["metadata"]["name"], state)
         fields.failure_reason = explained.reason
@@ -91,7 +92,7 @@ def decide(body: dict[str, Any]) -> Result:
             Phase.FAILED.value, "JobMissing",
             f"job {recorded_job} disappeared before its result was recorded (deleted, or removed by "
             "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
-            DPOCollectionStatus(failure_reason="JobMissing")))
+            DPOCollectionStatus(failure_reason=Reason.JobMissing)))
     job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config))
     job = set_suspended(namespace, job, spec.suspend)
     outcome = outcome_for(namespace, job, job_state(job))

@@ -16,7 +16,13 @@ import kopf
 from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api import training as training_api
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import KIND, DeploymentBackend, ModelDeploymentSpec, ModelDeploymentStatus
+from dpo_operator.api.deployment import (
+    KIND,
+    DeploymentBackend,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
+from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
 from dpo_operator.handlers.common import enqueue_owner, object_lock
 from dpo_operator.kube import resources
@@ -51,9 +57,9 @@ def decide(body: dict[str, Any]) -> Result:
     try:
         model = serving_model.resolve(spec, lambda ref: resources.read(training_api.KIND, namespace, ref))
     except serving_model.ModelNotReady as exc:
-        return Result(Outcome(Phase.PENDING.value, "WaitingForModel", str(exc)))
+        return Result(Outcome(Phase.PENDING.value, Reason.WaitingForModel, str(exc)))
     except serving_model.ModelUnavailable as exc:
-        raise PermanentFailure("ModelUnavailable", str(exc)) from None
+        raise PermanentFailure(Reason.ModelUnavailable, str(exc)) from None
     status = body.get("status") or {}
     rev = revision(spec, model)
     new_rollout = status.get("revision") != rev or not status.get("rolloutStartTime")

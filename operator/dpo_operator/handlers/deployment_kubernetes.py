@@ -7,6 +7,7 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus
+from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import to_dict
@@ -56,19 +57,19 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     config = RUNTIME.config
     if model.remote_model is not None and model.weights is None and not model.nim_builtin:
-        raise PermanentFailure("ModelUnavailable", f"model {model.remote_model!r} was trained by NeMo Customizer and "
+        raise PermanentFailure(Reason.ModelUnavailable, f"model {model.remote_model!r} was trained by NeMo Customizer and "
                                "lives in NeMo (no weights on a PVC): serve it with backend: nemo")
     apply_service(namespace, nim.service_manifest(body, spec))
     deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, spec.template.image or config.nim_image, rev))
     complete, detail, ready_replicas = nim.rollout_state(deployment, rev)
     fields.endpoint, fields.ready_replicas = nim.cluster_url(name, namespace, spec.port), ready_replicas
     if spec.replicas == 0:
-        return Outcome(Phase.SUSPENDED.value, "ScaledToZero", "replicas is 0: nothing serves", fields)
+        return Outcome(Phase.SUSPENDED.value, Reason.ScaledToZero, "replicas is 0: nothing serves", fields)
     if complete:
         probe_url = config.probe_url_template.format(name=service_name(name), namespace=namespace, port=spec.port)
         check = check_endpoint(probe_url, model.served_name, deadline=config.probe_deadline)
         if check.ready:
             fields.serving_revision = rev
-            return Outcome(Phase.READY.value, "Ready", f"{detail}; {check.detail}", fields)
+            return Outcome(Phase.READY.value, Reason.Ready, f"{detail}; {check.detail}", fields)
         detail = check.detail
     return progressing_or_timed_out(body, spec, fields, detail)

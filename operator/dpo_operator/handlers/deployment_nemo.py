@@ -15,7 +15,12 @@ import logging
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus, NemoDeploymentBackend
+from dpo_operator.api.deployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    NemoDeploymentBackend,
+)
+from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube.naming import child_name
 from dpo_operator.kube.secrets import read_secret_key
@@ -68,7 +73,7 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
     backend = spec.nemo
     assert backend is not None
     if model.remote_model is None:
-        raise PermanentFailure("ModelUnavailable", "backend nemo serves models known to NeMo (a customizer-trained "
+        raise PermanentFailure(Reason.ModelUnavailable, "backend nemo serves models known to NeMo (a customizer-trained "
                                "model, or model.explicit.name without a pvc); this model lives on a PVC: use "
                                "backend: kubernetes")
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -81,7 +86,7 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
         where = f"NeMo model deployment {backend.namespace}/{target}"
         fields.endpoint = deployment.get("url") or (body.get("status") or {}).get("endpoint")
         if state in remote.FAILED:
-            raise PermanentFailure("DeploymentFailed" if state == "failed" else "DeploymentCancelled",
+            raise PermanentFailure(Reason.DeploymentFailed if state == "failed" else Reason.DeploymentCancelled,
                                    f"{where} is {state}" + (f": {description}" if description else ""))
         detail = f"{where} is {state}" + (f" ({description})" if description else "")
         if state in remote.READY:
@@ -92,7 +97,7 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
                     log.info("ModelDeployment %s/%s: %s replaced by %s", namespace, name, previous, target)
                 fields.remote_deployment, fields.serving_revision = target, rev
                 fields.ready_replicas, fields.endpoint = spec.replicas, fields.endpoint or backend.url
-                return Outcome(Phase.READY.value, "Ready", f"{where} is ready; {check.detail}", fields)
+                return Outcome(Phase.READY.value, Reason.Ready, f"{where} is ready; {check.detail}", fields)
             detail = f"{where} is ready but not serving yet: {check.detail}"
     return progressing_or_timed_out(body, spec, fields, detail)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus
+from dpo_operator.api.reasons import Reason
 from dpo_operator.kube.conditions import seconds_since
 from dpo_operator.kube.status import Outcome
 from dpo_operator.runtime.errors import PermanentFailure
@@ -20,6 +21,6 @@ def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: Model
     if elapsed > spec.readiness_timeout_seconds:
         serving = (body.get("status") or {}).get("servingRevision")
         still = f"; the previous revision {serving} keeps serving" if serving and serving != fields.revision else ""
-        raise PermanentFailure("ReadinessTimeout", f"not ready {elapsed:.0f}s after the rollout started "
+        raise PermanentFailure(Reason.ReadinessTimeout, f"not ready {elapsed:.0f}s after the rollout started "
                                f"(readinessTimeoutSeconds {spec.readiness_timeout_seconds}): {detail}{still}")
-    return Outcome(Phase.PROGRESSING.value, "RollingOut", detail, fields)
+    return Outcome(Phase.PROGRESSING.value, Reason.RollingOut, detail, fields)

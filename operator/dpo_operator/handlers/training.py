@@ -16,6 +16,7 @@ import kopf
 from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api import collection as collection_api
 from dpo_operator.api.common import Phase
+from dpo_operator.api.reasons import Reason
 from dpo_operator.api.training import KIND, Backend, DPOTrainingJobSpec
 from dpo_operator.handlers import training_customizer, training_local
 from dpo_operator.handlers.common import (
@@ -40,7 +41,7 @@ def decide(body: dict[str, Any]) -> Result:
         if not needs_retry_after_fix(body):
             return Result(acknowledge_generation(KIND, body))
         # the spec that failed validation was fixed: start over (both backends act only on non-terminal objects)
-        return Result(Outcome(Phase.PENDING.value, "SpecChanged", "the spec was fixed after an InvalidSpec failure; "
+        return Result(Outcome(Phase.PENDING.value, Reason.SpecChanged, "the spec was fixed after an InvalidSpec failure; "
                               "trying again"), requeue_after=0.0)
     spec = parse_spec(DPOTrainingJobSpec, body)
     if spec.backend == Backend.CUSTOMIZER.value:

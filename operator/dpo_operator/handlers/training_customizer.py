@@ -29,7 +29,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
-from dpo_operator.api.training import CustomizerBackend, DPOTrainingJobSpec, DPOTrainingJobStatus, TrainingProgress
+from dpo_operator.api.reasons import Reason
+from dpo_operator.api.training import (
+    CustomizerBackend,
+    DPOTrainingJobSpec,
+    DPOTrainingJobStatus,
+    TrainingProgress,
+)
 from dpo_operator.handlers.training_shared import (
     deploy_if_requested,
     resolve_dataset,
@@ -106,7 +112,7 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     assert backend is not None
     namespace, name, uid = body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"]
     if spec.suspend:
-        return Outcome(Phase.SUSPENDED.value, "Suspended", "submission to NeMo Customizer is held while spec.suspend "
+        return Outcome(Phase.SUSPENDED.value, Reason.Suspended, "submission to NeMo Customizer is held while spec.suspend "
                        "is true")
     location = resolve_dataset(body, spec)
     if isinstance(location, Outcome):
@@ -125,14 +131,14 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
             state = job_state(upload)
             fields.job_name = upload["metadata"]["name"]
             if state.phase == Phase.FAILED.value:
-                raise PermanentFailure("DatasetUploadFailed", "uploading the dataset to NeMo Datastore failed: "
+                raise PermanentFailure(Reason.DatasetUploadFailed, "uploading the dataset to NeMo Datastore failed: "
                                        + failure_message(namespace, upload["metadata"]["name"], state))
             if state.phase != Phase.SUCCEEDED.value:
-                return Outcome(Phase.PENDING.value, "UploadingDataset",
+                return Outcome(Phase.PENDING.value, Reason.UploadingDataset,
                                f"copying {location.describe()} to NeMo Datastore repo {repo}", fields)
             uploaded = next((r for r in pod_results(namespace, upload["metadata"]["name"]) if r.get("filesUrl")), None)
             if uploaded is None:  # never register a dataset no pod vouched for
-                raise PermanentFailure("ResultUnavailable", f"upload job {fields.job_name} completed but no pod of it "
+                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} completed but no pod of it "
                                        "left a readable result (termination message); the dataset in NeMo Datastore "
                                        "cannot be trusted")
             files_url = uploaded["filesUrl"]
@@ -140,7 +146,7 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
             nemo.register_dataset(entity, backend.namespace, dataset, files_url,
                                   f"DPO preference pairs for {namespace}/{name}")
         except nemo.DatasetConflict as exc:
-            raise PermanentFailure("DatasetConflict", str(exc)) from None
+            raise PermanentFailure(Reason.DatasetConflict, str(exc)) from None
         hyperparameters, not_honoured = nemo.customizer_hyperparameters(spec.hyperparameters)
         job = nemo.find_job(customizer, uid, backend.namespace)
         if job is None:
@@ -150,14 +156,14 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
             log.info("DPOTrainingJob %s/%s: created Customizer job %s", namespace, name, job["id"])
         fields.remote_job_id, fields.output_model, fields.dataset_location = job["id"], job.get("output_model"), files_url
         fields.submit_time, fields.submitted_spec = now(), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING)
-        return Outcome(Phase.PENDING.value, "Submitted", f"Customizer job {job['id']} created", fields,
-                       (True, "Applied", f"Customizer job {job['id']} runs the current spec"),
+        return Outcome(Phase.PENDING.value, Reason.Submitted, f"Customizer job {job['id']} created", fields,
+                       (True, Reason.Applied, f"Customizer job {job['id']} runs the current spec"),
                        conditions={NOT_HONOURED: not_honoured_condition(not_honoured)})
 
 
 def not_honoured_condition(not_honoured: list[str]) -> tuple[bool, str, str]:
     """The ``FieldsNotHonoured`` condition: True and listing them when some spec fields cannot be sent."""
-    return (bool(not_honoured), "UnsupportedByCustomizer" if not_honoured else "AllSent",
+    return (bool(not_honoured), Reason.UnsupportedByCustomizer if not_honoured else Reason.AllSent,
             "; ".join(not_honoured) if not_honoured else "every spec field was sent to NeMo Customizer")
 
 
@@ -181,13 +187,13 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
         remote = nemo.job_status(customizer, job_id)
     except NemoError as exc:
         if exc.status == 404:
-            raise PermanentFailure("RemoteJobMissing", f"Customizer job {job_id} no longer exists") from None
+            raise PermanentFailure(Reason.RemoteJobMissing, f"Customizer job {job_id} no longer exists") from None
         failures = int(status.get("consecutivePollFailures") or 0) + 1
         if failures >= backend.max_consecutive_poll_failures:
-            raise PermanentFailure("PollFailed", f"{failures} consecutive status polls of Customizer job {job_id} "
+            raise PermanentFailure(Reason.PollFailed, f"{failures} consecutive status polls of Customizer job {job_id} "
                                    f"failed; last error: {exc}") from None
         delay = min(MAX_POLL_BACKOFF_SECONDS, backend.poll_interval_seconds * 2 ** failures)
-        return Result(Outcome(phase, "PollFailing", f"polling Customizer job {job_id} failed "
+        return Result(Outcome(phase, Reason.PollFailing, f"polling Customizer job {job_id} failed "
                               f"({failures} in a row, next try in {delay:.0f}s): {exc}",
                               DPOTrainingJobStatus(consecutive_poll_failures=failures)), hold_for=delay)
     applied = digest_applied(status.get("submittedSpec"), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING),
@@ -200,24 +206,24 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
         # the model entity is named only in the job itself (the create answer may predate it): read it back
         model = nemo.get_job(customizer, job_id).get("output_model")
         if not model:
-            raise PermanentFailure("NoOutputModel", f"Customizer job {job_id} completed without an output model, "
+            raise PermanentFailure(Reason.NoOutputModel, f"Customizer job {job_id} completed without an output model, "
                                    "so there is no model to deploy; was it created without output_model?")
         fields.progress = TrainingProgress.model_validate({**progress, "percentageDone": 100.0})
         fields.output_model = model
         deploy_if_requested(body, spec, fields)
-        return Result(Outcome(Phase.SUCCEEDED.value, "Trained", remote.message, fields, applied))
+        return Result(Outcome(Phase.SUCCEEDED.value, Reason.Trained, remote.message, fields, applied))
     if remote.phase == Phase.FAILED.value:
-        fields.failure_reason = "CustomizerJobFailed"
-        return Result(Outcome(Phase.FAILED.value, "CustomizerJobFailed", remote.message, fields, applied))
+        fields.failure_reason = Reason.CustomizerJobFailed
+        return Result(Outcome(Phase.FAILED.value, Reason.CustomizerJobFailed, remote.message, fields, applied))
     if remote.phase == Phase.CANCELLED.value:
-        fields.failure_reason = "CustomizerJobCancelled"
-        return Result(Outcome(Phase.CANCELLED.value, "CustomizerJobCancelled", remote.message, fields, applied))
+        fields.failure_reason = Reason.CustomizerJobCancelled
+        return Result(Outcome(Phase.CANCELLED.value, Reason.CustomizerJobCancelled, remote.message, fields, applied))
     deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
     if deadline is not None and status.get("submitTime") and seconds_since(status["submitTime"]) > deadline:
         nemo.cancel_job(customizer, job_id)
-        raise PermanentFailure("DeadlineExceeded", f"Customizer job {job_id} ran longer than "
+        raise PermanentFailure(Reason.DeadlineExceeded, f"Customizer job {job_id} ran longer than "
                                f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
-    reason = "Training" if remote.phase == Phase.RUNNING.value else "Queued"
+    reason = Reason.Training if remote.phase == Phase.RUNNING.value else "Queued"
     return Result(Outcome(remote.phase, reason, remote.message, fields, applied))
 
 

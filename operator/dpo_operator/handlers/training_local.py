@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.training import DPOTrainingJobSpec, DPOTrainingJobStatus, TrainingProgress
+from dpo_operator.api.reasons import Reason
+from dpo_operator.api.training import (
+    DPOTrainingJobSpec,
+    DPOTrainingJobStatus,
+    TrainingProgress,
+)
 from dpo_operator.handlers.training_shared import (
     deploy_if_requested,
     resolve_dataset,
@@ -80,8 +85,8 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     if state.phase == Phase.SUCCEEDED.value:
         result = next((r for r in pod_results(namespace, jname) if "outputModel" in r), None)
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
-            fields.failure_reason = "ResultUnavailable"
-            return Outcome(Phase.FAILED.value, "ResultUnavailable",
+            fields.failure_reason = Reason.ResultUnavailable
+            return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
                            f"job {jname} completed but no pod of it left a readable result "
                            "(termination message); the trained model cannot be trusted", fields, applied)
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
@@ -91,7 +96,7 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
                                            train_loss=result.get("trainLoss"), val_loss=result.get("valLoss"),
                                            resumed_from_step=result.get("resumedFromStep"))
         deploy_if_requested(body, spec, fields)
-        return Outcome(state.phase, "Trained", "training completed", fields, applied)
+        return Outcome(state.phase, Reason.Trained, "training completed", fields, applied)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, jname, state)
         fields.failure_reason = explained.reason

@@ -7,6 +7,7 @@ from typing import Any
 from dpo_operator.api import collection as collection_api
 from dpo_operator.api import deployment as deployment_api
 from dpo_operator.api.common import Phase, StorageLocation
+from dpo_operator.api.reasons import Reason
 from dpo_operator.api.training import DPOTrainingJobSpec, DPOTrainingJobStatus
 from dpo_operator.kube import resources
 from dpo_operator.kube.status import Outcome
@@ -23,13 +24,13 @@ def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Ou
     ref = spec.dataset.collection_ref.name
     collection = resources.read(collection_api.KIND, body["metadata"]["namespace"], ref)
     if collection is None:
-        return Outcome(Phase.PENDING.value, "WaitingForDataset", f"DPOCollection {ref} does not exist (yet)")
+        return Outcome(Phase.PENDING.value, Reason.WaitingForDataset, f"DPOCollection {ref} does not exist (yet)")
     phase = (collection.get("status") or {}).get("phase")
     if phase in (Phase.FAILED.value, Phase.CANCELLED.value):
-        raise PermanentFailure("DatasetFailed", f"DPOCollection {ref} ended {phase}: "
+        raise PermanentFailure(Reason.DatasetFailed, f"DPOCollection {ref} ended {phase}: "
                                                 f"{(collection.get('status') or {}).get('message', '')}")
     if phase != Phase.SUCCEEDED.value:
-        return Outcome(Phase.PENDING.value, "WaitingForDataset", f"waiting for DPOCollection {ref} (phase {phase or 'unknown'})")
+        return Outcome(Phase.PENDING.value, Reason.WaitingForDataset, f"waiting for DPOCollection {ref} (phase {phase or 'unknown'})")
     return collection_api.DPOCollectionSpec.model_validate(collection["spec"]).output
 
 

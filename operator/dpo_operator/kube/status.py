@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from dpo_operator.api import GROUP, VERSION, KindInfo
 from dpo_operator.api.common import Phase
+from dpo_operator.api.reasons import Reason
 from dpo_operator.kube import client, events
 from dpo_operator.kube.conditions import now, set_condition
 from dpo_operator.kube.redact import redact
@@ -37,6 +38,9 @@ class Outcome:
     applied: tuple[bool, str, str] | None = None
     # a kind's own conditions: type -> (status, reason, message)
     conditions: dict[str, tuple[bool, str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.reason = str(self.reason)  # a Reason member, or a reason Kubernetes reported: plain text in the API
 
 
 def status_fields(fields: BaseModel | None) -> dict[str, Any]:
@@ -64,13 +68,13 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
                                outcome.reason if phase in (Phase.SUCCEEDED.value, Phase.READY.value) else phase,
                                outcome.message if phase in (Phase.SUCCEEDED.value, Phase.READY.value) else "", generation)
     failed = phase in (Phase.FAILED.value, Phase.CANCELLED.value)
-    conditions = set_condition(conditions, "Failed", failed, outcome.reason if failed else "NoFailure",
+    conditions = set_condition(conditions, "Failed", failed, outcome.reason if failed else Reason.NoFailure,
                                outcome.message if failed else "", generation)
     if outcome.applied is not None:
         conditions = set_condition(conditions, "SpecApplied", outcome.applied[0], outcome.applied[1],
                                    outcome.applied[2], generation)
     suspended = phase == Phase.SUSPENDED.value
-    conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else "NotSuspended",
+    conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else Reason.NotSuspended,
                                outcome.message if suspended else "", generation)
     status = {**old, **status_fields(outcome.fields)}
     status.update(phase=phase, message=outcome.message, observedGeneration=generation, conditions=conditions)
@@ -125,5 +129,5 @@ def acknowledge_generation(kind: KindInfo, body: Any) -> Outcome | None:
         return None
     reason = _reason(status) or status.get("phase") or "Unknown"
     return Outcome(status.get("phase"), reason, status.get("message") or "", applied=(
-        False, "ResourceFinished", f"the {kind.kind} had finished ({status.get('phase')}) when its spec changed; "
+        False, Reason.ResourceFinished, f"the {kind.kind} had finished ({status.get('phase')}) when its spec changed; "
         f"the change is not applied: create a new {kind.kind} to run with it"))

@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dpo_operator.api import KindInfo
 from dpo_operator.api.common import Phase
+from dpo_operator.api.reasons import Reason
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube import objects as kube_objects
 from dpo_operator.kube import resources
@@ -303,15 +304,15 @@ class Runtime:
         except (kube_objects.NameConflict, ServiceAccountNotAllowed) as exc:
             return self._failed(exc.reason, str(exc)), False
         except InvalidSpec as exc:
-            return self._failed("InvalidSpec", str(exc)), False
+            return self._failed(Reason.InvalidSpec, str(exc)), False
         except PermanentFailure as exc:
             return self._failed(exc.reason, str(exc)), False
         except Exception as exc:
             name = f"{controller.kind.kind} {body['metadata']['namespace']}/{body['metadata']['name']}"
             if isinstance(exc, NemoError) and not exc.transient:
-                return self._failed("RemoteApiError", f"a NeMo service refused a request: {remote_body(str(exc))}"), False
+                return self._failed(Reason.RemoteApiError, f"a NeMo service refused a request: {remote_body(str(exc))}"), False
             if isinstance(exc, ApiException) and not is_transient(exc):
-                return self._failed("ApiError", f"the Kubernetes API refused a request ({exc.status}): "
+                return self._failed(Reason.ApiError, f"the Kubernetes API refused a request ({exc.status}): "
                                                 f"{api_message(exc)}"), False
             if is_transient(exc):
                 detail = remote_body(str(exc))
@@ -331,7 +332,7 @@ class Runtime:
         resource that already runs keeps its phase (its own status tells its progress)."""
         if ((body.get("status") or {}).get("phase")) not in (None, Phase.PENDING.value):
             return None
-        return Outcome(Phase.PENDING.value, "Retrying", f"attempt {retry + 1} failed, retrying in {delay:.0f}s: {detail}")
+        return Outcome(Phase.PENDING.value, Reason.Retrying, f"attempt {retry + 1} failed, retrying in {delay:.0f}s: {detail}")
 
 
 RUNTIME = Runtime()
