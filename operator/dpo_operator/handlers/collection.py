@@ -19,6 +19,7 @@ from dpo_operator.api.collection import (
 )
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
+from dpo_operator.api.results import CollectionResult, first_valid
 from dpo_operator.handlers.common import (
     enqueue_owner,
     enqueue_pod_owner,
@@ -47,22 +48,21 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 120.0
 
 
-def _record_result(status: DPOCollectionStatus, result: dict[str, Any]) -> None:
-    pairs = result.get("pairs") or {}
-    status.pairs = PairCounts(**{k: int(pairs.get(k, 0)) for k in ("total", "training", "validation")})
-    status.candidates = result.get("candidates")
-    status.runs_completed = result.get("runsCompleted")
-    status.runs_failed = result.get("runsFailed")
-    status.mean_score_diff = result.get("meanScoreDiff")
-    status.dataset_location = result.get("datasetLocation")
-    status.invalid_candidates = result.get("invalidCandidates")
-    status.candidates_per_second = result.get("candidatesPerSecond")
+def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> None:
+    status.pairs = PairCounts(**{k: int(result.pairs.get(k, 0)) for k in ("total", "training", "validation")})
+    status.candidates = result.candidates
+    status.runs_completed = result.runs_completed
+    status.runs_failed = result.runs_failed
+    status.mean_score_diff = result.mean_score_diff
+    status.dataset_location = result.dataset_location
+    status.invalid_candidates = result.invalid_candidates
+    status.candidates_per_second = result.candidates_per_second
 
 
 def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome:
     fields = DPOCollectionStatus(job_name=job["metadata"]["name"])
     if state.phase == Phase.SUCCEEDED.value:
-        result = next((r for r in pod_results(namespace, job["metadata"]["name"]) if "pairs" in r), None)
+        result = first_valid(CollectionResult, pod_results(namespace, job["metadata"]["name"]))
         if result is None:  # never Succeeded without a result: a training job would proceed on nothing
             fields.failure_reason = Reason.ResultUnavailable
             return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,

@@ -10,6 +10,7 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
+from dpo_operator.api.results import TrainingResult, first_valid
 from dpo_operator.api.training import (
     DPOTrainingJobSpec,
     DPOTrainingJobStatus,
@@ -83,7 +84,7 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     state = job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
     if state.phase == Phase.SUCCEEDED.value:
-        result = next((r for r in pod_results(namespace, jname) if "outputModel" in r), None)
+        result = first_valid(TrainingResult, pod_results(namespace, jname))
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
             fields.failure_reason = Reason.ResultUnavailable
             return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
@@ -91,10 +92,10 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
                            "(termination message); the trained model cannot be trusted", fields, applied)
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
         fields.output_model = f"pvc://{spec.local.output.claim_name}/{relative}"
-        fields.progress = TrainingProgress(percentage_done=100.0, steps_completed=result.get("steps"),
+        fields.progress = TrainingProgress(percentage_done=100.0, steps_completed=result.steps,
                                            epochs_completed=spec.hyperparameters.epochs,
-                                           train_loss=result.get("trainLoss"), val_loss=result.get("valLoss"),
-                                           resumed_from_step=result.get("resumedFromStep"))
+                                           train_loss=result.train_loss, val_loss=result.val_loss,
+                                           resumed_from_step=result.resumed_from_step)
         deploy_if_requested(body, spec, fields)
         return Outcome(state.phase, Reason.Trained, "training completed", fields, applied)
     if state.phase == Phase.FAILED.value:
