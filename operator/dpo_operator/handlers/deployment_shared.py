@@ -16,8 +16,7 @@ def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: Model
                              detail: str) -> Outcome:
     """Not ready yet: Progressing, or a terminal ReadinessTimeout once the wall clock since the rollout started
     (kept in status, so it survives operator restarts) passes ``readinessTimeoutSeconds``."""
-    assert fields.rollout_start_time is not None
-    elapsed = seconds_since(fields.rollout_start_time)
+    elapsed = seconds_since(fields.rollout_start_time) or 0.0
     if elapsed > spec.readiness_timeout_seconds:
         serving = (body.get("status") or {}).get("servingRevision")
         still = f"; the previous revision {serving} keeps serving" if serving and serving != fields.revision else ""

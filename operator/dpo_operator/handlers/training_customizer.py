@@ -220,7 +220,8 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
         fields.failure_reason = Reason.CustomizerJobCancelled
         return Result(Outcome(Phase.CANCELLED.value, Reason.CustomizerJobCancelled, remote.message, fields, applied))
     deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
-    if deadline is not None and status.get("submitTime") and seconds_since(status["submitTime"]) > deadline:
+    elapsed = seconds_since(status.get("submitTime"))  # None: never submitted, or not a timestamp (no deadline)
+    if deadline is not None and elapsed is not None and elapsed > deadline:
         nemo.cancel_job(customizer, job_id)
         raise PermanentFailure(Reason.DeadlineExceeded, f"Customizer job {job_id} ran longer than "
                                f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
