@@ -73,3 +73,19 @@ def test_an_unexpected_exception_is_retried_with_backoff_and_reported_while_pend
     result, failed = runtime._decide(controller, running, 9)
     assert failed and result.outcome is None  # a running resource keeps its status
     assert result.requeue_after == runtime.config.max_backoff_seconds
+
+
+def test_a_service_that_trickles_its_answer_is_cut_off_at_the_deadline() -> None:
+    """httpx's timeouts are per read: a body sent a byte at a time never trips them. The deadline is total."""
+    import asyncio
+
+    class Trickle(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            while True:
+                await asyncio.sleep(0.05)
+                yield b" "
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=Trickle()))
+    with NemoApi("http://slow", transport=transport, deadline=0.5) as api, pytest.raises(NemoError) as cut:
+        api.request("GET", "/v1/customization/jobs/x/status")
+    assert cut.value.transient and "no complete answer within 0.5s" in str(cut.value)

@@ -41,7 +41,8 @@ def remote_name(name: str, rev: str) -> str:
 
 def session(namespace: str, spec: ModelDeploymentSpec) -> NemoApi:
     assert spec.nemo is not None
-    return NemoApi(spec.nemo.url, read_secret_key(namespace, spec.nemo.api_key_secret_ref))
+    return NemoApi(spec.nemo.url, read_secret_key(namespace, spec.nemo.api_key_secret_ref),
+                   deadline=RUNTIME.config.remote_call_deadline)
 
 
 def served_name(model: ServedModel) -> str:

@@ -92,9 +92,11 @@ def check_spec(spec: DPOTrainingJobSpec) -> None:
 def sessions(namespace: str, backend: CustomizerBackend) -> Iterator[tuple[NemoApi, NemoApi, NemoApi]]:
     """Entity Store and Customizer sessions with the API key, the Datastore's with the HF token (its credential)."""
     key = read_secret_key(namespace, backend.api_key_secret_ref)
-    entity = NemoApi(backend.entity_store_url, key)
-    customizer = NemoApi(backend.customizer_url, key) if backend.customizer_url else entity
-    datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref))
+    deadline = RUNTIME.config.remote_call_deadline
+    entity = NemoApi(backend.entity_store_url, key, deadline=deadline)
+    customizer = NemoApi(backend.customizer_url, key, deadline=deadline) if backend.customizer_url else entity
+    datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref),
+                        deadline=deadline)
     try:
         yield entity, customizer, datastore
     finally:
@@ -264,7 +266,8 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec) -> str:
             return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
     except SecretMissing as exc:  # try without a key rather than keep the resource Terminating
         log.warning("%s; cancelling without an API key", exc)
-        with NemoApi(backend.customizer_url or backend.entity_store_url) as customizer:
+        with NemoApi(backend.customizer_url or backend.entity_store_url,
+                     deadline=RUNTIME.config.remote_call_deadline) as customizer:
             return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
 
 
