@@ -26,6 +26,13 @@ class OperatorConfig:
     remote_call_deadline: float = 60.0  # total seconds for one NeMo call (connect, send, every read)
     probe_deadline: float = 5.0  # total seconds for a NIM readiness check (both requests)
     stalled_after_seconds: float = 300.0  # liveness: overdue work and no reconcile finished for this long
+    # when objects are looked at again without an event
+    collection_resync_seconds: float = 120.0  # a running collection (in case a Job or pod event was missed)
+    training_resync_seconds: float = 60.0  # a running local training Job
+    rollout_check_seconds: float = 5.0  # a ModelDeployment rolling out
+    ready_check_seconds: float = 30.0  # a Ready ModelDeployment: does it stay so?
+    max_poll_backoff_seconds: float = 600.0  # Customizer polls that fail back off up to this
+    remote_delete_attempts: int = 5  # cancelling/deleting remote work on delete, before giving up (logged)
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":

@@ -45,7 +45,6 @@ from dpo_operator.runtime.controller import RUNTIME, Controller, Result
 from dpo_operator.runtime.errors import parse_spec
 
 log = logging.getLogger(__name__)
-RESYNC_SECONDS = 120.0
 
 
 def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> None:
@@ -102,7 +101,7 @@ def decide(body: dict[str, Any]) -> Result:
 
 def next_check(body: Any) -> float | None:
     """A periodic level-based resync while the collection runs, in case a Job or pod event was missed."""
-    return None if is_terminal(body) else RESYNC_SECONDS
+    return None if is_terminal(body) else RUNTIME.config.collection_resync_seconds
 
 
 RUNTIME.register(Controller(KIND, decide, next_check, lane=lambda _: "collection"))

@@ -25,7 +25,7 @@ from dpo_operator.api.deployment import (
 from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
 from dpo_operator.handlers.common import enqueue_owner, object_lock
-from dpo_operator.kube import resources
+from dpo_operator.kube import custom_objects
 from dpo_operator.kube.conditions import now, seconds_since
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.secrets import SecretMissing
@@ -37,9 +37,6 @@ from dpo_operator.serving.nim import revision
 
 log = logging.getLogger(__name__)
 DONE = "Ready"
-CHECK_SECONDS = 5.0          # while rolling out
-READY_CHECK_SECONDS = 30.0   # once Ready: keep watching that it stays so
-DELETE_ATTEMPTS = 5
 
 
 def settled(body: Any) -> bool:
@@ -55,7 +52,7 @@ def decide(body: dict[str, Any]) -> Result:
     spec = parse_spec(ModelDeploymentSpec, body)
     namespace = body["metadata"]["namespace"]
     try:
-        model = serving_model.resolve(spec, lambda ref: resources.read(training_api.KIND, namespace, ref))
+        model = serving_model.resolve(spec, lambda ref: custom_objects.read(training_api.KIND, namespace, ref))
     except serving_model.ModelNotReady as exc:
         return Result(Outcome(Phase.PENDING.value, Reason.WaitingForModel, str(exc)))
     except serving_model.ModelUnavailable as exc:
@@ -78,7 +75,9 @@ def next_check(body: Any) -> float | None:
     (Failed for this generation: a spec change starts over)."""
     if settled(body):
         return None
-    return READY_CHECK_SECONDS if (body.get("status") or {}).get("phase") == Phase.READY.value else CHECK_SECONDS
+    config = RUNTIME.config
+    ready = (body.get("status") or {}).get("phase") == Phase.READY.value
+    return config.ready_check_seconds if ready else config.rollout_check_seconds
 
 
 RUNTIME.register(Controller(KIND, decide, next_check, DONE, lane=lambda _: "deployment"))
@@ -101,7 +100,7 @@ def model_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -
     """A training job that finishes releases the deployments waiting for its model."""
     if type == "DELETED" or (body.get("status") or {}).get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value):
         return
-    for deployment in resources.list_in(KIND, namespace):
+    for deployment in custom_objects.list_in(KIND, namespace):
         ref = (((deployment.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}).get("name")
         if ref == body["metadata"]["name"] and not settled(deployment):
             RUNTIME.enqueue(KIND, deployment)
@@ -121,7 +120,7 @@ def nemo_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
             log.info("ModelDeployment %s deleted; removed NeMo deployments %s", name,
                      deployment_nemo.delete_remote(body, spec))
     except Exception as exc:
-        if is_transient(exc) and retry + 1 < DELETE_ATTEMPTS:
+        if is_transient(exc) and retry + 1 < RUNTIME.config.remote_delete_attempts:
             raise kopf.TemporaryError(f"deleting the NeMo deployment: {exc}",
                                       delay=min(30.0, backoff_delay(retry, RUNTIME.config.max_backoff_seconds)))
         log.error("ModelDeployment %s deleted but its NeMo deployment could not be removed (%s); remove it by hand",

@@ -25,15 +25,13 @@ from dpo_operator.handlers.common import (
     needs_retry_after_fix,
     object_lock,
 )
-from dpo_operator.kube import resources
+from dpo_operator.kube import custom_objects
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
 from dpo_operator.runtime.controller import RUNTIME, Controller, Result, backoff_delay
 from dpo_operator.runtime.errors import is_transient, parse_spec
 
 log = logging.getLogger(__name__)
-RESYNC_SECONDS = 60.0
-CANCEL_ATTEMPTS = 5
 
 
 def decide(body: dict[str, Any]) -> Result:
@@ -59,7 +57,7 @@ def next_check(body: Any) -> float | None:
     if is_terminal(body):
         return None
     if not _is_customizer(body.get("spec") or {}):
-        return RESYNC_SECONDS
+        return RUNTIME.config.training_resync_seconds
     return training_customizer.pace(body)
 
 
@@ -93,7 +91,7 @@ def dataset_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any)
     """A collection that finishes releases the training jobs waiting for it."""
     if type == "DELETED" or (body.get("status") or {}).get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value):
         return
-    for job in resources.list_in(KIND, namespace):
+    for job in custom_objects.list_in(KIND, namespace):
         ref = ((job.get("spec") or {}).get("dataset") or {}).get("collectionRef") or {}
         if ref.get("name") == body["metadata"]["name"] and not is_terminal(job):
             RUNTIME.enqueue(KIND, job)
@@ -112,7 +110,7 @@ def customizer_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
         with object_lock(body["metadata"]["uid"], RUNTIME.config.remote_call_deadline):
             log.info("DPOTrainingJob %s deleted: %s", name, training_customizer.cancel_remote(body, spec))
     except Exception as exc:
-        if is_transient(exc) and retry + 1 < CANCEL_ATTEMPTS:
+        if is_transient(exc) and retry + 1 < RUNTIME.config.remote_delete_attempts:
             raise kopf.TemporaryError(f"cancelling the Customizer job: {exc}",
                                       delay=min(30.0, backoff_delay(retry, RUNTIME.config.max_backoff_seconds)))
         log.error("DPOTrainingJob %s deleted but its Customizer job could not be cancelled (%s); "

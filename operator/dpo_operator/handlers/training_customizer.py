@@ -60,7 +60,6 @@ from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 
 log = logging.getLogger(__name__)
-MAX_POLL_BACKOFF_SECONDS = 600.0
 # spec fields read on every poll (so applied to a running remote job); any other change is not applied to it
 APPLIED_WHILE_RUNNING = ("suspend", "deployOnCompletion", "job.activeDeadlineSeconds", "customizer.pollIntervalSeconds",
                          "customizer.maxConsecutivePollFailures", "customizer.apiKeySecretRef")
@@ -195,7 +194,7 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
         if failures >= backend.max_consecutive_poll_failures:
             raise PermanentFailure(Reason.PollFailed, f"{failures} consecutive status polls of Customizer job {job_id} "
                                    f"failed; last error: {exc}") from None
-        delay = min(MAX_POLL_BACKOFF_SECONDS, backend.poll_interval_seconds * 2 ** failures)
+        delay = min(RUNTIME.config.max_poll_backoff_seconds, backend.poll_interval_seconds * 2 ** failures)
         return Result(Outcome(phase, Reason.PollFailing, f"polling Customizer job {job_id} failed "
                               f"({failures} in a row, next try in {delay:.0f}s): {exc}",
                               DPOTrainingJobStatus(consecutive_poll_failures=failures)), hold_for=delay)

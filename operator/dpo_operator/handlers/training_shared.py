@@ -9,7 +9,7 @@ from dpo_operator.api import deployment as deployment_api
 from dpo_operator.api.common import Phase, StorageLocation
 from dpo_operator.api.reasons import Reason
 from dpo_operator.api.training import DPOTrainingJobSpec, DPOTrainingJobStatus
-from dpo_operator.kube import resources
+from dpo_operator.kube import custom_objects
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render.deployment import deployment_for
 from dpo_operator.render.paths import MOUNT_ROOT, mounted  # noqa: F401  (used by the backends)
@@ -22,7 +22,7 @@ def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Ou
         return spec.dataset.location
     assert spec.dataset.collection_ref is not None
     ref = spec.dataset.collection_ref.name
-    collection = resources.read(collection_api.KIND, body["metadata"]["namespace"], ref)
+    collection = custom_objects.read(collection_api.KIND, body["metadata"]["namespace"], ref)
     if collection is None:
         return Outcome(Phase.PENDING.value, Reason.WaitingForDataset, f"DPOCollection {ref} does not exist (yet)")
     phase = (collection.get("status") or {}).get("phase")
@@ -39,5 +39,5 @@ def deploy_if_requested(body: Any, spec: DPOTrainingJobSpec, status: DPOTraining
     deployment = deployment_for(body, spec)
     if deployment is None:
         return
-    resources.ensure(deployment_api.KIND, body["metadata"]["namespace"], deployment)
+    custom_objects.ensure(deployment_api.KIND, body["metadata"]["namespace"], deployment)
     status.deployment_name = deployment["metadata"]["name"]

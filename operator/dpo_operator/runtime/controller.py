@@ -33,8 +33,8 @@ from dpo_operator.api import KindInfo
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
 from dpo_operator.config import OperatorConfig
+from dpo_operator.kube import custom_objects
 from dpo_operator.kube import objects as kube_objects
-from dpo_operator.kube import resources
 from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.pods import ServiceAccountNotAllowed
 from dpo_operator.kube.redact import remote_body
@@ -88,7 +88,7 @@ class Runtime:
     """Scheduling, per-object serialisation, backoff, pacing and the single status write."""
 
     def __init__(self, config: OperatorConfig | None = None) -> None:
-        self.config = config or OperatorConfig.from_env()
+        self.config = config or OperatorConfig()  # the operator's start-up replaces it (configure)
         self._controllers: dict[str, Controller] = {}
         self._cv = threading.Condition()
         self._heap: list[tuple[float, int, Key]] = []
@@ -256,7 +256,7 @@ class Runtime:
     def _reconcile(self, key: Key, epoch: int) -> None:
         controller = self._controllers[key.kind]
         with LOCKS[key.uid]:
-            fresh = resources.read(controller.kind, key.namespace, key.name)
+            fresh = custom_objects.read(controller.kind, key.namespace, key.name)
             if fresh is None or fresh["metadata"].get("uid") != key.uid or fresh["metadata"].get("deletionTimestamp"):
                 with self._cv:
                     self._drop(key)
