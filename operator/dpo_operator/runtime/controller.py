@@ -105,6 +105,7 @@ class Runtime:
         self._threads: list[threading.Thread] = []
         self._progress = time.monotonic()  # the last time a reconcile finished (liveness)
         self._started: dict[Key, float] = {}
+        self._seen: set[Key] = set()  # reconciled at least once
 
     # ----------------------------------------------------------------------------------------- set-up
 
@@ -125,6 +126,7 @@ class Runtime:
             self._again.clear()
             self._held_until.clear()
             self._failures.clear()
+            self._seen.clear()
             self._cv.notify_all()
 
     # ----------------------------------------------------------------------------------------- event sources
@@ -181,6 +183,7 @@ class Runtime:
         self._held_until.pop(key, None)
         self._failures.pop(key, None)
         self._lane_of.pop(key, None)
+        self._seen.discard(key)
         for ready in self._ready.values():
             if key in ready:
                 ready.remove(key)
@@ -205,7 +208,9 @@ class Runtime:
                 if self._due.get(key) != at:
                     continue  # superseded by a sooner time, or dropped
                 lane = self._lane_of.get(key, "default")
-                self._ready[lane if lane in self.config.lanes else "default"].append(key)
+                ready = self._ready[lane if lane in self.config.lanes else "default"]
+                # an object never reconciled goes first: a new resource is not queued behind every requeue
+                ready.append(key) if key in self._seen else ready.insert(0, key)
                 self._cv.notify_all()
 
     def _take(self, lane: str) -> Key | None:
@@ -223,6 +228,7 @@ class Runtime:
                     self._cv.wait()
                 self._due.pop(key, None)
                 self._running.add(key)
+                self._seen.add(key)
                 self._started[key] = time.monotonic()
                 self._busy[(lane, key.namespace)] += 1
                 epoch = self._epoch
