@@ -16,7 +16,7 @@ def test_no_finalizer_without_remote_work_and_deletes_do_not_need_the_operator(k
     kube.require_emulated()  # runs its own operator
     from kopf.testing import KopfRunner
 
-    from dpo_operator.kube.requeue import SCHEDULER
+    from dpo_operator.runtime.controller import RUNTIME
 
     args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
     local = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}}
@@ -32,8 +32,8 @@ def test_no_finalizer_without_remote_work_and_deletes_do_not_need_the_operator(k
             obj = kube.get(kind, namespace, name)
             assert not obj["metadata"].get("finalizers"), (kind, obj["metadata"].get("finalizers"))
             # looked at again later (a resync, a readiness check), without a timer
-            wait_for(lambda: SCHEDULER.due((kind, obj["metadata"]["uid"])) is not None, what=f"{kind} requeued")
-    assert SCHEDULER.due(("DPOCollection", kube.get("DPOCollection", namespace, "pairs")["metadata"]["uid"])) is None
+            wait_for(lambda: RUNTIME.scheduled_in(kind, obj["metadata"]["uid"]) is not None, what=f"{kind} requeued")
+    assert RUNTIME.scheduled_in("DPOCollection", kube.get("DPOCollection", namespace, "pairs")["metadata"]["uid"]) is None
     # the operator is down: deletes complete anyway
     for kind, name in (("DPOCollection", "pairs"), ("DPOTrainingJob", "train"), ("ModelDeployment", "serve")):
         kube.delete(kind, namespace, name)

@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from dpo_operator import __version__
+from dpo_operator.api.results import (
+    TERMINATION_MESSAGE_LIMIT,
+    CollectionResult,
+    PodError,
+    TrainingResult,
+    UploadResult,
+)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -40,7 +47,7 @@ def _crds(args: argparse.Namespace) -> int:
 def _write_result(path: str | None, payload: str) -> None:
     """The pod's result for the operator: /dev/termination-log holds at most 4096 bytes."""
     if path:
-        Path(path).write_text(payload[:4000])
+        Path(path).write_text(payload[:TERMINATION_MESSAGE_LIMIT])
 
 
 def _load_spec(args: argparse.Namespace, model: Any) -> Any:
@@ -62,9 +69,7 @@ def _exit_code(exc: BaseException) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    import json
     import os
-
 
     from dpo_operator.api.collection import DPOCollectionSpec
     from dpo_operator.collect.runner import run_collection
@@ -76,10 +81,13 @@ def _collect(args: argparse.Namespace) -> int:
                                 name=os.environ.get("DPO_RESOURCE_NAME", "local"))
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.collect").error("collection failed: %s", exc)
-        _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
         return _exit_code(exc)
-    _write_result(args.result_file, result.to_json())
-    print(result.to_json())
+    from dataclasses import asdict
+
+    reported = CollectionResult.model_validate(asdict(result)).to_json()
+    _write_result(args.result_file, reported)
+    print(reported)
     return 0
 
 
@@ -102,7 +110,6 @@ def _dataset_directory(args: argparse.Namespace) -> Iterator[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
     import os
 
     from dpo_operator.api.training import DPOTrainingJobSpec
@@ -122,20 +129,20 @@ def _train(args: argparse.Namespace) -> int:
             summary = train(config)
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.train").exception("training failed")
-        _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
         return _exit_code(exc)
     train_metrics = summary.get("train") or {}
-    result = {"outputModel": summary.get("outputModel"), "steps": summary["steps"],
-              "trainLoss": train_metrics.get("loss"), "rewardAccuracy": train_metrics.get("rewards/accuracies"),
-              "valLoss": (summary.get("validation") or {}).get("val/loss"),
-              "tokensPerSecond": train_metrics.get("tokens_per_second"), "resumedFromStep": summary.get("resumedFromStep")}
+    result = TrainingResult(output_model=summary.get("outputModel"), steps=summary["steps"],
+                            train_loss=train_metrics.get("loss"), reward_accuracy=train_metrics.get("rewards/accuracies"),
+                            val_loss=(summary.get("validation") or {}).get("val/loss"),
+                            tokens_per_second=train_metrics.get("tokens_per_second"),
+                            resumed_from_step=summary.get("resumedFromStep"))
     if int(os.environ.get("RANK", "0")) == 0:
-        _write_result(args.result_file, json.dumps(result))
+        _write_result(args.result_file, result.to_json())
     return 0
 
 
 def _upload_dataset(args: argparse.Namespace) -> int:
-    import json
     import os
 
     from dpo_operator.nemo import datastore
@@ -151,10 +158,11 @@ def _upload_dataset(args: argparse.Namespace) -> int:
         result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.upload").error("dataset upload failed: %s", exc)
-        _write_result(args.result_file, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
         return _exit_code(exc)
-    _write_result(args.result_file, datastore.result_json(result))
-    print(datastore.result_json(result))
+    reported = UploadResult.model_validate(result).to_json()
+    _write_result(args.result_file, reported)
+    print(reported)
     return 0
 
 

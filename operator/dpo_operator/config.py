@@ -1,4 +1,4 @@
-"""Operator-wide settings, read from the environment (the Helm chart sets them)."""
+"""Operator-wide settings, read once from the environment at start-up (the Helm chart sets them)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,15 @@ DEFAULT_NODE_SELECTORS = ("nvidia.com/gpu.product,nvidia.com/gpu.present,kuberne
 # the released workload image; its tag is the operator's own version, as the chart's workloads.image
 WORKLOAD_IMAGE_REPOSITORY = "ghcr.io/dpo-operator/dpo-workload"
 
+# worker threads per lane: each kind (and the Customizer backend apart from local training) has its own, so slow
+# remote calls of one kind never hold another's work; one namespace takes at most half of a lane
+DEFAULT_LANES = {"collection": 8, "training": 8, "customizer": 8, "deployment": 8, "default": 2}
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    workload_image: str
-    nim_image: str
+    workload_image: str = f"{WORKLOAD_IMAGE_REPOSITORY}:{__version__}"
+    nim_image: str = "nvcr.io/nim/meta/llama-3.2-1b-instruct:latest"
     data_root: str = "/data"
     # where the operator reaches a ModelDeployment's Service to check readiness; the in-cluster DNS name by
     # default (set it when the operator runs outside the cluster, e.g. behind kubectl port-forward)
@@ -42,14 +46,31 @@ class OperatorConfig:
     # template may use (chart: workloads.allowedTolerations / workloads.allowedNodeSelectors)
     allowed_tolerations: tuple[str, ...] = field(default_factory=lambda: _split(DEFAULT_TOLERATIONS))
     allowed_node_selectors: tuple[str, ...] = field(default_factory=lambda: _split(DEFAULT_NODE_SELECTORS))
+    lanes: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LANES))
+    max_backoff_seconds: float = 300.0
+    secret_retry_seconds: float = 60.0  # a missing Secret is looked for again at least this often
+    conflict_retry_seconds: float = 1.0  # a status write refused as stale: decide again this soon
+    kube_request_timeout: float = 30.0  # total seconds for one Kubernetes API call
+    remote_call_deadline: float = 60.0  # total seconds for one NeMo call (connect, send, every read)
+    probe_deadline: float = 5.0  # total seconds for a NIM readiness check (both requests)
+    stalled_after_seconds: float = 300.0  # liveness: overdue work and no reconcile finished for this long
+    # when objects are looked at again without an event
+    collection_resync_seconds: float = 120.0  # a running collection (in case a Job or pod event was missed)
+    training_resync_seconds: float = 60.0  # a running local training Job
+    rollout_check_seconds: float = 5.0  # a ModelDeployment rolling out
+    ready_check_seconds: float = 30.0  # a Ready ModelDeployment: does it stay so?
+    max_poll_backoff_seconds: float = 600.0  # Customizer polls that fail back off up to this
+    remote_delete_attempts: int = 5  # cancelling/deleting remote work on delete, before giving up (logged)
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
+        env = os.environ
         return cls(
-            workload_image=os.environ.get("DPO_WORKLOAD_IMAGE", f"{WORKLOAD_IMAGE_REPOSITORY}:{__version__}"),
-            nim_image=os.environ.get("DPO_NIM_IMAGE", "nvcr.io/nim/meta/llama-3.2-1b-instruct:latest"),
-            probe_url_template=os.environ.get("DPO_PROBE_URL_TEMPLATE", cls.probe_url_template),
-            pod_security_level=os.environ.get("DPO_POD_SECURITY_LEVEL", "restricted").strip() or "restricted",
+            workload_image=env.get("DPO_WORKLOAD_IMAGE", cls.workload_image),
+            nim_image=env.get("DPO_NIM_IMAGE", cls.nim_image),
+            probe_url_template=env.get("DPO_PROBE_URL_TEMPLATE", cls.probe_url_template),
+            pod_security_level=env.get("DPO_POD_SECURITY_LEVEL", "restricted").strip() or "restricted",
             allowed_tolerations=_listed("DPO_ALLOWED_TOLERATIONS", DEFAULT_TOLERATIONS),
             allowed_node_selectors=_listed("DPO_ALLOWED_NODE_SELECTORS", DEFAULT_NODE_SELECTORS),
+            kube_request_timeout=float(env.get("DPO_KUBE_REQUEST_TIMEOUT", cls.kube_request_timeout)),
         )

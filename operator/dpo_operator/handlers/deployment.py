@@ -16,32 +16,27 @@ import kopf
 from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api import training as training_api
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import KIND, DeploymentBackend, ModelDeploymentSpec
-from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
-from dpo_operator.handlers.common import (
-    NEXT_CHECKS,
-    PermanentFailure,
-    backoff_delay,
-    is_transient,
-    parse_spec,
-    owner_of,
-    watch_over,
+from dpo_operator.api.deployment import (
+    KIND,
+    DeploymentBackend,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
 )
-from dpo_operator.kube import resources
-from dpo_operator.kube.conditions import now
-from dpo_operator.kube.locks import LOCKS
+from dpo_operator.api.reasons import Reason
+from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
+from dpo_operator.handlers.common import enqueue_owner, object_lock
+from dpo_operator.kube import custom_objects
+from dpo_operator.kube.conditions import now, seconds_since
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.secrets import SecretMissing
-from dpo_operator.kube.status import Outcome, is_terminal, write_status
+from dpo_operator.kube.status import Outcome, is_terminal
+from dpo_operator.runtime.controller import RUNTIME, Controller, Result, backoff_delay
+from dpo_operator.runtime.errors import PermanentFailure, is_transient, parse_spec
 from dpo_operator.serving import model as serving_model
 from dpo_operator.serving.nim import revision
 
 log = logging.getLogger(__name__)
 DONE = "Ready"
-CHECK_SECONDS = 5.0          # while rolling out
-READY_CHECK_SECONDS = 30.0   # once Ready: keep watching that it stays so
-DELETE_ATTEMPTS = 5
-_locks = LOCKS  # shared with the failure handling in handlers/common.py
 
 
 def settled(body: Any) -> bool:
@@ -50,51 +45,29 @@ def settled(body: Any) -> bool:
     return is_terminal(body) and status.get("observedGeneration") == body["metadata"].get("generation")
 
 
-def reconcile(body: Any) -> None:
-    """One reconcile at a time per resource (the create handler, the timer and events may overlap), each on a
-    fresh read so that none acts on a status another one has already changed."""
-    with _locks[body["metadata"]["uid"]]:
-        fresh = resources.read(KIND, body["metadata"]["namespace"], body["metadata"]["name"])
-        if fresh is not None and not fresh["metadata"].get("deletionTimestamp"):
-            _reconcile(fresh)
-
-
-def _reconcile(body: Any) -> None:
+def decide(body: dict[str, Any]) -> Result:
+    """The model to serve, the revision to roll out on the chosen backend, and the outcome its readiness implies."""
     if settled(body):
-        return
+        return Result()
     spec = parse_spec(ModelDeploymentSpec, body)
     namespace = body["metadata"]["namespace"]
     try:
-        model = serving_model.resolve(spec, lambda ref: resources.read(training_api.KIND, namespace, ref))
+        model = serving_model.resolve(spec, lambda ref: custom_objects.read(training_api.KIND, namespace, ref))
     except serving_model.ModelNotReady as exc:
-        write_status(KIND, body, Outcome(Phase.PENDING.value, "WaitingForModel", str(exc)), DONE)
-        return
+        return Result(Outcome(Phase.PENDING.value, Reason.WaitingForModel, str(exc)))
     except serving_model.ModelUnavailable as exc:
-        raise PermanentFailure("ModelUnavailable", str(exc)) from None
+        raise PermanentFailure(Reason.ModelUnavailable, str(exc)) from None
     status = body.get("status") or {}
     rev = revision(spec, model)
-    new_rollout = status.get("revision") != rev or not status.get("rolloutStartTime")
-    fields: dict[str, Any] = {"revision": rev, "servedModelName": model.served_name,
-                              "rolloutStartTime": now() if new_rollout else status["rolloutStartTime"]}
+    # a rollout clock that is not a timestamp (edited by hand) starts again
+    new_rollout = status.get("revision") != rev or seconds_since(status.get("rolloutStartTime")) is None
+    fields = ModelDeploymentStatus(revision=rev, served_model_name=model.served_name,
+                                   rollout_start_time=now() if new_rollout else status["rolloutStartTime"])
     backend = deployment_nemo if spec.backend == DeploymentBackend.NEMO.value else deployment_kubernetes
     try:
-        backend.reconcile(body, spec, model, rev, fields)
+        return Result(backend.decide(body, spec, model, rev, fields))
     except SecretMissing as exc:
-        write_status(KIND, body, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}",
-                                         fields), DONE)
-
-
-@kopf.on.create(GROUP, VERSION, KIND.plural)
-@kopf.on.resume(GROUP, VERSION, KIND.plural)
-@kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
-def deployment_changed(body: kopf.Body, **_: Any) -> None:
-    """Reconciled in the requeue pool, never in kopf's workers: readiness probes of a hanging endpoint must not
-    hold up other objects' reconciles."""
-    _soon(body)
-
-
-def _soon(body: Any) -> None:
-    watch_over(KIND, body, reconcile, next_check, DONE, delay=0.0)
+        return Result(Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}", fields))
 
 
 def next_check(body: Any) -> float | None:
@@ -102,16 +75,24 @@ def next_check(body: Any) -> float | None:
     (Failed for this generation: a spec change starts over)."""
     if settled(body):
         return None
-    return READY_CHECK_SECONDS if (body.get("status") or {}).get("phase") == Phase.READY.value else CHECK_SECONDS
+    config = RUNTIME.config
+    ready = (body.get("status") or {}).get("phase") == Phase.READY.value
+    return config.ready_check_seconds if ready else config.rollout_check_seconds
 
 
-NEXT_CHECKS[KIND.kind] = next_check
+RUNTIME.register(Controller(KIND, decide, next_check, DONE, lane=lambda _: "deployment"))
+
+
+@kopf.on.create(GROUP, VERSION, KIND.plural)
+@kopf.on.resume(GROUP, VERSION, KIND.plural)
+@kopf.on.update(GROUP, VERSION, KIND.plural, field="spec")
+def deployment_changed(body: kopf.Body, **_: Any) -> None:
+    RUNTIME.enqueue(KIND, body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={owner_label(KIND.kind): kopf.PRESENT})
 def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
-    if type != "DELETED" and (owner := owner_of(KIND, namespace, body)) is not None:
-        _soon(owner)
+    enqueue_owner(KIND, body, namespace, type)
 
 
 @kopf.on.event(GROUP, VERSION, training_api.KIND.plural)
@@ -119,24 +100,28 @@ def model_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -
     """A training job that finishes releases the deployments waiting for its model."""
     if type == "DELETED" or (body.get("status") or {}).get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value):
         return
-    for deployment in resources.list_in(KIND, namespace):
+    for deployment in custom_objects.list_in(KIND, namespace):
         ref = (((deployment.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}).get("name")
         if ref == body["metadata"]["name"] and not settled(deployment):
-            _soon(deployment)
+            RUNTIME.enqueue(KIND, deployment)
 
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, when=lambda spec, **_: spec.get("backend") == DeploymentBackend.NEMO.value)
 def nemo_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
     """Delete the remote deployments; after a few failed attempts let the deletion finish (logged)."""
     name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    RUNTIME.forget(KIND, body)
     try:
         spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))
     except ValueError:
         return
     try:
-        log.info("ModelDeployment %s deleted; removed NeMo deployments %s", name, deployment_nemo.delete_remote(body, spec))
+        with object_lock(body["metadata"]["uid"], RUNTIME.config.remote_call_deadline):
+            log.info("ModelDeployment %s deleted; removed NeMo deployments %s", name,
+                     deployment_nemo.delete_remote(body, spec))
     except Exception as exc:
-        if is_transient(exc) and retry + 1 < DELETE_ATTEMPTS:
-            raise kopf.TemporaryError(f"deleting the NeMo deployment: {exc}", delay=min(30.0, backoff_delay(retry)))
+        if is_transient(exc) and retry + 1 < RUNTIME.config.remote_delete_attempts:
+            raise kopf.TemporaryError(f"deleting the NeMo deployment: {exc}",
+                                      delay=min(30.0, backoff_delay(retry, RUNTIME.config.max_backoff_seconds)))
         log.error("ModelDeployment %s deleted but its NeMo deployment could not be removed (%s); remove it by hand",
                   name, exc)

@@ -6,16 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
-from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus
+from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import to_dict
 from dpo_operator.kube.naming import service_name
 from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.secrets import check_pod_secrets
-from dpo_operator.kube.status import Outcome, write_status
+from dpo_operator.kube.status import Outcome
+from dpo_operator.runtime.controller import RUNTIME
+from dpo_operator.runtime.errors import PermanentFailure
 from dpo_operator.serving import nim
 from dpo_operator.serving.model import ServedModel
 from dpo_operator.serving.probe import check_endpoint
@@ -51,26 +52,24 @@ def apply_service(namespace: str, manifest: dict[str, Any]) -> None:
     core.replace_namespaced_service(name, namespace, current)
 
 
-def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> None:
+def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
+           fields: ModelDeploymentStatus) -> Outcome:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    config = OperatorConfig.from_env()
+    config = RUNTIME.config
     if model.remote_model is not None and model.weights is None and not model.nim_builtin:
-        raise PermanentFailure("ModelUnavailable", f"model {model.remote_model!r} was trained by NeMo Customizer and "
+        raise PermanentFailure(Reason.ModelUnavailable, f"model {model.remote_model!r} was trained by NeMo Customizer and "
                                "lives in NeMo (no weights on a PVC): serve it with backend: nemo")
     apply_service(namespace, nim.service_manifest(body, spec))
     deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, spec.template.image or config.nim_image, rev))
     complete, detail, ready_replicas = nim.rollout_state(deployment, rev)
-    fields.update(endpoint=nim.cluster_url(name, namespace, spec.port), readyReplicas=ready_replicas)
+    fields.endpoint, fields.ready_replicas = nim.cluster_url(name, namespace, spec.port), ready_replicas
     if spec.replicas == 0:
-        write_status(KIND, body, Outcome(Phase.SUSPENDED.value, "ScaledToZero", "replicas is 0: nothing serves", fields),
-                     "Ready")
-        return
+        return Outcome(Phase.SUSPENDED.value, Reason.ScaledToZero, "replicas is 0: nothing serves", fields)
     if complete:
         probe_url = config.probe_url_template.format(name=service_name(name), namespace=namespace, port=spec.port)
-        check = check_endpoint(probe_url, model.served_name)
+        check = check_endpoint(probe_url, model.served_name, deadline=config.probe_deadline)
         if check.ready:
-            fields["servingRevision"] = rev
-            write_status(KIND, body, Outcome(Phase.READY.value, "Ready", f"{detail}; {check.detail}", fields), "Ready")
-            return
+            fields.serving_revision = rev
+            return Outcome(Phase.READY.value, Reason.Ready, f"{detail}; {check.detail}", fields)
         detail = check.detail
-    progressing_or_timed_out(body, spec, fields, detail)
+    return progressing_or_timed_out(body, spec, fields, detail)

@@ -15,14 +15,20 @@ import logging
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import KIND, ModelDeploymentSpec, NemoDeploymentBackend
-from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.api.deployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    NemoDeploymentBackend,
+)
+from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
 from dpo_operator.kube.naming import child_name
 from dpo_operator.kube.secrets import read_secret_key
-from dpo_operator.kube.status import Outcome, write_status
+from dpo_operator.kube.status import Outcome
 from dpo_operator.nemo import deployments as remote
 from dpo_operator.nemo.http import NemoApi
+from dpo_operator.runtime.controller import RUNTIME
+from dpo_operator.runtime.errors import PermanentFailure
 from dpo_operator.serving.model import ServedModel
 from dpo_operator.serving.probe import check_endpoint
 
@@ -35,7 +41,8 @@ def remote_name(name: str, rev: str) -> str:
 
 def session(namespace: str, spec: ModelDeploymentSpec) -> NemoApi:
     assert spec.nemo is not None
-    return NemoApi(spec.nemo.url, read_secret_key(namespace, spec.nemo.api_key_secret_ref, spec.nemo.url))
+    return NemoApi(spec.nemo.url, read_secret_key(namespace, spec.nemo.api_key_secret_ref, spec.nemo.url),
+                   deadline=RUNTIME.config.remote_call_deadline)
 
 
 def served_name(model: ServedModel) -> str:
@@ -62,39 +69,38 @@ def find_or_create(api: NemoApi, backend: NemoDeploymentBackend, body: Any, mode
     return target, remote.get_deployment(api, backend.namespace, target) or {}
 
 
-def reconcile(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str, fields: dict[str, Any]) -> None:
+def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
+           fields: ModelDeploymentStatus) -> Outcome:
     backend = spec.nemo
     assert backend is not None
     if model.remote_model is None:
-        raise PermanentFailure("ModelUnavailable", "backend nemo serves models known to NeMo (a customizer-trained "
+        raise PermanentFailure(Reason.ModelUnavailable, "backend nemo serves models known to NeMo (a customizer-trained "
                                "model, or model.explicit.name without a pvc); this model lives on a PVC: use "
                                "backend: kubernetes")
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     previous = (body.get("status") or {}).get("remoteDeployment")
     listed = served_name(model)
-    fields["servedModelName"] = listed
+    fields.served_model_name = listed
     with session(namespace, spec) as api:
         target, deployment = find_or_create(api, backend, body, model, remote_name(name, rev))
         state, description = remote.deployment_status(deployment)
         where = f"NeMo model deployment {backend.namespace}/{target}"
-        fields["endpoint"] = deployment.get("url") or (body.get("status") or {}).get("endpoint")
+        fields.endpoint = deployment.get("url") or (body.get("status") or {}).get("endpoint")
         if state in remote.FAILED:
-            raise PermanentFailure("DeploymentFailed" if state == "failed" else "DeploymentCancelled",
+            raise PermanentFailure(Reason.DeploymentFailed if state == "failed" else Reason.DeploymentCancelled,
                                    f"{where} is {state}" + (f": {description}" if description else ""))
         detail = f"{where} is {state}" + (f" ({description})" if description else "")
         if state in remote.READY:
-            check = check_endpoint(deployment.get("url") or backend.url, listed)
+            check = check_endpoint(deployment.get("url") or backend.url, listed, deadline=RUNTIME.config.probe_deadline)
             if check.ready:
                 if previous and previous != target:
                     remote.delete(api, backend.namespace, previous, remote.owner_tag(namespace, name))
                     log.info("ModelDeployment %s/%s: %s replaced by %s", namespace, name, previous, target)
-                fields.update(remoteDeployment=target, servingRevision=rev, readyReplicas=spec.replicas,
-                              endpoint=fields["endpoint"] or backend.url)
-                write_status(KIND, body, Outcome(Phase.READY.value, "Ready", f"{where} is ready; {check.detail}",
-                                                 fields), "Ready")
-                return
+                fields.remote_deployment, fields.serving_revision = target, rev
+                fields.ready_replicas, fields.endpoint = spec.replicas, fields.endpoint or backend.url
+                return Outcome(Phase.READY.value, Reason.Ready, f"{where} is ready; {check.detail}", fields)
             detail = f"{where} is ready but not serving yet: {check.detail}"
-    progressing_or_timed_out(body, spec, fields, detail)
+    return progressing_or_timed_out(body, spec, fields, detail)
 
 
 def delete_remote(body: Any, spec: ModelDeploymentSpec) -> list[str]:

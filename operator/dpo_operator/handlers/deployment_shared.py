@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from dpo_operator.api.common import Phase
-from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
-from dpo_operator.handlers.common import PermanentFailure
+from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus
+from dpo_operator.api.reasons import Reason
 from dpo_operator.kube.conditions import seconds_since
-from dpo_operator.kube.status import Outcome, write_status
+from dpo_operator.kube.status import Outcome
+from dpo_operator.runtime.errors import PermanentFailure
 
 
-def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: dict[str, Any], detail: str) -> None:
+def progressing_or_timed_out(body: Any, spec: ModelDeploymentSpec, fields: ModelDeploymentStatus,
+                             detail: str) -> Outcome:
     """Not ready yet: Progressing, or a terminal ReadinessTimeout once the wall clock since the rollout started
     (kept in status, so it survives operator restarts) passes ``readinessTimeoutSeconds``."""
-    elapsed = seconds_since(fields["rolloutStartTime"])
+    elapsed = seconds_since(fields.rollout_start_time) or 0.0
     if elapsed > spec.readiness_timeout_seconds:
         serving = (body.get("status") or {}).get("servingRevision")
-        still = f"; the previous revision {serving} keeps serving" if serving and serving != fields["revision"] else ""
-        raise PermanentFailure("ReadinessTimeout", f"not ready {elapsed:.0f}s after the rollout started "
+        still = f"; the previous revision {serving} keeps serving" if serving and serving != fields.revision else ""
+        raise PermanentFailure(Reason.ReadinessTimeout, f"not ready {elapsed:.0f}s after the rollout started "
                                f"(readinessTimeoutSeconds {spec.readiness_timeout_seconds}): {detail}{still}")
-    write_status(KIND, body, Outcome(Phase.PROGRESSING.value, "RollingOut", detail, fields), "Ready")
+    return Outcome(Phase.PROGRESSING.value, Reason.RollingOut, detail, fields)

@@ -1,4 +1,4 @@
-"""Operator-wide kopf settings and startup."""
+"""Operator-wide kopf settings, start-up (the one configuration load), liveness and shutdown."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 import kopf
 
 from dpo_operator.api import GROUP
+from dpo_operator.config import OperatorConfig
 from dpo_operator.kube import client, redact
-from dpo_operator.kube.requeue import SCHEDULER
+from dpo_operator.runtime.controller import RUNTIME
 
 
 @kopf.on.startup()
@@ -22,14 +23,26 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.reconnect_backoff = 1.0
-    # one asyncio task per busy object (cheap); blocking handler calls are bounded by max_workers threads
+    # kopf's handlers only enqueue (and the deletion handlers cancel remote work): the runtime's lanes do the rest
     settings.queueing.worker_limit = None
     settings.execution.max_workers = 16
-    client.load()
+    config = OperatorConfig.from_env()
+    RUNTIME.configure(config)
+    client.load(request_timeout=config.kube_request_timeout)
     redact.install_log_redaction()
+
+
+@kopf.on.probe(id="progress")
+def progress(**_: Any) -> float:
+    """Liveness: unhealthy (HTTP 500) when due work has waited longer than ``stalled_after_seconds`` without any
+    reconcile finishing (every worker blocked); otherwise how long the oldest due work has waited."""
+    stalled = RUNTIME.seconds_without_progress()
+    if stalled > RUNTIME.config.stalled_after_seconds:
+        raise kopf.PermanentError(f"no reconcile finished for {stalled:.0f}s while work was due")
+    return round(stalled, 1)
 
 
 @kopf.on.cleanup()
 def stop_requeues(**_: Any) -> None:
-    """Nothing scheduled by a stopped operator runs (on start, resume handlers schedule every object again)."""
-    SCHEDULER.reset()
+    """Nothing queued by a stopped operator runs (on start, resume handlers enqueue every object again)."""
+    RUNTIME.reset()

@@ -15,48 +15,55 @@ Before submission (each step idempotent, so any reconcile may redo it):
 On completion the job is re-read (``GET /v1/customization/jobs/{id}``) for its output model; a completed job
 without one fails the resource (a deployment could never find its model).
 
-A timer drives both steps: before submission it retries what failed transiently, after it polls the job's status (``pollIntervalSeconds``; failures back off exponentially and
-``maxConsecutivePollFailures`` in a row fail the resource), maps it onto the phase and progress, enforces
-``job.activeDeadlineSeconds`` from submission, and deleting the resource cancels the remote job.
+The runtime's requeues drive both steps, paced to ``pollIntervalSeconds``: before submission they retry what
+failed transiently, after it they poll the job's status (failures back off exponentially and
+``maxConsecutivePollFailures`` in a row fail the resource), map it onto the phase and progress, enforce
+``job.activeDeadlineSeconds`` from submission; deleting the resource cancels the remote job.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
-from dpo_operator.api.training import KIND, CustomizerBackend, DPOTrainingJobSpec
-from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import InvalidSpec, PermanentFailure
-from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
-from dpo_operator.kube import resources
-from dpo_operator.kube.conditions import now, seconds_since, set_condition
-from dpo_operator.kube.locks import LOCKS
-from dpo_operator.kube.jobs import (digest_applied, ensure_job, failure_message, job_state, pod_failure_policy,
-                                    pod_results, spec_digest)
-from dpo_operator.kube.naming import child_name, labels_for, owner_reference
-from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
+from dpo_operator.api.reasons import Reason
+from dpo_operator.api.results import UploadResult, first_valid
+from dpo_operator.api.training import (
+    CustomizerBackend,
+    DPOTrainingJobSpec,
+    DPOTrainingJobStatus,
+    TrainingProgress,
+)
+from dpo_operator.handlers.training_shared import (
+    deploy_if_requested,
+    resolve_dataset,
+)
+from dpo_operator.kube.conditions import now, seconds_since
+from dpo_operator.kube.jobs import (
+    digest_applied,
+    ensure_job,
+    failure_message,
+    job_state,
+    pod_results,
+    spec_digest,
+)
 from dpo_operator.kube.secrets import SecretMissing, read_secret_key
-from dpo_operator.kube.status import Outcome, is_terminal, write_status
+from dpo_operator.kube.status import Outcome, is_terminal
 from dpo_operator.nemo import customizer as nemo
 from dpo_operator.nemo.datastore import hf_endpoint
 from dpo_operator.nemo.http import NemoApi, NemoError
+from dpo_operator.render.upload import upload_manifest
+from dpo_operator.runtime.controller import RUNTIME, Result
+from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 
 log = logging.getLogger(__name__)
-MAX_POLL_BACKOFF_SECONDS = 600.0
 # spec fields read on every poll (so applied to a running remote job); any other change is not applied to it
 APPLIED_WHILE_RUNNING = ("suspend", "deployOnCompletion", "job.activeDeadlineSeconds", "customizer.pollIntervalSeconds",
                          "customizer.maxConsecutivePollFailures", "customizer.apiKeySecretRef")
 NOT_HONOURED = "FieldsNotHonoured"  # condition naming spec fields the Customizer cannot honour
-_locks = LOCKS  # shared with the failure handling in handlers/common.py
-
-
-def upload_job_name(name: str) -> str:
-    return child_name(name, "upload")
 
 
 def dataset_name(body: Any, backend: CustomizerBackend) -> str:
@@ -87,10 +94,11 @@ def sessions(namespace: str, backend: CustomizerBackend) -> Iterator[tuple[NemoA
     """Entity Store and Customizer sessions with the API key, the Datastore's with the HF token (its credential)."""
     key = read_secret_key(namespace, backend.api_key_secret_ref, backend.entity_store_url,
                           *([backend.customizer_url] if backend.customizer_url else []))
-    entity = NemoApi(backend.entity_store_url, key)
-    customizer = NemoApi(backend.customizer_url, key) if backend.customizer_url else entity
-    datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref,
-                                                               backend.datastore_url))
+    deadline = RUNTIME.config.remote_call_deadline
+    entity = NemoApi(backend.entity_store_url, key, deadline=deadline)
+    customizer = NemoApi(backend.customizer_url, key, deadline=deadline) if backend.customizer_url else entity
+    datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref, backend.datastore_url),
+                        deadline=deadline)
     try:
         yield entity, customizer, datastore
     finally:
@@ -102,91 +110,48 @@ def in_datastore(location: StorageLocation, backend: CustomizerBackend) -> bool:
     return location.hub is not None and location.hub.endpoint.rstrip("/") == hf_endpoint(backend.datastore_url)
 
 
-def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, repo: str,
-                    config: OperatorConfig) -> dict[str, Any]:
-    backend = spec.customizer
-    assert backend is not None
-    name = body["metadata"]["name"]
-    labels = labels_for(KIND.kind, name, "uploader")
-    # an argv, never parsed by a shell; each value from the spec is one --flag=value argument
-    command = ["dpo-operator", "upload-dataset", f"--datastore-url={backend.datastore_url}", f"--repo={repo}",
-               "--result-file=/dev/termination-log"]
-    env = secret_env("HF_TOKEN", backend.hf_token_secret_ref)
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
-    if location.pvc is not None:
-        command += [f"--dataset-dir={mounted(location.pvc)}"]
-        volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": location.pvc.claim_name,
-                                                                      "readOnly": True}})
-        mounts.append({"name": "dataset", "mountPath": f"{MOUNT_ROOT}/{location.pvc.claim_name}", "readOnly": True})
-    else:
-        assert location.hub is not None
-        command += [f"--source-endpoint={location.hub.endpoint}", f"--source-repo={location.hub.repo_id}",
-                    f"--source-revision={location.hub.revision}"]
-        env += secret_env("SOURCE_HF_TOKEN", location.hub.token_secret_ref)
-    uploader = container(spec.template, name="uploader", default_image=config.workload_image, command=command,
-                         env=env, volume_mounts=mounts)
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.job.backoff_limit,
-        "podFailurePolicy": pod_failure_policy("uploader"),  # a missing dataset fails at once, not after retries
-        "template": {"metadata": pod_metadata(spec.template, labels, {
-                         "HF_TOKEN": backend.datastore_url,
-                         "SOURCE_HF_TOKEN": location.hub.endpoint if location.hub else None}),
-                     "spec": pod_spec(spec.template, [uploader], volumes=volumes)},
-    }
-    if spec.job.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": upload_job_name(name), "namespace": body["metadata"]["namespace"], "labels": labels,
-                         "ownerReferences": [owner_reference(KIND.kind, body)]},
-            "spec": job_spec}
-
-
 # --------------------------------------------------------------------------- submission
 
-def submit(body: Any, spec: DPOTrainingJobSpec) -> None:
+def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     backend = spec.customizer
     assert backend is not None
     namespace, name, uid = body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"]
     if spec.suspend:
-        write_status(KIND, body, Outcome(Phase.SUSPENDED.value, "Suspended", "submission to NeMo Customizer is held "
-                                         "while spec.suspend is true"))
-        return
+        return Outcome(Phase.SUSPENDED.value, Reason.Suspended, "submission to NeMo Customizer is held while spec.suspend "
+                       "is true")
     location = resolve_dataset(body, spec)
     if isinstance(location, Outcome):
-        write_status(KIND, body, location)
-        return
+        return location
     with sessions(namespace, backend) as (entity, customizer, datastore):
         nemo.ensure_entity_namespace(entity, backend.namespace)
         nemo.ensure_datastore_namespace(datastore, backend.namespace)
         dataset = dataset_name(body, backend)
-        fields: dict[str, Any] = {}
+        fields = DPOTrainingJobStatus()
         if in_datastore(location, backend):
             assert location.hub is not None
             files_url = f"hf://datasets/{location.hub.repo_id}"
         else:
             repo = f"{backend.namespace}/{dataset}"
-            upload = ensure_job(namespace, upload_manifest(body, spec, location, repo, OperatorConfig.from_env()))
+            upload = ensure_job(namespace, upload_manifest(body, spec, location, repo, RUNTIME.config))
             state = job_state(upload)
-            fields["jobName"] = upload["metadata"]["name"]
+            fields.job_name = upload["metadata"]["name"]
             if state.phase == Phase.FAILED.value:
-                raise PermanentFailure("DatasetUploadFailed", "uploading the dataset to NeMo Datastore failed: "
-                                       + failure_message(namespace, fields["jobName"], state))
+                raise PermanentFailure(Reason.DatasetUploadFailed, "uploading the dataset to NeMo Datastore failed: "
+                                       + failure_message(namespace, upload["metadata"]["name"], state))
             if state.phase != Phase.SUCCEEDED.value:
-                write_status(KIND, body, Outcome(Phase.PENDING.value, "UploadingDataset",
-                                                 f"copying {location.describe()} to NeMo Datastore repo {repo}", fields))
-                return
-            uploaded = next((r for r in pod_results(namespace, fields["jobName"]) if r.get("filesUrl")), None)
+                return Outcome(Phase.PENDING.value, Reason.UploadingDataset,
+                               f"copying {location.describe()} to NeMo Datastore repo {repo}", fields)
+            uploaded = first_valid(UploadResult, pod_results(namespace, upload["metadata"]["name"]))
             if uploaded is None:  # never register a dataset no pod vouched for
-                raise PermanentFailure("ResultUnavailable", f"upload job {fields['jobName']} completed but no pod of it "
+                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} completed but no pod of it "
                                        "left a readable result (termination message); the dataset in NeMo Datastore "
                                        "cannot be trusted")
-            files_url = uploaded["filesUrl"]
+            files_url = uploaded.files_url
         try:
             nemo.register_dataset(entity, backend.namespace, dataset, files_url,
                                   f"DPO preference pairs for {namespace}/{name}")
         except nemo.DatasetConflict as exc:
-            raise PermanentFailure("DatasetConflict", str(exc)) from None
+            raise PermanentFailure(Reason.DatasetConflict, str(exc)) from None
         hyperparameters, not_honoured = nemo.customizer_hyperparameters(spec.hyperparameters)
         job = nemo.find_job(customizer, uid, backend.namespace)
         if job is None:
@@ -194,38 +159,32 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> None:
                 spec.model.name, backend.namespace, dataset, hyperparameters, output_model(body, backend), uid,
                 f"DPOTrainingJob {namespace}/{name}"))
             log.info("DPOTrainingJob %s/%s: created Customizer job %s", namespace, name, job["id"])
-        fields.update(remoteJobId=job["id"], outputModel=job.get("output_model"), datasetLocation=files_url,
-                      submitTime=now(), submittedSpec=spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING))
-        write_status(KIND, with_not_honoured(body, not_honoured),
-                     Outcome(Phase.PENDING.value, "Submitted", f"Customizer job {job['id']} created", fields,
-                             (True, "Applied", f"Customizer job {job['id']} runs the current spec")))
+        fields.remote_job_id, fields.output_model, fields.dataset_location = job["id"], job.get("output_model"), files_url
+        fields.submit_time, fields.submitted_spec = now(), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING)
+        return Outcome(Phase.PENDING.value, Reason.Submitted, f"Customizer job {job['id']} created", fields,
+                       (True, Reason.Applied, f"Customizer job {job['id']} runs the current spec"),
+                       conditions={NOT_HONOURED: not_honoured_condition(not_honoured)})
 
 
-def with_not_honoured(body: Any, not_honoured: list[str]) -> Any:
-    """The body with the ``FieldsNotHonoured`` condition set in its status, so that the next status write (which
-    keeps conditions it does not own) records it: True and listing them when some spec fields cannot be sent."""
-    status = dict(body.get("status") or {})
-    status["conditions"] = set_condition(
-        status.get("conditions"), NOT_HONOURED, bool(not_honoured),
-        "UnsupportedByCustomizer" if not_honoured else "AllSent",
-        "; ".join(not_honoured) if not_honoured else "every spec field was sent to NeMo Customizer",
-        body["metadata"].get("generation"))
-    return {**body, "status": status}
+def not_honoured_condition(not_honoured: list[str]) -> tuple[bool, str, str]:
+    """The ``FieldsNotHonoured`` condition: True and listing them when some spec fields cannot be sent."""
+    return (bool(not_honoured), Reason.UnsupportedByCustomizer if not_honoured else Reason.AllSent,
+            "; ".join(not_honoured) if not_honoured else "every spec field was sent to NeMo Customizer")
 
 
 # --------------------------------------------------------------------------- polling
 
-def poll(body: Any, spec: DPOTrainingJobSpec, memo: Any) -> None:
+def poll(body: Any, spec: DPOTrainingJobSpec) -> Result:
     backend = spec.customizer
     assert backend is not None
     status = body.get("status") or {}
     job_id = status["remoteJobId"]
     phase = status.get("phase") or Phase.PENDING.value
     with sessions(body["metadata"]["namespace"], backend) as (_, customizer, _):
-        _poll(body, spec, memo, customizer, job_id, phase)
+        return _poll(body, spec, customizer, job_id, phase)
 
 
-def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, job_id: str, phase: str) -> None:
+def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str, phase: str) -> Result:
     backend = spec.customizer
     assert backend is not None
     status = body.get("status") or {}
@@ -233,72 +192,65 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, memo: Any, customizer: NemoApi, j
         remote = nemo.job_status(customizer, job_id)
     except NemoError as exc:
         if exc.status == 404:
-            raise PermanentFailure("RemoteJobMissing", f"Customizer job {job_id} no longer exists") from None
+            raise PermanentFailure(Reason.RemoteJobMissing, f"Customizer job {job_id} no longer exists") from None
         failures = int(status.get("consecutivePollFailures") or 0) + 1
         if failures >= backend.max_consecutive_poll_failures:
-            raise PermanentFailure("PollFailed", f"{failures} consecutive status polls of Customizer job {job_id} "
+            raise PermanentFailure(Reason.PollFailed, f"{failures} consecutive status polls of Customizer job {job_id} "
                                    f"failed; last error: {exc}") from None
-        delay = min(MAX_POLL_BACKOFF_SECONDS, backend.poll_interval_seconds * 2 ** failures)
-        if memo is not None:
-            memo.next_poll = time.monotonic() + delay
-        write_status(KIND, body, Outcome(phase, "PollFailing", f"polling Customizer job {job_id} failed "
-                                         f"({failures} in a row, next try in {delay:.0f}s): {exc}",
-                                         {"consecutivePollFailures": failures}))
-        return
+        delay = min(RUNTIME.config.max_poll_backoff_seconds, backend.poll_interval_seconds * 2 ** failures)
+        return Result(Outcome(phase, Reason.PollFailing, f"polling Customizer job {job_id} failed "
+                              f"({failures} in a row, next try in {delay:.0f}s): {exc}",
+                              DPOTrainingJobStatus(consecutive_poll_failures=failures)), hold_for=delay)
     applied = digest_applied(status.get("submittedSpec"), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING),
                              f"Customizer job {job_id}")
     # null or missing fields keep the last known values
     progress = {**(status.get("progress") or {}), **remote.progress}
-    fields: dict[str, Any] = {"progress": progress or None, "consecutivePollFailures": None}
+    fields = DPOTrainingJobStatus(progress=TrainingProgress.model_validate(progress) if progress else None,
+                                  consecutive_poll_failures=None)
     if remote.phase == Phase.SUCCEEDED.value:
         # the model entity is named only in the job itself (the create answer may predate it): read it back
         model = nemo.get_job(customizer, job_id).get("output_model")
         if not model:
-            raise PermanentFailure("NoOutputModel", f"Customizer job {job_id} completed without an output model, "
+            raise PermanentFailure(Reason.NoOutputModel, f"Customizer job {job_id} completed without an output model, "
                                    "so there is no model to deploy; was it created without output_model?")
-        fields["progress"] = {**progress, "percentageDone": 100.0}
-        fields["outputModel"] = model
-        fields.update(deploy_if_requested(body, spec))
-        write_status(KIND, body, Outcome(Phase.SUCCEEDED.value, "Trained", remote.message, fields, applied))
-    elif remote.phase == Phase.FAILED.value:
-        fields["failureReason"] = "CustomizerJobFailed"
-        write_status(KIND, body, Outcome(Phase.FAILED.value, "CustomizerJobFailed", remote.message, fields, applied))
-    elif remote.phase == Phase.CANCELLED.value:
-        fields["failureReason"] = "CustomizerJobCancelled"
-        write_status(KIND, body, Outcome(Phase.CANCELLED.value, "CustomizerJobCancelled", remote.message, fields, applied))
-    else:
-        deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
-        if deadline is not None and status.get("submitTime") and seconds_since(status["submitTime"]) > deadline:
-            nemo.cancel_job(customizer, job_id)
-            raise PermanentFailure("DeadlineExceeded", f"Customizer job {job_id} ran longer than "
-                                   f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
-        reason = "Training" if remote.phase == Phase.RUNNING.value else "Queued"
-        write_status(KIND, body, Outcome(remote.phase, reason, remote.message, fields, applied))
+        fields.progress = TrainingProgress.model_validate({**progress, "percentageDone": 100.0})
+        fields.output_model = model
+        deploy_if_requested(body, spec, fields)
+        return Result(Outcome(Phase.SUCCEEDED.value, Reason.Trained, remote.message, fields, applied))
+    if remote.phase == Phase.FAILED.value:
+        fields.failure_reason = Reason.CustomizerJobFailed
+        return Result(Outcome(Phase.FAILED.value, Reason.CustomizerJobFailed, remote.message, fields, applied))
+    if remote.phase == Phase.CANCELLED.value:
+        fields.failure_reason = Reason.CustomizerJobCancelled
+        return Result(Outcome(Phase.CANCELLED.value, Reason.CustomizerJobCancelled, remote.message, fields, applied))
+    deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
+    elapsed = seconds_since(status.get("submitTime"))  # None: never submitted, or not a timestamp (no deadline)
+    if deadline is not None and elapsed is not None and elapsed > deadline:
+        nemo.cancel_job(customizer, job_id)
+        raise PermanentFailure(Reason.DeadlineExceeded, f"Customizer job {job_id} ran longer than "
+                               f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
+    reason = Reason.Training if remote.phase == Phase.RUNNING.value else "Queued"
+    return Result(Outcome(remote.phase, reason, remote.message, fields, applied))
 
 
-def reconcile(body: Any, spec: DPOTrainingJobSpec, memo: Any = None) -> None:
-    """Submit or poll; serialised per resource and always on a fresh read (handlers may overlap).
-
-    The timer passes its ``memo``: its calls are paced to ``pollIntervalSeconds`` (longer after poll failures).
-    """
+def decide(body: Any, spec: DPOTrainingJobSpec) -> Result:
+    """Submit or poll. The runtime paces calls to ``pollIntervalSeconds`` (:func:`pace`), longer after poll
+    failures (``hold_for``)."""
     assert spec.customizer is not None
-    if memo is not None:
-        if time.monotonic() < getattr(memo, "next_poll", 0.0):
-            return
-        memo.next_poll = time.monotonic() + spec.customizer.poll_interval_seconds
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    with _locks[body["metadata"]["uid"]]:
-        fresh = resources.read(KIND, namespace, name)
-        if fresh is None or is_terminal(fresh) or fresh["metadata"].get("deletionTimestamp"):
-            return
-        check_spec(spec)
-        try:
-            if (fresh.get("status") or {}).get("remoteJobId"):
-                poll(fresh, spec, memo)
-            else:
-                submit(fresh, spec)
-        except SecretMissing as exc:
-            write_status(KIND, fresh, Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"))
+    check_spec(spec)
+    try:
+        if (body.get("status") or {}).get("remoteJobId"):
+            return poll(body, spec)
+        return Result(submit(body, spec))
+    except SecretMissing as exc:
+        return Result(Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"))
+
+
+def pace(body: Any) -> float | None:
+    """Seconds before the next NeMo call, counted from the start of this one (None: a terminal resource)."""
+    if is_terminal(body):
+        return None
+    return float(((body.get("spec") or {}).get("customizer") or {}).get("pollIntervalSeconds") or 30.0)
 
 
 # --------------------------------------------------------------------------- deletion
@@ -311,13 +263,13 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec) -> str:
     if is_terminal(body):
         return "the remote job had already finished"
     namespace = body["metadata"]["namespace"]
-    _locks.pop(body["metadata"]["uid"], None)
     try:
         with sessions(namespace, backend) as (_, customizer, _):
             return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
     except SecretMissing as exc:  # try without a key rather than keep the resource Terminating
         log.warning("%s; cancelling without an API key", exc)
-        with NemoApi(backend.customizer_url or backend.entity_store_url) as customizer:
+        with NemoApi(backend.customizer_url or backend.entity_store_url,
+                     deadline=RUNTIME.config.remote_call_deadline) as customizer:
             return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
 
 

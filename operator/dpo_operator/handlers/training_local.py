@@ -6,20 +6,25 @@ termination message.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from dpo_operator.api.common import Phase, ResourceRequirements, StorageLocation
-from dpo_operator.api.training import KIND, DPOTrainingJobSpec
-from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers.common import InvalidSpec
-from dpo_operator.handlers.training_shared import MOUNT_ROOT, deploy_if_requested, mounted, resolve_dataset
+from dpo_operator.api.common import Phase
+from dpo_operator.api.reasons import Reason
+from dpo_operator.api.results import TrainingResult, first_valid
+from dpo_operator.api.training import (
+    DPOTrainingJobSpec,
+    DPOTrainingJobStatus,
+    TrainingProgress,
+)
+from dpo_operator.handlers.training_shared import (
+    deploy_if_requested,
+    resolve_dataset,
+)
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import (
     ensure_job,
     failure,
     job_state,
-    pod_failure_policy,
     pod_problem,
     pod_results,
     set_suspended,
@@ -27,125 +32,17 @@ from dpo_operator.kube.jobs import (
     to_dict,
 )
 from dpo_operator.kube.objects import none_if_missing, read_or_create
-from dpo_operator.kube.naming import MAX_LABEL, child_name, labels_for, owner_reference, service_name
-from dpo_operator.kube.pods import container, pod_metadata, pod_spec, secret_env
-from dpo_operator.kube.status import Outcome, write_status
-
-SPEC_ENV = "DPO_TRAINING_SPEC"
-MASTER_PORT = 29500
-
-
-def job_name(name: str) -> str:
-    """A DNS label short enough that ``{job}-{index}``, the hostname of an Indexed Job's pod, is one too."""
-    return child_name(name, "train", limit=MAX_LABEL - 6, hostname=True)
-
-
-def _dataset_args(dataset: StorageLocation) -> list[str]:
-    if dataset.pvc is not None:
-        return [f"--dataset-dir={mounted(dataset.pvc)}"]
-    assert dataset.hub is not None  # each pod downloads it (token: DATASET_HF_TOKEN)
-    return [f"--dataset-hub={dataset.hub.repo_id}", f"--dataset-hub-endpoint={dataset.hub.endpoint}",
-            f"--dataset-hub-revision={dataset.hub.revision}"]
-
-
-def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> list[str]:
-    """The trainer's argv. No shell ever parses it, and every value from the spec travels as ``--flag=value`` (one
-    argument, never read as an option even when it starts with ``-``). Several nodes: torchrun takes its node rank
-    and rendezvous address from the environment (``PET_NODE_RANK``, ``PET_MASTER_ADDR``: see :func:`_torchrun_env`)."""
-    local = spec.local
-    assert local is not None and local.output is not None
-    model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
-    train = ["-m", "dpo_operator", "train", f"--spec-env={SPEC_ENV}", f"--model={model}", *_dataset_args(dataset),
-             f"--output-dir={mounted(local.output)}/{name}", "--result-file=/dev/termination-log"]
-    if local.num_nodes > 1:
-        return ["torchrun", f"--nnodes={local.num_nodes}", f"--nproc-per-node={max(1, local.gpus_per_node)}",
-                f"--master-port={MASTER_PORT}", *train]
-    if local.gpus_per_node > 1:
-        return ["torchrun", "--standalone", f"--nproc-per-node={local.gpus_per_node}", *train]
-    return ["dpo-operator", *train[2:]]
-
-
-def _wandb_url(spec: DPOTrainingJobSpec) -> str | None:
-    """Where the W&B client sends its key: WANDB_BASE_URL when the template sets it, W&B's cloud otherwise."""
-    if spec.local is None or spec.local.wandb is None:
-        return None
-    custom = next((e.value for e in spec.template.env or [] if e.name == "WANDB_BASE_URL" and e.value), None)
-    return custom or "https://api.wandb.ai"
-
-
-def _torchrun_env(jname: str) -> list[dict[str, Any]]:
-    """torchrun reads each option from ``PET_<OPTION>`` when not given: the node rank is the pod's completion index
-    (the annotation the Job controller sets, which is what $JOB_COMPLETION_INDEX is made from), the rendezvous
-    address index 0's pod through the headless Service its subdomain names."""
-    index = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
-    return [{"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
-            {"name": "PET_MASTER_ADDR", "value": f"{jname}-0.{service_name(jname)}"}]
-
-
-def headless_service(body: Any, name: str) -> dict[str, Any]:
-    """The Service that gives the Job ``name``'s pods DNS names (its own name is a DNS-1035 form of the Job's)."""
-    return {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": service_name(name), "namespace": body["metadata"]["namespace"],
-                     "labels": labels_for(KIND.kind, body["metadata"]["name"], "trainer"),
-                     "ownerReferences": [owner_reference(KIND.kind, body)]},
-        "spec": {"clusterIP": "None", "selector": {"batch.kubernetes.io/job-name": name},
-                 "ports": [{"name": "rendezvous", "port": MASTER_PORT}], "publishNotReadyAddresses": True},
-    }
-
-
-def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, config: OperatorConfig) -> dict[str, Any]:
-    name = body["metadata"]["name"]
-    jname = job_name(name)
-    local = spec.local
-    assert local is not None and local.output is not None
-    labels = labels_for(KIND.kind, name, "trainer")
-    claims = {dataset.pvc.claim_name: True} if dataset.pvc is not None else {}
-    claims[local.output.claim_name] = False
-    if spec.model.pvc is not None:
-        claims.setdefault(spec.model.pvc.claim_name, True)
-    volumes = [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)]
-    mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}"} for i, claim in enumerate(claims)]
-    volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
-    mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    env = [{"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
-           {"name": "DPO_RESOURCE_NAME", "value": name},
-           *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None),
-           *secret_env("DATASET_HF_TOKEN", dataset.hub.token_secret_ref if dataset.hub else None)]
-    if local.wandb is not None:  # the run id is the resource's uid: a restarted pod continues the same run
-        env += [*secret_env("WANDB_API_KEY", local.wandb.api_key_secret_ref),
-                {"name": "WANDB_PROJECT", "value": local.wandb.project}, {"name": "WANDB_NAME", "value": name},
-                {"name": "WANDB_RUN_ID", "value": body["metadata"]["uid"]},
-                *([{"name": "WANDB_ENTITY", "value": local.wandb.entity}] if local.wandb.entity else [])]
-    if local.num_nodes > 1:
-        env += _torchrun_env(jname)
-    options = spec.template
-    if local.gpus_per_node:  # each pod gets the node's GPUs unless the template says otherwise
-        current = options.resources or ResourceRequirements()
-        limits = {"nvidia.com/gpu": local.gpus_per_node, **(current.limits or {})}
-        options = options.model_copy(update={"resources": current.model_copy(update={"limits": limits})})
-    trainer = container(options, name="trainer", default_image=config.workload_image,
-                        command=_command(spec, name, dataset), env=env, volume_mounts=mounts)
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.job.backoff_limit, "suspend": spec.suspend,
-        "podFailurePolicy": pod_failure_policy("trainer"),
-        "template": {"metadata": pod_metadata(spec.template, labels, {
-                         "HF_TOKEN": spec.model.hub.endpoint if spec.model.hub else None,
-                         "DATASET_HF_TOKEN": dataset.hub.endpoint if dataset.hub else None,
-                         "WANDB_API_KEY": _wandb_url(spec)}),
-                     "spec": pod_spec(options, [trainer], volumes=volumes)},
-    }
-    if local.num_nodes > 1:
-        job_spec.update(completionMode="Indexed", completions=local.num_nodes, parallelism=local.num_nodes)
-        job_spec["template"]["spec"]["subdomain"] = service_name(jname)
-    if spec.job.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.job.active_deadline_seconds
-    if spec.job.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.job.ttl_seconds_after_finished
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": jname, "namespace": body["metadata"]["namespace"], "labels": labels,
-                         "ownerReferences": [owner_reference(KIND.kind, body)]},
-            "spec": job_spec}
+from dpo_operator.kube.status import Outcome
+from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT: API)
+    MASTER_PORT,
+    SPEC_ENV,
+    _command,
+    headless_service,
+    job_manifest,
+    job_name,
+)
+from dpo_operator.runtime.controller import RUNTIME
+from dpo_operator.runtime.errors import InvalidSpec
 
 
 def ensure_service(namespace: str, manifest: dict[str, Any]) -> None:
@@ -170,44 +67,41 @@ def validate(spec: DPOTrainingJobSpec) -> None:
                           "use precision bf16")
 
 
-def reconcile(body: Any, spec: DPOTrainingJobSpec) -> None:
+def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
+    """The trainer Job (and headless Service) to have, and the outcome their state implies."""
     validate(spec)
     assert spec.local is not None and spec.local.output is not None
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     location = resolve_dataset(body, spec)
     if isinstance(location, Outcome):
-        write_status(KIND, body, location)
-        return
+        return location
     jname = job_name(name)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
-    job = ensure_job(namespace, job_manifest(body, spec, location, OperatorConfig.from_env()))
+    job = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config))
     job = set_suspended(namespace, job, spec.suspend)
     applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
-    fields: dict[str, Any] = {"jobName": jname, "datasetLocation": location.describe()}
+    fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
     if state.phase == Phase.SUCCEEDED.value:
-        result = next((r for r in pod_results(namespace, jname) if "outputModel" in r), None)
+        result = first_valid(TrainingResult, pod_results(namespace, jname))
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
-            fields["failureReason"] = "ResultUnavailable"
-            write_status(KIND, body, Outcome(Phase.FAILED.value, "ResultUnavailable",
-                                             f"job {jname} completed but no pod of it left a readable result "
-                                             "(termination message); the trained model cannot be trusted", fields, applied))
-            return
+            fields.failure_reason = Reason.ResultUnavailable
+            return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
+                           f"job {jname} completed but no pod of it left a readable result "
+                           "(termination message); the trained model cannot be trusted", fields, applied)
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
-        fields["outputModel"] = f"pvc://{spec.local.output.claim_name}/{relative}"
-        fields["progress"] = {"percentageDone": 100.0, "stepsCompleted": result.get("steps"),
-                              "epochsCompleted": spec.hyperparameters.epochs,
-                              "trainLoss": result.get("trainLoss"), "valLoss": result.get("valLoss"),
-                              "resumedFromStep": result.get("resumedFromStep")}
-        fields.update(deploy_if_requested(body, spec))
-        write_status(KIND, body, Outcome(state.phase, "Trained", "training completed", fields, applied))
-        return
+        fields.output_model = f"pvc://{spec.local.output.claim_name}/{relative}"
+        fields.progress = TrainingProgress(percentage_done=100.0, steps_completed=result.steps,
+                                           epochs_completed=spec.hyperparameters.epochs,
+                                           train_loss=result.train_loss, val_loss=result.val_loss,
+                                           resumed_from_step=result.resumed_from_step)
+        deploy_if_requested(body, spec, fields)
+        return Outcome(state.phase, Reason.Trained, "training completed", fields, applied)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, jname, state)
-        fields["failureReason"] = explained.reason
-        write_status(KIND, body, Outcome(state.phase, explained.reason, explained.message, fields, applied))
-        return
+        fields.failure_reason = explained.reason
+        return Outcome(state.phase, explained.reason, explained.message, fields, applied)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         state = pod_problem(namespace, jname) or state
-    write_status(KIND, body, Outcome(state.phase, state.reason, state.message, fields, applied))
+    return Outcome(state.phase, state.reason, state.message, fields, applied)

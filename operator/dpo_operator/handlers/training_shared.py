@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpo_operator.api import API_VERSION
 from dpo_operator.api import collection as collection_api
 from dpo_operator.api import deployment as deployment_api
-from dpo_operator.api.common import Phase, PvcLocation, StorageLocation
-from dpo_operator.api.training import KIND, DPOTrainingJobSpec
-from dpo_operator.handlers.common import PermanentFailure
-from dpo_operator.kube import resources
-from dpo_operator.kube.naming import labels_for, owner_reference
+from dpo_operator.api.common import Phase, StorageLocation
+from dpo_operator.api.reasons import Reason
+from dpo_operator.api.training import DPOTrainingJobSpec, DPOTrainingJobStatus
+from dpo_operator.kube import custom_objects
 from dpo_operator.kube.status import Outcome
-
-MOUNT_ROOT = "/mnt/pvc"
-
-
-def mounted(location: PvcLocation) -> str:
-    """Where a PVC directory appears inside our pods (each claim is mounted at /mnt/pvc/<claim>)."""
-    return f"{MOUNT_ROOT}/{location.claim_name}/{location.path.strip('/')}".rstrip("/")
+from dpo_operator.render.deployment import deployment_for
+from dpo_operator.render.paths import MOUNT_ROOT, mounted  # noqa: F401  (used by the backends)
+from dpo_operator.runtime.errors import PermanentFailure
 
 
 def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Outcome:
@@ -28,34 +22,22 @@ def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Ou
         return spec.dataset.location
     assert spec.dataset.collection_ref is not None
     ref = spec.dataset.collection_ref.name
-    collection = resources.read(collection_api.KIND, body["metadata"]["namespace"], ref)
+    collection = custom_objects.read(collection_api.KIND, body["metadata"]["namespace"], ref)
     if collection is None:
-        return Outcome(Phase.PENDING.value, "WaitingForDataset", f"DPOCollection {ref} does not exist (yet)")
+        return Outcome(Phase.PENDING.value, Reason.WaitingForDataset, f"DPOCollection {ref} does not exist (yet)")
     phase = (collection.get("status") or {}).get("phase")
     if phase in (Phase.FAILED.value, Phase.CANCELLED.value):
-        raise PermanentFailure("DatasetFailed", f"DPOCollection {ref} ended {phase}: "
+        raise PermanentFailure(Reason.DatasetFailed, f"DPOCollection {ref} ended {phase}: "
                                                 f"{(collection.get('status') or {}).get('message', '')}")
     if phase != Phase.SUCCEEDED.value:
-        return Outcome(Phase.PENDING.value, "WaitingForDataset", f"waiting for DPOCollection {ref} (phase {phase or 'unknown'})")
+        return Outcome(Phase.PENDING.value, Reason.WaitingForDataset, f"waiting for DPOCollection {ref} (phase {phase or 'unknown'})")
     return collection_api.DPOCollectionSpec.model_validate(collection["spec"]).output
 
 
-def deployment_for(body: Any, spec: DPOTrainingJobSpec) -> dict[str, Any] | None:
-    if spec.deploy_on_completion is None:
-        return None
-    name = body["metadata"]["name"]
-    deploy_spec = {**spec.deploy_on_completion.to_api(), "model": {"trainingJobRef": {"name": name}}}
-    return {"apiVersion": API_VERSION, "kind": deployment_api.KIND.kind,
-            "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
-                         "labels": labels_for(KIND.kind, name, "deployment"),
-                         "ownerReferences": [owner_reference(KIND.kind, body)]},
-            "spec": deploy_spec}
-
-
-def deploy_if_requested(body: Any, spec: DPOTrainingJobSpec) -> dict[str, Any]:
-    """Create the ModelDeployment of ``deployOnCompletion`` (once); the status fields to record."""
+def deploy_if_requested(body: Any, spec: DPOTrainingJobSpec, status: DPOTrainingJobStatus) -> None:
+    """Create the ModelDeployment of ``deployOnCompletion`` (once), and record its name in ``status``."""
     deployment = deployment_for(body, spec)
     if deployment is None:
-        return {}
-    resources.ensure(deployment_api.KIND, body["metadata"]["namespace"], deployment)
-    return {"deploymentName": deployment["metadata"]["name"]}
+        return
+    custom_objects.ensure(deployment_api.KIND, body["metadata"]["namespace"], deployment)
+    status.deployment_name = deployment["metadata"]["name"]

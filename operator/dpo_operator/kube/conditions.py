@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 
@@ -10,10 +11,24 @@ def now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def seconds_since(timestamp: str) -> float:
-    """Wall-clock seconds since a timestamp written by :func:`now` (kept in status, so restarts keep the clock)."""
-    started = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    return (datetime.datetime.now(tz=datetime.UTC) - started).total_seconds()
+def parse_time(timestamp: Any) -> datetime.datetime | None:
+    """An RFC 3339 timestamp in any of its valid forms (``Z`` or an offset, fractional seconds, lower-case ``t``/
+    ``z``), as an aware datetime; None for anything else (a timestamp without an offset counts as UTC)."""
+    if not isinstance(timestamp, str) or not timestamp.strip():
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", timestamp.strip().upper().replace(" ", "T"))  # any fraction: microseconds
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+
+
+def seconds_since(timestamp: Any) -> float | None:
+    """Wall-clock seconds since a timestamp kept in status (so restarts keep the clock); None when it is not an
+    RFC 3339 timestamp (someone edited it): the caller decides what an unknown start means."""
+    started = parse_time(timestamp)
+    return None if started is None else (datetime.datetime.now(tz=datetime.UTC) - started).total_seconds()
 
 
 def set_condition(
@@ -41,10 +56,3 @@ def set_condition(
     return sorted([*others, updated], key=lambda c: c["type"])
 
 
-def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
-    return next((c for c in conditions or [] if c.get("type") == type_), None)
-
-
-def is_true(conditions: list[dict[str, Any]] | None, type_: str) -> bool:
-    condition = get_condition(conditions, type_)
-    return condition is not None and condition.get("status") == "True"

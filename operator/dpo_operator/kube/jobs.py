@@ -8,8 +8,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-
 from dpo_operator.api.common import Phase
+from dpo_operator.api.reasons import Reason
 from dpo_operator.kube import client
 from dpo_operator.kube.objects import controller_uid, none_if_missing, read_or_create
 from dpo_operator.kube.secrets import check_pod_secrets
@@ -54,15 +54,15 @@ def job_state(job: dict[str, Any]) -> JobState:
         if condition.get("status") != "True":
             continue
         if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return JobState(Phase.SUCCEEDED.value, "JobComplete", "the job completed")
+            return JobState(Phase.SUCCEEDED.value, Reason.JobComplete, "the job completed")
         if condition.get("type") in ("Failed", "FailureTarget"):
-            reason = condition.get("reason") or "JobFailed"
+            reason = condition.get("reason") or Reason.JobFailed
             return JobState(Phase.FAILED.value, reason, condition.get("message") or f"the job failed ({reason})")
     if job["spec"].get("suspend"):
-        return JobState(Phase.SUSPENDED.value, "Suspended", "the job is suspended")
+        return JobState(Phase.SUSPENDED.value, Reason.Suspended, "the job is suspended")
     if (status.get("active") or 0) > 0:
-        return JobState(Phase.RUNNING.value, "PodsRunning", f"{status['active']} pod(s) running")
-    return JobState(Phase.PENDING.value, "JobCreated", "waiting for the job's pods to start")
+        return JobState(Phase.RUNNING.value, Reason.PodsRunning, f"{status['active']} pod(s) running")
+    return JobState(Phase.PENDING.value, Reason.JobCreated, "waiting for the job's pods to start")
 
 
 # exit code of a workload that failed for a reason a retry cannot fix (bad spec, missing dataset): see cli.py
@@ -112,7 +112,7 @@ def pod_problem(namespace: str, job_name: str) -> JobState | None:
         for condition in (pod.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False" \
                     and condition.get("reason") == "Unschedulable":
-                return JobState(Phase.PENDING.value, "Unschedulable",
+                return JobState(Phase.PENDING.value, Reason.Unschedulable,
                                 f"pod {name} cannot be scheduled: {condition.get('message') or 'no node fits'}")
     return None
 
@@ -139,13 +139,13 @@ def failure(namespace: str, job_name: str, state: JobState) -> JobState:
     reason, message = state.reason, state.message
     oom = next((t for t in ended if t["reason"] == "OOMKilled"), None)
     if oom is not None:
-        reason = "OOMKilled"
+        reason = Reason.OOMKilled
         message = (f"container {oom['container']} of pod {oom['pod']} was killed for exceeding its memory limit "
                    f"(OOMKilled, exit code {oom['exitCode']}); raise template.resources.limits.memory. {message}")
     elif ended:
         last = ended[0]
         if last["exitCode"] == DETERMINISTIC_EXIT_CODE:
-            reason = "WorkloadConfigError"
+            reason = Reason.WorkloadConfigError
         message += f"; container {last['container']} exited with code {last['exitCode']} ({last['reason']})"
     errors = [r["error"] for r in pod_results(namespace, job_name) if r.get("error")]
     return JobState(state.phase, reason, message + (f"; last pod error: {errors[0]}" if errors else ""))
@@ -197,8 +197,8 @@ def _applied(built: dict[str, Any], current: dict[str, Any], mutable: tuple[str,
     """The SpecApplied condition (status, reason, message) from the spec ``what`` was built from and the current."""
     changed = sorted(k for k in set(built) | set(current) if k not in mutable and built.get(k) != current.get(k))
     if not changed:
-        return True, "Applied", runs_current
-    return False, "ChangeNotApplied", (f"{what} was created from an earlier spec; changes to {', '.join(changed)} are "
+        return True, Reason.Applied, runs_current
+    return False, Reason.ChangeNotApplied, (f"{what} was created from an earlier spec; changes to {', '.join(changed)} are "
                                        "not applied to it (they take effect only in a new resource)")
 
 
@@ -218,5 +218,5 @@ def spec_applied(job: dict[str, Any], env_name: str, current: dict[str, Any],
     except ValueError:
         built = None
     if not isinstance(built, dict):
-        return True, "Applied", "the job runs the current spec"
+        return True, Reason.Applied, "the job runs the current spec"
     return _applied(built, current, mutable, f"job {job['metadata']['name']}", "the job runs the current spec")

@@ -1,5 +1,6 @@
-"""One lock per resource (by uid), shared by every handler: a create handler, a timer and child events of the same
-object never reconcile it at the same time, and a terminal status is written under the same lock."""
+"""One lock per resource (by uid). The runtime takes it around every reconcile, whatever enqueued it (kopf's
+create/update/resume handlers, child Job/Pod/Deployment events, requeues), and the deletion handlers that cancel
+remote work take it too: nothing acts on a resource while another path is acting on it."""
 
 from __future__ import annotations
 

@@ -7,13 +7,15 @@ from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
+from dpo_operator.api.reasons import Reason
+
 T = TypeVar("T")
 
 
 class NameConflict(Exception):
     """An object of the child's name exists but is not ours: it is left untouched and the owner fails."""
 
-    reason = "NameConflict"
+    reason = Reason.NameConflict
 
 
 def none_if_missing(read: Callable[[], T]) -> T | None:

@@ -8,6 +8,7 @@ from typing import Any
 from dpo_operator.api.common import PodOptions, PvcLocation, SecretKeyRef
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube.pss import violations
+from dpo_operator.api.reasons import Reason
 from dpo_operator.kube.secrets import DESTINATIONS_ANNOTATION, destinations_annotation
 
 
@@ -43,31 +44,31 @@ class WorkloadNotAllowed(Exception):
     """A template asks for more than the operator's administrator lets workloads have: the resource fails with
     ``reason`` (no retry helps until the spec or the chart changes)."""
 
-    reason = "WorkloadNotAllowed"
+    reason = Reason.WorkloadNotAllowed
 
 
 class ServiceAccountNotAllowed(WorkloadNotAllowed):
     """``template.serviceAccountName`` names an account the operator was not configured to let workloads use."""
 
-    reason = "ServiceAccountNotAllowed"
+    reason = Reason.ServiceAccountNotAllowed
 
 
 class PodSecurityNotAllowed(WorkloadNotAllowed):
     """The pod (with the template's securityContext overrides) breaks the configured Pod Security level."""
 
-    reason = "PodSecurityNotAllowed"
+    reason = Reason.PodSecurityNotAllowed
 
 
 class EnvNotAllowed(WorkloadNotAllowed):
     """``template.env`` sets a variable the operator sets itself (the spec, a key's destination...)."""
 
-    reason = "EnvNotAllowed"
+    reason = Reason.EnvNotAllowed
 
 
 class SchedulingNotAllowed(WorkloadNotAllowed):
     """``template.tolerations`` or ``template.nodeSelector`` reach nodes the administrator did not allow."""
 
-    reason = "SchedulingNotAllowed"
+    reason = Reason.SchedulingNotAllowed
 
 
 def allowed_service_accounts() -> set[str]:
@@ -144,8 +145,11 @@ def container(options: PodOptions, *, name: str, default_image: str, command: li
 
 
 def pod_spec(options: PodOptions, containers: list[dict[str, Any]], *, volumes: list[dict[str, Any]] = (),
-             restart_policy: str = "Never", uid: int = WORKLOAD_UID, **extra: Any) -> dict[str, Any]:
-    config = OperatorConfig.from_env()
+             restart_policy: str = "Never", uid: int = WORKLOAD_UID, config: OperatorConfig | None = None,
+             **extra: Any) -> dict[str, Any]:
+    """The pod spec, checked against the administrator's policy (``config``: the operator's; the environment's when
+    not given)."""
+    config = config or OperatorConfig.from_env()
     check_service_account(options)
     check_scheduling(options, config)
     spec: dict[str, Any] = {"restartPolicy": restart_policy, "containers": containers,

@@ -25,6 +25,7 @@ import httpx
 from kubernetes.client.exceptions import ApiException
 
 from dpo_operator.api.common import SecretKeyRef
+from dpo_operator.api.reasons import Reason
 from dpo_operator.kube import client, redact
 
 USABLE_LABEL = "dpo.ai/usable"
@@ -36,21 +37,21 @@ DESTINATIONS_ANNOTATION = "dpo.ai/secret-destinations"
 class SecretMissing(Exception):
     """The Secret or its key does not exist (yet): the message names which, never a value."""
 
-    reason = "SecretNotFound"
+    reason = Reason.SecretNotFound
     hint = "retrying until it exists"
 
 
 class SecretNotUsable(SecretMissing):
     """The Secret exists but has not opted in to being used by the operator."""
 
-    reason = "SecretNotUsable"
+    reason = Reason.SecretNotUsable
     hint = "retrying until it is labelled"
 
 
 class SecretDestinationNotAllowed(SecretMissing):
     """The Secret is usable, but not for the URL it would be sent to."""
 
-    reason = "SecretDestinationNotAllowed"
+    reason = Reason.SecretDestinationNotAllowed
     hint = f"retrying until the Secret's {ALLOWED_URLS_ANNOTATION} annotation allows it"
 
 

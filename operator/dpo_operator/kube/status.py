@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from dpo_operator.api import GROUP, VERSION, KindInfo
 from dpo_operator.api.common import Phase
+from dpo_operator.api.reasons import Reason
 from dpo_operator.kube import client, events
 from dpo_operator.kube.conditions import now, set_condition
 from dpo_operator.kube.redact import redact
 
 # reasons of non-terminal outcomes that need a person's attention (recorded as Warning events)
-WARNING_REASONS = {"SecretNotFound", "SecretNotUsable", "PollFailing", "Retrying", "CreateContainerConfigError",
+WARNING_REASONS = {"SecretNotFound", "SecretNotUsable", "SecretDestinationNotAllowed", "PollFailing", "Retrying", "CreateContainerConfigError",
                    "CreateContainerError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "Unschedulable",
                    "CrashLoopBackOff", "PodFailing"}
 TERMINAL_PHASES = {Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.CANCELLED.value}
@@ -29,9 +32,20 @@ class Outcome:
     phase: str
     reason: str
     message: str
-    fields: dict[str, Any] = field(default_factory=dict)
+    # the kind's own status fields, as its status model (only the fields set are written; None removes one)
+    fields: BaseModel | None = None
     # whether what runs reflects the current spec: (applied, reason, message) for the SpecApplied condition
     applied: tuple[bool, str, str] | None = None
+    # a kind's own conditions: type -> (status, reason, message)
+    conditions: dict[str, tuple[bool, str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.reason = str(self.reason)  # a Reason member, or a reason Kubernetes reported: plain text in the API
+
+
+def status_fields(fields: BaseModel | None) -> dict[str, Any]:
+    """The fields set in a status model, camelCase as in the API (an explicit None stays: it removes the field)."""
+    return {} if fields is None else fields.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
 
 def is_terminal(body: Any) -> bool:
@@ -43,24 +57,28 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     old = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
     phase = outcome.phase
-    outcome = Outcome(phase, outcome.reason, redact(outcome.message), outcome.fields, outcome.applied)  # no secret
+    outcome = Outcome(phase, outcome.reason, redact(outcome.message), outcome.fields, outcome.applied,
+                      outcome.conditions)  # no secret
     conditions = old.get("conditions")
+    for type_, (state, reason, message) in outcome.conditions.items():
+        conditions = set_condition(conditions, type_, state, reason, message, generation)
     conditions = set_condition(conditions, "Progressing", phase in ACTIVE_PHASES,
                                outcome.reason if phase in ACTIVE_PHASES else phase, outcome.message if phase in ACTIVE_PHASES else "", generation)
     conditions = set_condition(conditions, done_condition, phase in (Phase.SUCCEEDED.value, Phase.READY.value),
                                outcome.reason if phase in (Phase.SUCCEEDED.value, Phase.READY.value) else phase,
                                outcome.message if phase in (Phase.SUCCEEDED.value, Phase.READY.value) else "", generation)
     failed = phase in (Phase.FAILED.value, Phase.CANCELLED.value)
-    conditions = set_condition(conditions, "Failed", failed, outcome.reason if failed else "NoFailure",
+    conditions = set_condition(conditions, "Failed", failed, outcome.reason if failed else Reason.NoFailure,
                                outcome.message if failed else "", generation)
     if outcome.applied is not None:
         conditions = set_condition(conditions, "SpecApplied", outcome.applied[0], outcome.applied[1],
                                    outcome.applied[2], generation)
     suspended = phase == Phase.SUSPENDED.value
-    conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else "NotSuspended",
+    conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else Reason.NotSuspended,
                                outcome.message if suspended else "", generation)
-    status = {**old, **outcome.fields}
-    status.update(phase=phase, reason=outcome.reason, message=outcome.message, observedGeneration=generation, conditions=conditions)
+    status = {**old, **status_fields(outcome.fields)}
+    status.update(phase=phase, reason=str(outcome.reason), message=outcome.message, observedGeneration=generation,
+                  conditions=conditions)
     if phase != Phase.PENDING.value and not status.get("startTime"):
         status["startTime"] = now()
     if phase in TERMINAL_PHASES and not status.get("completionTime"):
@@ -104,17 +122,13 @@ def _reason(status: dict[str, Any]) -> str | None:
     return phase
 
 
-def last_reason(status: dict[str, Any]) -> str | None:
-    return _reason(status)
-
-
-def acknowledge_generation(kind: KindInfo, body: Any, done_condition: str = "Succeeded") -> None:
+def acknowledge_generation(kind: KindInfo, body: Any) -> Outcome | None:
     """A finished resource whose spec was edited: record the generation as observed (tools such as Argo CD wait
-    for it) and say in the SpecApplied condition that the change is not applied."""
+    for it) and say in the SpecApplied condition that the change is not applied. None: nothing to record."""
     status = body.get("status") or {}
     if status.get("observedGeneration") == body["metadata"].get("generation"):
-        return
+        return None
     reason = _reason(status) or status.get("phase") or "Unknown"
-    write_status(kind, body, Outcome(status.get("phase"), reason, status.get("message") or "", applied=(
-        False, "ResourceFinished", f"the {kind.kind} had finished ({status.get('phase')}) when its spec changed; "
-        f"the change is not applied: create a new {kind.kind} to run with it")), done_condition)
+    return Outcome(status.get("phase"), reason, status.get("message") or "", applied=(
+        False, Reason.ResourceFinished, f"the {kind.kind} had finished ({status.get('phase')}) when its spec changed; "
+        f"the change is not applied: create a new {kind.kind} to run with it"))

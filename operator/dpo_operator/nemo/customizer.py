@@ -11,6 +11,7 @@ instead of duplicated. Shapes follow NVIDIA's ``nemo-microservices`` SDK (1.5.0)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -169,7 +170,14 @@ PHASES = {"created": "Pending", "pending": "Pending", "running": "Running", "can
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number, else None (a boolean, a string, NaN/Infinity, an integer too large for a float)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _integer(value: Any) -> int | None:
@@ -220,4 +228,12 @@ class RemoteStatus:
 
 
 def job_status(customizer: NemoApi, job_id: str) -> RemoteStatus:
-    return RemoteStatus.parse(customizer.request("GET", f"/v1/customization/jobs/{job_id}/status") or {})
+    """The job's status; an answer that is not a JSON object is a failed poll (counted, retried, and after
+    ``maxConsecutivePollFailures`` in a row the resource fails), never a crash."""
+    answer = customizer.request("GET", f"/v1/customization/jobs/{job_id}/status")
+    if answer is None:
+        answer = {}
+    if not isinstance(answer, dict):
+        raise NemoError(200, f"GET /v1/customization/jobs/{job_id}/status answered {type(answer).__name__}, not a "
+                        f"JSON object: {str(answer)[:200]}", transient=True)
+    return RemoteStatus.parse(answer)

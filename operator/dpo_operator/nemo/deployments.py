@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dpo_operator.nemo.http import NemoApi, NemoError
+from dpo_operator.render.nemo import config_body, deployment_body
 
 READY, FAILED = {"ready"}, {"failed", "cancelled"}
 PAGE_SIZE = 100
@@ -22,14 +23,13 @@ def owner_tag(namespace: str, name: str) -> str:
 
 
 def ensure_config(api: NemoApi, namespace: str, name: str, model: str, image_name: str, image_tag: str, gpu: int) -> None:
-    api.request("POST", "/v1/deployment/configs", ok=(409,), json={
-        "name": name, "namespace": namespace, "model": model,
-        "nim_deployment": {"image_name": image_name, "image_tag": image_tag, "gpu": gpu}})
+    api.request("POST", "/v1/deployment/configs", ok=(409,),
+                json=config_body(namespace, name, model, image_name, image_tag, gpu))
 
 
 def ensure_deployment(api: NemoApi, namespace: str, name: str, config: str, description: str) -> None:
-    api.request("POST", "/v1/deployment/model-deployments", ok=(409,), json={
-        "name": name, "namespace": namespace, "config": f"{namespace}/{config}", "description": description})
+    api.request("POST", "/v1/deployment/model-deployments", ok=(409,),
+                json=deployment_body(namespace, name, config, description))
 
 
 def get_deployment(api: NemoApi, namespace: str, name: str) -> dict[str, Any] | None:

@@ -1,17 +1,22 @@
 """One HTTP session to a NeMo microservice: base URL, optional bearer key, timeouts, and error classification.
 
-Every non-2xx answer becomes a :class:`NemoError` that says whether retrying could help (408/409/425/429/5xx
-and network errors) and carries the service's own message, so a failed resource can say what went wrong.
+Every non-2xx answer becomes a :class:`NemoError` that says whether retrying could help (408/425/429/5xx, network
+errors and a passed deadline; a 409 is answered like a success only where the caller passes it in ``ok``) and
+carries the service's own message, so a failed resource can say what went wrong. Each request has a total
+deadline: httpx's timeouts are per read, so a service that sends one byte a second would otherwise hold the
+caller for as long as it likes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DEFAULT_DEADLINE = 60.0  # seconds for one request, connect to last byte
 
 
 class NemoError(Exception):
@@ -38,12 +43,18 @@ class NemoApi:
     """A thin session; ``request`` answers the decoded JSON body (or ``None`` for an empty one)."""
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, deadline: float = DEFAULT_DEADLINE) -> None:
         headers = {"Accept": "application/json"}
         if api_key:  # never send an empty bearer token
             headers["Authorization"] = f"Bearer {api_key}"
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        self.deadline = deadline
+        self._options: dict[str, Any] = {"base_url": self.base_url, "headers": headers, "timeout": timeout,
+                                         "transport": transport}
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(**self._options) as client:
+            return await client.request(method, path, **kwargs)
 
     def request(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> Any:
         """Send; statuses in ``ok`` (e.g. 409 for "already exists") are answered like a success.
@@ -54,7 +65,10 @@ class NemoApi:
         if not path.startswith("/") or path.startswith("//") or httpx.URL(path).host:
             raise ValueError(f"refusing to send a request for {path!r} outside {self.base_url}")
         try:
-            response = self._client.request(method, path, **kwargs)
+            response = asyncio.run(asyncio.wait_for(self._send(method, path, **kwargs), self.deadline))
+        except TimeoutError:
+            raise NemoError(0, f"{method} {self.base_url}{path}: no complete answer within {self.deadline:g}s",
+                            transient=True) from None
         except httpx.TransportError as exc:
             raise NemoError(0, f"{method} {self.base_url}{path}: {exc}", transient=True) from exc
         if response.is_success or response.status_code in ok:
@@ -66,7 +80,7 @@ class NemoApi:
                         transient=response.status_code in TRANSIENT_STATUS)
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing stays open between requests (each has its own connection and deadline)."""
 
     def __enter__(self) -> "NemoApi":
         return self

@@ -1,15 +1,19 @@
 """Is a NIM endpoint ready? ``GET /v1/health/ready`` answers 200 AND ``GET /v1/models`` lists the model.
 
-Answers what is not ready in words (for the status message and the ReadinessTimeout failure).
+Answers what is not ready in words (for the status message and the ReadinessTimeout failure). The check as a
+whole has a total deadline: httpx's timeouts are per read, so an endpoint that sends one byte a second would
+otherwise hold the caller for as long as it likes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import httpx
 
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)  # short: a hanging endpoint is "not ready", soon
+DEADLINE = 5.0  # seconds for the whole check (both requests)
 
 
 @dataclass(frozen=True)
@@ -18,14 +22,22 @@ class EndpointCheck:
     detail: str
 
 
-def check_endpoint(base_url: str, model: str, timeout: httpx.Timeout = TIMEOUT) -> EndpointCheck:
+def check_endpoint(base_url: str, model: str, timeout: httpx.Timeout = TIMEOUT,
+                   deadline: float = DEADLINE) -> EndpointCheck:
     base = base_url.rstrip("/")
     try:
-        with httpx.Client(timeout=timeout) as http:
-            health = http.get(f"{base}/v1/health/ready")
+        return asyncio.run(asyncio.wait_for(_check(base, model, timeout), deadline))
+    except TimeoutError:
+        return EndpointCheck(False, f"{base} did not answer within {deadline:.0f}s")
+
+
+async def _check(base: str, model: str, timeout: httpx.Timeout) -> EndpointCheck:
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            health = await http.get(f"{base}/v1/health/ready")
             if health.status_code != 200:
                 return EndpointCheck(False, f"{base}/v1/health/ready answered {health.status_code}")
-            models = http.get(f"{base}/v1/models")
+            models = await http.get(f"{base}/v1/models")
     except httpx.HTTPError as exc:
         return EndpointCheck(False, f"{base} is not reachable ({type(exc).__name__}: {exc})")
     if models.status_code != 200:

@@ -1,4 +1,4 @@
-"""Reading and creating our own custom resources through the API."""
+"""Our own custom resources (DPOCollection, DPOTrainingJob, ModelDeployment) through the API: read, list, create once."""
 
 from __future__ import annotations
 

@@ -1,0 +1,82 @@
+"""The collection Job of a DPOCollection (pure: spec and configuration in, manifest out)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dpo_operator.api.collection import (
+    KIND,
+    NAT_CONFIG_DIR,
+    NAT_CONFIG_ENV,
+    NAT_DATASET_DIR,
+    NAT_DATASET_ENV,
+    NAT_OUTPUT_DIR,
+    NAT_OUTPUT_ENV,
+    DPOCollectionSpec,
+)
+from dpo_operator.config import OperatorConfig
+from dpo_operator.kube.naming import child_name, labels_for
+from dpo_operator.kube.pods import container, pod_spec, pvc_volume, secret_env
+from dpo_operator.render.job import job
+
+SPEC_ENV = "DPO_COLLECTION_SPEC"
+
+
+def job_name(name: str) -> str:
+    return child_name(name, "collect")
+
+
+def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                      list[dict[str, Any]]]:
+    """Volumes, mounts and env for a NAT workflow's ConfigMaps, or its offline workflow output on a PVC."""
+    nat = spec.workflow.nat
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    if nat is None:
+        return volumes, mounts, env
+    for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
+                                        ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
+        if ref is not None:
+            volumes.append({"name": volume, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]}})
+            mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
+            env.append({"name": var, "value": f"{directory}/{ref.key}"})
+    source = nat.workflow_output
+    if source is not None:
+        root = data_root
+        if spec.output.pvc is None or spec.output.pvc.claim_name != source.claim_name:  # else: already mounted
+            volumes.append(pvc_volume("nat-output", source, read_only=True))
+            mounts.append({"name": "nat-output", "mountPath": NAT_OUTPUT_DIR, "readOnly": True})
+            root = NAT_OUTPUT_DIR
+        env.append({"name": NAT_OUTPUT_ENV, "value": f"{root.rstrip('/')}/{source.path.strip('/')}".rstrip("/")})
+    return volumes, mounts, env
+
+
+def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    labels = labels_for(KIND.kind, name, "collector")
+    volumes, mounts = [], []
+    if spec.output.pvc is not None:
+        volumes.append(pvc_volume("output", spec.output.pvc))
+        mounts.append({"name": "output", "mountPath": config.data_root})
+    nat_volumes, nat_mounts, nat_env = _nat_inputs(spec, config.data_root)
+    volumes.extend(nat_volumes)
+    mounts.extend(nat_mounts)
+    env = [
+        {"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
+        {"name": "DPO_DATA_ROOT", "value": config.data_root},
+        {"name": "DPO_RESOURCE_NAME", "value": name},
+        *nat_env,
+        *secret_env("OPENAI_API_KEY", spec.llm.api_key_secret_ref if spec.llm else None),
+        *secret_env("HF_TOKEN", spec.output.hub.token_secret_ref if spec.output.hub else None),
+    ]
+    collector = container(
+        spec.template, name="collector", default_image=config.workload_image,
+        command=["dpo-operator", "collect", "--spec-env", SPEC_ENV, "--result-file", "/dev/termination-log"],
+        env=env, volume_mounts=mounts,
+    )
+    return job(KIND.kind, body, job_name(name), labels, spec.job, spec.template,
+               pod_spec(spec.template, [collector], volumes=volumes, config=config), suspend=spec.suspend,
+               secret_destinations={"OPENAI_API_KEY": spec.llm.base_url if spec.llm else None,
+                                    "HF_TOKEN": spec.output.hub.endpoint if spec.output.hub else None})

@@ -1,0 +1,48 @@
+"""The upload Job that copies a dataset into NeMo Datastore for a Customizer DPOTrainingJob (pure builder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpo_operator.api.common import StorageLocation
+from dpo_operator.api.training import KIND, DPOTrainingJobSpec
+from dpo_operator.config import OperatorConfig
+from dpo_operator.kube.naming import child_name, labels_for
+from dpo_operator.kube.pods import container, pod_spec, secret_env
+from dpo_operator.render.job import job
+from dpo_operator.render.paths import MOUNT_ROOT, mounted
+
+
+def upload_job_name(name: str) -> str:
+    return child_name(name, "upload")
+
+
+def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, repo: str,
+                    config: OperatorConfig) -> dict[str, Any]:
+    backend = spec.customizer
+    assert backend is not None
+    name = body["metadata"]["name"]
+    labels = labels_for(KIND.kind, name, "uploader")
+    # an argv, never parsed by a shell; each value from the spec is one --flag=value argument
+    command = ["dpo-operator", "upload-dataset", f"--datastore-url={backend.datastore_url}", f"--repo={repo}",
+               "--result-file=/dev/termination-log"]
+    env = secret_env("HF_TOKEN", backend.hf_token_secret_ref)
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if location.pvc is not None:
+        command += [f"--dataset-dir={mounted(location.pvc)}"]
+        volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": location.pvc.claim_name,
+                                                                      "readOnly": True}})
+        mounts.append({"name": "dataset", "mountPath": f"{MOUNT_ROOT}/{location.pvc.claim_name}", "readOnly": True})
+    else:
+        assert location.hub is not None
+        command += [f"--source-endpoint={location.hub.endpoint}", f"--source-repo={location.hub.repo_id}",
+                    f"--source-revision={location.hub.revision}"]
+        env += secret_env("SOURCE_HF_TOKEN", location.hub.token_secret_ref)
+    uploader = container(spec.template, name="uploader", default_image=config.workload_image, command=command,
+                         env=env, volume_mounts=mounts)
+    # no activeDeadlineSeconds: the Customizer's deadline counts from submission
+    return job(KIND.kind, body, upload_job_name(name), labels, spec.job, spec.template,
+               pod_spec(spec.template, [uploader], volumes=volumes, config=config), deadline=False,
+               secret_destinations={"HF_TOKEN": backend.datastore_url,
+                                    "SOURCE_HF_TOKEN": location.hub.endpoint if location.hub else None})
