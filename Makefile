@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv install demo dev-cluster test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-trainer-memory bench-scale bench-hanging clean
+.PHONY: venv install demo dev-cluster test test-e2e crds manifests e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-scale bench-hanging clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-pairs: install  ## pair building from 1,000,000 candidate events
 bench-trainer: install  ## our DPO trainer vs TRL on CPU: tokens/s, peak RSS
 	$(PIP) install --quiet trl==1.16.0
 	$(PY) bench/bench_trainer.py
+
+bench-trainer-vocab: install  ## our DPO trainer vs TRL with a 256k vocabulary and 2k-token sequences: peak RSS, tokens/s
+	$(PIP) install --quiet trl==1.16.0
+	$(PY) bench/bench_trainer_vocab.py
 
 bench-trainer-memory: install  ## our trainer's peak RSS for 10k, 30k and 100k pairs (flat: rows are read lazily)
 	$(PY) bench/bench_trainer_memory.py
