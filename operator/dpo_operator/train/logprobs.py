@@ -118,10 +118,10 @@ class CompletionLogps(nn.Module):
         self.logits_per_chunk = logits_per_chunk
         self.router_aux_loss_coef = router_loss_coefficient(model)
         lm = causal_lm(model)
-        self._decoder_name = lm.base_model_prefix
-        if getattr(lm, self._decoder_name, None) is not lm.get_decoder():
-            raise ValueError(f"{type(lm).__name__}: its decoder is not its {self._decoder_name!r} attribute, so its "
-                             "logits cannot be computed through its own forward; this architecture is not supported")
+        self._decoder_name = lm.base_model_prefix  # the backbone its forward calls first
+        if not isinstance(lm._modules.get(self._decoder_name), nn.Module):
+            raise ValueError(f"{type(lm).__name__} has no {self._decoder_name!r} backbone, so its logits cannot be "
+                             "computed through its own forward; this architecture is not supported")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None,
                 score_positions: torch.Tensor, score_targets: torch.Tensor, score_owner: torch.Tensor,
@@ -141,7 +141,8 @@ class CompletionLogps(nn.Module):
                 -1, score_targets.unsqueeze(-1)).squeeze(-1)
         else:
             extra = {"output_router_logits": True} if with_router else {}
-            output = lm.get_decoder()(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, **extra)
+            backbone = lm._modules[self._decoder_name]
+            output = backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, **extra)
             hidden = output.last_hidden_state
             selected = hidden.reshape(-1, hidden.shape[-1])[score_positions]  # [M, H]
             token_logps = self._token_logps(selected, score_targets, type(output))
