@@ -117,6 +117,7 @@ class CompletionLogps(nn.Module):
         self.model = model
         self.logits_per_chunk = logits_per_chunk
         self.router_aux_loss_coef = router_loss_coefficient(model)
+        self._routed = hasattr(text_config(model), "output_router_logits")  # a mixture-of-experts model
         lm = causal_lm(model)
         self._decoder_name = lm.base_model_prefix  # the backbone its forward calls first
         if not isinstance(lm._modules.get(self._decoder_name), nn.Module):
@@ -171,7 +172,7 @@ class CompletionLogps(nn.Module):
 
     def _logits(self, hidden: torch.Tensor, output_type: type) -> torch.Tensor:
         """The model's logits for hidden states [N, H]: its own forward from the decoder's output on."""
-        extra = {"output_router_logits": False} if self.router_aux_loss_coef else {}
+        extra = {"output_router_logits": False} if self._routed else {}  # logits only: no router loss per chunk
         with self._decoder_replaced(output_type(last_hidden_state=hidden.unsqueeze(0))) as lm:
             return lm(use_cache=False, **extra).logits[0]
 
