@@ -14,7 +14,7 @@ REGISTRY    ?= ghcr.io/dpo-operator
 TAG         ?= $(VERSION)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 
-.PHONY: venv install lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-memory bench-scale bench-hanging clean
+.PHONY: venv install lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-scale bench-hanging clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ bench-pairs: install  ## pair building from 1,000,000 candidate events
 bench-trainer: install  ## our DPO trainer vs TRL on CPU: tokens/s, peak RSS
 	$(PIP) install --quiet trl==1.16.0
 	$(PY) bench/bench_trainer.py
+
+bench-trainer-vocab: install  ## our DPO trainer vs TRL with a 256k vocabulary and 2k-token sequences: peak RSS, tokens/s
+	$(PIP) install --quiet trl==1.16.0
+	$(PY) bench/bench_trainer_vocab.py
 
 bench-trainer-memory: install  ## our trainer's peak RSS for 10k, 30k and 100k pairs (flat: rows are read lazily)
 	$(PY) bench/bench_trainer_memory.py

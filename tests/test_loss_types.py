@@ -23,7 +23,7 @@ pytest.importorskip("transformers")
 trl = pytest.importorskip("trl")
 
 from dpo_operator.api.training import DPOTrainingJobSpec, Hyperparameters, LossType  # noqa: E402
-from dpo_operator.handlers.common import InvalidSpec  # noqa: E402
+from dpo_operator.runtime.errors import InvalidSpec  # noqa: E402
 from dpo_operator.handlers.training_customizer import check_spec  # noqa: E402
 from dpo_operator.nemo import customizer as nemo  # noqa: E402
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402

@@ -50,6 +50,7 @@ class ForwardCounter:
         trainer.reference_logps = self._tagged(trainer.reference_logps, "reference")  # type: ignore[method-assign]
         trainer.evaluate = self._tagged(trainer.evaluate, "evaluate")  # type: ignore[method-assign]
         trainer.check_shared_prompt = self._tagged(trainer.check_shared_prompt, "layout")  # type: ignore[method-assign]
+        trainer.check_logits = self._tagged(trainer.check_logits, "layout")  # type: ignore[method-assign]
 
     def _counting(self, forward: Any) -> Any:
         def run(*args: Any, **kwargs: Any) -> Any:

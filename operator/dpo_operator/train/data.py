@@ -187,6 +187,7 @@ class Batch:
     score_owner: torch.Tensor  # [M] long, in [0, 2B)
     indices: list[int]  # the dataset index of each pair
     tokens: int  # real tokens of the 2B sequences (prompt counted twice): the same in both layouts
+    token_weights: torch.Tensor | None = None  # [R, T] how many of the 2B sequences hold each token (a shared prompt: 2)
 
     @property
     def pairs(self) -> int:
@@ -196,7 +197,7 @@ class Batch:
         """Keyword arguments of ``CompletionLogps``."""
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids,
                 "score_positions": self.score_positions, "score_targets": self.score_targets,
-                "score_owner": self.score_owner, "sequences": 2 * self.pairs}
+                "score_owner": self.score_owner, "sequences": 2 * self.pairs, "token_weights": self.token_weights}
 
     def completion_counts(self) -> list[int]:
         return torch.bincount(self.score_owner, minlength=2 * self.pairs).tolist()
@@ -204,7 +205,8 @@ class Batch:
     def _map(self, move: Any) -> "Batch":
         return Batch(move(self.input_ids), move(self.attention_mask),
                      None if self.position_ids is None else move(self.position_ids), move(self.score_positions),
-                     move(self.score_targets), move(self.score_owner), self.indices, self.tokens)
+                     move(self.score_targets), move(self.score_owner), self.indices, self.tokens,
+                     None if self.token_weights is None else move(self.token_weights))
 
     def to(self, device: torch.device) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -233,7 +235,7 @@ def collate(pairs: list[EncodedPair], indices: list[int], pad_id: int, pad_to_mu
         targets += answer
         owners += [row] * len(answer)
     return Batch(input_ids, attention, None, torch.cat(positions), torch.tensor(targets, dtype=torch.long),
-                 torch.tensor(owners, dtype=torch.long), list(indices), tokens)
+                 torch.tensor(owners, dtype=torch.long), list(indices), tokens, attention)
 
 
 def _collate_shared(pairs: list[EncodedPair], indices: list[int], pad_id: int, pad_to_multiple_of: int,
@@ -262,8 +264,27 @@ def _collate_shared(pairs: list[EncodedPair], indices: list[int], pad_id: int, p
     visible = (key == 0) | ((key == query) & (query > 0))  # the prompt, and one's own response
     mask = causal & visible & (query >= 0)
     mask |= torch.eye(width, dtype=torch.bool) & (query < 0)  # padding sees itself: no all-masked row (NaN)
+    weights = torch.where(segment == 0, 2, (segment > 0).long())  # the prompt is in both sequences of its pair
     return Batch(input_ids, mask.unsqueeze(1), position_ids, torch.cat(positions), torch.tensor(targets, dtype=torch.long),
-                 torch.tensor(owners, dtype=torch.long), list(indices), tokens)
+                 torch.tensor(owners, dtype=torch.long), list(indices), tokens, weights)
+
+
+CANDIDATES = 32  # rows, largest in bytes first, encoded to find the longest pairs in tokens
+
+
+def longest_pairs(dataset: "EncodedDataset", sizes: np.ndarray | None = None, count: int = 2) -> list[int]:
+    """Indices of the pairs with the most tokens, and of the one with the longest prompt, among the ``CANDIDATES``
+    largest rows in bytes (``sizes``; the first rows when not given): what checks of a layout must see, since a
+    sliding window or a position-dependent error shows only past some length."""
+    if sizes is None:
+        candidates = list(range(min(len(dataset), CANDIDATES)))
+    else:
+        candidates = np.argsort(-np.asarray(sizes), kind="stable")[:CANDIDATES].tolist()
+    encoded = {index: dataset[index] for index in candidates}
+    total = sorted(candidates, key=lambda i: -(len(encoded[i].prompt) + len(encoded[i].chosen) + len(encoded[i].rejected)))
+    chosen = total[:count]
+    longest_prompt = max(candidates, key=lambda i: len(encoded[i].prompt))
+    return chosen if longest_prompt in chosen else [*chosen, longest_prompt]
 
 
 def _padded(width: int, multiple: int) -> int:

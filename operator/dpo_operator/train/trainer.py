@@ -12,7 +12,7 @@ step, each rank scoring its own share of the pairs (with LoRA: adapters disabled
 exists). Each step runs chosen and rejected sequences through one forward pass and the LM head sees only the
 positions that predict completion tokens. Where the attention takes a custom mask, a pair is one sequence
 (prompt, chosen, rejected) in which the rejected response sees the prompt but not the chosen one, so the prompt is
-computed once per pair rather than twice (``data.Batch``); a check on the first pairs falls back to two sequences.
+computed once per pair rather than twice (``data.Batch``); a check on the longest pairs falls back to two sequences.
 Every rank runs the same number of forward/backward passes and optimizer steps; ranks' losses are weighted by
 their pair counts so the update equals the single-process one. Under FSDP only rank 0 reads the weights.
 """
@@ -34,9 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dpo_operator.api.training import DPOTrainingJobSpec, Hyperparameters, LocalBackend
 from dpo_operator.train import checkpoint, distributed
-from dpo_operator.train.data import (Batch, EncodedDataset, PreferenceFile, collate, epoch_batches, rank_share,
-                                     sharded_chunks)
-from dpo_operator.train.logprobs import CompletionLogps, supports_custom_masks
+from dpo_operator.train.data import (Batch, EncodedDataset, EncodedPair, PreferenceFile, collate, epoch_batches,
+                                     longest_pairs, rank_share, sharded_chunks)
+from dpo_operator.train.logprobs import CompletionLogps, custom_mask_problem, supports_custom_masks
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss
 from dpo_operator.train.metrics import METRIC_KEYS, MetricsSink, StepReports
 from dpo_operator.train.optim import build_optimizer, build_scheduler, warmup_steps
@@ -201,6 +201,8 @@ class Trainer:
         self.output = Path(config.output_dir)
         self.loss_config = config.loss_config()
         self.shared_prompt = config.local.shared_prompt and supports_custom_masks(self.model)
+        if config.local.shared_prompt and not self.shared_prompt:
+            log.info("two sequences per pair: %s", custom_mask_problem(self.model))
 
     # -- host-side preparation (in the prefetch thread) and the copy to the device --------------------------------
 
@@ -236,28 +238,58 @@ class Trainer:
                            share.weight) for share in shares]
 
     @torch.no_grad()
-    def check_shared_prompt(self, dataset: EncodedDataset) -> None:
-        """Keep the shared-prompt layout only if this model scores its first pairs in it as in two sequences.
+    def check_logits(self, dataset: EncodedDataset) -> None:
+        """Refuse a model whose log-probs through its own head path differ from its complete forward.
 
-        A guard for architectures whose attention ignores a custom mask or position ids (a wrong layout would
-        silently train on rejected responses that see the chosen ones). Every rank reaches the same decision.
-        """
-        if not self.shared_prompt:
-            return
-        indices = list(range(min(2, len(dataset))))
+        The head path runs the model's ``ForCausalLM.forward`` from the decoder's output on (``logprobs``), so any
+        post-head step is applied; this catches an architecture whose forward does something else besides (one
+        short pair, full logits: cheap at any vocabulary). Every rank reaches the same decision."""
+        pair = dataset[0]
+        short = [EncodedPair(pair.prompt[-32:], pair.chosen[:16], pair.rejected[:16])]
+        batch = collate(short, [0], self.pad_id).to(self.device)
         self.model.eval()
         with self.precision.autocast():
-            shared, _ = self.scorer(**self._collate(dataset, indices, True).inputs())
-            separate, counts = self.scorer(**self._collate(dataset, indices, False).inputs())
+            ours, counts = self.scorer(**batch.inputs())
+            full, _ = self.scorer(**batch.inputs(), full_forward=True)
         self.strategy.after_inference(self.scorer)
         self.model.train()
-        per_token = 1e-3 if self.config.precision == "fp32" else 5e-2
-        agrees = bool(((shared.float() - separate.float()).abs() <= per_token * counts.clamp(min=1)).all())
+        difference = (ours.float() - full.float()).abs()
+        worst = self.env.all_sum(torch.tensor([float((difference / counts.clamp(min=1)).max())], device=self.device))
+        if float(worst[0]) > self._per_token_tolerance():
+            name = type(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model).__name__
+            raise ValueError(f"{name}: completion log-probs computed through its LM head differ from its own forward "
+                             f"by up to {float(difference.max()):.4g} nats a sequence; this architecture is not "
+                             "supported by the local trainer")
+
+    def _per_token_tolerance(self) -> float:
+        return 1e-3 if self.config.precision == "fp32" else 5e-2
+
+    @torch.no_grad()
+    def check_shared_prompt(self, dataset: EncodedDataset, sizes: Any = None) -> None:
+        """Keep the shared-prompt layout only if this model scores the longest pairs in it as in two sequences.
+
+        A guard for architectures whose attention ignores a custom mask, position ids or a window in it (a wrong
+        layout would silently train on rejected responses that see the chosen ones, or outside their window): the
+        longest pairs are the likeliest to exceed a sliding window. Every rank reaches the same decision."""
+        if not self.shared_prompt:
+            return
+        indices = longest_pairs(dataset, sizes)
+        self.model.eval()
+        problem = None
+        with self.precision.autocast():
+            separate, counts = self.scorer(**self._collate(dataset, indices, False).inputs())
+            try:
+                shared, _ = self.scorer(**self._collate(dataset, indices, True).inputs())
+            except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:  # a mask it cannot take
+                problem, shared = f"{type(exc).__name__}: {exc}", torch.full_like(separate, float("inf"))
+        self.strategy.after_inference(self.scorer)
+        self.model.train()
+        agrees = bool(((shared.float() - separate.float()).abs() <= self._per_token_tolerance() * counts.clamp(min=1)).all())
         agreed = self.env.all_sum(torch.tensor([0.0 if agrees else 1.0], device=self.device))
         if float(agreed[0]) > 0:
             log.warning("the shared-prompt layout scores differently from two sequences with this model "
-                        "(|difference| up to %.4g); training with two sequences per pair",
-                        float((shared.float() - separate.float()).abs().max()))
+                        "(|difference| up to %.4g%s); training with two sequences per pair",
+                        float((shared.float() - separate.float()).abs().max()), f"; {problem}" if problem else "")
             self.shared_prompt = False
 
     # -- the reference policy and evaluation: no gradients, each rank scores its own share -----------------------
@@ -350,7 +382,8 @@ class Trainer:
                                     warmup_steps(total_steps, h.warmup_steps, h.warmup_ratio))
         saved = checkpoint.latest(self.output / "checkpoints") if config.resume else None
         started = time.perf_counter()
-        self.check_shared_prompt(dataset)
+        self.check_logits(dataset)
+        self.check_shared_prompt(dataset, sizes)
         reference = self._reference(dataset, sizes, resuming=saved is not None)
         reference_seconds = time.perf_counter() - started
         val_reference = self.reference_logps(validation, validation.rows.sizes()) if validation else None
@@ -418,9 +451,10 @@ class Trainer:
             reference = part.reference.to(self.device, non_blocking=True)
             with self.strategy.accumulating(self.trainable, sync=micro == len(micro_batches) - 1):
                 with self.precision.autocast():
-                    sums, counts = self.trainable(**batch.inputs())
+                    sums, counts, router = self.trainable(**batch.inputs(), router_loss=True)
                 out = dpo_loss(sums, counts, reference, self.loss_config)
-                self.precision.backward(out.loss * part.weight)
+                # a mixture-of-experts model's load-balancing loss, weighted as its config asks (0 otherwise)
+                self.precision.backward((out.loss + self.scorer.router_aux_loss_coef * router) * part.weight)
             if part.weight:
                 per_pair = out.per_pair()
                 totals[: len(METRIC_KEYS)] += torch.stack([per_pair[key].float().sum() for key in METRIC_KEYS])
