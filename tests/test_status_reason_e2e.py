@@ -31,7 +31,8 @@ def reason_of(kube: Kube, namespace: str, name: str) -> str | None:
 
 def test_status_reason_follows_the_phase(kube: Kube, namespace: str, operator: None, kubeconfig: Path) -> None:
     kube.require_emulated()  # plays the job controller
-    kube.usable_secret(namespace, "later", {"api-key": "sk-reason-secret"}, usable=False)
+    kube.usable_secret(namespace, "later", {"api-key": "sk-reason-secret"}, usable=False,
+                       allowed_urls=SPEC["llm"]["baseUrl"])
     spec = {**SPEC, "llm": {**SPEC["llm"], "apiKeySecretRef": {"name": "later", "key": "api-key"}}}
     kube.create("DPOCollection", namespace, "why", spec)
     wait_for(lambda: reason_of(kube, namespace, "why") == "SecretNotUsable", what="reason SecretNotUsable")
