@@ -14,9 +14,18 @@ import pytest
 
 pytest.importorskip("torch")  # the trainer's data module (the [workload] extra)
 
-from dpo_operator.train.data import MAX_ROW_BYTES, PreferenceFile, RowError, read_jsonl  # noqa: E402
+from dpo_operator.train.data import MAX_ROW_BYTES, PreferenceFile, RowError  # noqa: E402
 
 GOOD = {"prompt": "Q?", "chosen_response": "yes", "rejected_response": "no"}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every row, through the trainer's own reader."""
+    rows = PreferenceFile(path)
+    try:
+        return [rows.row(i) for i in range(len(rows))]
+    finally:
+        rows.close()
 
 
 def jsonl(path: Path, *rows: Any) -> Path:

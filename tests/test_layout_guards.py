@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from dpo_operator.train.data import EncodedPair, longest_pairs  # noqa: E402
-from dpo_operator.train.distributed import Environment, Strategy  # noqa: E402
+from dpo_operator.train.distributed import DDP, Environment  # noqa: E402
 from dpo_operator.train.logprobs import CompletionLogps  # noqa: E402
 from dpo_operator.train.precision import MixedPrecision  # noqa: E402
 from dpo_operator.train.trainer import Trainer  # noqa: E402
@@ -37,7 +37,7 @@ def trainer_for(model: Any) -> Trainer:
     trainer.config = SimpleNamespace(precision="fp32")
     trainer.env, trainer.device, trainer.pad_id = Environment(), torch.device("cpu"), 0
     trainer.precision, trainer.model, trainer.scorer = MixedPrecision("fp32", "cpu"), model, CompletionLogps(model)
-    trainer.strategy = Strategy(trainer.env, trainer.device)
+    trainer.strategy = DDP(trainer.env, trainer.device)
     trainer.shared_prompt = True
     return trainer
 

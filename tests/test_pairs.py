@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from dpo_operator.collect.events import BadEvent, CandidateEvent, event_from_dict
+from dpo_operator.collect.events import CandidateEvent
+from tests.events import BadEvent, event_from_dict
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, build_pairs
 
 

@@ -14,8 +14,9 @@ pytest.importorskip("transformers")
 from dpo_operator.train.data import EncodedPair, collate  # noqa: E402
 from dpo_operator.train.logprobs import CompletionLogps  # noqa: E402
 from dpo_operator.train.precision import MixedPrecision  # noqa: E402
-from dpo_operator.train.trainer import load_model_and_tokenizer, train  # noqa: E402
+from dpo_operator.train.trainer import train  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
+from tests.trainer_helpers import completion_counts, load_model_and_tokenizer  # noqa: E402
 from tests.trainconfig import flat_config  # noqa: E402
 
 pytestmark = pytest.mark.workload
@@ -51,7 +52,7 @@ def test_the_shared_layout_computes_each_prompt_once() -> None:
     assert mask[7, :4].all() and not mask[7, 4:7].any() and mask[7, 7]  # rejected sees the prompt, not chosen
     assert mask[6, :7].all() and not mask[6, 7:].any()  # chosen: causal over prompt and itself
     assert mask[10, 10] and mask[10].sum() == 1  # padding sees only itself (no all-masked row)
-    assert shared.completion_counts() == separate.completion_counts() == [3, 2, 2, 2, 4, 3]
+    assert completion_counts(shared) == completion_counts(separate) == [3, 2, 2, 2, 4, 3]
     assert shared.tokens == separate.tokens == sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in PAIRS)
 
 
@@ -59,7 +60,7 @@ def test_an_empty_response_scores_nothing_in_either_layout() -> None:
     pairs = [EncodedPair([1, 10], [], [30, 2]), EncodedPair([1, 11, 12], [20, 2], [])]  # a tokenizer without EOS
     for shared in (True, False):
         batch = collate(pairs, [0, 1], 0, shared_prompt=shared)
-        assert batch.completion_counts() == [0, 2, 2, 0]
+        assert completion_counts(batch) == [0, 2, 2, 0]
         assert len(batch.score_positions) == len(batch.score_targets) == 4
 
 

@@ -12,12 +12,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from dpo_operator.train.data import EncodedPair, collate, encode  # noqa: E402
-from dpo_operator.train.logprobs import CompletionLogps, full_logits_logps  # noqa: E402
+from dpo_operator.train.logprobs import CompletionLogps  # noqa: E402
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss  # noqa: E402
 from dpo_operator.train.precision import MixedPrecision  # noqa: E402
-from dpo_operator.train.trainer import Trainer, load_model_and_tokenizer, train  # noqa: E402
+from dpo_operator.train.trainer import Trainer, train  # noqa: E402
 from tests.datasets import toy_dataset  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
+from tests.trainer_helpers import completion_counts, full_logits_logps, load_model_and_tokenizer  # noqa: E402
 from tests.trainconfig import flat_config  # noqa: E402
 
 pytestmark = pytest.mark.workload
@@ -47,7 +48,7 @@ def completion_mask(pairs: list[EncodedPair], width: int) -> torch.Tensor:
 def test_completion_logps_match_full_logits_and_skip_prompt_and_padding(tiny: Path) -> None:
     model, _ = load(tiny)
     batch = collate(PAIRS, [0, 1], pad_id=0)
-    assert batch.completion_counts() == [3, 2, 2, 4]  # completion tokens only, no prompt, no padding
+    assert completion_counts(batch) == [3, 2, 2, 4]  # completion tokens only, no prompt, no padding
     sums, counts = CompletionLogps(model)(**batch.inputs())
     mask = completion_mask(PAIRS, batch.input_ids.shape[1])
     reference = full_logits_logps(model, batch.input_ids, batch.attention_mask, mask)
@@ -102,12 +103,12 @@ class ListDataset(list):
 
 def reference_of(model, pairs):  # noqa: ANN001, ANN201
     trainer = Trainer.__new__(Trainer)  # the reference pass alone, on an already loaded model
-    from dpo_operator.train.distributed import Environment, Strategy
+    from dpo_operator.train.distributed import DDP, Environment
 
     trainer.config = flat_config(model="", dataset_dir="", output_dir="", batch_size=2)
     trainer.env, trainer.device, trainer.pad_id = Environment(), torch.device("cpu"), 0
     trainer.precision, trainer.model, trainer.scorer = MixedPrecision("fp32", "cpu"), model, CompletionLogps(model)
-    trainer.strategy = Strategy(trainer.env, trainer.device)
+    trainer.strategy = DDP(trainer.env, trainer.device)
     trainer.shared_prompt = False
     return trainer.reference_logps(ListDataset(pairs), None)
 
@@ -152,7 +153,7 @@ def test_an_empty_prompt_gets_a_start_token_so_every_completion_token_is_scored(
     assert pair.prompt == [2] and pair.chosen == [3 + ord("a") % 50, 3 + ord("b") % 50, 2]
     for shared in (False, True):
         batch = collate([pair, pair], [0, 1], pad_id=0, shared_prompt=shared)
-        assert batch.completion_counts() == [3, 3, 2, 2]
+        assert completion_counts(batch) == [3, 3, 2, 2]
         rows = batch.score_positions // batch.input_ids.shape[1]  # every token is predicted inside its own row
         # shared: a row holds a pair's chosen then rejected tokens; separate: rows are chosen 0, 1, rejected 0, 1
         assert rows.tolist() == ([0] * 5 + [1] * 5 if shared else [0] * 3 + [1] * 3 + [2] * 2 + [3] * 2)

@@ -19,6 +19,7 @@ from dpo_operator.train.optim import build_scheduler, parameter_groups  # noqa: 
 from dpo_operator.train.trainer import train  # noqa: E402
 from tests.datasets import toy_dataset  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
+from tests.trainer_helpers import completion_counts  # noqa: E402
 from tests.trainconfig import flat_config  # noqa: E402
 
 pytestmark = pytest.mark.workload
@@ -186,4 +187,4 @@ def test_metrics_reach_tensorboard(tiny: Path, tmp_path: Path) -> None:
 
 def test_collate_pads_to_a_multiple() -> None:
     batch = collate([EncodedPair([1, 2, 3], [4, 5], [6])], [0], pad_id=0, pad_to_multiple_of=8)
-    assert batch.input_ids.shape == (2, 8) and batch.completion_counts() == [2, 1]
+    assert batch.input_ids.shape == (2, 8) and completion_counts(batch) == [2, 1]

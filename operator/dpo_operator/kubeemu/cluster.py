@@ -66,10 +66,6 @@ class EmbeddedCluster:
 
         kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(self.kubeconfig)
 
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run a coroutine function on the server's loop (for test-only inspection)."""
-        return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result(timeout=30)
-
     def stop(self) -> None:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)

@@ -102,15 +102,6 @@ class PreferenceFile:
         self._handle.close()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every row (small files: tests, tools)."""
-    rows = PreferenceFile(path)
-    try:
-        return [rows.row(i) for i in range(len(rows))]
-    finally:
-        rows.close()
-
-
 def prompt_problem(prompt: Any) -> str | None:
     """Why ``prompt`` is neither text nor a list of chat messages (role and text content), or None."""
     if isinstance(prompt, str):
@@ -198,9 +189,6 @@ class Batch:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids,
                 "score_positions": self.score_positions, "score_targets": self.score_targets,
                 "score_owner": self.score_owner, "sequences": 2 * self.pairs, "token_weights": self.token_weights}
-
-    def completion_counts(self) -> list[int]:
-        return torch.bincount(self.score_owner, minlength=2 * self.pairs).tolist()
 
     def _map(self, move: Any) -> "Batch":
         return Batch(move(self.input_ids), move(self.attention_mask),

@@ -112,7 +112,7 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
-class Strategy:
+class DDP:
     """One process or DDP (DDP when the process group has several ranks)."""
 
     name = "ddp"
@@ -148,7 +148,7 @@ class Strategy:
         """Called after forwards without backward (reference pass, evaluation)."""
 
 
-class FSDP(Strategy):
+class FSDP(DDP):
     """FSDP2: each decoder layer and the rest of the model are sharded over all ranks (``fully_shard``)."""
 
     name = "fsdp"
@@ -235,9 +235,9 @@ class FSDP(Strategy):
         return state if self.env.is_main else None
 
 
-def build(name: str, env: Environment, device: torch.device, compute_dtype: torch.dtype | None) -> Strategy:
+def build(name: str, env: Environment, device: torch.device, compute_dtype: torch.dtype | None) -> DDP:
     if name == "fsdp":
         return FSDP(env, device, compute_dtype)
     if name == "ddp":
-        return Strategy(env, device)
+        return DDP(env, device)
     raise ValueError(f"strategy must be auto, ddp or fsdp, not {name!r}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,15 +27,6 @@ from torch.utils.checkpoint import checkpoint
 
 LOGITS_PER_CHUNK = 2**26  # logits one chunk of completion tokens may hold: 256 MiB in fp32 (256 tokens at 256k)
 WINDOWED, FULL = "sliding_attention", "full_attention"
-
-
-@dataclass
-class SequenceLogps:
-    sums: torch.Tensor  # [N] sum of completion-token log-probs per sequence
-    counts: torch.Tensor  # [N] number of completion tokens per sequence
-
-    def value(self, average: bool) -> torch.Tensor:
-        return self.sums / self.counts.clamp(min=1) if average else self.sums
 
 
 def causal_lm(model: Any) -> Any:
@@ -231,12 +221,3 @@ class CompletionLogps(nn.Module):
     def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         dtype = dtype if dtype.is_floating_point else torch.float32
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-
-
-def full_logits_logps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      completion_mask: torch.Tensor) -> SequenceLogps:
-    """The straightforward computation over full logits (a reference for tests and benchmarks)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    mask = completion_mask[:, 1:].float()
-    return SequenceLogps((token_logps * mask).sum(1), mask.sum(1).long())

@@ -117,10 +117,6 @@ def load_tokenizer(config: TrainConfig) -> Any:
     return tokenizer
 
 
-def load_model_and_tokenizer(config: TrainConfig, precision: MixedPrecision) -> tuple[Any, Any]:
-    return load_model(config, precision), load_tokenizer(config)
-
-
 def load_model(config: TrainConfig, precision: MixedPrecision, on_meta: bool = False) -> Any:
     """On the CPU: the strategy places it (FSDP moves only each rank's shards to its GPU). ``on_meta``: the same
     model without its weights (no memory), to be filled in by the strategy."""
