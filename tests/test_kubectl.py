@@ -223,6 +223,9 @@ def test_dev_cluster_runs_a_collection_to_succeeded(dev_cluster: tuple[Path, str
     kubeconfig, policy = dev_cluster
     assert kubectl(kubeconfig, "get", "crd", "-o", "name").stdout.count("dpo.ai") == 3
     kubectl(kubeconfig, "create", "namespace", "demo")
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "dpo-data"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    kubectl(kubeconfig, "apply", "-n", "demo", "-f", "-", stdin=json.dumps(claim))
     collection = {"apiVersion": "dpo.ai/v1alpha1", "kind": "DPOCollection", "metadata": {"name": "quick"},
                   "spec": {"workflow": {"name": "tictactoe", "numExamples": 8},
                            "llm": {"baseUrl": policy, "model": "toy/tictactoe-policy"},
