@@ -193,3 +193,33 @@ def test_field_selectors_chunks_and_orphans_as_on_kind(kubectl: Kubectl) -> None
     orphan = json.loads(kubectl("get", "cm", "c2", "-n", "every", "-o", "json").stdout)["metadata"]
     assert "ownerReferences" not in orphan
     assert "generation" not in orphan  # ConfigMaps have none
+
+
+def test_create_deployment_and_job_send_protobuf_and_are_stored(kubectl: Kubectl) -> None:
+    """kubectl >= 1.32 writes these kinds as protobuf; older ones as JSON: both decode to the same objects."""
+    assert kubectl("create", "deployment", "pb", "--image=nginx:1.27", "--replicas=2", "--port=80").stdout.strip() \
+        == "deployment.apps/pb created"
+    spec = json.loads(kubectl("get", "deploy", "pb", "-o", "json").stdout)["spec"]
+    assert spec["replicas"] == 2 and spec["selector"] == {"matchLabels": {"app": "pb"}}
+    container = spec["template"]["spec"]["containers"][0]
+    assert (container["name"], container["image"], container["ports"]) == ("nginx", "nginx:1.27",
+                                                                           [{"containerPort": 80, "protocol": "TCP"}])
+    assert kubectl("create", "job", "pbjob", "--image=busybox:1.36", "--", "echo", "hi").stdout.strip() \
+        == "job.batch/pbjob created"
+    job = json.loads(kubectl("get", "job", "pbjob", "-o", "json").stdout)["spec"]
+    assert job["template"]["spec"]["containers"][0]["command"] == ["echo", "hi"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_client_side_apply_upgrades_to_server_side_and_prune_works(kubectl: Kubectl) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "up", "labels": {"set": "p"}}, "data": {"a": "1"}}
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stale", "labels": {"set": "p"}}}
+    kubectl.apply(cm)
+    kubectl.apply(other)
+    changed = {**cm, "data": {"a": "2"}}
+    upgraded = kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(changed))  # no conflict with CSA
+    assert upgraded.stdout.strip() == "configmap/up serverside-applied"
+    assert kubectl("get", "cm", "up", "-o", "jsonpath={.data.a}").stdout == "2"
+    pruned = kubectl("apply", "--prune", "-l", "set=p", "-f", "-", stdin=json.dumps(changed))
+    assert "configmap/stale pruned" in pruned.stdout.splitlines()
+    assert kubectl("get", "cm", "-l", "set=p", "-o", "name").stdout.split() == ["configmap/up"]

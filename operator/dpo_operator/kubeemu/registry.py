@@ -58,6 +58,8 @@ BUILTINS: tuple[tuple[str, str, str, str, bool, bool, tuple[str, ...], tuple[str
     ("coordination.k8s.io", "v1", "leases", "Lease", True, False, (), ()),
     # stored and served, with no controller behind them: what charts and common tools create or discover
     ("", "v1", "endpoints", "Endpoints", True, False, ("ep",), ()),
+    ("", "v1", "replicationcontrollers", "ReplicationController", True, True, ("rc",), ("all",)),
+    ("", "v1", "persistentvolumes", "PersistentVolume", False, True, ("pv",), ()),
     ("apps", "v1", "statefulsets", "StatefulSet", True, True, ("sts",), ("all",)),
     ("apps", "v1", "replicasets", "ReplicaSet", True, True, ("rs",), ("all",)),
     ("apps", "v1", "daemonsets", "DaemonSet", True, True, ("ds",), ("all",)),
@@ -73,7 +75,7 @@ BUILTINS: tuple[tuple[str, str, str, str, bool, bool, tuple[str, ...], tuple[str
      ("crd", "crds"), ("api-extensions",)),
 )
 BUILTIN_GROUPS = {b[0] for b in BUILTINS}
-SCALABLE = {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets")}
+SCALABLE = {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets"), ("", "replicationcontrollers")}
 
 
 def builtin_resources() -> list[Served]:

@@ -15,6 +15,8 @@ def selector_string(selector: dict[str, Any] | None) -> str:
     """A LabelSelector as the string ``Scale.status.selector`` carries (``metav1.FormatLabelSelector``)."""
     if not selector:
         return ""
+    if not {"matchLabels", "matchExpressions"} & selector.keys():  # a ReplicationController's plain map
+        selector = {"matchLabels": selector}
     terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
     for expr in selector.get("matchExpressions") or []:
         op, key, values = expr["operator"], expr["key"], ",".join(sorted(expr.get("values") or []))
