@@ -112,6 +112,9 @@ def test_a_missing_claim_keeps_the_pod_pending_until_it_exists(kubectl: Kubectl)
     assert message == unschedulable("typo")
     assert 'persistentvolumeclaim "typo" not found' in message
     assert _table(kubectl("get", "pod", "needs-claim-0").stdout)[1][2] == "Pending"
+    described = kubectl("describe", "pod", "needs-claim-0").stdout
+    assert re.search(r"Warning\s+FailedScheduling\s+.*default-scheduler\s+0/1 nodes are available: "
+                     r'persistentvolumeclaim "typo" not found', described), described
     kubectl.apply(_claim("typo"))
     kubectl("wait", "--for=condition=complete", "job/needs-claim", "--timeout=60s")
     assert kubectl("logs", "job/needs-claim").stdout == "ran\n"

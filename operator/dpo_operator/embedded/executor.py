@@ -107,7 +107,7 @@ class LocalExecutor:
                 self.core.patch_namespaced_pod_status(pod, namespace, {"status": {"phase": "Pending", "conditions": [
                     {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable(claim),
                      "lastProbeTime": None, "lastTransitionTime": _now()}]}})
-                log.warning("pod %s/%s is unschedulable: %s", namespace, pod, unschedulable(claim))
+                self._failed_scheduling(namespace, pod, claim)
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             if self._stop.wait(self.poll_seconds):
@@ -235,7 +235,18 @@ class LocalExecutor:
         self.core.patch_namespaced_pod_status(pod, namespace, {"status": {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable(claim),
              "lastProbeTime": None, "lastTransitionTime": _now()}]}})
+        self._failed_scheduling(namespace, pod, claim)
+
+    def _failed_scheduling(self, namespace: str, pod: str, claim: str) -> None:
+        """The scheduler's Warning Event (``kubectl describe pod`` lists it) and a log line for the dev cluster."""
         log.warning("pod %s/%s is unschedulable: %s", namespace, pod, unschedulable(claim))
+        uid = self.api.sanitize_for_serialization(self.core.read_namespaced_pod(pod, namespace))["metadata"]["uid"]
+        self.core.create_namespaced_event(namespace, {
+            "metadata": {"generateName": f"{pod}."}, "type": "Warning", "reason": "FailedScheduling",
+            "message": unschedulable(claim), "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod,
+                                                               "namespace": namespace, "uid": uid},
+            "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler",
+            "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1})
 
     def _delete_pod(self, namespace: str, pod: str) -> None:
         try:

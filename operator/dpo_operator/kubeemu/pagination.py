@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from dpo_operator.kubeemu.errors import error
@@ -32,7 +33,7 @@ def _decode(token: str) -> tuple[str, str]:
                                        "(version meta.k8s.io/v1)") from None
 
 
-def page(items: list[dict[str, Any]], params: dict[str, str], revision: str, *, filtered: bool
+def page(items: list[dict[str, Any]], params: Mapping[str, str], revision: str, *, filtered: bool
          ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The page of ``items`` the request asks for, and the list metadata that goes with it."""
     items = sorted(items, key=storage_key)
@@ -47,8 +48,8 @@ def page(items: list[dict[str, Any]], params: dict[str, str], revision: str, *, 
     if 0 < limit < len(items):
         rest = len(items) - limit
         items = items[:limit]
-        token = {"v": "meta.k8s.io/v1", "rv": int(meta["resourceVersion"]), "start": storage_key(items[-1]) + "\x00"}
-        meta["continue"] = base64.b64encode(json.dumps(token, separators=(",", ":")).encode()).decode()
+        position = {"v": "meta.k8s.io/v1", "rv": int(meta["resourceVersion"]), "start": storage_key(items[-1]) + "\x00"}
+        meta["continue"] = base64.b64encode(json.dumps(position, separators=(",", ":")).encode()).decode()
         if not filtered:
             meta["remainingItemCount"] = rest
     return items, meta

@@ -136,7 +136,7 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
             entry = dict(_fields(bytes(raw))) if isinstance(raw, bytes) else {}
             value = entry.get(2, b"")
             if kind.endswith("Quantity>"):  # resource.Quantity: a message with the string form in field 1
-                value = dict(_fields(bytes(value))).get(1, b"")  # type: ignore[arg-type]
+                value = dict(_fields(bytes(value))).get(1, b"")
             text = base64.b64encode(value).decode() if kind.endswith("bytes>") else bytes(value).decode()  # type: ignore[arg-type]
             out.setdefault(name, {})[bytes(entry.get(1, b"")).decode()] = text
         elif kind.startswith("[]"):

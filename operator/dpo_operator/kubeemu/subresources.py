@@ -3,6 +3,7 @@ executor writes, and a plain refusal for what a kubelet would stream (exec, atta
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
                        "selector": selector_string((obj.get("spec") or {}).get("selector"))}}
 
 
-def pod_log(log_root: Path | None, pod: dict[str, Any], params: dict[str, str]) -> tuple[bytes, int]:
+def pod_log(log_root: Path | None, pod: dict[str, Any], params: Mapping[str, str]) -> tuple[bytes, int]:
     """A pod's output (``?tailLines=``, ``?limitBytes=``), read from ``<log_root>/<namespace>/<pod>/output.log``,
     and how far into the file that read went (where a follow goes on)."""
     meta = pod["metadata"]
