@@ -222,6 +222,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
     _closing: bool = attrs.field(default=False, init=False)
     _openapi_cache: dict[str, Any] = attrs.field(factory=dict, init=False)
     log_root: Path | None = None  # <namespace>/<pod>/output.log: the pod logs the local executor writes
+    _foreground: set[str] = attrs.field(factory=set, init=False)  # uids of owners held by foregroundDeletion
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -784,6 +785,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             finalizers = obj["metadata"].get("finalizers") or []
             if "foregroundDeletion" not in finalizers:
                 obj["metadata"]["finalizers"] = [*finalizers, "foregroundDeletion"]
+            self._foreground.add(uid)
             obj["metadata"].setdefault("deletionTimestamp", _now())
             obj["metadata"]["resourceVersion"] = self._next_revision()
             self._store(res, namespace, name, obj)
@@ -866,8 +868,9 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
     async def _release_foreground(self, removed: dict[str, Any]) -> None:
         """When a dependent goes, an owner deleted in the foreground that has no dependents left goes too."""
         for ref in removed["metadata"].get("ownerReferences") or []:
-            if self._dependents(ref.get("uid", "")):
+            if ref.get("uid") not in self._foreground or self._dependents(ref.get("uid", "")):
                 continue
+            self._foreground.discard(ref.get("uid"))
             for (res, namespace, name), stored in list(self._objects.items()):
                 meta = stored.raw.get("metadata", {}) if not stored.deleted else {}
                 if meta.get("uid") == ref.get("uid") and "foregroundDeletion" in (meta.get("finalizers") or []):
