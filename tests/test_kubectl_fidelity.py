@@ -97,6 +97,7 @@ def test_a_finished_job_pod_reads_completed_and_its_logs_are_served(kubectl: Kub
     assert len(started) == 2 and all(re.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", t) for t in started)
     assert kubectl("logs", "job/hello").stdout == "hello from the job\n"
     assert kubectl("logs", "hello-0", "--tail=1").stdout == "hello from the job\n"
+    assert kubectl("logs", "-f", "hello-0", timeout=30).stdout == "hello from the job\n"  # ends with the pod
     wide = _table(kubectl("get", "job", "hello", "-o", "wide").stdout)
     assert wide[0] == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
     assert wide[1][:3] == ["hello", "Complete", "1/1"] and re.fullmatch(r"\d+s", wide[1][3])
