@@ -3,11 +3,12 @@
 kmock parses URLs and serves HTTP; this subclass adds what kopf, the kubernetes client and kubectl rely on (see
 ``shared/reference/kmock-harness.md``): uid/resourceVersion/generation/creationTimestamp, namespaces from the URL,
 201 on create, 409 on conflicts, JSON/merge/strategic-merge patches, server-side apply with managed fields, PUT,
-the status subresource kept apart from the main resource, label/field selectors, lists with a real
-resourceVersion, watches that honour ``?resourceVersion=`` (410 when too old) and ``timeoutSeconds``,
-finalizers, namespace and ownerReference garbage collection, CRDs that become served resources with schema
-validation and defaulting, validation of built-in names, labels and quantities, discovery (legacy and
-aggregated), OpenAPI v2/v3, Table responses and the protobuf bodies kubectl sends for built-in kinds.
+the status subresource kept apart from the main resource, label selectors and field selectors checked per kind,
+lists with a real resourceVersion and ``limit``/``continue``, watches that honour ``?resourceVersion=`` (410 when
+too old) and ``timeoutSeconds``, finalizers, namespace and ownerReference garbage collection (orphan, background
+and foreground), CRDs that become served resources with schema validation and defaulting, defaulting and
+validation of built-in kinds, the scale and pods/log subresources, discovery (legacy and aggregated), OpenAPI
+v2/v3, Table responses and the protobuf bodies kubectl sends for built-in kinds.
 
 Not emulated: controllers (no Job ever creates a Pod), RBAC, admission webhooks.
 """
