@@ -127,6 +127,13 @@ class Kube:
         self.core.patch_namespaced_secret(name, namespace, {"metadata": {"annotations": {
             "dpo.ai/allowed-urls": ", ".join(urls)}}})
 
+    def claims(self, namespace: str, *names: str) -> None:
+        """PersistentVolumeClaims, as a user creates them before the pods that mount them (a missing claim keeps a
+        pod Pending, on a real cluster and the local executor alike)."""
+        for name in names:
+            self.core.create_namespaced_persistent_volume_claim(namespace, {"metadata": {"name": name}, "spec": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self.to_dict(self.batch.read_namespaced_job(name, namespace))

@@ -117,6 +117,7 @@ def test_real_collector_runs_in_a_local_pod(kube: Kube, namespace: str, operator
     from dpo_operator.embedded.executor import LocalExecutor
     from dpo_operator.embedded.policy_server import PolicyServer
 
+    kube.claims(namespace, "dpo-data")
     with PolicyServer(seed=2) as policy, LocalExecutor(kube.api, tmp_path, namespace) as executor:
         kube.allow_urls(namespace, "nim-key", policy.url)  # the key's owner lets it go to this endpoint
         spec = {**SPEC, "llm": {**SPEC["llm"], "baseUrl": policy.url, "model": policy.model}, "numRuns": 2}
@@ -151,6 +152,7 @@ def test_nat_workflow_runs_as_a_dpocollection_in_a_local_pod(kube: Kube, namespa
     spec = {"workflow": {"nat": {"configFile": str(config), "ttcStepName": "dpo_candidate_move"},
                          "maxConcurrentEpisodes": 2},
             "numRuns": 2, "useFullMessageHistory": True, "output": {"pvc": {"claimName": "dpo-data", "path": "/nat"}}}
+    kube.claims(namespace, "dpo-data")
     with LocalExecutor(kube.api, Path(tmp_path) / "cluster", namespace) as executor:
         kube.create("DPOCollection", namespace, "natwf", spec)
         done = kube.wait_phase("DPOCollection", namespace, "natwf", "Succeeded", timeout=90)
@@ -176,7 +178,8 @@ def test_nat_inputs_are_mounted_into_the_collection_pod(kube: Kube, namespace: s
     kube.create("DPOCollection", namespace, "natcm", spec)
     pod = wait_for(lambda: kube.job(namespace, "natcm-collect"), what="collection job")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["nat-config"]["configMap"] == {"name": "nat", "items": [{"key": "config.yml", "path": "config.yml"}]}
+    assert volumes["nat-config"]["configMap"] == {"name": "nat", "items": [{"key": "config.yml", "path": "config.yml"}],
+                                                  "defaultMode": 420}  # kube-apiserver's default, as on a real cluster
     assert volumes["nat-dataset"]["configMap"]["name"] == "nat-data"
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["DPO_NAT_CONFIG"]["value"] == "/etc/dpo-operator/nat-config/config.yml"

@@ -29,6 +29,7 @@ def nemo() -> Iterator[FakeNemo]:
 @pytest.fixture()
 def executor(kube: Kube, namespace: str, tmp_path: Path, nemo: FakeNemo) -> Iterator[LocalExecutor]:
     kube.require_emulated()  # the upload pod runs on the local kubelet stand-in
+    kube.claims(namespace, "dpo-data")
     local = LocalExecutor(kube.api, tmp_path, namespace)
     toy_dataset(local.pvc_dir("dpo-data") / "ds")
     kube.core.create_namespaced_secret(namespace, {"metadata": {

@@ -227,6 +227,9 @@ def test_dev_cluster_runs_a_collection_to_succeeded(dev_cluster: tuple[Path, str
     kubeconfig, policy = dev_cluster
     assert kubectl(kubeconfig, "get", "crd", "-o", "name").stdout.count("dpo.ai") == 3
     kubectl(kubeconfig, "create", "namespace", "demo")
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "dpo-data"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    kubectl(kubeconfig, "apply", "-n", "demo", "-f", "-", stdin=json.dumps(claim))
     collection = {"apiVersion": "dpo.ai/v1alpha1", "kind": "DPOCollection", "metadata": {"name": "quick"},
                   "spec": {"workflow": {"name": "tictactoe", "numExamples": 8},
                            "llm": {"baseUrl": policy, "model": "toy/tictactoe-policy"},
@@ -238,6 +241,9 @@ def test_dev_cluster_runs_a_collection_to_succeeded(dev_cluster: tuple[Path, str
     assert row[0] == "quick" and row[1] == "Succeeded" and int(row[2]) > 0
     job = _table(kubectl(kubeconfig, "get", "jobs", "-n", "demo").stdout)
     assert job[0][:3] == ["NAME", "STATUS", "COMPLETIONS"] and job[1][:3] == ["quick-collect", "Complete", "1/1"]
+    pods = _table(kubectl(kubeconfig, "get", "pods", "-n", "demo", "-l", "job-name=quick-collect").stdout)
+    assert pods[1][:3] == ["quick-collect-0", "0/1", "Completed"]
+    assert kubectl(kubeconfig, "logs", "-n", "demo", "job/quick-collect").stdout.strip()  # the collector's output
 
     # describe finds the object's Events through the field selectors it sends (involvedObject.uid, ...)
     uid = kubectl(kubeconfig, "get", "dpoc", "quick", "-n", "demo", "-o", "jsonpath={.metadata.uid}").stdout

@@ -115,6 +115,7 @@ def test_real_trainer_runs_in_a_local_pod(kube: Kube, namespace: str, operator: 
     from tests.datasets import toy_dataset
     from tests.tinymodel import build_tiny_model
 
+    kube.claims(namespace, "models", "dpo-data")
     executor = LocalExecutor(kube.api, tmp_path, namespace)
     build_tiny_model(executor.pvc_dir("models") / "tiny")
     toy_dataset(executor.pvc_dir("dpo-data") / "ds")
@@ -141,6 +142,7 @@ def test_real_trainer_reads_a_hub_dataset(kube: Kube, namespace: str, operator: 
     from tests.datasets import toy_dataset
     from tests.tinymodel import build_tiny_model
 
+    kube.claims(namespace, "models", "dpo-data")
     executor = LocalExecutor(kube.api, tmp_path, namespace)
     build_tiny_model(executor.pvc_dir("models") / "tiny")
     source = toy_dataset(tmp_path / "source")

@@ -109,7 +109,7 @@ def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
     print("== embedded cluster: emulated API server + the real operator + a local executor (dev stand-ins) ==")
     print("The local executor runs each Job's container command as a local process and each NIM Deployment as\n"
           "`dpo-operator serve` (a local OpenAI-compatible server with the NIM conventions): a development stand-in.")
-    with EmbeddedCluster() as cluster:
+    with EmbeddedCluster(log_root=workdir / "pods") as cluster:
         cluster.use_as_default()
         configuration = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
@@ -117,6 +117,10 @@ def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
         for crd in crdgen.all_crds():
             kubernetes.client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        for claim in ("models", "demo-data"):  # as on a real cluster, a pod waits (Pending) for a missing claim
+            kubernetes.client.CoreV1Api(api).create_namespaced_persistent_volume_claim(NAMESPACE, {
+                "metadata": {"name": claim}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                      "resources": {"requests": {"storage": "1Gi"}}}})
         custom = kubernetes.client.CustomObjectsApi(api)
         with OperatorThread([NAMESPACE]), LocalExecutor(api, workdir, NAMESPACE, serve_deployments=True) as executor:
             base_dir = executor.pvc_dir("models") / "tictactoe-base"

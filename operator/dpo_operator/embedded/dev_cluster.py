@@ -37,7 +37,7 @@ def run_dev_cluster(workdir: Path, port: int | None = None, policy_port: int = 0
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-    with EmbeddedCluster(port=port) as cluster:
+    with EmbeddedCluster(port=port, log_root=workdir / "pods") as cluster:
         kubeconfig = workdir / "kubeconfig"
         shutil.copy(cluster.kubeconfig, kubeconfig)
         cluster.use_as_default()

@@ -12,6 +12,7 @@ With ``serve_deployments`` it also runs each NIM Deployment the operator creates
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import subprocess
@@ -26,10 +27,28 @@ from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
 TERMINATION_LOG = "/dev/termination-log"
+NODE = "dpo-dev-node"  # the one node this kubelet stand-in plays
+NODE_IP = "127.0.0.1"
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def claims_of(pod_spec: dict[str, Any]) -> list[str]:
+    """The PersistentVolumeClaims a pod spec mounts."""
+    return [v["persistentVolumeClaim"]["claimName"] for v in pod_spec.get("volumes") or []
+            if (v.get("persistentVolumeClaim") or {}).get("claimName")]
+
+
+def unschedulable(claim: str) -> str:
+    """The scheduler's message for a pod whose PVC does not exist (VolumeBinding plugin, one node)."""
+    return (f'0/1 nodes are available: persistentvolumeclaim "{claim}" not found. preemption: 0/1 nodes are '
+            "available: 1 Preemption is not helpful for scheduling.")
+
+
+class Stopped(Exception):
+    """The executor was stopped while a pod waited to be scheduled."""
 
 
 class LocalExecutor:
@@ -47,12 +66,65 @@ class LocalExecutor:
         self._poller = threading.Thread(target=self._poll, name="local-executor", daemon=True)
         self.apps = kubernetes.client.AppsV1Api(api)
         self.serve_deployments = serve_deployments
-        self._servers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}  # deployment uid -> (revision, process)
+        self._servers: dict[str, tuple[str, subprocess.Popen[bytes], str]] = {}  # deployment uid -> (revision, process, pod)
 
     def pvc_dir(self, claim: str) -> Path:
+        """The local directory that plays a PVC's volume (created on first use: tests and the demo seed it)."""
         path = self.workdir / "pvc" / claim
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def pod_dir(self, namespace: str, pod: str) -> Path:
+        """Where a pod's files live: ``output.log`` (served as the pod's log) and its termination log."""
+        path = self.workdir / "pods" / namespace / pod
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _missing_claim(self, namespace: str, pod_spec: dict[str, Any]) -> str | None:
+        """The first claim the pod mounts that does not exist; the claims that do are bound (as kind's
+        WaitForFirstConsumer storage class binds them when a pod is scheduled)."""
+        for claim in claims_of(pod_spec):
+            try:
+                pvc = self.api.sanitize_for_serialization(self.core.read_namespaced_persistent_volume_claim(claim, namespace))
+            except ApiException as exc:
+                if exc.status == 404:
+                    return claim
+                raise
+            if (pvc.get("status") or {}).get("phase") != "Bound":
+                requested = ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage")
+                self.core.patch_namespaced_persistent_volume_claim_status(claim, namespace, {"status": {
+                    "phase": "Bound", "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
+                    **({"capacity": {"storage": requested}} if requested else {})}})
+        return None
+
+    def _schedule(self, namespace: str, pod: str, pod_spec: dict[str, Any], deadline: float | None) -> bool:
+        """Keep the pod Pending with the scheduler's condition while a claim it mounts is missing, as on a real
+        cluster; True once it can run, False when the Job's deadline passed first."""
+        reported = None
+        while (claim := self._missing_claim(namespace, pod_spec)) is not None:
+            if claim != reported:
+                reported = claim
+                self.core.patch_namespaced_pod_status(pod, namespace, {"status": {"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable(claim),
+                     "lastProbeTime": None, "lastTransitionTime": _now()}]}})
+                self._failed_scheduling(namespace, pod, claim)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if self._stop.wait(self.poll_seconds):
+                raise Stopped(pod)
+        return True
+
+    @staticmethod
+    def _running_status(container: dict[str, Any], started: str) -> dict[str, Any]:
+        """What the kubelet reports for a started pod: scheduled, IPs, the container running."""
+        return {"phase": "Running", "startTime": started, "hostIP": NODE_IP, "podIP": NODE_IP,
+                "podIPs": [{"ip": NODE_IP}], "hostIPs": [{"ip": NODE_IP}], "qosClass": "BestEffort", "conditions": [
+                    {"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": started}
+                    for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")],
+                "containerStatuses": [{
+                    "name": container["name"], "image": container.get("image", ""), "imageID": "",
+                    "containerID": f"local://{container['name']}", "ready": True, "started": True, "restartCount": 0,
+                    "state": {"running": {"startedAt": started}}}]}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -63,9 +135,9 @@ class LocalExecutor:
     def stop(self) -> None:
         self._stop.set()
         self._poller.join(timeout=10)
-        for _, process in self._servers.values():
+        for _, process, _ in self._servers.values():
             process.terminate()
-        for _, process in self._servers.values():
+        for _, process, _ in self._servers.values():
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -119,23 +191,75 @@ class LocalExecutor:
             running = self._servers.get(uid)
             if running is not None and running[0] == revision:
                 continue
+            namespace = deployment["metadata"]["namespace"]
             if running is not None:
                 running[1].terminate()
                 running[1].wait(timeout=10)
+                self._servers.pop(uid)
+                self._delete_pod(namespace, running[2])
             if deployment["spec"].get("replicas", 1) == 0:
-                self._servers.pop(uid, None)
                 continue
-            process, port = self._start_server(deployment)
-            self._servers[uid] = (revision, process)
-            threading.Thread(target=self._report_ready, args=(deployment, process, port), daemon=True,
+            pod = self._replica_pod(deployment, revision)
+            if (claim := self._missing_claim(namespace, deployment["spec"]["template"]["spec"])) is not None:
+                self._report_unschedulable(namespace, pod, claim)
+                continue
+            process, port = self._start_server(deployment, pod)
+            self._servers[uid] = (revision, process, pod)
+            threading.Thread(target=self._report_ready, args=(deployment, pod, process, port), daemon=True,
                              name=f"nim-{deployment['metadata']['name']}").start()
 
-    def _start_server(self, deployment: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
-        namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+    def _replica_pod(self, deployment: dict[str, Any], revision: str) -> str:
+        """The Deployment's one replica as a Pod (what its ReplicaSet would create), so that ``kubectl logs
+        deploy/<name>`` and ``kubectl get pods`` find it; created once per revision."""
+        meta = deployment["metadata"]
+        template_hash = hashlib.sha256(f"{meta['uid']}/{revision}".encode()).hexdigest()
+        name = f"{meta['name']}-{template_hash[:10]}-{template_hash[10:15]}"
+        template = deployment["spec"]["template"]
+        pod = {"metadata": {"name": name, "labels": {**(template.get("metadata") or {}).get("labels", {}),
+                                                     "pod-template-hash": template_hash[:10]},
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
+                                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
+               "spec": {**template["spec"], "nodeName": NODE}}
+        try:
+            self.core.create_namespaced_pod(meta["namespace"], pod)
+            self.core.patch_namespaced_pod_status(name, meta["namespace"], {"status": {"phase": "Pending"}})
+        except ApiException as exc:
+            if exc.status != 409:  # made on an earlier poll, still waiting for its claims
+                raise
+        return name
+
+    def _report_unschedulable(self, namespace: str, pod: str, claim: str) -> None:
+        current = self.api.sanitize_for_serialization(self.core.read_namespaced_pod_status(pod, namespace))
+        if any(c.get("message") == unschedulable(claim) for c in (current.get("status") or {}).get("conditions") or []):
+            return
+        self.core.patch_namespaced_pod_status(pod, namespace, {"status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable(claim),
+             "lastProbeTime": None, "lastTransitionTime": _now()}]}})
+        self._failed_scheduling(namespace, pod, claim)
+
+    def _failed_scheduling(self, namespace: str, pod: str, claim: str) -> None:
+        """The scheduler's Warning Event (``kubectl describe pod`` lists it) and a log line for the dev cluster."""
+        log.warning("pod %s/%s is unschedulable: %s", namespace, pod, unschedulable(claim))
+        uid = self.api.sanitize_for_serialization(self.core.read_namespaced_pod(pod, namespace))["metadata"]["uid"]
+        self.core.create_namespaced_event(namespace, {
+            "metadata": {"generateName": f"{pod}."}, "type": "Warning", "reason": "FailedScheduling",
+            "message": unschedulable(claim), "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod,
+                                                               "namespace": namespace, "uid": uid},
+            "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler",
+            "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1})
+
+    def _delete_pod(self, namespace: str, pod: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(pod, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _start_server(self, deployment: dict[str, Any], pod: str) -> tuple[subprocess.Popen[bytes], int]:
+        namespace = deployment["metadata"]["namespace"]
         spec = deployment["spec"]["template"]["spec"]
         container = spec["containers"][0]
-        run_dir = self.workdir / "pods" / namespace / f"{name}-{deployment['metadata'].get('generation', 1)}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = self.pod_dir(namespace, pod)
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         path_map: dict[str, str] = {}
         for mount in container.get("volumeMounts") or []:
@@ -155,9 +279,14 @@ class LocalExecutor:
         output = open(run_dir / "output.log", "ab")  # noqa: SIM115  (the process keeps it)
         process = subprocess.Popen([sys.executable, "-m", "dpo_operator", "serve", "--host", "127.0.0.1"], env=env,
                                    stdout=output, stderr=subprocess.STDOUT, cwd=run_dir)
+        status = self._running_status(container, _now())
+        status["containerStatuses"][0]["ready"] = False
+        status["conditions"] = [c if c["type"] not in ("Ready", "ContainersReady") else {**c, "status": "False"}
+                                for c in status["conditions"]]
+        self.core.patch_namespaced_pod_status(pod, namespace, {"status": status})
         return process, port
 
-    def _report_ready(self, deployment: dict[str, Any], process: subprocess.Popen[bytes], port: int) -> None:
+    def _report_ready(self, deployment: dict[str, Any], pod: str, process: subprocess.Popen[bytes], port: int) -> None:
         """Play the kubelet's readiness probe and the Deployment controller's status."""
         import httpx
 
@@ -171,6 +300,8 @@ class LocalExecutor:
             time.sleep(0.3)
         ready = replicas if process.poll() is None and not self._stop.is_set() else 0
         try:
+            if ready:
+                self._mark_ready(deployment["metadata"]["namespace"], pod)
             self.apps.patch_namespaced_deployment_status(
                 deployment["metadata"]["name"], deployment["metadata"]["namespace"], {"status": {
                     "observedGeneration": deployment["metadata"].get("generation", 1), "replicas": replicas,
@@ -178,6 +309,17 @@ class LocalExecutor:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def _mark_ready(self, namespace: str, pod: str) -> None:
+        """The kubelet's readiness probe passed: the container and the pod are Ready."""
+        status = self.api.sanitize_for_serialization(self.core.read_namespaced_pod_status(pod, namespace))["status"]
+        for container in status.get("containerStatuses") or []:
+            container["ready"] = True
+        for condition in status.get("conditions") or []:
+            if condition["type"] in ("Ready", "ContainersReady"):
+                condition.update(status="True", lastTransitionTime=_now())
+        self.core.patch_namespaced_pod_status(pod, namespace, {"status": {
+            "conditions": status.get("conditions") or [], "containerStatuses": status.get("containerStatuses") or []}})
 
     # ---------------------------------------------------------------- one job
 
@@ -208,25 +350,30 @@ class LocalExecutor:
         return value
 
     def _pod(self, job: dict[str, Any], attempt: int) -> str:
+        """The Job controller's pod for one attempt (scheduled on the one node; Pending until it can run)."""
         name = f"{job['metadata']['name']}-{attempt}"
         template = job["spec"]["template"]
         labels = {**(template["metadata"].get("labels") or {}), "batch.kubernetes.io/job-name": job["metadata"]["name"],
                   "job-name": job["metadata"]["name"]}
         pod = {"metadata": {"name": name, "labels": labels, "ownerReferences": [{
                    "apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"],
-                   "controller": True}]},
-               "spec": template["spec"]}
+                   "controller": True, "blockOwnerDeletion": True}]},
+               "spec": {**template["spec"], "nodeName": NODE}}
         self.core.create_namespaced_pod(job["metadata"]["namespace"], pod)
-        self.core.patch_namespaced_pod_status(name, job["metadata"]["namespace"],
-                                              {"status": {"phase": "Running", "startTime": _now()}})
+        self.core.patch_namespaced_pod_status(name, job["metadata"]["namespace"], {"status": {"phase": "Pending"}})
         return name
 
     def _run_attempt(self, job: dict[str, Any], attempt: int, deadline: float | None) -> tuple[int, str, bool]:
         namespace = job["metadata"]["namespace"]
         spec = job["spec"]["template"]["spec"]
         container = spec["containers"][0]
-        run_dir = self.workdir / "pods" / namespace / f"{job['metadata']['name']}-{attempt}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        pod_name = self._pod(job, attempt)
+        if not self._schedule(namespace, pod_name, spec, deadline):
+            self.core.patch_namespaced_pod_status(pod_name, namespace, {"status": {
+                "phase": "Failed", "reason": "DeadlineExceeded", "message": "Pod was active on the node longer than "
+                "the specified deadline"}})
+            return 137, "", True
+        run_dir = self.pod_dir(namespace, pod_name)
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         path_map = {TERMINATION_LOG: str(run_dir / "termination-log")}
         for mount in container.get("volumeMounts") or []:
@@ -236,7 +383,8 @@ class LocalExecutor:
         command = [self._map_paths(arg, path_map) for arg in [*container["command"], *(container.get("args") or [])]]
         if command[0] == "dpo-operator":
             command = [sys.executable, "-m", "dpo_operator", *command[1:]]
-        pod_name = self._pod(job, attempt)
+        started = _now()
+        self.core.patch_namespaced_pod_status(pod_name, namespace, {"status": self._running_status(container, started)})
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         with open(run_dir / "output.log", "wb") as output:
             try:
@@ -249,12 +397,19 @@ class LocalExecutor:
         message = termination.read_text()[:4096] if termination.exists() else ""
         if not message and code != 0:  # terminationMessagePolicy: FallbackToLogsOnError
             message = (run_dir / "output.log").read_text(errors="replace")[-2048:]
+        finished = _now()
+        conditions = [{"type": t, "status": "True" if t in ("Initialized", "PodScheduled") else "False",
+                       "lastProbeTime": None, "lastTransitionTime": finished if t not in ("Initialized", "PodScheduled")
+                       else started, **({"reason": "PodCompleted"} if t in ("Ready", "ContainersReady") else {})}
+                      for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
         self.core.patch_namespaced_pod_status(pod_name, namespace, {"status": {
-            "phase": "Succeeded" if code == 0 else "Failed",
+            "phase": "Succeeded" if code == 0 else "Failed", "conditions": conditions,
             "containerStatuses": [{"name": container["name"], "image": container.get("image", ""), "imageID": "",
-                                   "ready": False, "restartCount": 0, "state": {"terminated": {
+                                   "containerID": f"local://{container['name']}", "ready": False, "started": False,
+                                   "restartCount": 0, "state": {"terminated": {
                                        "exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                       "message": message, "finishedAt": _now()}}}]}})
+                                       "message": message, "startedAt": started, "finishedAt": finished,
+                                       "containerID": f"local://{container['name']}"}}}]}})
         return code, message, timed_out
 
     def _finish(self, job: dict[str, Any], status: dict[str, Any]) -> None:
@@ -284,6 +439,8 @@ class LocalExecutor:
                          "lastTransitionTime": _now(), "lastProbeTime": _now()}]})
                     return
                 self._finish(job, {"active": 1, "failed": failures})
+        except Stopped:
+            return
         except ApiException as exc:
             if exc.status != 404:  # the job was deleted meanwhile
                 log.exception("local executor: job %s failed to run", job["metadata"]["name"])

@@ -3,11 +3,12 @@
 kmock parses URLs and serves HTTP; this subclass adds what kopf, the kubernetes client and kubectl rely on (see
 ``shared/reference/kmock-harness.md``): uid/resourceVersion/generation/creationTimestamp, namespaces from the URL,
 201 on create, 409 on conflicts, JSON/merge/strategic-merge patches, server-side apply with managed fields, PUT,
-the status subresource kept apart from the main resource, label/field selectors, lists with a real
-resourceVersion, watches that honour ``?resourceVersion=`` (410 when too old) and ``timeoutSeconds``,
-finalizers, namespace and ownerReference garbage collection, CRDs that become served resources with schema
-validation and defaulting, validation of built-in names, labels and quantities, discovery (legacy and
-aggregated), OpenAPI v2/v3, Table responses and the protobuf bodies kubectl sends for built-in kinds.
+the status subresource kept apart from the main resource, label selectors and field selectors checked per kind,
+lists with a real resourceVersion and ``limit``/``continue``, watches that honour ``?resourceVersion=`` (410 when
+too old) and ``timeoutSeconds``, finalizers, namespace and ownerReference garbage collection (orphan, background
+and foreground), CRDs that become served resources with schema validation and defaulting, defaulting and
+validation of built-in kinds, the scale and pods/log subresources, discovery (legacy and aggregated), OpenAPI
+v2/v3, Table responses and the protobuf bodies kubectl sends for built-in kinds.
 
 Not emulated: controllers (no Job ever creates a Pod), RBAC enforcement (RBAC objects are stored and served;
 access reviews answer as a server without an authorizer), admission webhooks.
@@ -23,6 +24,7 @@ import json
 import logging
 import secrets
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -32,14 +34,26 @@ import kmock
 import yaml
 from kmock._internal import parsing, rendering
 
-from dpo_operator.kubeemu import builtin_schemas, discovery, events, openapi, openapi_proto, protobuf, tables
-from dpo_operator.kubeemu import rbac, reviews
-from dpo_operator.kubeemu.errors import ApiError, error, invalid, required
+from dpo_operator.kubeemu import (
+    builtin_schemas,
+    defaults,
+    discovery,
+    events,
+    openapi,
+    openapi_proto,
+    pagination,
+    protobuf,
+    rbac,
+    reviews,
+    subresources,
+    tables,
+)
+from dpo_operator.kubeemu.errors import ApiError, error, invalid, invalid_value, not_supported, required
 from dpo_operator.kubeemu.names import object_causes
 from dpo_operator.kubeemu.patching import ApplyConflict, record_update, server_side_apply, strategic_merge
 from dpo_operator.kubeemu.registry import Served, builtin_resources, from_crd
 from dpo_operator.kubeemu.schema_validation import InvalidObject, UnknownFields
-from dpo_operator.kubeemu.selectors import field_selector, label_selector
+from dpo_operator.kubeemu.selectors import UnsupportedField, field_selector, label_selector, selectable_fields
 
 __all__ = ["ApiError", "EmulatedKubernetes"]
 log = logging.getLogger(__name__)
@@ -111,6 +125,15 @@ def _resolve(schema: dict[str, Any] | None) -> dict[str, Any]:
     return builtin_schemas.resolved(schema)
 
 
+def _fields_of(request: rendering.Request, served: Served) -> Any:
+    """The request's field selector as a predicate; 400 for a field the kind cannot be selected by."""
+    fields = selectable_fields(served.group, served.kind, namespaced=served.namespaced, custom_fields=served.selectable)
+    try:
+        return field_selector(request.params.get("fieldSelector"), fields)
+    except UnsupportedField as exc:
+        raise error(400, "BadRequest", str(exc)) from None
+
+
 def _field_manager(request: rendering.Request) -> str:
     """The ``fieldManager`` parameter, or like kube-apiserver the client's user agent up to the first '/'."""
     return request.params.get("fieldManager") or (request.headers.get("User-Agent") or "unknown").split("/")[0]
@@ -121,8 +144,34 @@ def _key(res: Any) -> tuple[str | None, str | None, str | None]:
     return res.group, res.version, res.plural
 
 
-def _json(payload: Any, status: int = 200, content_type: str = "application/json") -> aiohttp.web.Response:
-    return aiohttp.web.Response(body=json.dumps(payload).encode(), status=status, headers={"Content-Type": content_type})
+def _json(payload: Any, status: int = 200, content_type: str = "application/json",
+          warning: str | None = None) -> aiohttp.web.Response:
+    headers = {"Content-Type": content_type}
+    if warning:
+        headers["Warning"] = f'299 - "{warning}"'
+    return aiohttp.web.Response(body=json.dumps(payload).encode(), status=status, headers=headers)
+
+
+JOB_ORPHAN_WARNING = ("child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to "
+                      "remove them or set propagationPolicy=Orphan to suppress this warning")
+
+
+def _propagation(request: rendering.Request, served: Served, body: Any) -> tuple[str, str | None]:
+    """The DeleteOptions' propagation policy (body or query), and the warning kube-apiserver gives with it.
+
+    Without one, batch/v1 Jobs orphan their pods (the Job strategy's DefaultGarbageCollectionPolicy, kept for
+    compatibility, with a warning); every other kind deletes its dependents in the background."""
+    options = body if isinstance(body, dict) else {}
+    policy = options.get("propagationPolicy") or request.params.get("propagationPolicy")
+    orphan = options.get("orphanDependents", request.params.get("orphanDependents"))
+    if policy is None and orphan is not None:
+        policy = "Orphan" if orphan in (True, "true") else "Background"
+    if policy not in (None, "Orphan", "Background", "Foreground"):
+        raise invalid("DeleteOptions", "meta.k8s.io", "", [
+            not_supported("propagationPolicy", policy, ["Foreground", "Background", "Orphan"])])
+    if policy is None and (served.group, served.kind) == ("batch", "Job"):
+        return "Orphan", JOB_ORPHAN_WARNING
+    return policy or "Background", None
 
 
 class Changes:
@@ -176,6 +225,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
     _changes: Changes = attrs.field(factory=Changes, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _openapi_cache: dict[str, Any] = attrs.field(factory=dict, init=False)
+    log_root: Path | None = None  # <namespace>/<pod>/output.log: the pod logs the local executor writes
+    _foreground: set[str] = attrs.field(factory=set, init=False)  # uids of owners held by foregroundDeletion
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -184,6 +235,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             obj = self._new_metadata({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
                                       "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}, None)
+            obj["metadata"].pop("generation")
             obj["metadata"]["labels"] = {"kubernetes.io/metadata.name": name}
             self._store(NAMESPACES, None, name, obj)
 
@@ -280,6 +332,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             raise error(404, "NotFound", "the server could not find the requested resource")
         served = self._served[res]
         namespace = request.namespace if served.namespaced else None
+        if request.subresource in ("scale", "log", *subresources.STREAMED) and request.name is not None:
+            return await self._subresource(request, method, res, served, namespace, request.name)
         if request.subresource and request.subresource != "status":
             raise error(404, "NotFound", "the server could not find the requested resource")
         if request.subresource == "status" and not served.status_subresource:
@@ -293,7 +347,9 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         if method == "GET" and request.name is None:
             listed = self._list(request, res, served, namespace)
             if table:
-                return _json(self._table(request, served, listed["items"], table, listed["metadata"]["resourceVersion"]))
+                printed = self._table(request, served, listed["items"], table, listed["metadata"]["resourceVersion"])
+                printed["metadata"].update({k: v for k, v in listed["metadata"].items() if k != "resourceVersion"})
+                return _json(printed)
             return _json(listed)
         if method == "GET" and request.name is not None:
             obj = self._get(res, served, namespace, request.name)
@@ -303,14 +359,90 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         if method in ("PATCH", "PUT") and request.name is not None:
             obj, created = await self._update(request, res, served, namespace, request.name, replace=method == "PUT")
             return _json(obj, status=201 if created else 200)
-        if method == "DELETE" and request.name is not None:
-            return _json(await self._delete(res, served, namespace, request.name))
         if method == "DELETE":
+            policy, warning = _propagation(request, served, request.data)
+            if request.name is not None:
+                return _json(await self._delete(res, served, namespace, request.name, policy), warning=warning)
             items = self._list(request, res, served, namespace)["items"]
             for item in items:
-                await self._delete(res, served, item["metadata"].get("namespace"), item["metadata"]["name"])
-            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+                await self._delete(res, served, item["metadata"].get("namespace"), item["metadata"]["name"], policy)
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}, warning=warning)
         raise error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    async def _subresource(self, request: rendering.Request, method: str, res: Any, served: Served,
+                           namespace: str | None, name: str) -> aiohttp.web.StreamResponse:
+        """``scale`` on Deployments/StatefulSets/ReplicaSets, ``log`` on pods, a plain refusal for streaming."""
+        pod = (served.group, served.kind) == ("", "Pod")
+        if request.subresource == "scale" and served.scale and method == "GET":
+            return _json(subresources.scale_of(self._get(res, served, namespace, name)))
+        if request.subresource == "scale" and served.scale and method in ("PUT", "PATCH"):
+            return _json(await self._scale(request, method, res, served, namespace, name))
+        if request.subresource == "log" and pod and method == "GET":
+            return await self._pod_log(request, res, served, namespace, name)
+        if request.subresource in subresources.STREAMED and (pod or served.kind in ("Service", "Node")):
+            raise subresources.refuse_streaming(request.subresource, self._get(res, served, namespace, name),
+                                                self.log_root)
+        raise error(404, "NotFound", "the server could not find the requested resource")
+
+    async def _scale(self, request: rendering.Request, method: str, res: Any, served: Served, namespace: str | None,
+                     name: str) -> dict[str, Any]:
+        """A write to the scale subresource: the workload's ``spec.replicas``, nothing else."""
+        old = self._get(res, served, namespace, name)
+        current = subresources.scale_of(old)
+        body = self._body(request)
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip()
+        if method == "PUT":
+            wanted = body if isinstance(body, dict) else {}
+        elif content_type == "application/json-patch+json" and isinstance(body, list):
+            try:
+                wanted = jsonpatch.apply_patch(current, body)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                raise error(422, "Invalid", f"the JSON patch could not be applied: {exc}") from None
+        else:
+            wanted = _merge_patch(current, body)
+        replicas = (wanted.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise invalid("Scale", "autoscaling", name, [invalid_value("spec.replicas", replicas,
+                                                                       "must be greater than or equal to 0")])
+        wanted_rv = (wanted.get("metadata") or {}).get("resourceVersion")
+        if method == "PUT" and wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
+            raise error(409, "Conflict", f'Operation cannot be fulfilled on {res.plural}.{served.group} "{name}": the '
+                                         "object has been modified; please apply your changes to the latest version")
+        new = copy.deepcopy(old)
+        new.setdefault("spec", {})["replicas"] = replicas
+        new = self._admit(res, served, new, old, request)
+        record_update(old, new, self._schema(served), _resolve, _field_manager(request), served.group_version, "scale")
+        return subresources.scale_of(await self._commit(request, res, served, namespace, name, old, new))
+
+    async def _pod_log(self, request: rendering.Request, res: Any, served: Served, namespace: str | None,
+                       name: str) -> aiohttp.web.StreamResponse:
+        """``pods/<name>/log``: the output the local executor recorded; ``follow`` streams it until the pod ends."""
+        pod = self._get(res, served, namespace, name)
+        data, position = subresources.pod_log(self.log_root, pod, request.params)
+        if request.params.get("follow") not in ("true", "1"):
+            return aiohttp.web.Response(body=data, headers={"Content-Type": "text/plain"})
+        raw_request = request._raw_request
+        assert raw_request is not None and self.log_root is not None and namespace is not None
+        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        path = self.log_root / namespace / name / "output.log"
+        try:
+            await response.prepare(raw_request)
+            await response.write(data)
+            while not self._closing:
+                current = self._current(res, namespace, name)
+                with path.open("rb") as handle:
+                    handle.seek(position)
+                    fresh = handle.read()
+                if fresh:
+                    position += len(fresh)
+                    await response.write(fresh)
+                elif current is None or (current.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    break
+                else:
+                    await asyncio.sleep(0.2)  # a file has no change notification here; poll it as kubelet's tail does
+        except (ConnectionResetError, asyncio.CancelledError):
+            return response
+        return response
 
     def _serve_meta(self, request: rendering.Request, path: str) -> aiohttp.web.Response | None:
         """Discovery, OpenAPI and /version: the paths that are not resources."""
@@ -402,7 +534,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
 
     def _matching(self, request: rendering.Request, res: Any, namespace: str | None) -> list[dict[str, Any]]:
         by_labels = label_selector(request.params.get("labelSelector"))
-        by_fields = field_selector(request.params.get("fieldSelector"))
+        by_fields = _fields_of(request, self._served[res])
         found = []
         twin = events.other(res)  # Events written through the other group-version are listed here too
         # compared as plain tuples: kmock's resource == checks a runtime Protocol, which made every list scan of
@@ -420,17 +552,16 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         return found
 
     def _list(self, request: rendering.Request, res: Any, served: Served, namespace: str | None) -> dict[str, Any]:
-        return {
-            "apiVersion": served.group_version,
-            "kind": f"{served.kind}List",
-            "metadata": {"resourceVersion": str(self._revision)},
-            "items": self._matching(request, res, namespace),
-        }
+        filtered = bool(request.params.get("labelSelector") or request.params.get("fieldSelector"))
+        items, meta = pagination.page(self._matching(request, res, namespace), request.params, str(self._revision),
+                                      filtered=filtered)
+        return {"apiVersion": served.group_version, "kind": f"{served.kind}List", "metadata": meta, "items": items}
 
     def _admit(self, res: Any, served: Served, obj: dict[str, Any], old: dict[str, Any] | None,
                request: rendering.Request) -> dict[str, Any]:
         """Validation (and, for custom resources, defaulting and pruning) before anything is stored."""
         name = (obj.get("metadata") or {}).get("name", "")
+        defaults.apply(served, obj, creating=old is None)
         causes = object_causes(served.kind, obj) if res != CRD_RESOURCE else []
         if old is not None:
             causes = [c for c in causes if c.field != "metadata.name"]  # the name cannot change anyway
@@ -480,6 +611,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                         {"name": meta["name"], "group": served.group, "kind": res.plural})
         self._check_namespace(namespace)
         obj = self._new_metadata(body, namespace)
+        if not defaults.has_generation(served):
+            obj["metadata"].pop("generation")
         obj.setdefault("apiVersion", served.group_version)
         obj.setdefault("kind", served.kind)
         name = obj["metadata"]["name"]
@@ -610,8 +743,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                       old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         if new == old or request.params.get("dryRun"):
             return new
-        if _spec_part(new) != _spec_part(old):
-            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        if "generation" in old["metadata"] and _spec_part(new) != _spec_part(old):
+            new["metadata"]["generation"] = old["metadata"]["generation"] + 1
         new["metadata"]["resourceVersion"] = self._next_revision()
         if res == CRD_RESOURCE:
             self._serve_crd(new)
@@ -646,10 +779,30 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                 new.pop("status", None)
         return new
 
-    async def _delete(self, res: Any, served: Served, namespace: str | None, name: str) -> dict[str, Any]:
+    async def _delete(self, res: Any, served: Served, namespace: str | None, name: str,
+                      policy: str = "Background") -> dict[str, Any]:
+        """Delete with the garbage collector's propagation: Orphan strips the owner's ownerReferences from its
+        dependents first; Foreground holds the owner (``foregroundDeletion`` finalizer) until its dependents are
+        gone; Background removes the owner, then its dependents."""
         obj = copy.deepcopy(self._get(res, served, namespace, name))
         if res == NAMESPACES:
             return await self._delete_namespace(obj)
+        uid = obj["metadata"]["uid"]
+        if policy == "Orphan":
+            await self._orphan(uid)
+        elif policy == "Foreground" and self._dependents(uid):
+            finalizers = obj["metadata"].get("finalizers") or []
+            if "foregroundDeletion" not in finalizers:
+                obj["metadata"]["finalizers"] = [*finalizers, "foregroundDeletion"]
+            self._foreground.add(uid)
+            obj["metadata"].setdefault("deletionTimestamp", _now())
+            obj["metadata"]["resourceVersion"] = self._next_revision()
+            self._store(res, namespace, name, obj)
+            await self._emit(res, "MODIFIED", obj)
+            for (dep_res, dep_ns, dep_name), _ in self._dependents(uid):
+                if self._current(dep_res, dep_ns, dep_name) is not None:
+                    await self._delete(dep_res, self._served[dep_res], dep_ns, dep_name, "Foreground")
+            return self._current(res, namespace, name) or obj
         if obj["metadata"].get("finalizers"):
             if not obj["metadata"].get("deletionTimestamp"):
                 obj["metadata"]["deletionTimestamp"] = _now()
@@ -691,20 +844,54 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         if res == CRD_RESOURCE:
             self._unserve_crd(obj)
         await self._collect_garbage(obj["metadata"]["uid"])
+        await self._release_foreground(obj)
         if namespace is not None:
             await self._finish_namespace(namespace)
         return obj
 
+    def _dependents(self, owner_uid: str) -> list[tuple[Any, dict[str, Any]]]:
+        """The served objects with an ownerReference to ``owner_uid``."""
+        return [(key, stored.raw) for key, stored in list(self._objects.items())
+                if not stored.deleted and key[0] in self._served
+                and any(ref.get("uid") == owner_uid for ref in stored.raw.get("metadata", {}).get("ownerReferences") or [])]
+
     async def _collect_garbage(self, owner_uid: str) -> None:
         """Background-propagation garbage collection: delete every object the removed one owned."""
-        dependents = [
-            (key, stored.raw) for key, stored in list(self._objects.items())
-            if not stored.deleted
-            and any(ref.get("uid") == owner_uid for ref in stored.raw.get("metadata", {}).get("ownerReferences") or [])
-        ]
-        for (res, namespace, name), _ in dependents:
-            if res in self._served and self._current(res, namespace, name) is not None:
+        for (res, namespace, name), _ in self._dependents(owner_uid):
+            if self._current(res, namespace, name) is not None:
                 await self._delete(res, self._served[res], namespace, name)
+
+    async def _orphan(self, owner_uid: str) -> None:
+        """Orphan propagation: the garbage collector removes the owner's references from its dependents."""
+        for (res, namespace, name), raw in self._dependents(owner_uid):
+            dependent = copy.deepcopy(raw)
+            refs = [r for r in dependent["metadata"]["ownerReferences"] if r.get("uid") != owner_uid]
+            if refs:
+                dependent["metadata"]["ownerReferences"] = refs
+            else:
+                dependent["metadata"].pop("ownerReferences")
+            dependent["metadata"]["resourceVersion"] = self._next_revision()
+            self._store(res, namespace, name, dependent)
+            await self._emit(res, "MODIFIED", dependent)
+
+    async def _release_foreground(self, removed: dict[str, Any]) -> None:
+        """When a dependent goes, an owner deleted in the foreground that has no dependents left goes too."""
+        for ref in removed["metadata"].get("ownerReferences") or []:
+            if ref.get("uid") not in self._foreground or self._dependents(ref.get("uid", "")):
+                continue
+            self._foreground.discard(ref.get("uid"))
+            for (res, namespace, name), stored in list(self._objects.items()):
+                meta = stored.raw.get("metadata", {}) if not stored.deleted else {}
+                if meta.get("uid") == ref.get("uid") and "foregroundDeletion" in (meta.get("finalizers") or []):
+                    owner = copy.deepcopy(stored.raw)
+                    owner["metadata"]["finalizers"] = [f for f in meta["finalizers"] if f != "foregroundDeletion"]
+                    if not owner["metadata"]["finalizers"]:
+                        owner["metadata"].pop("finalizers")
+                        await self._remove(res, self._served[res], namespace, name, owner)
+                    else:
+                        owner["metadata"]["resourceVersion"] = self._next_revision()
+                        self._store(res, namespace, name, owner)
+                        await self._emit(res, "MODIFIED", owner)
 
     # ---------------------------------------------------------------- watch
 
@@ -714,7 +901,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         assert raw_request is not None
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         by_labels = label_selector(request.params.get("labelSelector"))
-        by_fields = field_selector(request.params.get("fieldSelector"))
+        by_fields = _fields_of(request, served)
         name = request.name or None
 
         def wanted(obj: dict[str, Any]) -> bool:

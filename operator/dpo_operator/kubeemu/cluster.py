@@ -33,8 +33,10 @@ def write_kubeconfig(url: str, path: Path) -> Path:
 class EmbeddedCluster:
     """An EmulatedKubernetes served over HTTP on 127.0.0.1 from its own event loop thread."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, log_root: Path | None = None) -> None:
+        """``log_root``: where the local executor writes pod output (``<workdir>/pods``), served as pod logs."""
         self.port = port
+        self.log_root = log_root
         self.server: EmulatedKubernetes | None = None
         self.url = ""
         self._loop = asyncio.new_event_loop()
@@ -46,7 +48,7 @@ class EmbeddedCluster:
 
     async def _serve(self, ready: concurrent.futures.Future[str]) -> None:
         self._stop = asyncio.Event()
-        async with EmulatedKubernetes() as server, kmock.Server(server, port=self.port) as http:
+        async with EmulatedKubernetes(log_root=self.log_root) as server, kmock.Server(server, port=self.port) as http:
             self.server = server
             ready.set_result(str(http.url).rstrip("/"))
             await self._stop.wait()

@@ -81,6 +81,11 @@ def api_resource_list(resources: Iterable[Served], group: str, version: str) -> 
         if res.status_subresource:
             listed.append({"name": f"{res.plural}/status", "singularName": "", "namespaced": res.namespaced,
                            "kind": res.kind, "verbs": list(SUBRESOURCE_VERBS)})
+        if res.scale:
+            listed.append({"name": f"{res.plural}/scale", "singularName": "", "namespaced": res.namespaced,
+                           "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": list(SUBRESOURCE_VERBS)})
+        if res.kind == "Pod" and not res.group:
+            listed.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]})
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": served[0].group_version,
             "resources": listed}
 
@@ -94,8 +99,16 @@ def _aggregated_resource(res: Served) -> dict[str, Any]:
         entry["shortNames"] = list(res.short_names)
     if res.categories:
         entry["categories"] = list(res.categories)
+    subresources = []
     if res.status_subresource:
-        entry["subresources"] = [{"subresource": "status", "responseKind": kind, "verbs": list(SUBRESOURCE_VERBS)}]
+        subresources.append({"subresource": "status", "responseKind": kind, "verbs": list(SUBRESOURCE_VERBS)})
+    if res.scale:
+        subresources.append({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1",
+                                                                      "kind": "Scale"}, "verbs": list(SUBRESOURCE_VERBS)})
+    if res.kind == "Pod" and not res.group:
+        subresources.append({"subresource": "log", "responseKind": kind, "verbs": ["get"]})
+    if subresources:
+        entry["subresources"] = subresources
     return entry
 
 

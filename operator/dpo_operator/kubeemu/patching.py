@@ -305,6 +305,26 @@ def _merge_applied(live: Any, applied: Any, schema: Schema, resolve: Resolve) ->
     return copy.deepcopy(applied)
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _allowed_by_last_applied(live: dict[str, Any], live_tracked: dict[str, Any], schema: Schema,
+                             resolve: Resolve) -> set[Path]:
+    """The conflicts ``kubectl apply --server-side`` may take over from client-side apply: the fields of the
+    last-applied annotation that still hold their last-applied value (kube-apiserver's lastAppliedManager,
+    k8s.io/apimachinery/pkg/util/managedfields/internal/lastappliedmanager.go, which then forces the apply)."""
+    raw = ((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        last = json.loads(raw) if raw else None
+    except ValueError:
+        last = None
+    if not isinstance(last, dict):
+        return set()
+    last_tracked = _tracked(last, False)
+    return {p for p in field_paths(last_tracked, schema, resolve)
+            if value_at(last_tracked, p) == value_at(live_tracked, p)}
+
+
 def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], schema: Schema, resolve: Resolve,
                       manager: str, api_version: str, *, force: bool, subresource: str = "") -> dict[str, Any]:
     """The object after ``manager`` applies ``applied`` to ``live`` (None: it does not exist yet)."""
@@ -322,12 +342,15 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], sche
             previous = paths
         else:
             others.append((entry, paths))
-    conflicts = [(entry["manager"], show_path(p)) for entry, paths in others
-                 if entry.get("subresource", "") == subresource
-                 for p in sorted(paths & applied_paths) if p[-1] != "."
-                 and value_at(live_tracked, p) != value_at(applied_tracked, p)]
-    if conflicts and not force:
-        raise ApplyConflict(conflicts)
+    clashes = [(entry["manager"], p) for entry, paths in others
+               if entry.get("subresource", "") == subresource
+               for p in sorted(paths & applied_paths) if p[-1] != "."
+               and value_at(live_tracked, p) != value_at(applied_tracked, p)]
+    if clashes and not force and manager == "kubectl":
+        allowed = _allowed_by_last_applied(base, live_tracked, schema, resolve)
+        force = all(p in allowed for _, p in clashes)
+    if clashes and not force:
+        raise ApplyConflict([(m, show_path(p)) for m, p in clashes])
     owned_by_others = set().union(*(paths for _, paths in others)) if others else set()
     for path in sorted(previous - applied_paths - owned_by_others, key=len, reverse=True):
         _remove(base, path)

@@ -37,8 +37,40 @@ _MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
     "ServicePort": {1: ("name", "string"), 2: ("protocol", "string"), 3: ("port", "int64"),
                     4: ("targetPort", "IntOrString"), 5: ("nodePort", "int64"), 6: ("appProtocol", "string")},
     "IntOrString": {1: ("type", "int64"), 2: ("intVal", "int64"), 3: ("strVal", "string")},
+    # what ``kubectl create deployment|job`` sends (kubectl >= 1.32 writes these kinds as protobuf too), with the
+    # field numbers of k8s.io/api apps/v1, batch/v1 and core/v1 generated.proto; "int" and "bool" are pointer
+    # fields (kept when zero), "flag" a plain bool (omitted when false, as its JSON form is)
+    "Deployment": {1: ("metadata", "ObjectMeta"), 2: ("spec", "DeploymentSpec")},
+    "DeploymentSpec": {1: ("replicas", "int"), 2: ("selector", "LabelSelector"), 3: ("template", "PodTemplateSpec"),
+                       4: ("strategy", "DeploymentStrategy"), 5: ("minReadySeconds", "int64"),
+                       6: ("revisionHistoryLimit", "int"), 7: ("paused", "flag"), 9: ("progressDeadlineSeconds", "int")},
+    "DeploymentStrategy": {1: ("type", "string"), 2: ("rollingUpdate", "RollingUpdateDeployment")},
+    "RollingUpdateDeployment": {1: ("maxUnavailable", "IntOrString"), 2: ("maxSurge", "IntOrString")},
+    "Job": {1: ("metadata", "ObjectMeta"), 2: ("spec", "JobSpec")},
+    "JobSpec": {1: ("parallelism", "int"), 2: ("completions", "int"), 3: ("activeDeadlineSeconds", "int"),
+                4: ("selector", "LabelSelector"), 5: ("manualSelector", "bool"), 6: ("template", "PodTemplateSpec"),
+                7: ("backoffLimit", "int"), 8: ("ttlSecondsAfterFinished", "int"), 9: ("completionMode", "string"),
+                10: ("suspend", "bool")},
+    "LabelSelector": {1: ("matchLabels", "map<string,string>"), 2: ("matchExpressions", "[]LabelSelectorRequirement")},
+    "LabelSelectorRequirement": {1: ("key", "string"), 2: ("operator", "string"), 3: ("values", "[]string")},
+    "PodTemplateSpec": {1: ("metadata", "ObjectMeta"), 2: ("spec", "PodSpec")},
+    "PodSpec": {2: ("containers", "[]Container"), 3: ("restartPolicy", "string"),
+                4: ("terminationGracePeriodSeconds", "int"), 5: ("activeDeadlineSeconds", "int"),
+                6: ("dnsPolicy", "string"), 7: ("nodeSelector", "map<string,string>"),
+                8: ("serviceAccountName", "string"), 10: ("nodeName", "string"), 19: ("schedulerName", "string"),
+                20: ("initContainers", "[]Container")},
+    "Container": {1: ("name", "string"), 2: ("image", "string"), 3: ("command", "[]string"), 4: ("args", "[]string"),
+                  5: ("workingDir", "string"), 6: ("ports", "[]ContainerPort"), 7: ("env", "[]EnvVar"),
+                  8: ("resources", "ResourceRequirements"), 9: ("volumeMounts", "[]VolumeMount"),
+                  13: ("terminationMessagePath", "string"), 14: ("imagePullPolicy", "string"),
+                  20: ("terminationMessagePolicy", "string")},
+    "ContainerPort": {1: ("name", "string"), 2: ("hostPort", "int64"), 3: ("containerPort", "int64"),
+                      4: ("protocol", "string"), 5: ("hostIP", "string")},
+    "EnvVar": {1: ("name", "string"), 2: ("value", "string")},
+    "ResourceRequirements": {1: ("limits", "map<string,Quantity>"), 2: ("requests", "map<string,Quantity>")},
+    "VolumeMount": {1: ("name", "string"), 2: ("readOnly", "flag"), 3: ("mountPath", "string"), 4: ("subPath", "string")},
 }
-SUPPORTED_KINDS = {"Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service"}
+SUPPORTED_KINDS = {"Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "Job"}
 # kubectl create role|clusterrole|rolebinding|clusterrolebinding, kubectl auth can-i
 _MESSAGES.update(rbac.PROTO_MESSAGES | reviews.PROTO_MESSAGES)
 SUPPORTED_KINDS |= {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"} | {k for _, k, _ in reviews.KINDS}
@@ -86,9 +118,9 @@ def _value(kind: str, raw: int | bytes) -> Any:
         return bytes(raw).decode() if isinstance(raw, bytes) else str(raw)
     if kind == "bytes":
         return bytes(raw) if isinstance(raw, bytes) else b""
-    if kind == "bool":
+    if kind in ("bool", "flag"):
         return bool(raw)
-    if kind == "int64":
+    if kind in ("int64", "int"):
         return int(raw) if isinstance(raw, int) else 0
     if not isinstance(raw, bytes):
         raise Undecodable(f"expected a message for {kind}")
@@ -108,6 +140,8 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
         if kind.startswith("map<"):
             entry = dict(_fields(bytes(raw))) if isinstance(raw, bytes) else {}
             value = entry.get(2, b"")
+            if kind.endswith("Quantity>"):  # resource.Quantity: a message with the string form in field 1
+                value = dict(_fields(bytes(value))).get(1, b"")
             text = base64.b64encode(value).decode() if kind.endswith("bytes>") else bytes(value).decode()  # type: ignore[arg-type]
             out.setdefault(name, {})[bytes(entry.get(1, b"")).decode()] = text
         elif kind.startswith("[]"):
@@ -115,8 +149,9 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
         else:
             out[name] = _value(kind, raw)
     # Go writes zero values of non-pointer fields; their JSON form omits them
-    return {k: v for k, v in out.items() if v not in ("", b"") and not (v == 0 and _MESSAGES[message][
-        next(n for n, (name, _) in _MESSAGES[message].items() if name == k)][1] == "int64")}
+    kinds = {name: kind for name, kind in schema.values()}
+    return {k: v for k, v in out.items() if not (isinstance(v, str) and v == "") and v != b""
+            and not (v == 0 and kinds[k] == "int64") and not (v is False and kinds[k] == "flag")}
 
 
 def decode(body: bytes) -> dict[str, Any]:

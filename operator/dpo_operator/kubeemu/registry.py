@@ -28,6 +28,8 @@ class Served:
     schema: ResourceSchema | None = None  # custom resources: the CRD's openAPIV3Schema
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     verbs: tuple[str, ...] = VERBS
+    selectable: list[str] | None = None  # custom resources: the CRD's selectableFields (labels, without the dot)
+    scale: bool = False  # the scale subresource (built-in workloads)
 
     def __post_init__(self) -> None:
         self.singular = self.singular or self.kind.lower()
@@ -55,6 +57,21 @@ BUILTINS: tuple[tuple[str, str, str, str, bool, bool, tuple[str, ...], tuple[str
     ("batch", "v1", "jobs", "Job", True, True, (), ("all",)),
     ("apps", "v1", "deployments", "Deployment", True, True, ("deploy",), ("all",)),
     ("coordination.k8s.io", "v1", "leases", "Lease", True, False, (), ()),
+    # stored and served, with no controller behind them: what charts and common tools create or discover
+    ("", "v1", "endpoints", "Endpoints", True, False, ("ep",), ()),
+    ("", "v1", "replicationcontrollers", "ReplicationController", True, True, ("rc",), ("all",)),
+    ("", "v1", "persistentvolumes", "PersistentVolume", False, True, ("pv",), ()),
+    ("apps", "v1", "statefulsets", "StatefulSet", True, True, ("sts",), ("all",)),
+    ("apps", "v1", "replicasets", "ReplicaSet", True, True, ("rs",), ("all",)),
+    ("apps", "v1", "daemonsets", "DaemonSet", True, True, ("ds",), ("all",)),
+    ("batch", "v1", "cronjobs", "CronJob", True, True, ("cj",), ("all",)),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, False, ("netpol",), ()),
+    ("networking.k8s.io", "v1", "ingresses", "Ingress", True, True, ("ing",), ()),
+    ("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False, False, (), ()),
+    ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, True, ("pdb",), ()),
+    ("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, False, ("sc",), ()),
+    ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, True, ("hpa",), ("all",)),
+    ("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, False, (), ()),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, True,
      ("crd", "crds"), ("api-extensions",)),
     # stored and served, not enforced (kubeemu.rbac)
@@ -64,10 +81,12 @@ BUILTINS: tuple[tuple[str, str, str, str, bool, bool, tuple[str, ...], tuple[str
     ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, False, (), ()),
 )
 BUILTIN_GROUPS = {b[0] for b in BUILTINS} | {reviews.GROUP}
+SCALABLE = {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets"), ("", "replicationcontrollers")}
 
 
 def builtin_resources() -> list[Served]:
-    served = [Served(group, version, plural, kind, namespaced, status, short_names=short, categories=categories)
+    served = [Served(group, version, plural, kind, namespaced, status, short_names=short, categories=categories,
+                     scale=(group, plural) in SCALABLE)
               for group, version, plural, kind, namespaced, status, short, categories in BUILTINS]
     # create-only access reviews, answered and never stored (kubeemu.reviews)
     return served + [Served(reviews.GROUP, "v1", plural, kind, namespaced, False, verbs=("create",))
@@ -90,5 +109,6 @@ def from_crd(crd: dict[str, Any]) -> list[Served]:
             short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
             schema=ResourceSchema(open_api or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
             printer_columns=list(version.get("additionalPrinterColumns") or []),
+            selectable=[f["jsonPath"].lstrip(".") for f in version.get("selectableFields") or []],
         ))
     return served

@@ -55,19 +55,71 @@ def label_selector(selector: str | None) -> Predicate:
     return matches
 
 
+# The fields kube-apiserver selects on beyond metadata.name/metadata.namespace, per kind: each resource's
+# ``AddFieldLabelConversionFunc`` (pkg/apis/core/v1/conversion.go, pkg/apis/batch/v1/conversion.go,
+# pkg/apis/apps/v1/conversion.go, pkg/apis/events/v1/conversion.go) and its strategy's ``ToSelectableFields``.
+# A selector on any other field is a 400 ``field label not supported``; custom resources select on
+# metadata.name/metadata.namespace and their CRD's ``selectableFields``.
+SELECTABLE: dict[tuple[str, str], dict[str, str]] = {
+    ("", "Pod"): {f: f for f in ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                                 "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName")},
+    ("", "Event"): {**{f"involvedObject.{f}": f"involvedObject.{f}" for f in (
+        "kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")},
+        "reason": "reason", "reportingComponent": "reportingComponent", "source": "source.component", "type": "type"},
+    ("events.k8s.io", "Event"): {**{f"regarding.{f}": f"regarding.{f}" for f in (
+        "kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")},
+        "reason": "reason", "reportingController": "reportingController", "type": "type"},
+    ("", "Namespace"): {"status.phase": "status.phase"},
+    ("", "Secret"): {"type": "type"},
+    ("", "Service"): {"spec.clusterIP": "spec.clusterIP", "spec.type": "spec.type"},
+    ("batch", "Job"): {"status.successful": "status.succeeded"},
+    ("apps", "ReplicaSet"): {"status.replicas": "status.replicas"},
+}
+_BOOLEAN_FIELDS = {"spec.hostNetwork"}  # printed with strconv.FormatBool: "false" when unset
+
+
+class UnsupportedField(ValueError):
+    """A field selector on a field the resource cannot be selected by (kube-apiserver: 400)."""
+
+
+def selectable_fields(group: str, kind: str, *, namespaced: bool, custom_fields: list[str] | None = None
+                      ) -> dict[str, str]:
+    """Field label -> path in the object, for one kind."""
+    fields = {"metadata.name": "metadata.name"}
+    if namespaced:
+        fields["metadata.namespace"] = "metadata.namespace"
+    if custom_fields is not None:
+        fields.update({f: f for f in custom_fields})
+    else:
+        fields.update(SELECTABLE.get((group, kind), {}))
+    return fields
+
+
 def _field_value(obj: Mapping[str, Any], path: str) -> str:
     node: Any = obj
     for part in path.split("."):
         node = node.get(part) if isinstance(node, Mapping) else None
+    if path in _BOOLEAN_FIELDS:
+        return "true" if node else "false"
+    if isinstance(node, bool):
+        return "true" if node else "false"
     return "" if node is None else str(node)
 
 
-def field_selector(selector: str | None) -> Predicate:
+def field_selector(selector: str | None, fields: Mapping[str, str] | None = None) -> Predicate:
+    """The predicate of a field selector (``a=b,c!=d``); with ``fields``, only those labels are accepted."""
     checks: list[tuple[str, bool, str]] = []
     for term in _split_terms(selector or ""):
         negate = "!=" in term
-        key, value = term.split("!=" if negate else ("==" if "==" in term else "="), 1)
-        checks.append((key.strip(), negate, value.strip()))
+        operator = "!=" if negate else ("==" if "==" in term else "=")
+        if operator not in term:
+            raise UnsupportedField(f"invalid selector: '{selector}'; can't understand '{term}'")
+        key, value = (s.strip() for s in term.split(operator, 1))
+        if fields is not None:
+            if key not in fields:
+                raise UnsupportedField(f"field label not supported: {key}")
+            key = fields[key]
+        checks.append((key, negate, value))
 
     def matches(obj: Mapping[str, Any]) -> bool:
         return all((_field_value(obj, key) != value) if negate else (_field_value(obj, key) == value)

@@ -122,6 +122,56 @@ def _condition(obj: dict[str, Any], kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in (obj.get("status") or {}).get("conditions") or [])
 
 
+def pod_status(obj: dict[str, Any]) -> str:
+    """The STATUS column of ``kubectl get pods`` (printPod in pkg/printers/internalversion/printers.go): the
+    pod's reason, else the last container's waiting/terminated reason (``Completed``, ``Error``), else the phase;
+    ``Terminating`` once deleted."""
+    status = obj.get("status") or {}
+    reason = status.get("reason") or status.get("phase") or "Pending"
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        if (waiting := state.get("waiting")) and waiting.get("reason"):
+            reason = waiting["reason"]
+        elif (terminated := state.get("terminated")) is not None:
+            reason = terminated.get("reason") or (f"Signal:{terminated['signal']}" if terminated.get("signal")
+                                                  else f"ExitCode:{terminated.get('exitCode', 0)}")
+    if obj.get("metadata", {}).get("deletionTimestamp"):
+        reason = "Terminating"
+    return str(reason)
+
+
+def _pod_template(obj: dict[str, Any]) -> dict[str, Any]:
+    return ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+
+def _containers(obj: dict[str, Any]) -> str:
+    return ",".join(c.get("name", "") for c in _pod_template(obj).get("containers") or [])
+
+
+def _images(obj: dict[str, Any]) -> str:
+    return ",".join(c.get("image", "") for c in _pod_template(obj).get("containers") or [])
+
+
+def _selector(obj: dict[str, Any]) -> str:
+    """A LabelSelector as kubectl prints it (``<none>`` when empty)."""
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        terms.append(f"{expr['key']} {expr['operator'].lower()} ({','.join(expr.get('values') or [])})")
+    return ",".join(terms) or "<none>"
+
+
+def _job_duration(obj: dict[str, Any]) -> str:
+    """completionTime - startTime when complete, else now - startTime (printJob); empty before it started."""
+    status = obj.get("status") or {}
+    if not status.get("startTime"):
+        return ""
+    start = datetime.datetime.fromisoformat(status["startTime"].replace("Z", "+00:00"))
+    end = (datetime.datetime.fromisoformat(status["completionTime"].replace("Z", "+00:00"))
+           if status.get("completionTime") else datetime.datetime.now(tz=datetime.UTC))
+    return human_duration((end - start).total_seconds())
+
+
 def _job_status(obj: dict[str, Any]) -> str:
     for kind, shown in (("Complete", "Complete"), ("Failed", "Failed"), ("Suspended", "Suspended")):
         if _condition(obj, kind):
@@ -136,7 +186,7 @@ def _ports(obj: dict[str, Any]) -> str:
 
 _BUILTIN: dict[str, list[tuple[dict[str, Any], Callable[[dict[str, Any]], Any]]]] = {
     "Namespace": [(_col("Status"), lambda o: (o.get("status") or {}).get("phase", "Active"))],
-    "Pod": [(_col("Ready"), _ready), (_col("Status"), lambda o: (o.get("status") or {}).get("phase", "Pending")),
+    "Pod": [(_col("Ready"), _ready), (_col("Status"), pod_status),
             (_col("Restarts", kind="string"), lambda o: str(sum(s.get("restartCount", 0) for s in
                                                                  (o.get("status") or {}).get("containerStatuses") or []))),
             (_col("IP", 1), lambda o: (o.get("status") or {}).get("podIP", "<none>")),
@@ -162,15 +212,14 @@ _BUILTIN: dict[str, list[tuple[dict[str, Any], Callable[[dict[str, Any]], Any]]]
     "Job": [(_col("Status"), _job_status),
             (_col("Completions"), lambda o: f"{(o.get('status') or {}).get('succeeded', 0)}/"
                                             f"{(o.get('spec') or {}).get('completions', 1)}"),
-            (_col("Duration"), lambda o: ""),
-            (_col("Containers", 1), lambda o: ",".join(c.get("name", "") for c in (((o.get("spec") or {}).get("template")
-                                                                                    or {}).get("spec") or {}).get("containers") or [])),
-            (_col("Images", 1), lambda o: ",".join(c.get("image", "") for c in (((o.get("spec") or {}).get("template")
-                                                                                or {}).get("spec") or {}).get("containers") or []))],
+            (_col("Duration"), _job_duration),
+            (_col("Containers", 1), _containers), (_col("Images", 1), _images), (_col("Selector", 1), _selector)],
     "Deployment": [(_col("Ready"), lambda o: f"{(o.get('status') or {}).get('readyReplicas', 0)}/"
                                              f"{(o.get('spec') or {}).get('replicas', 1)}"),
                    (_col("Up-to-date", kind="integer"), lambda o: (o.get("status") or {}).get("updatedReplicas", 0)),
-                   (_col("Available", kind="integer"), lambda o: (o.get("status") or {}).get("availableReplicas", 0))],
+                   (_col("Available", kind="integer"), lambda o: (o.get("status") or {}).get("availableReplicas", 0)),
+                   (_col("Containers", 1), _containers), (_col("Images", 1), _images),
+                   (_col("Selector", 1), _selector)],
     "Lease": [(_col("Holder"), lambda o: (o.get("spec") or {}).get("holderIdentity", ""))],
 }
 
@@ -217,8 +266,11 @@ def _builtin_columns(res: Served) -> tuple[list[dict[str, Any]], Callable[[dict[
     if res.kind in ("CustomResourceDefinition", "ClusterRole", "Role"):
         return [NAME_COLUMN, _col("Created At")], lambda o: [o["metadata"]["name"], o["metadata"].get("creationTimestamp")]
     extra = _BUILTIN.get(res.kind, [])
-    columns = [NAME_COLUMN] + [c for c, _ in extra] + [AGE_COLUMN]
-    return columns, lambda o: [o["metadata"]["name"]] + [fn(o) for _, fn in extra] + [age(o["metadata"].get("creationTimestamp"))]
+    shown = [(c, fn) for c, fn in extra if not c["priority"]]  # AGE comes after these, before the -o wide ones
+    wide = [(c, fn) for c, fn in extra if c["priority"]]
+    columns = [NAME_COLUMN] + [c for c, _ in shown] + [AGE_COLUMN] + [c for c, _ in wide]
+    return columns, lambda o: ([o["metadata"]["name"]] + [fn(o) for _, fn in shown]
+                               + [age(o["metadata"].get("creationTimestamp"))] + [fn(o) for _, fn in wide])
 
 
 def table(res: Served, objects: list[dict[str, Any]], *, include_object: str, version: str,
