@@ -1,0 +1,82 @@
+"""A NAT workflow whose config and dataset live in ConfigMaps runs end to end: operator, Job, local pod, dataset.
+
+The local executor fills ConfigMap (and Secret) volumes as the kubelet does, so ``workflow.nat.configMapRef``
+reaches the collector as a file, as it would on a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.kubehelpers import Kube
+
+pytestmark = pytest.mark.e2e
+
+
+def _configmap(kube: Kube, namespace: str, name: str, data: dict[str, str]) -> None:
+    kube.core.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": data})
+
+
+def test_nat_workflow_from_a_configmap_produces_pairs(kube: Kube, namespace: str, operator: None, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    kube.require_emulated()  # runs a kubelet stand-in
+    pytest.importorskip("nat.plugins.eval.runtime.evaluate", reason="needs the [nat] extra")
+    from dpo_operator.embedded.executor import LocalExecutor
+    from tests.test_nat_workflow import PLUGIN, as_set, minus_ties, nat_reference
+
+    # the workflow's package is "installed in the image": on the pod's PYTHONPATH, found by its entry point
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGIN), os.environ.get("PYTHONPATH")])))
+    _configmap(kube, namespace, "guess-workflow", {"config.yml": (PLUGIN / "config.yml").read_text()})
+    _configmap(kube, namespace, "guess-data", {"data.json": (PLUGIN / "data.json").read_text()})
+    spec = {"workflow": {"nat": {"configMapRef": {"name": "guess-workflow", "key": "config.yml"},
+                                 "datasetRef": {"name": "guess-data", "key": "data.json"}}},
+            "numRuns": 2, "useFullMessageHistory": True, "output": {"pvc": {"claimName": "dpo-data", "path": "/nat"}}}
+    with LocalExecutor(kube.api, tmp_path / "cluster", namespace) as executor:
+        kube.create("DPOCollection", namespace, "natcm", spec)
+        done = kube.wait_phase("DPOCollection", namespace, "natcm", "Succeeded", timeout=120)
+    status = done["status"]
+    assert status["runsCompleted"] == 2 and status["candidates"] == 80 and status["invalidCandidates"] == 0
+    dataset = executor.pvc_dir("dpo-data") / "nat"
+    rows = [json.loads(line) for name in ("training/training_file.jsonl", "validation/validation_file.jsonl")
+            for line in (dataset / name).read_text().splitlines()]
+    assert as_set(rows) == as_set(minus_ties(nat_reference()))  # NAT's builder's pairs from the same steps
+    mounted = next((tmp_path / "cluster" / "pods" / namespace).glob("natcm-collect-0/nat-config/config.yml"))
+    assert mounted.read_text() == (PLUGIN / "config.yml").read_text()  # the file the pod read, as projected
+
+
+def test_a_missing_configmap_fails_the_pod_with_the_kubelets_message(kube: Kube, namespace: str, operator: None,
+                                                                      tmp_path: Path) -> None:
+    kube.require_emulated()
+    from dpo_operator.embedded.executor import LocalExecutor
+
+    spec = {"workflow": {"nat": {"configMapRef": {"name": "nowhere", "key": "config.yml"}}},
+            "output": {"pvc": {"claimName": "dpo-data", "path": "/nat"}}, "job": {"backoffLimit": 0}}
+    with LocalExecutor(kube.api, tmp_path / "cluster", namespace):
+        kube.create("DPOCollection", namespace, "nocm", spec)
+        failed = kube.wait_phase("DPOCollection", namespace, "nocm", "Failed", timeout=60)
+    assert 'configmap "nowhere" not found' in failed["status"]["message"]
+
+
+def test_secret_volumes_are_filled_with_decoded_keys(kube: Kube, namespace: str, tmp_path: Path) -> None:
+    """A Secret volume (every key, or the listed items at their paths) as the kubelet writes it."""
+    kube.require_emulated()
+    from dpo_operator.embedded.executor import LocalExecutor
+
+    kube.core.create_namespaced_secret(namespace, {"metadata": {"name": "creds"}, "data": {
+        "token": "c2VjcmV0LXRva2Vu", "ca.crt": "LS0tLS0="}})  # base64 of "secret-token", "-----"
+    executor = LocalExecutor(kube.api, tmp_path, namespace)
+    every = tmp_path / "every"
+    assert executor._fill_volume(namespace, {"name": "s", "secret": {"secretName": "creds"}}, every) is None
+    assert {p.name: p.read_text() for p in every.iterdir()} == {"token": "secret-token", "ca.crt": "-----"}
+    some = tmp_path / "some"
+    volume = {"name": "s", "secret": {"secretName": "creds", "items": [{"key": "token", "path": "sub/t"}]}}
+    assert executor._fill_volume(namespace, volume, some) is None
+    assert [p.relative_to(some).as_posix() for p in some.rglob("*") if p.is_file()] == ["sub/t"]
+    missing = {"name": "s", "secret": {"secretName": "creds", "items": [{"key": "nope", "path": "x"}]}}
+    assert "references non-existent secret key: nope" in executor._fill_volume(namespace, missing, tmp_path / "m")
+    optional = {"name": "s", "secret": {"secretName": "absent", "optional": True}}
+    assert executor._fill_volume(namespace, optional, tmp_path / "o") is None
