@@ -25,6 +25,7 @@ import httpx
 from dpo_operator.api.collection import DPOCollectionSpec
 from dpo_operator.collect import dataset
 from dpo_operator.collect import nat as nat_mod
+from dpo_operator.collect import nat_settings
 from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
@@ -67,6 +68,9 @@ class Collected:
     requests: int | None = None
     completions: int | None = None
     n_sampling: bool | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # NAT: where each effective setting came from
+    warnings: list[str] = field(default_factory=list)
+    spec: DPOCollectionSpec | None = None  # the effective spec, where a NAT config filled in settings
 
 
 def pairing_options(spec: DPOCollectionSpec) -> PairingOptions:
@@ -119,6 +123,8 @@ async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunTh
     for label, thunk in runs:
         try:
             events = await thunk()
+        except nat_mod.StepNameMismatch:
+            raise  # a configuration error: every run would fail the same way
         except Exception as exc:  # noqa: BLE001  (every failure of a run is handled the same way)
             error = f"run {label}: {_describe(exc)}"
             if not spec.continue_on_collection_error:
@@ -132,14 +138,28 @@ async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunTh
         log.info("run %s: %d candidates, %d pairs", label, len(events), len(run_pairs))
 
 
+def nat_settings_of(spec: DPOCollectionSpec) -> nat_settings.Settings:
+    """The collection's settings: the CR's, else the NAT config's finetune sections (offline input: the CR's)."""
+    nat = spec.workflow.nat
+    assert nat is not None
+    settings = nat_settings.resolve(spec, None if nat.workflow_output is not None else nat_mod.nat_config_file(nat))
+    for warning in settings.warnings:
+        log.warning("NAT config: %s", warning)
+    return settings
+
+
 async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTransport | None = None,
                         data_root: Path = Path("/data")) -> Collected:
     collected = Collected()
     check = CandidateCheck(full_history=spec.use_full_message_history)
     started = time.monotonic()
     if spec.workflow.nat is not None:
+        settings = nat_settings_of(spec)
+        spec = settings.spec
+        collected.settings, collected.warnings, collected.spec = settings.sources, settings.warnings, spec
         with tempfile.TemporaryDirectory(prefix="nat-eval-") as scratch:
-            await _collect_runs(spec, nat_mod.nat_runs(spec, data_root, Path(scratch), check), collected)
+            await _collect_runs(spec, nat_mod.nat_runs(spec, data_root, Path(scratch), check, settings.step_names),
+                                collected)
     else:
         assert spec.llm is not None
         async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
@@ -189,6 +209,9 @@ def finish(spec: DPOCollectionSpec, collected: Collected, location: str) -> tupl
         "collectionSeconds": round(collected.seconds, 3), "requests": collected.requests,
         "completions": collected.completions, "nSampling": collected.n_sampling,
     }
+    if collected.settings:
+        metrics["settings"] = collected.settings
+        metrics["configWarnings"] = collected.warnings
     files = dataset.DatasetFiles(
         training=dataset.jsonl([dataset.to_row(p, full) for p in train]),
         validation=dataset.jsonl([dataset.to_row(p, full) for p in validation]),
@@ -219,6 +242,7 @@ def write_output(spec: DPOCollectionSpec, files: dataset.DatasetFiles, data_root
 def run_collection(spec: DPOCollectionSpec, *, data_root: Path, output_dir: Path | None = None, name: str = "local",
                    transport: httpx.AsyncBaseTransport | None = None) -> CollectionResult:
     collected = asyncio.run(collect_pairs(spec, transport, data_root))
+    spec = collected.spec or spec  # dedup and maxPairs as the NAT config gave them
     files, result = finish(spec, collected, output_location(spec, data_root, output_dir))
     write_output(spec, files, data_root, output_dir, name)
     return result

@@ -20,6 +20,7 @@ from dpo_operator.api.collection import (
     DPOCollectionSpec,
 )
 from dpo_operator.api.common import Phase
+from dpo_operator.collect.nat_settings import SPEC_FIELDS_ENV, fields_set
 from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers.common import (
     NEXT_CHECKS,
@@ -64,6 +65,8 @@ def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str,
     env: list[dict[str, Any]] = []
     if nat is None:
         return volumes, mounts, env
+    # the pod's spec has every default filled in: say what the CR sets (a NAT config fills in the rest)
+    env.append({"name": SPEC_FIELDS_ENV, "value": json.dumps(sorted(fields_set(spec)))})
     for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
                                         ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
         if ref is not None:
