@@ -81,7 +81,7 @@ def _secret_literals(node: Any, path: str, found: list[str]) -> None:
 
 
 def _redacted(config: dict[str, Any], paths: list[str]) -> dict[str, Any]:
-    out = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+    out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
     for path in paths:
         *parents, last = path.split(".")
         node = out

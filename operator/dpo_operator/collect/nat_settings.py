@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,16 @@ from dpo_operator.collect import nat_finetune as nf
 
 SPEC_FIELDS_ENV = "DPO_SPEC_FIELDS_SET"  # the spec fields the CR sets (the pod's spec JSON has every default filled)
 
-# spec field -> (section, NAT key, conversion)
-FROM_BUILDER = {
+# spec field -> (NAT key, conversion)
+Mapping = dict[str, tuple[str, Callable[[Any], Any]]]
+FROM_BUILDER: Mapping = {
     "pairing.strategy": ("exhaustive_pairs", lambda v: "exhaustive" if v else "bestVsWorst"),
     "pairing.minScoreDiff": ("min_score_diff", float),
     "pairing.maxPairsPerTurn": ("max_pairs_per_turn", lambda v: v),
     "pairing.rewardFromScoreDiff": ("reward_from_score_diff", bool),
     "pairing.requireMultipleCandidates": ("require_multiple_candidates", bool),
 }
-FROM_TRAINER = {
+FROM_TRAINER: Mapping = {
     "numRuns": ("num_runs", int),
     "continueOnCollectionError": ("continue_on_collection_error", bool),
     "deduplicatePairs": ("deduplicate_pairs", bool),
