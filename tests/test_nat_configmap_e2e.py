@@ -48,6 +48,48 @@ def test_nat_workflow_from_a_configmap_produces_pairs(kube: Kube, namespace: str
     assert mounted.read_text() == (PLUGIN / "config.yml").read_text()  # the file the pod read, as projected
 
 
+FINETUNE = """
+trajectory_builders:
+  dpo_builder: {_type: dpo_traj_builder, custom_step_name: dpo_candidate_move, exhaustive_pairs: true}
+trainer_adapters:
+  nemo: {_type: nemo_customizer_trainer_adapter, entity_host: "${CUSTOMIZER_HOST}", datastore_host: "${DATASTORE_HOST}",
+         namespace: nat-dpo-test, customization_config: "meta/llama-3.1-8b-instruct@v1.0.0+A100"}
+trainers:
+  nemo_trainer: {_type: nemo_customizer_trainer, num_runs: 2, continue_on_collection_error: true}
+finetuning: {enabled: true, trainer: nemo_trainer, trajectory_builder: dpo_builder, trainer_adapter: nemo}
+"""
+
+
+def test_an_unchanged_nat_finetune_config_and_its_dataset_in_one_configmap(
+        kube: Kube, namespace: str, operator: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``nat finetune`` config as its user has it: sections for plugins the image lacks, ``${VAR}``s without a
+    value there, ``file_path: data.json`` beside it in the ConfigMap, and the run count in ``trainers``."""
+    kube.require_emulated()
+    pytest.importorskip("nat.plugins.eval.runtime.evaluate", reason="needs the [nat] extra")
+    from dpo_operator.embedded.executor import LocalExecutor
+    from tests.test_nat_workflow import PLUGIN, as_set, minus_ties, nat_reference
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGIN), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("CUSTOMIZER_HOST", raising=False)
+    _configmap(kube, namespace, "finetune", {"config.yml": (PLUGIN / "config.yml").read_text() + FINETUNE,
+                                             "data.json": (PLUGIN / "data.json").read_text()})
+    spec = {"workflow": {"nat": {"configMapRef": {"name": "finetune", "key": "config.yml"}}},
+            "useFullMessageHistory": True, "output": {"pvc": {"claimName": "dpo-data", "path": "/ft"}}}
+    with LocalExecutor(kube.api, tmp_path / "cluster", namespace) as executor:
+        kube.create("DPOCollection", namespace, "finetune", spec)
+        done = kube.wait_phase("DPOCollection", namespace, "finetune", "Succeeded", timeout=120)
+    assert done["status"]["runsCompleted"] == 2 and done["status"]["candidates"] == 80  # num_runs: 2 of trainers
+    dataset = executor.pvc_dir("dpo-data") / "ft"
+    rows = [json.loads(line) for name in ("training/training_file.jsonl", "validation/validation_file.jsonl")
+            for line in (dataset / name).read_text().splitlines()]
+    assert as_set(rows) == as_set(minus_ties(nat_reference()))
+    metrics = json.loads((dataset / "metrics.json").read_text())
+    assert metrics["settings"]["numRuns"] == "natConfig:trainers.nemo_trainer.num_runs"
+    assert metrics["settings"]["continueOnCollectionError"] == "natConfig:trainers.nemo_trainer.continue_on_collection_error"
+    assert metrics["settings"]["pairing.minScoreDiff"] == "default"
+    assert any("custom_step_name" in warning for warning in metrics["configWarnings"])
+
+
 def test_a_missing_configmap_fails_the_pod_with_the_kubelets_message(kube: Kube, namespace: str, operator: None,
                                                                       tmp_path: Path) -> None:
     kube.require_emulated()

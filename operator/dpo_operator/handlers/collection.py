@@ -69,8 +69,9 @@ def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str,
     env.append({"name": SPEC_FIELDS_ENV, "value": json.dumps(sorted(fields_set(spec)))})
     for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
                                         ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
-        if ref is not None:
-            volumes.append({"name": volume, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]}})
+        if ref is not None:  # the config's whole ConfigMap: its relative paths may name the other keys (data.json)
+            items = {} if volume == "nat-config" else {"items": [{"key": ref.key, "path": ref.key}]}
+            volumes.append({"name": volume, "configMap": {"name": ref.name, **items}})
             mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
             env.append({"name": var, "value": f"{directory}/{ref.key}"})
     source = nat.workflow_output
