@@ -134,3 +134,12 @@ def test_a_list_of_step_names(tmp_path: Path) -> None:
     assert len(events) == 40  # one recorded run
     with pytest.raises(ValueError, match="expected a step name or a list of step names"):
         nat_settings.resolve(spec_of(step_names_config(tmp_path / "x", 3)), tmp_path / "x" / "conf" / "config.yml")
+
+
+def test_no_pairs_from_a_nat_workflow_gives_a_hint_that_applies_to_it(tmp_path: Path) -> None:
+    from dpo_operator.collect.runner import CollectionError
+
+    spec = offline_spec(tmp_path / "none.yml", tmp_path, pairing={"minScoreDiff": 5.0})
+    with pytest.raises(CollectionError, match="let the NAT workflow sample more") as caught:
+        run_collection(spec, data_root=tmp_path)
+    assert "candidatesPerTurn" not in str(caught.value)  # not a NAT setting

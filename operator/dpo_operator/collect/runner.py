@@ -189,7 +189,9 @@ def finish(spec: DPOCollectionSpec, collected: Collected, location: str) -> tupl
             f"no preference pairs: {stats.events} candidates at {stats.turns} decision points{rejected}; "
             f"{stats.tied_pairs_dropped} candidate pairs had equal scores, {stats.identical_pairs_dropped} identical "
             f"texts and {stats.below_threshold_dropped} were below minScoreDiff={spec.pairing.min_score_diff}; "
-            "raise candidatesPerTurn or the LLM temperature, or lower pairing.minScoreDiff")
+            + ("let the NAT workflow sample more (or more diverse) candidates per turn, or lower pairing.minScoreDiff"
+               if spec.workflow.nat is not None else
+               "raise candidatesPerTurn or the LLM temperature, or lower pairing.minScoreDiff"))
     train, validation = dataset.split(pairs, spec.validation_fraction, spec.seed)
     full = spec.use_full_message_history
     mean_diff = sum(p.score_diff for p in pairs) / len(pairs)
