@@ -143,3 +143,17 @@ def test_no_pairs_from_a_nat_workflow_gives_a_hint_that_applies_to_it(tmp_path: 
     with pytest.raises(CollectionError, match="let the NAT workflow sample more") as caught:
         run_collection(spec, data_root=tmp_path)
     assert "candidatesPerTurn" not in str(caught.value)  # not a NAT setting
+
+
+def test_the_collection_pod_exits_3_on_a_step_name_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit code 3: the Job's podFailurePolicy fails it at once instead of retrying a run that cannot succeed."""
+    from dpo_operator.cli import main
+
+    spec = offline_spec(tmp_path / "none.yml", tmp_path,
+                        workflow={"nat": {"workflowOutput": {"claimName": "d", "path": "/out"}, "ttcStepName": "x"}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec.to_api()))
+    monkeypatch.setenv("DPO_DATA_ROOT", str(tmp_path))
+    result = tmp_path / "termination-log"
+    assert main(["collect", "--spec", str(tmp_path / "spec.yaml"), "--result-file", str(result)]) == 3
+    error = json.loads(result.read_text())["error"]
+    assert error.startswith("StepNameMismatch: no TTC_END step is named 'x'") and "'dpo_candidate_move' (40)" in error
