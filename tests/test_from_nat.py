@@ -136,3 +136,14 @@ def test_a_config_without_customizer_components_is_a_clear_error(tmp_path: Path,
     assert "no nemo_customizer_trainer_adapter" in capsys.readouterr().err
     with pytest.raises(NatConfigError, match="'workflow._type' is not a mapping"):
         convert(path, [("workflow._type.x", "1")])
+
+
+def test_a_dataset_found_beside_the_config_travels_in_the_configmap(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "training_data.json").write_text('[{"id": 1, "question": "q", "answer": "a"}]')
+    config = tmp_path / "finetune.yml"
+    config.write_text(GUIDE.read_text())  # file_path: data/training_data.json, relative to the config
+    objs = admitted(convert(config, []).objects)
+    assert objs["ConfigMap"]["data"]["training_data.json"].startswith('[{"id": 1')
+    assert objs["DPOCollection"]["spec"]["workflow"]["nat"]["datasetRef"] == {"name": "finetune-nat",
+                                                                              "key": "training_data.json"}

@@ -23,6 +23,7 @@ from dpo_operator.collect import nat_finetune as nf
 API_VERSION = "dpo.ai/v1alpha1"
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 SECRET_KEYS = ("api_key", "hf_token", "token", "password")
+CONFIGMAP_LIMIT = 1_000_000  # bytes: a ConfigMap holds at most 1 MiB, metadata included
 ADAPTER_REQUIRED = ("entity_host", "datastore_host", "namespace", "customization_config")
 
 
@@ -145,6 +146,10 @@ def convert(config_path: Path, overrides: list[tuple[str, str]], *, name: str | 
     data: dict[str, str] = {"config.yml": text}
     nat_spec: dict[str, Any] = {"configMapRef": {"name": f"{base}-nat", "key": "config.yml"}}
     dataset = _dataset_file(config, config_path)
+    if dataset is not None and dataset.stat().st_size + len(text) > CONFIGMAP_LIMIT:
+        notes.append(f"eval.general.dataset.file_path: {dataset} is too large for a ConfigMap (1 MiB); put it on a "
+                     "PVC or in the image, and give its absolute path in the config")
+        dataset = None
     if dataset is not None:
         key = re.sub(r"[^-._a-zA-Z0-9]", "-", dataset.name)
         key = "dataset-" + key if key == "config.yml" else key
