@@ -132,6 +132,9 @@ def test_a_list_of_step_names(tmp_path: Path) -> None:
 
     events = nat.candidates_from_items(nat.read_workflow_output(RECORDED), settings.step_names, CandidateCheck(True))
     assert len(events) == 40  # one recorded run
+    cr = DPOCollectionSpec.model_validate({"workflow": {"nat": {"configFile": str(config), "ttcStepName": "mine"}},
+                                           "output": {"pvc": {"claimName": "d"}}})
+    assert nat_settings.resolve(cr, config).step_names == ("mine",)  # the CR wins
     with pytest.raises(ValueError, match="expected a step name or a list of step names"):
         nat_settings.resolve(spec_of(step_names_config(tmp_path / "x", 3)), tmp_path / "x" / "conf" / "config.yml")
 
