@@ -160,3 +160,16 @@ def test_the_collection_pod_exits_3_on_a_step_name_mismatch(tmp_path: Path, monk
     assert main(["collect", "--spec", str(tmp_path / "spec.yaml"), "--result-file", str(result)]) == 3
     error = json.loads(result.read_text())["error"]
     assert error.startswith("StepNameMismatch: no TTC_END step is named 'x'") and "'dpo_candidate_move' (40)" in error
+
+
+def test_per_run_progress_as_nat_records_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spec = offline_spec(tmp_path / "none.yml", tmp_path, useFullMessageHistory=True)
+    with caplog.at_level("INFO", logger="dpo_operator.collect.runner"):
+        result = run_collection(spec, data_root=tmp_path)
+    history = json.loads((tmp_path / "ds/metrics.json").read_text())["collectionHistory"]
+    pairs = minus_ties(nat_reference())
+    assert [(h["run_number"], h["num_dpo_pairs"]) for h in history] == [(0, len(pairs))]  # before deduplication
+    assert result.runsCompleted == 1
+    assert history[0]["avg_reward"] == pytest.approx(sum(p["score_diff"] for p in pairs) / len(pairs))
+    assert history[0]["min_reward"] > 0 and history[0]["max_reward"] == max(p["score_diff"] for p in pairs)
+    assert f"Run 1: Collected {len(pairs)} trajectories, {len(pairs)} DPO pairs, avg reward: " in caplog.text

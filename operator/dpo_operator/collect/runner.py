@@ -8,6 +8,7 @@ by NAT's evaluation runner, or from NAT ``workflow_output.json`` files (one run 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import logging
@@ -71,6 +72,7 @@ class Collected:
     settings: dict[str, str] = field(default_factory=dict)  # NAT: where each effective setting came from
     warnings: list[str] = field(default_factory=list)
     spec: DPOCollectionSpec | None = None  # the effective spec, where a NAT config filled in settings
+    history: list[dict[str, Any]] = field(default_factory=list)  # NAT workflows: NAT's per-run progress entries
 
 
 def pairing_options(spec: DPOCollectionSpec) -> PairingOptions:
@@ -118,6 +120,20 @@ def _plugin_runs(spec: DPOCollectionSpec, chat: ChatClient, check: CandidateChec
         yield f"{run + 1}/{spec.num_runs}", lambda run=run: _plugin_run(spec, chat, run, check)
 
 
+def run_progress(run: int, pairs: list[PreferencePair]) -> dict[str, Any]:
+    """One run's entry as NAT's nemo_customizer_trainer records it (data_collection_progress.jsonl): a trajectory
+    is a pair, its reward the pair's (score difference, or the chosen score without rewardFromScoreDiff); the
+    pairs are ours, so NAT's tied pairs (reward 0) are not averaged in. The same line is logged as NAT logs it."""
+    rewards = [p.reward for p in pairs]
+    entry = {"run_number": run, "num_trajectories": len(pairs), "num_dpo_pairs": len(pairs),
+             "avg_reward": sum(rewards) / len(rewards) if rewards else 0.0,
+             "min_reward": min(rewards, default=0.0), "max_reward": max(rewards, default=0.0),
+             "timestamp": datetime.datetime.now().isoformat()}
+    log.info("Run %d: Collected %d trajectories, %d DPO pairs, avg reward: %.4f", run + 1, len(pairs), len(pairs),
+             entry["avg_reward"])
+    return entry
+
+
 async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunThunk]], collected: Collected) -> None:
     options = pairing_options(spec)
     for label, thunk in runs:
@@ -136,6 +152,8 @@ async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunTh
         collected.per_run.append(len(run_pairs))
         collected.pairs.extend(run_pairs)
         log.info("run %s: %d candidates, %d pairs", label, len(events), len(run_pairs))
+        if spec.workflow.nat is not None:
+            collected.history.append(run_progress(len(collected.history), run_pairs))
 
 
 def nat_settings_of(spec: DPOCollectionSpec) -> nat_settings.Settings:
@@ -214,6 +232,7 @@ def finish(spec: DPOCollectionSpec, collected: Collected, location: str) -> tupl
     if collected.settings:
         metrics["settings"] = collected.settings
         metrics["configWarnings"] = collected.warnings
+        metrics["collectionHistory"] = collected.history
     files = dataset.DatasetFiles(
         training=dataset.jsonl([dataset.to_row(p, full) for p in train]),
         validation=dataset.jsonl([dataset.to_row(p, full) for p in validation]),
