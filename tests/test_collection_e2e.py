@@ -178,8 +178,8 @@ def test_nat_inputs_are_mounted_into_the_collection_pod(kube: Kube, namespace: s
     kube.create("DPOCollection", namespace, "natcm", spec)
     pod = wait_for(lambda: kube.job(namespace, "natcm-collect"), what="collection job")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["nat-config"]["configMap"] == {"name": "nat", "items": [{"key": "config.yml", "path": "config.yml"}],
-                                                  "defaultMode": 420}  # kube-apiserver's default, as on a real cluster
+    # every key (the config's relative paths resolve), with kube-apiserver's defaultMode, as on a real cluster
+    assert volumes["nat-config"]["configMap"] == {"name": "nat", "defaultMode": 420}
     assert volumes["nat-dataset"]["configMap"]["name"] == "nat-data"
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["DPO_NAT_CONFIG"]["value"] == "/etc/dpo-operator/nat-config/config.yml"

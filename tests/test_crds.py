@@ -108,7 +108,9 @@ def test_defaults_are_filled_like_an_api_server() -> None:
         {"spec": {"llm": {"baseUrl": "http://nim:8000/v1", "model": "m"}, "output": {"pvc": {"claimName": "d"}}}},
         None, strict=True)
     assert stored["spec"]["workflow"] == {"name": "tictactoe", "numExamples": 32}
-    assert stored["spec"]["pairing"]["strategy"] == "exhaustive"
+    # pairing and run settings stay unset (the models' defaults apply) so that a NAT config can fill them in
+    assert stored["spec"]["pairing"] == {} and "numRuns" not in stored["spec"]
+    assert stored["spec"]["candidatesPerTurn"] == 4
     assert stored["spec"]["job"]["backoffLimit"] == 2
     assert stored["spec"]["output"]["pvc"]["path"] == "/"
 

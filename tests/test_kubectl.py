@@ -96,7 +96,7 @@ def test_pipeline_client_side_apply_get_and_delete(cluster: Path) -> None:
     assert wide[1][-2:] == ["SecretNotFound", "secret nim-key not found"]
     for name in ("dpocollection/tictactoe-pairs", "dpoc/tictactoe-pairs", "dpocollections.dpo.ai/tictactoe-pairs"):
         got = json.loads(kubectl(cluster, "get", name, "-n", "csa", "-o", "json").stdout)
-        assert got["spec"]["candidatesPerTurn"] == 4 and got["spec"]["pairing"]["strategy"] == "exhaustive"  # defaulted
+        assert got["spec"]["candidatesPerTurn"] == 4 and got["spec"]["pairing"] == {}  # defaulted (pairing: unset)
     assert _table(kubectl(cluster, "get", "pvc", "-n", "csa").stdout)[0][:3] == ["NAME", "STATUS", "VOLUME"]
 
     kubectl(cluster, "patch", "-n", "csa", "pvc", "dpo-data", "-p", '{"metadata": {"labels": {"tier": "data"}}}')

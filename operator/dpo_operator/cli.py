@@ -193,6 +193,22 @@ def _add_workload_args(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
 
 
+def _from_nat(args: argparse.Namespace) -> int:
+    from dpo_operator.collect.nat_finetune import NatConfigError
+    from dpo_operator.natconvert import convert
+
+    try:
+        conversion = convert(Path(args.config), [tuple(o) for o in args.override or []], name=args.name,
+                             claim=args.pvc)
+    except NatConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(conversion.to_yaml(args.config), end="")
+    for note in conversion.notes:
+        print(f"from-nat: no exact equivalent: {note}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpo-operator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -241,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="a development stand-in for a NIM: serve a local model (NIM_* environment)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(func=_serve)
+
+    from_nat = sub.add_parser("from-nat", help="print a nat finetune config (NeMo Customizer DPO) as a ConfigMap, "
+                                               "DPOCollection, DPOTrainingJob and ModelDeployment for kubectl apply")
+    from_nat.add_argument("config", help="the NAT config YAML (as given to nat finetune --config_file)")
+    from_nat.add_argument("-o", "--override", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                          help="override a config value in dot notation, as nat finetune -o does (repeatable)")
+    from_nat.add_argument("--name", help="base name of the resources (default: the config file's name)")
+    from_nat.add_argument("--pvc", default="dpo-data", help="PVC the dataset is written to (default: dpo-data)")
+    from_nat.set_defaults(func=_from_nat)
 
     demo = sub.add_parser("demo", help="run the pipeline on an embedded, emulated cluster (no cluster, no GPU)")
     demo.add_argument("--workdir", default=".demo", help="where local volumes and pod logs go")

@@ -17,7 +17,7 @@ from dpo_operator.api.common import (
     StorageLocation,
 )
 from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
-from dpo_operator.api.schema_hints import immutable, nested
+from dpo_operator.api.schema_hints import immutable, nested, no_server_default
 
 
 # Where the collection pod finds the NAT inputs the operator mounts (ConfigMaps, the offline PVC); the operator
@@ -49,8 +49,10 @@ class NatWorkflowSpec(ApiModel):
     workflow_output: PvcLocation | None = Field(
         default=None, description="Offline input: a workflow_output.json file, or a directory searched for them, "
                                   "on a PVC (each file counts as one run).")
-    ttc_step_name: str = Field(default="dpo_candidate_move", min_length=1,
-                               description="Name of the TTC_END steps that carry the candidates.")
+    ttc_step_name: str = Field(default="dpo_candidate_move", min_length=1, json_schema_extra=no_server_default(),
+                               description="Name of the TTC_END steps that carry the candidates. Unset: the NAT "
+                                           "config's trajectory_builders ttc_step_name (a name or a list), else "
+                                           "dpo_candidate_move.")
     dataset_ref: ConfigMapKeyRef | None = Field(
         default=None, description="A ConfigMap key holding the evaluation dataset (replaces eval.general.dataset's file).")
 
@@ -118,16 +120,21 @@ class PairStrategy(str, Enum):
 class PairingSpec(ApiModel):
     """How candidates of one decision point become (chosen, rejected) pairs."""
 
-    strategy: PairStrategy = Field(default=PairStrategy.EXHAUSTIVE, description=(
+    strategy: PairStrategy = Field(default=PairStrategy.EXHAUSTIVE, json_schema_extra=no_server_default(), description=(
         "exhaustive: every higher-scored candidate against every lower-scored one; bestVsWorst: the best against "
-        "the worst only (NAT dpo_traj_builder's strategies). Equal scores never make a pair."))
-    min_score_diff: float = Field(default=0.0, ge=0.0, description="Pairs whose score difference is smaller are dropped.")
-    max_pairs_per_turn: int | None = Field(default=None, ge=1, description="Keep the pairs with the largest differences.")
-    reward_from_score_diff: bool = Field(default=True, description=(
+        "the worst only (NAT dpo_traj_builder's strategies). Equal scores never make a pair. Default exhaustive "
+        "(a NAT workflow: its config's exhaustive_pairs when unset here)."))
+    min_score_diff: float = Field(default=0.0, ge=0.0, json_schema_extra=no_server_default(), description=(
+        "Pairs whose score difference is smaller are dropped. Default 0 (a NAT workflow: its config's "
+        "min_score_diff when unset here)."))
+    max_pairs_per_turn: int | None = Field(default=None, ge=1, description="Keep the pairs with the largest differences "
+                                                                          "(a NAT workflow: its config's "
+                                                                          "max_pairs_per_turn when unset here).")
+    reward_from_score_diff: bool = Field(default=True, json_schema_extra=no_server_default(), description=(
         "NAT's reward_from_score_diff: a pair's reward is the score difference (true) or the chosen candidate's "
         "score. The dataset files (prompt, chosen_response, rejected_response) carry no reward, so it changes "
         "nothing in them today."))
-    require_multiple_candidates: bool = Field(default=True, description=(
+    require_multiple_candidates: bool = Field(default=True, json_schema_extra=no_server_default(), description=(
         "Refuse candidatesPerTurn below 2 (a pair needs two candidates of one decision point); NAT workflows "
         "bring their own candidates."))
 
@@ -147,19 +154,20 @@ class DPOCollectionSpec(ApiModel):
     candidates_per_turn: int = Field(default=4, ge=1, le=64, description="Candidate responses sampled per decision point "
                                                                           "(unused by NAT workflows).")
     pairing: PairingSpec = nested(PairingSpec)
-    num_runs: int = Field(default=1, ge=1, le=1000, description=(
+    num_runs: int = Field(default=1, ge=1, le=1000, json_schema_extra=no_server_default(), description=(
         "Times the workflow runs over its examples (the same examples each run, sampled with different seeds); "
-        "the pairs of all runs are pooled."))
-    deduplicate_pairs: bool = Field(default=True, description=(
-        "Drop repeated (prompt, chosen, rejected) triples across runs; the first occurrence is kept."))
+        "the pairs of all runs are pooled. Default 1 (a NAT workflow: its config's trainers num_runs when unset "
+        "here; so for deduplicatePairs, maxPairs and continueOnCollectionError)."))
+    deduplicate_pairs: bool = Field(default=True, json_schema_extra=no_server_default(), description=(
+        "Drop repeated (prompt, chosen, rejected) triples across runs; the first occurrence is kept. Default true."))
     max_pairs: int | None = Field(default=None, ge=1, description="Sample at most this many pairs (seeded).")
     seed: int = Field(default=42, ge=0, description=(
         "Seeds maxPairs sampling and the train/validation split, and for built-in and plugin workflows the examples "
         "and the sampling requests (the 'seed' sent to the endpoint, derived per run and prompt): the same spec "
         "against a seed-honouring endpoint gives the same dataset."))
-    continue_on_collection_error: bool = Field(default=False, description=(
+    continue_on_collection_error: bool = Field(default=False, json_schema_extra=no_server_default(), description=(
         "A failed run is skipped (and counted in status.runsFailed) instead of failing the collection; it still "
-        "fails when every run fails."))
+        "fails when every run fails. Default false."))
     use_full_message_history: bool = Field(default=False, description=(
         "The dataset's prompt is the whole message list (chat format); false: the text of the last message only."))
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description=(

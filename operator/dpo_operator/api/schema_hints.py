@@ -28,3 +28,13 @@ def nested(model: type, **schema_extra: Any) -> Any:
     from pydantic import Field
 
     return Field(default_factory=model, json_schema_extra={"default": {}, **schema_extra})
+
+
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def no_server_default() -> Any:
+    """``json_schema_extra`` for a field the API server must not default: the stored object then says whether the
+    user set it (a NAT workflow's config supplies what the CR leaves out); the model's default still applies."""
+    return _drop_default

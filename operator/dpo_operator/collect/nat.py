@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +44,59 @@ class NatInputError(NatError, ValueError):
     the collector exits with code 3 (a ValueError, see cli._exit_code)."""
 
 
+class StepNameMismatch(NatError, ValueError):
+    """No TTC_END step carries the configured name: no retry can help (a ValueError: the pod exits 3)."""
+
+
 def _payload(step: Any) -> dict[str, Any]:
     payload = step.get("payload") if isinstance(step, dict) else None
     return payload if isinstance(payload, dict) else {}
 
 
-def is_candidate_step(step: Any, step_name: str) -> bool:
-    """A ``TTC_END`` step with the configured name (what NAT's ``dpo_traj_builder`` collects)."""
+def is_candidate_step(step: Any, step_names: str | Collection[str]) -> bool:
+    """A ``TTC_END`` step with a configured name (what NAT's ``dpo_traj_builder`` collects)."""
     payload = _payload(step)
-    return payload.get("event_type") == TTC_END and payload.get("name") == step_name
+    names = (step_names,) if isinstance(step_names, str) else step_names
+    return payload.get("event_type") == TTC_END and payload.get("name") in names
 
 
-def candidates_from_items(items: Iterable[dict[str, Any]], step_name: str, check: CandidateCheck) -> list[CandidateEvent]:
-    """The checked candidates of one run's evaluation items, in emission order (example by example)."""
+def _mismatch(step_names: Collection[str], seen: Counter[str], items: int) -> StepNameMismatch:
+    wanted = ", ".join(repr(n) for n in step_names)
+    if not seen:
+        return StepNameMismatch(f"no TTC_END steps at all in {items} evaluation items (looking for {wanted}): the "
+                                "workflow records no TTC candidates (TTCEventData pushed as TTC_END steps)")
+    found = ", ".join(f"{name!r} ({count})" for name, count in seen.most_common(10))
+    return StepNameMismatch(f"no TTC_END step is named {wanted}; the workflow's TTC_END steps are named {found}: set "
+                            "workflow.nat.ttcStepName (or the config's trajectory_builders.<builder>.ttc_step_name) "
+                            "to the workflow's step name")
+
+
+def candidates_from_items(items: Iterable[dict[str, Any]], step_names: str | Collection[str],
+                          check: CandidateCheck) -> list[CandidateEvent]:
+    """The checked candidates of one run's evaluation items, in emission order (example by example).
+
+    A run in which no ``TTC_END`` step carries a configured name fails at once, naming the names it saw.
+    """
     events: list[CandidateEvent] = []
+    seen: Counter[str] = Counter()
+    matched, count = 0, 0
     for item in items:
+        count += 1
         example_id = item.get(ID_KEY)
         for step in item.get(STEPS_KEY) or []:
-            if not is_candidate_step(step, step_name):
+            if _payload(step).get("event_type") == TTC_END:
+                seen[str(_payload(step).get("name"))] += 1
+            if not is_candidate_step(step, step_names):
                 continue
+            matched += 1
             data = _payload(step).get("data")
             raw = dict(data) if isinstance(data, dict) else {}
             raw["example_id"] = example_id
             event = check.raw(raw)
             if event is not None:
                 events.append(event)
+    if not matched and count:
+        raise _mismatch((step_names,) if isinstance(step_names, str) else step_names, seen, count)
     return events
 
 
@@ -108,13 +137,10 @@ async def evaluate(config_file: Path, output_dir: Path, *, dataset: Path | None 
         from nat.data_models.evaluate_runtime import EvaluationRunConfig
         from nat.data_models.intermediate_step import IntermediateStepType
         from nat.plugins.eval.runtime.evaluate import EvaluationRun
-        from nat.runtime.loader import load_config
     except ImportError as exc:
         raise NatInputError(f"NAT workflows need NeMo Agent Toolkit in the collection image (the [nat] extra): {exc}") from None
 
-    if not config_file.is_file():
-        raise NatInputError(f"NAT config {config_file} does not exist")
-    config = load_config(config_file)
+    config = load_runnable_config(config_file, dataset_given=dataset is not None)
     general = config.eval.general
     general.output_dir = output_dir
     if general.output is None:
@@ -125,6 +151,53 @@ async def evaluate(config_file: Path, output_dir: Path, *, dataset: Path | None 
         general.max_concurrency = max_concurrency
     run = EvaluationRun(config=EvaluationRunConfig(config_file=config, dataset=str(dataset) if dataset else None))
     return await run.run_and_evaluate()
+
+
+def _resolve_dataset(config: dict[str, Any], config_dir: Path) -> None:
+    """A relative ``eval.general.dataset.file_path`` names a file next to the config (or, as NAT's repository
+    examples write it, below one of the config's parent directories); the working directory comes last."""
+    dataset = ((config.get("eval") or {}).get("general") or {}).get("dataset")
+    file_path = dataset.get("file_path") if isinstance(dataset, dict) else None
+    if not isinstance(file_path, str) or not file_path or Path(file_path).is_absolute():
+        return
+    bases = [config_dir, *config_dir.parents, Path.cwd()]
+    for base in bases:
+        if (base / file_path).exists():
+            dataset["file_path"] = str(base / file_path)
+            return
+    raise NatInputError(f"eval.general.dataset.file_path {file_path!r} is not next to the NAT config ({config_dir}), under "
+                   "one of its parent directories, nor in the working directory: give an absolute path, or the "
+                   "dataset by workflow.nat.datasetRef")
+
+
+def load_runnable_config(config_file: Path, *, dataset_given: bool = False) -> Any:
+    """The NAT ``Config`` of the sections the collection pod runs.
+
+    The ``nat finetune`` sections (``trajectory_builders``, ``trainers``, ``trainer_adapters``, ``finetuning``)
+    are read as settings, never run: they are left out before NAT validates the file, so their plugins need not
+    be installed and ``${VAR}`` references in them need no value. NAT's own reading applies to the rest
+    (``${VAR:-default}``, ``file://`` references relative to the config).
+    """
+    import yaml
+    from nat.data_models.config import Config
+    from nat.runtime.loader import PluginTypes, discover_and_register_plugins
+    from nat.utils.data_models.schema_validator import validate_schema
+    from nat.utils.io.yaml_tools import yaml_load, yaml_loads
+
+    from dpo_operator.collect import nat_finetune
+
+    if not config_file.is_file():
+        raise NatInputError(f"NAT config {config_file} does not exist")
+    raw = nat_finetune.load(config_file)
+    if "base" in raw:  # NAT's config inheritance: NAT reads the chain
+        raw = yaml_load(config_file)
+    runnable = {k: v for k, v in raw.items() if k not in nat_finetune.FINETUNE_SECTIONS}
+    config_dir = config_file.resolve().parent
+    loaded = yaml_loads(yaml.safe_dump(runnable), config_dir)
+    if not dataset_given:
+        _resolve_dataset(loaded, config_dir)
+    discover_and_register_plugins(PluginTypes.CONFIG_OBJECT)
+    return validate_schema(loaded, Config)
 
 
 def items_of(result: Any) -> list[dict[str, Any]]:
@@ -162,14 +235,16 @@ def nat_workflow_output(nat: NatWorkflowSpec, data_root: Path) -> Path:
 
 
 def nat_runs(spec: DPOCollectionSpec, data_root: Path, scratch: Path, check: CandidateCheck,
+             step_names: Collection[str] | None = None,
              ) -> Iterator[tuple[str, Callable[[], Awaitable[list[CandidateEvent]]]]]:
     """(label, thunk) per run: offline, one per workflow_output.json file; else ``numRuns`` NAT evaluation runs."""
     nat = spec.workflow.nat
     assert nat is not None
+    names = tuple(step_names) if step_names else (nat.ttc_step_name,)
     if nat.workflow_output is not None:
         for path in workflow_output_files(nat_workflow_output(nat, data_root)):
             async def offline(path: Path = path) -> list[CandidateEvent]:
-                return candidates_from_items(read_workflow_output(path), nat.ttc_step_name, check)
+                return candidates_from_items(read_workflow_output(path), names, check)
             yield str(path), offline
         return
     config, dataset_file = nat_config_file(nat), nat_dataset_file(nat)
@@ -177,5 +252,5 @@ def nat_runs(spec: DPOCollectionSpec, data_root: Path, scratch: Path, check: Can
         async def live(run: int = run) -> list[CandidateEvent]:
             items = await run_nat_eval(config, scratch / f"run-{run}", dataset=dataset_file,
                                        max_concurrency=spec.workflow.max_concurrent_episodes)
-            return candidates_from_items(items, nat.ttc_step_name, check)
+            return candidates_from_items(items, names, check)
         yield f"{run + 1}/{spec.num_runs}", live

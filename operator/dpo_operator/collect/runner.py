@@ -8,6 +8,7 @@ by NAT's evaluation runner, or from NAT ``workflow_output.json`` files (one run 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import httpx
 from dpo_operator.api.collection import DPOCollectionSpec
 from dpo_operator.collect import dataset
 from dpo_operator.collect import nat as nat_mod
+from dpo_operator.collect import nat_settings
 from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
@@ -73,6 +75,10 @@ class Collected:
     requests: int | None = None
     completions: int | None = None
     n_sampling: bool | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # NAT: where each effective setting came from
+    warnings: list[str] = field(default_factory=list)
+    spec: DPOCollectionSpec | None = None  # the effective spec, where a NAT config filled in settings
+    history: list[dict[str, Any]] = field(default_factory=list)  # NAT workflows: NAT's per-run progress entries
 
 
 def pairing_options(spec: DPOCollectionSpec) -> PairingOptions:
@@ -120,11 +126,27 @@ def _plugin_runs(spec: DPOCollectionSpec, chat: ChatClient, check: CandidateChec
         yield f"{run + 1}/{spec.num_runs}", lambda run=run: _plugin_run(spec, chat, run, check)
 
 
+def run_progress(run: int, pairs: list[PreferencePair]) -> dict[str, Any]:
+    """One run's entry as NAT's nemo_customizer_trainer records it (data_collection_progress.jsonl): a trajectory
+    is a pair, its reward the pair's (score difference, or the chosen score without rewardFromScoreDiff); the
+    pairs are ours, so NAT's tied pairs (reward 0) are not averaged in. The same line is logged as NAT logs it."""
+    rewards = [p.reward for p in pairs]
+    entry = {"run_number": run, "num_trajectories": len(pairs), "num_dpo_pairs": len(pairs),
+             "avg_reward": sum(rewards) / len(rewards) if rewards else 0.0,
+             "min_reward": min(rewards, default=0.0), "max_reward": max(rewards, default=0.0),
+             "timestamp": datetime.datetime.now().isoformat()}
+    log.info("Run %d: Collected %d trajectories, %d DPO pairs, avg reward: %.4f", run + 1, len(pairs), len(pairs),
+             entry["avg_reward"])
+    return entry
+
+
 async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunThunk]], collected: Collected) -> None:
     options = pairing_options(spec)
     for label, thunk in runs:
         try:
             events = await thunk()
+        except nat_mod.StepNameMismatch:
+            raise  # a configuration error: every run would fail the same way
         except Exception as exc:  # noqa: BLE001  (every failure of a run is handled the same way)
             error = f"run {label}: {_describe(exc)}"
             if not spec.continue_on_collection_error:
@@ -137,6 +159,18 @@ async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunTh
         collected.per_run.append(len(run_pairs))
         collected.pairs.extend(run_pairs)
         log.info("run %s: %d candidates, %d pairs", label, len(events), len(run_pairs))
+        if spec.workflow.nat is not None:
+            collected.history.append(run_progress(len(collected.history), run_pairs))
+
+
+def nat_settings_of(spec: DPOCollectionSpec) -> nat_settings.Settings:
+    """The collection's settings: the CR's, else the NAT config's finetune sections (offline input: the CR's)."""
+    nat = spec.workflow.nat
+    assert nat is not None
+    settings = nat_settings.resolve(spec, None if nat.workflow_output is not None else nat_mod.nat_config_file(nat))
+    for warning in settings.warnings:
+        log.warning("NAT config: %s", warning)
+    return settings
 
 
 async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTransport | None = None,
@@ -145,8 +179,12 @@ async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTrans
     check = CandidateCheck(full_history=spec.use_full_message_history)
     started = time.monotonic()
     if spec.workflow.nat is not None:
+        settings = nat_settings_of(spec)
+        spec = settings.spec
+        collected.settings, collected.warnings, collected.spec = settings.sources, settings.warnings, spec
         with tempfile.TemporaryDirectory(prefix="nat-eval-") as scratch:
-            await _collect_runs(spec, nat_mod.nat_runs(spec, data_root, Path(scratch), check), collected)
+            await _collect_runs(spec, nat_mod.nat_runs(spec, data_root, Path(scratch), check, settings.step_names),
+                                collected)
     else:
         assert spec.llm is not None
         async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
@@ -176,7 +214,9 @@ def finish(spec: DPOCollectionSpec, collected: Collected, location: str) -> tupl
             f"no preference pairs: {stats.events} candidates at {stats.turns} decision points{rejected}; "
             f"{stats.tied_pairs_dropped} candidate pairs had equal scores, {stats.identical_pairs_dropped} identical "
             f"texts and {stats.below_threshold_dropped} were below minScoreDiff={spec.pairing.min_score_diff}; "
-            "raise candidatesPerTurn or the LLM temperature, or lower pairing.minScoreDiff")
+            + ("let the NAT workflow sample more (or more diverse) candidates per turn, or lower pairing.minScoreDiff"
+               if spec.workflow.nat is not None else
+               "raise candidatesPerTurn or the LLM temperature, or lower pairing.minScoreDiff"))
     train, validation = dataset.split(pairs, spec.validation_fraction, spec.seed)
     full = spec.use_full_message_history
     mean_diff = sum(p.score_diff for p in pairs) / len(pairs)
@@ -196,6 +236,10 @@ def finish(spec: DPOCollectionSpec, collected: Collected, location: str) -> tupl
         "collectionSeconds": round(collected.seconds, 3), "requests": collected.requests,
         "completions": collected.completions, "nSampling": collected.n_sampling,
     }
+    if collected.settings:
+        metrics["settings"] = collected.settings
+        metrics["configWarnings"] = collected.warnings
+        metrics["collectionHistory"] = collected.history
     files = dataset.DatasetFiles(
         training=dataset.jsonl([dataset.to_row(p, full) for p in train]),
         validation=dataset.jsonl([dataset.to_row(p, full) for p in validation]),
@@ -226,6 +270,7 @@ def write_output(spec: DPOCollectionSpec, files: dataset.DatasetFiles, data_root
 def run_collection(spec: DPOCollectionSpec, *, data_root: Path, output_dir: Path | None = None, name: str = "local",
                    transport: httpx.AsyncBaseTransport | None = None) -> CollectionResult:
     collected = asyncio.run(collect_pairs(spec, transport, data_root))
+    spec = collected.spec or spec  # dedup and maxPairs as the NAT config gave them
     files, result = finish(spec, collected, output_location(spec, data_root, output_dir))
     write_output(spec, files, data_root, output_dir, name)
     return result

@@ -265,6 +265,8 @@ class LocalExecutor:
         for mount in container.get("volumeMounts") or []:
             claim = (volumes.get(mount["name"], {}).get("persistentVolumeClaim") or {}).get("claimName")
             local = self.pvc_dir(claim) / mount.get("subPath", "") if claim else run_dir / mount["name"]
+            if not claim and (error := self._fill_volume(namespace, volumes.get(mount["name"], {}), local)):
+                log.warning("local executor: deployment %s/%s: %s", namespace, deployment["metadata"]["name"], error)
             path_map[mount["mountPath"]] = str(local).rstrip("/")
         peft = next((m["mountPath"] for m in container.get("volumeMounts") or [] if m["mountPath"].startswith("/loras/")), None)
         if peft is not None:  # NIM_PEFT_SOURCE holds one directory per adapter: link the mounted adapter in
@@ -323,6 +325,44 @@ class LocalExecutor:
 
     # ---------------------------------------------------------------- one job
 
+    def _fill_volume(self, namespace: str, volume: dict[str, Any], directory: Path) -> str | None:
+        """Write a ``configMap`` or ``secret`` volume's files as the kubelet projects them (other volumes: empty).
+
+        Every key becomes a file named after it, or only the listed ``items`` at their ``path``. A missing object or
+        key (not ``optional``) returns the kubelet's FailedMount message: the stand-in fails that pod attempt where
+        a kubelet would keep the pod ContainerCreating until the object appears.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        kind = "configMap" if "configMap" in volume else "secret" if "secret" in volume else None
+        if kind is None:
+            return None
+        source = volume[kind]
+        name = source.get("name") if kind == "configMap" else source.get("secretName")
+        try:
+            read = self.core.read_namespaced_config_map if kind == "configMap" else self.core.read_namespaced_secret
+            obj = self.api.sanitize_for_serialization(read(name, namespace))
+        except ApiException as exc:
+            if exc.status != 404 or source.get("optional"):
+                return None if exc.status == 404 else f"MountVolume.SetUp failed: {exc.reason}"
+            return f'MountVolume.SetUp failed for volume "{volume["name"]}": {kind.lower()} "{name}" not found'
+        files: dict[str, bytes] = {k: v.encode() for k, v in (obj.get("data") or {}).items()} if kind == "configMap" \
+            else {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        extra = obj.get("binaryData") if kind == "configMap" else None
+        files.update({k: base64.b64decode(v) for k, v in (extra or {}).items()})
+        files.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})  # a Secret the emulator kept so
+        items = source.get("items") or [{"key": key, "path": key} for key in files]
+        for item in items:
+            if item["key"] not in files:
+                if source.get("optional"):
+                    continue
+                what = "configmap references non-existent config key" if kind == "configMap" else \
+                    "references non-existent secret key"
+                return f'MountVolume.SetUp failed for volume "{volume["name"]}": {what}: {item["key"]}'
+            target = directory / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(files[item["key"]])
+        return None
+
     def _secret_value(self, namespace: str, name: str, key: str) -> str:
         secret = self.api.sanitize_for_serialization(self.core.read_namespaced_secret(name, namespace))
         if key in (secret.get("stringData") or {}):
@@ -376,8 +416,12 @@ class LocalExecutor:
         run_dir = self.pod_dir(namespace, pod_name)
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         path_map = {TERMINATION_LOG: str(run_dir / "termination-log")}
+        mount_errors = []
         for mount in container.get("volumeMounts") or []:
             claim = (volumes.get(mount["name"], {}).get("persistentVolumeClaim") or {}).get("claimName")
+            if not claim and (error := self._fill_volume(namespace, volumes.get(mount["name"], {}),
+                                                         run_dir / mount["name"])):
+                mount_errors.append(error)
             path_map[mount["mountPath"]] = str(self.pvc_dir(claim) if claim else run_dir / mount["name"])
         env = self._environment(namespace, container, path_map)
         command = [self._map_paths(arg, path_map) for arg in [*container["command"], *(container.get("args") or [])]]
@@ -387,12 +431,15 @@ class LocalExecutor:
         self.core.patch_namespaced_pod_status(pod_name, namespace, {"status": self._running_status(container, started)})
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         with open(run_dir / "output.log", "wb") as output:
-            try:
-                code = subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT, timeout=timeout,
-                                      cwd=run_dir).returncode
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                code, timed_out = 137, True
+            code, timed_out = 1, False
+            if mount_errors:  # the container never starts
+                output.write("\n".join(mount_errors).encode())
+            else:
+                try:
+                    code = subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT, timeout=timeout,
+                                          cwd=run_dir).returncode
+                except subprocess.TimeoutExpired:
+                    code, timed_out = 137, True
         termination = Path(path_map[TERMINATION_LOG])
         message = termination.read_text()[:4096] if termination.exists() else ""
         if not message and code != 0:  # terminationMessagePolicy: FallbackToLogsOnError

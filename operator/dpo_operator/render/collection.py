@@ -15,6 +15,7 @@ from dpo_operator.api.collection import (
     NAT_OUTPUT_ENV,
     DPOCollectionSpec,
 )
+from dpo_operator.collect.nat_settings import SPEC_FIELDS_ENV, fields_set
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube.naming import child_name, labels_for
 from dpo_operator.kube.pods import container, pod_spec, pvc_volume, secret_env
@@ -36,10 +37,13 @@ def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str,
     env: list[dict[str, Any]] = []
     if nat is None:
         return volumes, mounts, env
+    # the pod's spec has every default filled in: say what the CR sets (a NAT config fills in the rest)
+    env.append({"name": SPEC_FIELDS_ENV, "value": json.dumps(sorted(fields_set(spec)))})
     for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
                                         ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
-        if ref is not None:
-            volumes.append({"name": volume, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]}})
+        if ref is not None:  # the config's whole ConfigMap: its relative paths may name the other keys (data.json)
+            items = {} if volume == "nat-config" else {"items": [{"key": ref.key, "path": ref.key}]}
+            volumes.append({"name": volume, "configMap": {"name": ref.name, **items}})
             mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
             env.append({"name": var, "value": f"{directory}/{ref.key}"})
     source = nat.workflow_output
