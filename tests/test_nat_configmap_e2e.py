@@ -35,6 +35,7 @@ def test_nat_workflow_from_a_configmap_produces_pairs(kube: Kube, namespace: str
     spec = {"workflow": {"nat": {"configMapRef": {"name": "guess-workflow", "key": "config.yml"},
                                  "datasetRef": {"name": "guess-data", "key": "data.json"}}},
             "numRuns": 2, "useFullMessageHistory": True, "output": {"pvc": {"claimName": "dpo-data", "path": "/nat"}}}
+    kube.claims(namespace, "dpo-data")  # a missing claim keeps the pod Pending
     with LocalExecutor(kube.api, tmp_path / "cluster", namespace) as executor:
         kube.create("DPOCollection", namespace, "natcm", spec)
         done = kube.wait_phase("DPOCollection", namespace, "natcm", "Succeeded", timeout=120)
@@ -75,6 +76,7 @@ def test_an_unchanged_nat_finetune_config_and_its_dataset_in_one_configmap(
                                              "data.json": (PLUGIN / "data.json").read_text()})
     spec = {"workflow": {"nat": {"configMapRef": {"name": "finetune", "key": "config.yml"}}},
             "useFullMessageHistory": True, "output": {"pvc": {"claimName": "dpo-data", "path": "/ft"}}}
+    kube.claims(namespace, "dpo-data")  # a missing claim keeps the pod Pending
     with LocalExecutor(kube.api, tmp_path / "cluster", namespace) as executor:
         kube.create("DPOCollection", namespace, "finetune", spec)
         done = kube.wait_phase("DPOCollection", namespace, "finetune", "Succeeded", timeout=120)
@@ -97,6 +99,7 @@ def test_a_missing_configmap_fails_the_pod_with_the_kubelets_message(kube: Kube,
 
     spec = {"workflow": {"nat": {"configMapRef": {"name": "nowhere", "key": "config.yml"}}},
             "output": {"pvc": {"claimName": "dpo-data", "path": "/nat"}}, "job": {"backoffLimit": 0}}
+    kube.claims(namespace, "dpo-data")
     with LocalExecutor(kube.api, tmp_path / "cluster", namespace):
         kube.create("DPOCollection", namespace, "nocm", spec)
         failed = kube.wait_phase("DPOCollection", namespace, "nocm", "Failed", timeout=60)
