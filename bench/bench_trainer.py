@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dpo_bench import Setup, child, rates, run, tokens_per_pair  # noqa: E402
+from dpo_bench import Setup, child, report, run, tokens_per_pair  # noqa: E402
 
 SETUP = Setup(pairs=256, validation=32, prompt=(64, 64), response=(31, 63), batch=8, steps=32, learning_rate=1e-4,
               precision="fp32", max_length=256)
@@ -46,21 +46,7 @@ def main() -> None:
         per_pair = tokens_per_pair(workdir)
         results = {label: run(__file__, runner, workdir, SETUP, options, label.replace(" ", "-"))
                    for runner, label, options in RUNS}
-    print(f"{'':<16}{'loop tok/s':>11}{'e2e tok/s':>11}{'peak RSS GiB':>14}{'loss, last 8':>14}{'val loss':>10}"
-          f"{'val acc':>9}")
-    figures = {}
-    for label, result in results.items():
-        if result is None:
-            continue
-        figures[label] = rates(result, SETUP, per_pair)
-        print(f"{label:<16}{figures[label][0]:>11.0f}{figures[label][1]:>11.0f}{result['peak_rss_gib']:>14.2f}"
-              f"{result['train_loss_tail']:>14.4f}{result['val_loss']:>10.4f}{result['val_accuracy']:>9.3f}")
-    if "ours" in figures:
-        for label in figures:
-            if label != "ours":
-                print(f"ours vs {label}: loop {figures['ours'][0] / figures[label][0]:.2f}x, "
-                      f"end to end {figures['ours'][1] / figures[label][1]:.2f}x, peak RSS "
-                      f"{results['ours']['peak_rss_gib'] / results[label]['peak_rss_gib']:.2f}x")
+    report(results, SETUP, per_pair, tail="loss, last 8", accuracy=True)
 
 
 if __name__ == "__main__":

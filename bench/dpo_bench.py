@@ -177,3 +177,26 @@ def run(script: str, runner: str, workdir: Path, setup: Setup, options: dict[str
         print(f"{label} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}", flush=True)
         return None
     return json.loads(line[7:])
+
+
+def report(results: dict[str, dict[str, Any] | None], setup: Setup, per_pair: float, tail: str = "loss, last",
+           accuracy: bool = True) -> None:
+    """The table every trainer benchmark prints (a run that failed is left out), then ours against each other."""
+    print(f"{'':<16}{'loop tok/s':>11}{'e2e tok/s':>11}{'peak RSS GiB':>14}{tail:>14}{'val loss':>10}"
+          + (f"{'val acc':>9}" if accuracy else ""))
+    figures = {}
+    for label, result in results.items():
+        if result is None:
+            continue
+        figures[label] = rates(result, setup, per_pair)
+        print(f"{label:<16}{figures[label][0]:>11.0f}{figures[label][1]:>11.0f}{result['peak_rss_gib']:>14.2f}"
+              f"{result['train_loss_tail']:>14.4f}{result['val_loss']:>10.4f}"
+              + (f"{result['val_accuracy']:>9.3f}" if accuracy else ""))
+    ours = results.get("ours")
+    if "ours" in figures and ours is not None:
+        for label in figures:
+            other = results[label]
+            if label != "ours" and other is not None:
+                print(f"ours vs {label}: loop {figures['ours'][0] / figures[label][0]:.2f}x, "
+                      f"end to end {figures['ours'][1] / figures[label][1]:.2f}x, peak RSS "
+                      f"{ours['peak_rss_gib'] / other['peak_rss_gib']:.2f}x")
