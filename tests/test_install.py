@@ -188,7 +188,7 @@ def test_operator_manifests_validate_strictly() -> None:
     from dpo_operator.api.training import DPOTrainingJobSpec
     from dpo_operator.config import OperatorConfig
     from dpo_operator.handlers import collection, training_customizer, training_local
-    from dpo_operator.serving import nim
+    from dpo_operator.render import nim
     from dpo_operator.serving.model import ServedModel
 
     config = OperatorConfig.from_env()

@@ -22,7 +22,7 @@ from dpo_operator.kube.pods import (
     SchedulingNotAllowed,
     ServiceAccountNotAllowed,
 )
-from dpo_operator.serving import nim
+from dpo_operator.render import nim
 from dpo_operator.serving.model import ServedModel
 from tests.kubehelpers import Kube, wait_for
 from tests.pss import violations

@@ -17,7 +17,8 @@ from dpo_operator.kube.secrets import check_pod_secrets
 from dpo_operator.kube.status import Outcome
 from dpo_operator.runtime.controller import RUNTIME
 from dpo_operator.runtime.errors import PermanentFailure
-from dpo_operator.serving import nim
+from dpo_operator.render import nim
+from dpo_operator.serving.nim import cluster_url, rollout_state
 from dpo_operator.serving.model import ServedModel
 from dpo_operator.serving.probe import check_endpoint
 
@@ -61,8 +62,8 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
                                "lives in NeMo (no weights on a PVC): serve it with backend: nemo")
     apply_service(namespace, nim.service_manifest(body, spec))
     deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, spec.template.image or config.nim_image, rev))
-    complete, detail, ready_replicas = nim.rollout_state(deployment, rev)
-    fields.endpoint, fields.ready_replicas = nim.cluster_url(name, namespace, spec.port), ready_replicas
+    complete, detail, ready_replicas = rollout_state(deployment, rev)
+    fields.endpoint, fields.ready_replicas = cluster_url(name, namespace, spec.port), ready_replicas
     if spec.replicas == 0:
         return Outcome(Phase.SUSPENDED.value, Reason.ScaledToZero, "replicas is 0: nothing serves", fields)
     if complete:

@@ -1,4 +1,6 @@
-"""The Deployment and Service that run a NIM for a ModelDeployment (backend ``kubernetes``).
+"""What the operator reads about a NIM it runs for a ModelDeployment (backend ``kubernetes``): the revision a spec
+implies, the in-cluster URL, and how far a rollout is. The Deployment and Service themselves are built in
+:mod:`dpo_operator.render.nim`, following these conventions:
 
 NIM conventions: port ``NIM_SERVER_PORT``; ``NIM_SERVED_MODEL_NAME``; full weights from a directory through
 ``NIM_MODEL_NAME``; LoRA adapters as sub-directories of ``NIM_PEFT_SOURCE`` (the directory name is the adapter's
@@ -15,14 +17,7 @@ from typing import Any
 
 from dpo_operator.api.deployment import ModelDeploymentSpec
 from dpo_operator.kube.naming import service_name
-from dpo_operator.render.nim import (  # noqa: F401  (the builders' home; re-exported for callers)
-    CACHE_PATH,
-    PEFT_SOURCE,
-    REVISION_ANNOTATION,
-    WEIGHTS_ROOT,
-    deployment_manifest,
-    service_manifest,
-)
+from dpo_operator.render.nim import REVISION_ANNOTATION
 from dpo_operator.serving.model import ServedModel
 
 
