@@ -44,6 +44,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [dpo.ai]
   resources: [dpocollections/status, dpotrainingjobs/status, modeldeployments/status, dpoevaluations/status]
   verbs: [patch]
+# the promotion gate removes the candidate (and base-model) ModelDeployments it created
+- apiGroups: [dpo.ai]
+  resources: [modeldeployments]
+  verbs: [delete]
 # children carry ownerReferences with blockOwnerDeletion: OpenShift requires update on the owner's finalizers
 - apiGroups: [dpo.ai]
   resources: [dpocollections/finalizers, dpotrainingjobs/finalizers, modeldeployments/finalizers, dpoevaluations/finalizers]

@@ -58,6 +58,12 @@ class Reason(StrEnum):
     CustomizerJobCancelled = "CustomizerJobCancelled"
     UnsupportedByCustomizer = "UnsupportedByCustomizer"
     AllSent = "AllSent"
+    # DPOTrainingJob: the promotion gate (deployOnCompletion.promotion)
+    ServingCandidate = "ServingCandidate"
+    EvaluatingCandidate = "EvaluatingCandidate"
+    Promoting = "Promoting"
+    Promoted = "Promoted"
+    NotPromoted = "NotPromoted"
     # ModelDeployment
     WaitingForModel = "WaitingForModel"
     ModelUnavailable = "ModelUnavailable"

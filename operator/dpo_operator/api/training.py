@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -20,6 +20,7 @@ from dpo_operator.api.common import (
 )
 from dpo_operator.api.deployment import DeploymentTemplate
 from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
+from dpo_operator.api.promotion import Promotion, PromotionStatus
 from dpo_operator.api.schema_hints import immutable, nested
 
 
@@ -323,6 +324,19 @@ class CustomizerBackend(ApiModel):
         "Failed polls in a row after which the resource fails."))
 
 
+class DeployOnCompletion(DeploymentTemplate):
+    """The ModelDeployment to create when training succeeds, and the gate it must pass first (optional)."""
+
+    promotion: Promotion | None = Field(default=None, description=(
+        "Gate the deployment on an evaluation: the trained model is served as a candidate, compared with what it "
+        "would replace, and promoted only on a Passed verdict; otherwise the candidate is removed and the job says "
+        "NotPromoted. Unset: the model is deployed as soon as training succeeds."))
+
+    def deployment_spec(self) -> dict[str, Any]:
+        """The ModelDeployment spec fields (the API form, without promotion)."""
+        return {k: v for k, v in self.to_api().items() if k != "promotion"}
+
+
 class Backend(str, Enum):
     LOCAL = "local"
     CUSTOMIZER = "customizer"
@@ -352,8 +366,9 @@ class DPOTrainingJobSpec(ApiModel):
         "Settings of the customizer backend; required with backend customizer."))
     template: PodOptions = nested(PodOptions)
     job: JobControls = nested(JobControls)
-    deploy_on_completion: DeploymentTemplate | None = Field(
-        default=None, description="Create a ModelDeployment owned by this job when it succeeds."
+    deploy_on_completion: DeployOnCompletion | None = Field(
+        default=None, description="Create a ModelDeployment owned by this job when it succeeds (after its "
+        "promotion gate, when one is set)."
     )
     suspend: bool = Field(default=False, description=(
         "While true no training pod runs (local backend: the Job is suspended); the customizer backend holds "
@@ -400,6 +415,8 @@ class DPOTrainingJobStatus(CommonStatus):
     deployment_name: str | None = Field(default=None, description="The ModelDeployment created by "
                                                                   "deployOnCompletion.")
     failure_reason: str | None = Field(default=None, description="Why training failed, when it did.")
+    promotion: PromotionStatus | None = Field(default=None, description=(
+        "The promotion gate (deployOnCompletion.promotion): its step, evaluation and figures."))
 
 
 KIND = KindInfo(
@@ -414,6 +431,7 @@ KIND = KindInfo(
         PrinterColumn("Phase", "string", ".status.phase"),
         PrinterColumn("Progress", "number", ".status.progress.percentageDone", description="Percent done"),
         PrinterColumn("Model", "string", ".status.outputModel", priority=1),
+        PrinterColumn("Promotion", "string", ".status.promotion.step", priority=1),
         *status_columns(),
     ],
 )

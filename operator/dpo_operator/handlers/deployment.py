@@ -52,7 +52,8 @@ def decide(body: dict[str, Any]) -> Result:
     spec = parse_spec(ModelDeploymentSpec, body)
     namespace = body["metadata"]["namespace"]
     try:
-        model = serving_model.resolve(spec, lambda ref: custom_objects.read(training_api.KIND, namespace, ref))
+        model = serving_model.resolve(spec, lambda ref: custom_objects.read(training_api.KIND, namespace, ref),
+                                      body["metadata"]["name"])
     except serving_model.ModelNotReady as exc:
         return Result(Outcome(Phase.PENDING.value, Reason.WaitingForModel, str(exc)))
     except serving_model.ModelUnavailable as exc:
@@ -97,8 +98,11 @@ def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **
 
 @kopf.on.event(GROUP, VERSION, training_api.KIND.plural)
 def model_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
-    """A training job that finishes releases the deployments waiting for its model."""
-    if type == "DELETED" or (body.get("status") or {}).get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+    """A training job that finishes (or whose promotion gate moves on) releases the deployments waiting for its
+    model."""
+    status = body.get("status") or {}
+    if type == "DELETED" or (status.get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value)
+                             and not status.get("promotion")):
         return
     for deployment in custom_objects.list_in(KIND, namespace):
         ref = (((deployment.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}).get("name")

@@ -17,8 +17,10 @@ from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api import collection as collection_api
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.training import KIND, Backend, DPOTrainingJobSpec
-from dpo_operator.handlers import training_customizer, training_local
+from dpo_operator.api import deployment as deployment_api
+from dpo_operator.api import evaluation as evaluation_api
+from dpo_operator.api.training import KIND, Backend, DPOTrainingJobSpec, DPOTrainingJobStatus
+from dpo_operator.handlers import training_customizer, training_local, training_promotion
 from dpo_operator.handlers.common import (
     enqueue_owner,
     enqueue_pod_owner,
@@ -42,9 +44,12 @@ def decide(body: dict[str, Any]) -> Result:
         return Result(Outcome(Phase.PENDING.value, Reason.SpecChanged, "the spec was fixed after an InvalidSpec failure; "
                               "trying again"), requeue_after=0.0)
     spec = parse_spec(DPOTrainingJobSpec, body)
+    if training_promotion.in_progress(body):  # trained: only the promotion gate is left
+        return training_promotion.gate(body, spec, DPOTrainingJobStatus())
     if spec.backend == Backend.CUSTOMIZER.value:
         return training_customizer.decide(body, spec)
-    return Result(training_local.decide(body, spec))
+    decided = training_local.decide(body, spec)
+    return decided if isinstance(decided, Result) else Result(decided)
 
 
 def _is_customizer(spec: Any, **_: Any) -> bool:
@@ -56,6 +61,8 @@ def next_check(body: Any) -> float | None:
     resync of a local training Job in case an event was missed; never once the job finished."""
     if is_terminal(body):
         return None
+    if training_promotion.in_progress(body):  # children's events drive the gate; this is in case one was missed
+        return RUNTIME.config.rollout_check_seconds
     if not _is_customizer(body.get("spec") or {}):
         return RUNTIME.config.training_resync_seconds
     return training_customizer.pace(body)
@@ -84,6 +91,18 @@ def training_job_changed(body: kopf.Body, namespace: str, type: str | None, **_:
 def training_pod_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """A trainer or upload pod that cannot start changes no Job: watch pods too."""
     enqueue_pod_owner(KIND, body, namespace, type)
+
+
+@kopf.on.event(GROUP, VERSION, deployment_api.KIND.plural, labels={owner_label(KIND.kind): kopf.PRESENT})
+def gate_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+    """A ModelDeployment of the promotion gate (candidate, base model) changed: the gate may move on."""
+    enqueue_owner(KIND, body, namespace, type)
+
+
+@kopf.on.event(GROUP, VERSION, evaluation_api.KIND.plural, labels={owner_label(KIND.kind): kopf.PRESENT})
+def gate_evaluation_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+    """The promotion gate's DPOEvaluation changed: its verdict decides."""
+    enqueue_owner(KIND, body, namespace, type)
 
 
 @kopf.on.event(GROUP, VERSION, collection_api.KIND.plural)

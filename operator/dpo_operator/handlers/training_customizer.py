@@ -37,10 +37,8 @@ from dpo_operator.api.training import (
     DPOTrainingJobStatus,
     TrainingProgress,
 )
-from dpo_operator.handlers.training_shared import (
-    deploy_if_requested,
-    resolve_dataset,
-)
+from dpo_operator.handlers import training_promotion
+from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.kube.conditions import now, seconds_since
 from dpo_operator.kube.jobs import (
     digest_applied,
@@ -215,8 +213,7 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
                                    "so there is no model to deploy; was it created without output_model?")
         fields.progress = TrainingProgress.model_validate({**progress, "percentageDone": 100.0})
         fields.output_model = model
-        deploy_if_requested(body, spec, fields)
-        return Result(Outcome(Phase.SUCCEEDED.value, Reason.Trained, remote.message, fields, applied))
+        return training_promotion.finish(body, spec, fields, remote.message, applied)
     if remote.phase == Phase.FAILED.value:
         fields.failure_reason = Reason.CustomizerJobFailed
         return Result(Outcome(Phase.FAILED.value, Reason.CustomizerJobFailed, remote.message, fields, applied))
@@ -248,8 +245,8 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Result:
 
 def pace(body: Any) -> float | None:
     """Seconds before the next NeMo call, counted from the start of this one (None: a terminal resource)."""
-    if is_terminal(body):
-        return None
+    if is_terminal(body) or training_promotion.in_progress(body):
+        return None  # the gate makes no NeMo calls
     return float(((body.get("spec") or {}).get("customizer") or {}).get("pollIntervalSeconds") or 30.0)
 
 

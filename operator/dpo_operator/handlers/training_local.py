@@ -16,10 +16,8 @@ from dpo_operator.api.training import (
     DPOTrainingJobStatus,
     TrainingProgress,
 )
-from dpo_operator.handlers.training_shared import (
-    deploy_if_requested,
-    resolve_dataset,
-)
+from dpo_operator.handlers import training_promotion
+from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import (
     ensure_job,
@@ -41,7 +39,7 @@ from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT
     job_manifest,
     job_name,
 )
-from dpo_operator.runtime.controller import RUNTIME
+from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import InvalidSpec
 
 
@@ -67,7 +65,7 @@ def validate(spec: DPOTrainingJobSpec) -> None:
                           "use precision bf16")
 
 
-def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
+def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
     """The trainer Job (and headless Service) to have, and the outcome their state implies."""
     validate(spec)
     assert spec.local is not None and spec.local.output is not None
@@ -96,8 +94,7 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
                                            epochs_completed=spec.hyperparameters.epochs,
                                            train_loss=result.train_loss, val_loss=result.val_loss,
                                            resumed_from_step=result.resumed_from_step)
-        deploy_if_requested(body, spec, fields)
-        return Outcome(state.phase, Reason.Trained, "training completed", fields, applied)
+        return training_promotion.finish(body, spec, fields, "training completed", applied)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, jname, state)
         fields.failure_reason = explained.reason

@@ -14,7 +14,7 @@ def deployment_for(body: Any, spec: DPOTrainingJobSpec) -> dict[str, Any] | None
     if spec.deploy_on_completion is None:
         return None
     name = body["metadata"]["name"]
-    deploy_spec = {**spec.deploy_on_completion.to_api(), "model": {"trainingJobRef": {"name": name}}}
+    deploy_spec = {**spec.deploy_on_completion.deployment_spec(), "model": {"trainingJobRef": {"name": name}}}
     return {"apiVersion": API_VERSION, "kind": deployment_api.KIND.kind,
             "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
                          "labels": labels_for(KIND.kind, name, "deployment"),

@@ -8,6 +8,7 @@ from typing import Any
 from dpo_operator.api import training as training_api
 from dpo_operator.api.common import Phase, PvcLocation
 from dpo_operator.api.deployment import ModelDeploymentSpec
+from dpo_operator.api.promotion import PromotionStep
 
 
 class ModelNotReady(Exception):
@@ -42,15 +43,33 @@ def parse_pvc_url(url: str) -> PvcLocation:
     return PvcLocation(claim_name=claim, path="/" + path)
 
 
-def from_training_job(job: dict[str, Any] | None, ref: str, served_name: str | None) -> ServedModel:
+def gate_allows(status: dict[str, Any], ref: str, deployment: str | None) -> bool:
+    """Whether the job's promotion gate lets ``deployment`` serve its model now: its candidate while it is
+    evaluated, the promotion target once the verdict Passed; nobody once it was refused."""
+    promotion = status.get("promotion") or {}
+    step = promotion.get("step")
+    if step == PromotionStep.NOT_PROMOTED.value:
+        raise ModelUnavailable(f"DPOTrainingJob {ref} was not promoted: {promotion.get('message', '')}")
+    if step in (PromotionStep.SERVING_CANDIDATE.value, PromotionStep.EVALUATING.value):
+        return deployment is not None and deployment == promotion.get("candidateDeployment")
+    if step == PromotionStep.PROMOTING.value:
+        return deployment is not None and deployment == promotion.get("target")
+    return status.get("phase") == Phase.SUCCEEDED.value
+
+
+def from_training_job(job: dict[str, Any] | None, ref: str, served_name: str | None,
+                      deployment: str | None = None) -> ServedModel:
+    """The model of DPOTrainingJob ``ref`` as ModelDeployment ``deployment`` serves it."""
     if job is None:
         raise ModelNotReady(f"DPOTrainingJob {ref} does not exist (yet)")
     status = job.get("status") or {}
     phase = status.get("phase")
     if phase in (Phase.FAILED.value, Phase.CANCELLED.value):
         raise ModelUnavailable(f"DPOTrainingJob {ref} ended {phase}: {status.get('message', '')}")
-    if phase != Phase.SUCCEEDED.value or not status.get("outputModel"):
-        raise ModelNotReady(f"waiting for DPOTrainingJob {ref} to succeed (phase {phase or 'unknown'})")
+    if not gate_allows(status, ref, deployment) or not status.get("outputModel"):
+        step = (status.get("promotion") or {}).get("step")
+        raise ModelNotReady(f"waiting for DPOTrainingJob {ref} to succeed (phase {phase or 'unknown'}"
+                            + (f", promotion {step})" if step else ")"))
     spec = training_api.DPOTrainingJobSpec.model_validate(job["spec"])
     output = status["outputModel"]
     name = served_name or ref
@@ -67,7 +86,7 @@ def from_training_job(job: dict[str, Any] | None, ref: str, served_name: str | N
     return ServedModel(served_name=name, base_name=spec.model.name, weights=location)
 
 
-def resolve(spec: ModelDeploymentSpec, read_training_job: Any) -> ServedModel:
+def resolve(spec: ModelDeploymentSpec, read_training_job: Any, deployment: str | None = None) -> ServedModel:
     if spec.model.explicit is not None:
         explicit = spec.model.explicit
         if explicit.lora_adapter is not None:
@@ -78,4 +97,4 @@ def resolve(spec: ModelDeploymentSpec, read_training_job: Any) -> ServedModel:
                            nim_builtin=explicit.pvc is None)
     assert spec.model.training_job_ref is not None
     ref = spec.model.training_job_ref.name
-    return from_training_job(read_training_job(ref), ref, spec.served_model_name)
+    return from_training_job(read_training_job(ref), ref, spec.served_model_name, deployment)
