@@ -11,11 +11,11 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from dpo_operator.api import GROUP, VERSION
+from dpo_operator.api import ALL_KINDS, GROUP, VERSION
 
 T = TypeVar("T")
 
-PLURALS = {"DPOCollection": "dpocollections", "DPOTrainingJob": "dpotrainingjobs", "ModelDeployment": "modeldeployments"}
+PLURALS = {kind.kind: kind.plural for kind in ALL_KINDS}
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> T:
