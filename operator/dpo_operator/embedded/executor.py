@@ -185,7 +185,9 @@ class LocalExecutor:
         selector = "app.kubernetes.io/managed-by=dpo-operator"
         listed = (self.apps.list_namespaced_deployment(self.namespace, label_selector=selector) if self.namespace
                   else self.apps.list_deployment_for_all_namespaces(label_selector=selector))
-        for deployment in self.api.sanitize_for_serialization(listed)["items"]:
+        deployments = self.api.sanitize_for_serialization(listed)["items"]
+        self._stop_removed({d["metadata"]["uid"] for d in deployments})
+        for deployment in deployments:
             uid = deployment["metadata"]["uid"]
             revision = (deployment["metadata"].get("annotations") or {}).get("dpo.ai/revision", "")
             running = self._servers.get(uid)
@@ -207,6 +209,13 @@ class LocalExecutor:
             self._servers[uid] = (revision, process, pod)
             threading.Thread(target=self._report_ready, args=(deployment, pod, process, port), daemon=True,
                              name=f"nim-{deployment['metadata']['name']}").start()
+
+    def _stop_removed(self, present: set[str]) -> None:
+        """A deleted Deployment's server stops, as the kubelet kills its pods (and frees its port)."""
+        for uid in [uid for uid in self._servers if uid not in present]:
+            _, process, _ = self._servers.pop(uid)
+            process.terminate()
+            process.wait(timeout=10)
 
     def _replica_pod(self, deployment: dict[str, Any], revision: str) -> str:
         """The Deployment's one replica as a Pod (what its ReplicaSet would create), so that ``kubectl logs
