@@ -80,11 +80,13 @@ def test_training_examples_of_a_collection_are_held_out(tmp_path: Path, monkeypa
     assert not any(e.example_id in evaluated for e in pool if e.payload in boards)
 
 
-def test_no_examples_left_is_reported_without_calling_anyone(tmp_path: Path) -> None:
-    evaluation = spec("http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1", heldOut={"excludeIndices": [
-        {"start": 0, "end": 100}]})
+def test_no_examples_left_is_reported_without_calling_anyone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    training = heldout.TrainingExamples("pairs", {"name": "tictactoe", "numExamples": 30}, 5)  # the same pool
+    monkeypatch.setenv(heldout.TRAINING_EXAMPLES_ENV, training.to_json())
+    evaluation = spec("http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1", heldOut={"collectionRef": {"name": "pairs"}})
     result = run_evaluation(evaluation, data_root=tmp_path)
     assert result.examples == 0 and result.excluded == 30
+    assert result.held_out is not None and "30 that DPOCollection pairs played" in result.held_out
     assert result.verdict == "Inconclusive" and result.verdict_message == "no examples were evaluated"
 
 
@@ -136,6 +138,12 @@ def test_a_scorer_returning_nan_is_a_counted_failure(tmp_path: Path) -> None:
     assert failures > 0 and result.verdict == "Inconclusive"
     assert "lack a score" in result.verdict_message
     json.loads((tmp_path / "eval" / RESULT_FILE).read_text())  # still valid JSON (no NaN written)
+
+
+def test_excluding_every_index_is_an_invalid_spec() -> None:
+    with pytest.raises(ValueError, match="exclude every example of the pool"):
+        spec("http://a/v1", "http://b/v1", heldOut={"excludeIndices": [{"start": 0, "end": 10}, {"start": 10, "end": 99}]})
+    assert spec("http://a/v1", "http://b/v1", heldOut={"excludeIndices": [{"start": 1, "end": 99}]}).held_out
 
 
 def test_the_cli_reports_the_summary_and_refuses_equal_sides(tmp_path: Path) -> None:
