@@ -11,11 +11,12 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from dpo_operator.api import ALL_KINDS, GROUP, VERSION
+from dpo_operator.api import GROUP, VERSION
 
 T = TypeVar("T")
 
-PLURALS = {kind.kind: kind.plural for kind in ALL_KINDS}
+PLURALS = {"DPOCollection": "dpocollections", "DPOTrainingJob": "dpotrainingjobs", "ModelDeployment": "modeldeployments",
+           "DPOEvaluation": "dpoevaluations"}
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> T:

@@ -141,7 +141,12 @@ class DPOEvaluationSpec(ApiModel):
             raise ValueError("workflow.nat.workflowOutput cannot be evaluated: the evaluation runs the workflow "
                              "against each endpoint (set configFile or configMapRef)")
         if self.candidate.to_api() == self.baseline.to_api():
-            raise ValueError("baseline equals candidate: the comparison would measure nothing")
+            raise ValueError("spec.baseline equals spec.candidate: the comparison would measure nothing")
+        ranges = (self.held_out.exclude_indices if self.held_out else None) or []
+        pool = self.workflow.num_examples
+        if nat is None and ranges and all(any(r.start <= i < r.end for r in ranges) for i in range(pool)):
+            raise ValueError(f"heldOut.excludeIndices exclude every example of the pool (workflow.numExamples {pool}): "
+                             "nothing would be evaluated")
         return self
 
 

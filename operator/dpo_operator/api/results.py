@@ -65,6 +65,44 @@ class UploadResult(PodResult):
     pairs: dict[str, int] | None = None
 
 
+class SideResult(PodResult):
+    """One side of an evaluation: its scores, and why examples have none."""
+
+    endpoint: str | None = None
+    model: str | None = None
+    mean: float | None = None
+    count: int = 0
+    failures: int = 0
+    failures_by_reason: dict[str, int] = {}
+    invalid_answers: int = 0
+    first_error: str | None = None
+
+
+class EvaluationResult(PodResult):
+    """The operator needs ``examples``, both sides and ``verdict``; the per-example scores stay in the result file."""
+
+    examples: int
+    candidate: SideResult
+    baseline: SideResult
+    verdict: str
+    verdict_message: str = ""
+    pool: int | None = None
+    excluded: int | None = None
+    held_out: str | None = None
+    pairs: int = 0
+    mean_difference: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    confidence: float | None = None
+    method: str | None = None
+    resamples: int | None = None
+    seed: int | None = None
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    result_path: str | None = None
+
+
 def first_valid(model: type[ResultT], reported: list[dict[str, Any]]) -> ResultT | None:
     """The newest reported result that is a valid ``model`` (errors and partial results are skipped)."""
     for candidate in reported:
