@@ -95,7 +95,10 @@ def test_a_passing_evaluation_promotes_the_candidate(kube: Kube, namespace: str,
 
     evaluation = wait_for(lambda: kube.exists("DPOEvaluation", namespace, "dpo-gate")
                           and kube.get("DPOEvaluation", namespace, "dpo-gate"), what="evaluation")
-    assert evaluation["spec"]["candidate"] == {"modelDeploymentRef": {"name": "dpo-candidate"}}
+    # each side as the URL and model it served when the evaluation began (the annotations say what they are)
+    assert evaluation["spec"]["candidate"] == {
+        "baseUrl": f"http://dpo-candidate.{namespace}.svc.cluster.local:{nim.port}/v1", "model": "dpo"}
+    assert evaluation["metadata"]["annotations"]["dpo.ai/candidate"] == "ModelDeployment dpo-candidate"
     assert evaluation["spec"]["baseline"] == {"baseUrl": BASELINE_URL, "model": "base"}
     assert evaluation["spec"]["gate"] == GATE and evaluation["spec"]["maxExamples"] == 30
     assert evaluation["metadata"]["ownerReferences"][0]["uid"] == gating["metadata"]["uid"]
@@ -131,7 +134,9 @@ def test_a_worse_model_is_refused_and_serving_is_untouched(kube: Kube, namespace
     serve(kube, namespace, "dpo-candidate")
     evaluation = wait_for(lambda: kube.exists("DPOEvaluation", namespace, "dpo-gate")
                           and kube.get("DPOEvaluation", namespace, "dpo-gate"), what="evaluation")
-    assert evaluation["spec"]["baseline"] == {"modelDeploymentRef": {"name": "serving"}}  # what it would replace
+    assert evaluation["spec"]["baseline"] == {  # what it would replace
+        "baseUrl": f"http://serving.{namespace}.svc.cluster.local:{nim.port}/v1", "model": "meta/llama-3.2-1b-instruct"}
+    assert evaluation["metadata"]["annotations"]["dpo.ai/baseline"] == "ModelDeployment serving"
 
     kube.finish_job(namespace, evaluation_job(kube, namespace, "dpo-gate"), succeeded=True,
                     message=evaluation_result("Failed", -0.15, -0.3, -0.02))

@@ -62,8 +62,19 @@ def test_the_evaluation_holds_out_the_training_collection_unless_told_otherwise(
 
 def test_an_evaluation_the_kind_would_refuse_is_an_invalid_spec_naming_the_field() -> None:
     spec = spec_with({"evaluation": {**TEMPLATE, "baseline": {"modelDeploymentRef": {"name": "dpo-candidate"}}}})
-    with pytest.raises(InvalidSpec, match=r"spec\.deployOnCompletion\.promotion\.evaluation.*baseline equals candidate"):
+    with pytest.raises(InvalidSpec, match=r"spec\.deployOnCompletion\.promotion\.evaluation.*baseline equals .*candidate"):
         render.evaluation_spec(spec, render.plan(BODY, spec))
+
+
+def test_a_served_side_is_recorded_as_the_url_and_model_it_serves() -> None:
+    ready = {"status": {"phase": "Ready", "endpoint": "http://dpo-candidate.ns.svc.cluster.local:8001/",
+                        "servedModelName": "tuned"}}
+    side = {"modelDeploymentRef": {"name": "dpo-candidate"}}
+    assert render.served_endpoint(side, ready) == {"baseUrl": "http://dpo-candidate.ns.svc.cluster.local:8001/v1",
+                                                   "model": "tuned"}
+    adapter = {**side, "model": "lora-a", "apiKeySecretRef": {"name": "k", "key": "v"}}
+    assert render.served_endpoint(adapter, ready) == {"baseUrl": "http://dpo-candidate.ns.svc.cluster.local:8001/v1",
+                                                      "model": "lora-a", "apiKeySecretRef": {"name": "k", "key": "v"}}
 
 
 def test_a_hub_base_model_needs_a_named_baseline() -> None:

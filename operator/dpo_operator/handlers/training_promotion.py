@@ -32,6 +32,7 @@ from dpo_operator.kube import custom_objects
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render import promotion as render
 from dpo_operator.runtime.controller import Result
+from dpo_operator.runtime.errors import InvalidSpec
 
 CONDITION = "Promoted"
 IN_PROGRESS = (PromotionStep.SERVING_CANDIDATE.value, PromotionStep.EVALUATING.value, PromotionStep.PROMOTING.value)
@@ -83,19 +84,19 @@ def gate(body: Any, spec: DPOTrainingJobSpec, fields: DPOTrainingJobStatus,
 def _evaluate(body: Any, spec: DPOTrainingJobSpec, plan: render.GatePlan, state: PromotionStatus,
               fields: DPOTrainingJobStatus, applied: tuple[bool, str, str] | None) -> Result:
     namespace = body["metadata"]["namespace"]
-    served = [custom_objects.ensure(deployment_api.KIND, namespace, render.candidate_deployment(body, spec, plan))]
-    if (baseline := render.baseline_deployment(body, spec, plan)) is not None:
-        served.append(custom_objects.ensure(deployment_api.KIND, namespace, baseline))
-    for deployment in served:
-        status, name = deployment.get("status") or {}, deployment["metadata"]["name"]
-        if status.get("phase") in (Phase.FAILED.value, Phase.CANCELLED.value):
-            return _refuse(body, state, fields, applied, f"ModelDeployment {name} could not serve the model for "
-                           f"the evaluation ({status.get('reason')}: {status.get('message', '')})")
-        if status.get("phase") != Phase.READY.value:
+    evaluation = custom_objects.read(evaluation_api.KIND, namespace, plan.evaluation)
+    if evaluation is None:  # created once, when every side serves; afterwards it is the record
+        resolved = _served_sides(body, spec, plan)
+        if isinstance(resolved, str):
             fields.promotion = state.model_copy(update={"step": PromotionStep.SERVING_CANDIDATE})
-            return _running(fields, applied, Reason.ServingCandidate, f"waiting for ModelDeployment {name} to be "
-                            f"Ready (phase {status.get('phase') or 'unknown'}: {status.get('message', '')})")
-    evaluation = custom_objects.ensure(evaluation_api.KIND, namespace, render.evaluation(body, spec, plan))
+            return _running(fields, applied, Reason.ServingCandidate, resolved)
+        if isinstance(resolved, _Refusal):
+            return _refuse(body, state, fields, applied, resolved.why)
+        try:
+            manifest = render.evaluation(body, spec, plan, resolved)
+        except InvalidSpec as exc:
+            return _refuse(body, state, fields, applied, f"the evaluation cannot run: {exc}")
+        evaluation = custom_objects.ensure(evaluation_api.KIND, namespace, manifest)
     status = evaluation.get("status") or {}
     phase = status.get("phase")
     if phase in (Phase.FAILED.value, Phase.CANCELLED.value):
@@ -113,6 +114,38 @@ def _evaluate(body: Any, spec: DPOTrainingJobSpec, plan: render.GatePlan, state:
                                                 "message": f"verdict Passed: {_summary(status)}"})
     return _running(fields, applied, Reason.Promoting, f"verdict Passed ({_summary(status)}); promoting to "
                     f"ModelDeployment {plan.target}", requeue=True)
+
+
+class _Refusal:
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _served_sides(body: Any, spec: DPOTrainingJobSpec, plan: render.GatePlan) -> dict[str, dict[str, Any]] | str | _Refusal:
+    """Both sides as URL and model, once every ModelDeployment among them is Ready (ours are created here); else
+    what is awaited, or why the gate cannot go on."""
+    namespace = body["metadata"]["namespace"]
+    custom_objects.ensure(deployment_api.KIND, namespace, render.candidate_deployment(body, spec, plan))
+    if (baseline := render.baseline_deployment(body, spec, plan)) is not None:
+        custom_objects.ensure(deployment_api.KIND, namespace, baseline)
+    resolved = {}
+    for side, endpoint in render.sides(plan).items():
+        ref = (endpoint.get("modelDeploymentRef") or {}).get("name")
+        if ref is None:
+            resolved[side] = endpoint
+            continue
+        deployment = custom_objects.read(deployment_api.KIND, namespace, ref)
+        status = (deployment or {}).get("status") or {}
+        if status.get("phase") in (Phase.FAILED.value, Phase.CANCELLED.value):
+            return _Refusal(f"ModelDeployment {ref} ({side}) cannot serve for the evaluation "
+                            f"({status.get('reason')}: {status.get('message', '')})")
+        if deployment is None or status.get("phase") != Phase.READY.value or not status.get("endpoint") \
+                or not status.get("servedModelName"):
+            state = "does not exist (yet)" if deployment is None else \
+                f"is {status.get('phase') or 'Pending'}: {status.get('message', '')}"
+            return f"training completed; waiting for ModelDeployment {ref} ({side}) to be Ready: it {state}"
+        resolved[side] = render.served_endpoint(endpoint, deployment)
+    return resolved
 
 
 def _promote(body: Any, spec: DPOTrainingJobSpec, state: PromotionStatus, fields: DPOTrainingJobStatus,
