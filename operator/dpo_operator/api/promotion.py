@@ -39,7 +39,7 @@ def _template_fields() -> dict[str, Any]:
     return fields
 
 
-_EvaluationTemplateBase: type[ApiModel] = create_model(  # type: ignore[call-overload]
+_EvaluationTemplateBase: type[ApiModel] = create_model(
     "_EvaluationTemplateBase", __base__=ApiModel, **_template_fields())
 
 

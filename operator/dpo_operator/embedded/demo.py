@@ -3,8 +3,9 @@
 It starts the emulated API server, applies the CRDs, runs the real operator and a local executor standing in for
 the kubelet; builds a tiny starting policy; then applies a ModelDeployment serving it, a DPOCollection on the
 tic-tac-toe workflow against that endpoint, and a DPOTrainingJob whose ``deployOnCompletion`` serves the trained
-model. It prints ``kubectl get dpo``-style rows as they change, the dataset, and the move quality of the policy
-before and after DPO on held-out positions.
+model only through its promotion gate: a DPOEvaluation of the trained model against the starting policy on held-out
+positions. It prints ``kubectl get dpo``-style rows as they change, the dataset, and the before/after table from the
+evaluation's status.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dpo_operator import crdgen
 from dpo_operator.api import ALL_KINDS, GROUP, VERSION
 
 NAMESPACE = "dpo-demo"
+HELD_OUT = 200  # positions the gate evaluates (the collection's own are excluded)
+GATE = "tictactoe-dpo-gate"  # the DPOEvaluation the promotion gate creates (named from the training job)
 
 
 def _json_path(obj: dict[str, Any], path: str) -> Any:
@@ -82,13 +85,26 @@ def pipeline(examples: int, base_port: int, trained_port: int) -> list[dict[str,
                                 "maxSeqLength": 256, "dpo": {"refPolicyKlPenalty": 0.1, "sftLossWeight": 1.0}},
             "local": {"gpusPerNode": 0, "precision": "fp32", "output": {"claimName": "demo-data", "path": "/models"}},
             "deployOnCompletion": {"port": trained_port, "servedModelName": "tictactoe-dpo",
-                                   "readinessTimeoutSeconds": 300, "template": {"image": "local/dev-stand-in"}}}),
+                                   "readinessTimeoutSeconds": 300, "template": {"image": "local/dev-stand-in"},
+                                   # served only if it plays better than the starting policy on held-out positions
+                                   "promotion": {"evaluation": evaluation_template(examples)}}}),
     ]
 
 
+def evaluation_template(examples: int) -> dict[str, Any]:
+    """The before/after comparison as the promotion gate's DPOEvaluation: the trained model (the operator fills in
+    the candidate) against the starting policy's ModelDeployment, on positions the collection did not play (held
+    out by default), greedy answers, the same seeds on both sides."""
+    return {"workflow": {"name": "tictactoe", "numExamples": examples + HELD_OUT}, "maxExamples": HELD_OUT,
+            "baseline": {"modelDeploymentRef": {"name": "base-policy"}},
+            "sampling": {"temperature": 0.0, "maxTokens": 4, "maxConcurrency": 4},
+            "gate": {"minImprovement": 0.0, "confidence": 0.95},
+            "template": {"image": "local/dev-stand-in"}}
+
+
 def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
-    """0 when the pipeline finished and the trained policy plays better than the starting one on held-out positions."""
-    from dpo_operator.collect import tictactoe
+    """0 when the trained policy passed the promotion gate (better than the starting one on held-out positions) and
+    is served; 2 when the gate refused it; 1 when the pipeline failed."""
     from dpo_operator.embedded import demo_policy
     from dpo_operator.kubeemu.cluster import EmbeddedCluster
     from dpo_operator.embedded.executor import LocalExecutor
@@ -136,27 +152,24 @@ def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
                 custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, obj)
                 print(f"{obj['kind'].lower()}.{GROUP}/{obj['metadata']['name']} created")
             final = _follow(custom, timeout, started)
-            if final is not None:
+            if final is not None and final != NOT_PROMOTED:
                 print(f"\npipeline stopped: {final}")
                 return 1
             _show_dataset(executor.pvc_dir("demo-data") / "datasets/tictactoe")
-            seen = set(tictactoe.random_positions(examples, seed=42))
-            positions = demo_policy.held_out_positions(200, exclude=seen)
-            print(f"\n== move quality on {len(positions)} held-out positions (greedy answers through each NIM's "
-                  "/v1/chat/completions, scored by minimax) ==")
-            before = demo_policy.move_quality(f"http://127.0.0.1:{base_port}/v1", "tictactoe-base", positions)
-            after = demo_policy.move_quality(f"http://127.0.0.1:{trained_port}/v1", "tictactoe-dpo", positions)
-            print(f"before DPO (base-policy):    {before.line()}")
-            print(f"after DPO  (tictactoe-dpo):  {after.line()}")
+            _show_gate(custom)
             print(f"\ndone in {time.monotonic() - started:.0f}s; volumes and pod logs under {workdir}")
-    if after.mean_value <= before.mean_value:
-        print("DPO did not improve the policy on held-out positions this time")
+    if final == NOT_PROMOTED:
+        print("DPO did not improve the policy on held-out positions this time: the trained model was not promoted")
         return 2
     return 0
 
 
+NOT_PROMOTED = "not promoted"
+
+
 def _verdict(custom: kubernetes.client.CustomObjectsApi) -> str | None:
-    """"ready" once the trained model is served, a message when something failed, else None (still going)."""
+    """"ready" once the trained model is promoted and served, :data:`NOT_PROMOTED` when the gate refused it, a
+    message when something failed, else None (still going)."""
     for kind in ALL_KINDS:
         for item in custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, kind.plural)["items"]:
             status = item.get("status") or {}
@@ -165,11 +178,14 @@ def _verdict(custom: kubernetes.client.CustomObjectsApi) -> str | None:
             if kind.kind == "ModelDeployment" and item["metadata"]["name"] == "tictactoe-dpo" \
                     and status.get("phase") == "Ready":
                 return "ready"
+            if kind.kind == "DPOTrainingJob" and (status.get("promotion") or {}).get("step") == "NotPromoted":
+                return NOT_PROMOTED
     return None
 
 
 def _follow(custom: kubernetes.client.CustomObjectsApi, timeout: float, started: float) -> str | None:
-    """Print ``kubectl get dpo`` whenever it changes; None once the trained model is Ready, else what went wrong."""
+    """Print ``kubectl get dpo`` whenever it changes; None once the trained model is Ready, else what went wrong
+    (or :data:`NOT_PROMOTED`)."""
     deadline = time.monotonic() + timeout
     last: list[str] = []
     while time.monotonic() < deadline:
@@ -193,3 +209,28 @@ def _show_dataset(path: Path) -> None:
     print("  first training pair:")
     print("    prompt:   " + first["prompt"].replace("\n", "\n              "))
     print(f"    chosen:   {first['chosen_response']!r}   rejected: {first['rejected_response']!r}")
+
+
+def _show_gate(custom: kubernetes.client.CustomObjectsApi) -> None:
+    """The before/after table, from the promotion gate's DPOEvaluation status."""
+    status = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "dpoevaluations", GATE).get("status") or {}
+    held_out, diff, outcomes = status.get("heldOut") or {}, status.get("difference") or {}, status.get("outcomes") or {}
+    print(f"\n== the promotion gate: DPOEvaluation {GATE} on {held_out.get('evaluated')} held-out positions "
+          f"({held_out.get('description')}) ==\n"
+          "whole games from each position against a perfect opponent, greedy answers through each NIM's "
+          "/v1/chat/completions, each move scored by minimax (+1 win, 0 draw, -1 loss; unparsable or illegal -2)")
+    for label, side in (("before DPO (base-policy):  ", status.get("baseline") or {}),
+                        ("after DPO  (tictactoe-dpo):", status.get("candidate") or {})):
+        print(f"{label}  {side_line(side)}")
+    print(f"difference {diff.get('mean', float('nan')):+.3f}, {diff.get('confidence', 0):.0%} interval "
+          f"[{diff.get('lower', float('nan')):+.3f}, {diff.get('upper', float('nan')):+.3f}] ({diff.get('method')}, "
+          f"{diff.get('resamples')} resamples, seed {diff.get('seed')}); wins {outcomes.get('wins')}, ties "
+          f"{outcomes.get('ties')}, losses {outcomes.get('losses')}")
+    print(f"verdict {status.get('verdict')}: {status.get('verdictMessage', '')}")
+
+
+def side_line(side: dict[str, Any]) -> str:
+    """One row of the table: mean move value, share of invalid answers (of all moves), positions scored."""
+    count = side.get("count") or 0
+    return (f"mean move value {side.get('mean', float('nan')):+.3f}   invalid answers {side.get('invalidAnswers', 0):4d}"
+            f"   failures {side.get('failures', 0)}   ({count} held-out positions)")

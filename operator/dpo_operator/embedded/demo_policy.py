@@ -1,12 +1,11 @@
 """The embedded demo's starting policy: a tiny char-level model taught, by a short supervised warm-up, to answer a
 tic-tac-toe prompt with a random legal cell. It plays legal-ish moves with no sense of which ones are good: the
-room DPO on minimax-scored pairs has to improve it. Also: move quality of a served policy on held-out positions.
+room DPO on minimax-scored pairs has to improve it (the demo's promotion gate measures whether it did).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_operator.collect import tictactoe
@@ -50,40 +49,3 @@ def build_base_policy(path: Path, seed: int = 0, steps: int = 300, batch: int = 
         optimizer.zero_grad()
     model.save_pretrained(path)
     return path
-
-
-@dataclass(frozen=True)
-class MoveQuality:
-    positions: int
-    mean_value: float      # mean minimax value of the chosen move (+1 win, 0 draw, -1 loss; illegal counts -2)
-    optimal: float         # share of positions where the move is among the best
-    illegal: float         # share of unparseable or illegal answers
-
-    def line(self) -> str:
-        return (f"mean move value {self.mean_value:+.3f}   optimal moves {self.optimal:6.1%}   "
-                f"illegal {self.illegal:6.1%}   ({self.positions} held-out positions)")
-
-
-def held_out_positions(count: int, exclude: set[str], seed: int = 777) -> list[str]:
-    return [b for b in tictactoe.random_positions(count * 3, seed=seed) if b not in exclude][:count]
-
-
-def move_quality(base_url: str, model: str, positions: list[str]) -> MoveQuality:
-    """Greedy answers of a served policy (OpenAI-compatible chat completions), scored by minimax."""
-    import httpx
-
-    values, optimal, illegal = [], 0, 0
-    with httpx.Client(base_url=base_url.rstrip("/") + "/", timeout=60) as http:
-        for board in positions:
-            answer = http.post("chat/completions", json={"model": model, "messages": tictactoe.prompt_for(board),
-                                                         "temperature": 0.0, "max_tokens": 4})
-            answer.raise_for_status()
-            text = answer.json()["choices"][0]["message"]["content"]
-            score = tictactoe.score_move(board, text)
-            values.append(score)
-            if score == tictactoe.ILLEGAL_MOVE_SCORE:
-                illegal += 1
-            elif score == max(tictactoe.move_value(board, m) for m in tictactoe.legal_moves(board)):
-                optimal += 1
-    n = len(positions)
-    return MoveQuality(n, sum(values) / n, optimal / n, illegal / n)
