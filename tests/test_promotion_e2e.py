@@ -225,3 +225,14 @@ def test_a_restart_during_the_gate_creates_no_second_candidate_or_evaluation(kub
     assert len(kube.jobs(namespace, "dpo.ai/dpoevaluation=dpo-gate")) == 1
     deployments = kube.custom.list_namespaced_custom_object("dpo.ai", "v1alpha1", namespace, "modeldeployments")["items"]
     assert sorted(d["metadata"]["name"] for d in deployments if not d["metadata"].get("deletionTimestamp")) == ["dpo"]
+
+
+def test_a_gate_with_no_baseline_to_be_had_is_refused_before_training(kube: Kube, namespace: str,
+                                                                      operator: None) -> None:
+    spec = gated(8000, evaluation={})  # no baseline named, nothing replaced: the base model would be served...
+    spec["model"] = {"name": "tiny", "hub": {"endpoint": "http://hub.example/v1/hf", "repoId": "ns/tiny"}}
+    kube.create("DPOTrainingJob", namespace, "dpo", spec)  # ...but a hub model cannot be
+    failed = kube.wait_phase("DPOTrainingJob", namespace, "dpo", "Failed")
+    condition = conditions_of(failed)["Failed"]
+    assert condition["reason"] == "InvalidSpec" and "promotion.replaces" in condition["message"]
+    assert kube.job(namespace, "dpo-train") is None

@@ -46,6 +46,7 @@ def decide(body: dict[str, Any]) -> Result:
     spec = parse_spec(DPOTrainingJobSpec, body)
     if training_promotion.in_progress(body):  # trained: only the promotion gate is left
         return training_promotion.gate(body, spec, DPOTrainingJobStatus())
+    training_promotion.check(body, spec)  # a gate that cannot work is refused before training, not after
     if spec.backend == Backend.CUSTOMIZER.value:
         return training_customizer.decide(body, spec)
     decided = training_local.decide(body, spec)

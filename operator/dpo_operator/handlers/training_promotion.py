@@ -47,6 +47,13 @@ def in_progress(body: Any) -> bool:
     return current(body).step in IN_PROGRESS
 
 
+def check(body: Any, spec: DPOTrainingJobSpec) -> None:
+    """InvalidSpec (naming the field) for a promotion gate that could not run: no baseline to be had, or an
+    evaluation the DPOEvaluation kind would refuse."""
+    if render.promotion_of(spec) is not None:
+        render.evaluation_spec(spec, render.plan(body, spec))
+
+
 def finish(body: Any, spec: DPOTrainingJobSpec, fields: DPOTrainingJobStatus, message: str,
            applied: tuple[bool, str, str] | None) -> Result:
     """Training succeeded (``fields`` holds its output): deploy as deployOnCompletion says, or start the gate."""
