@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.nemo import FakeNemo
 from tests.fakes.nim import FakeNim
 from tests.kubehelpers import Kube, conditions_of, wait_for
+from tests.test_deployment_e2e import customizer_training
 from tests.test_training_e2e import TRAIN_RESULT, TRAINING
 
 pytestmark = pytest.mark.e2e
@@ -236,3 +238,30 @@ def test_a_gate_with_no_baseline_to_be_had_is_refused_before_training(kube: Kube
     condition = conditions_of(failed)["Failed"]
     assert condition["reason"] == "InvalidSpec" and "promotion.replaces" in condition["message"]
     assert kube.job(namespace, "dpo-train") is None
+
+
+def test_a_customizer_adapter_is_evaluated_in_the_running_base_nim_and_promoted(kube: Kube, namespace: str,
+                                                                                operator: None) -> None:
+    """The customizer backend: the LoRA adapter candidate is served by the base model's NIM that already runs in
+    NeMo (loaded from the Entity Store, nothing new deployed), evaluated against that base model, promoted."""
+    with FakeNemo() as nemo:
+        nemo.add_deployment("team-a", "llama-base", "meta/llama-3.2-1b-instruct")
+        base_url = f"{nemo.url}/nim/team-a/llama-base/v1"
+        spec = customizer_training(nemo, "lora")
+        spec["deployOnCompletion"]["promotion"] = {"evaluation": {
+            "workflow": {"name": "tictactoe"}, "gate": GATE,
+            "baseline": {"baseUrl": base_url, "model": "meta/llama-3.2-1b-instruct"}}}
+        kube.create("DPOTrainingJob", namespace, "tuned", spec)
+        candidate = kube.wait_phase("ModelDeployment", namespace, "tuned-candidate", "Ready", timeout=60)
+        assert candidate["status"]["remoteDeployment"] == "llama-base"  # the adapter went into the running NIM
+        adapter = kube.get("DPOTrainingJob", namespace, "tuned")["status"]["outputModel"]
+        evaluation = wait_for(lambda: kube.exists("DPOEvaluation", namespace, "tuned-gate")
+                              and kube.get("DPOEvaluation", namespace, "tuned-gate"), what="evaluation")
+        assert evaluation["spec"]["candidate"] == {"baseUrl": base_url, "model": adapter}
+        kube.finish_job(namespace, evaluation_job(kube, namespace, "tuned-gate"), succeeded=True,
+                        message=evaluation_result("Passed", 0.2, 0.05, 0.35))
+        done = kube.wait_phase("DPOTrainingJob", namespace, "tuned", "Succeeded", timeout=30)
+        assert conditions_of(done)["Promoted"]["status"] == "True"
+        ready = kube.wait_phase("ModelDeployment", namespace, "tuned", "Ready", timeout=30)
+        assert ready["status"]["servedModelName"] == adapter
+        assert sorted(nemo.deployments) == ["team-a/llama-base"]  # no NIM was deployed for the gate
