@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.kubehelpers import Kube, wait_for
+from tests.kubehelpers import Kube
 
 pytestmark = pytest.mark.e2e
 
