@@ -5,6 +5,7 @@ condition."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,13 @@ def test_a_better_endpoint_passes_the_gate_and_a_worse_one_does_not(kube: Kube, 
     assert rows["better"]["Diff"] == pytest.approx(difference["mean"])
 
 
-def test_bad_input_ends_in_clear_conditions(kube: Kube, namespace: str, operator: None, tmp_path: Path) -> None:
-    """Equal sides, an endpoint that is down, no examples left after exclusion: each a condition, no crash."""
+def test_bad_input_ends_in_clear_conditions(kube: Kube, namespace: str, operator: None, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equal sides, an endpoint that is down, a scorer returning NaN, no examples left after exclusion: each a
+    condition, no crash."""
     kube.require_emulated()
+    root = str(Path(__file__).resolve().parent.parent)  # the pod imports the NaN-scoring test workflow plugin
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     from dpo_operator.embedded.executor import LocalExecutor
     from dpo_operator.embedded.policy_server import PolicyServer
 
@@ -112,7 +117,12 @@ def test_bad_input_ends_in_clear_conditions(kube: Kube, namespace: str, operator
         kube.create("DPOEvaluation", namespace, "down", down)
         kube.create("DPOEvaluation", namespace, "none-left", evaluation(good, good, baseline={
             "baseUrl": good.url, "model": "toy/other"}))
+        kube.create("DPOEvaluation", namespace, "nan", evaluation(good, good, heldOut=None, baseline={
+            "baseUrl": good.url, "model": "toy/other"}, workflow={
+            "name": "tests.test_evaluation_runner:nan_workflow", "numExamples": 30},
+            sampling={"startupTimeoutSeconds": 0}))  # the stand-in lists one model; it answers for any
         invalid = kube.wait_phase("DPOEvaluation", namespace, "same", "Failed")
+        nan = kube.wait_phase("DPOEvaluation", namespace, "nan", "Failed", timeout=90)
         failed = kube.wait_phase("DPOEvaluation", namespace, "down", "Failed", timeout=90)
         empty = kube.wait_phase("DPOEvaluation", namespace, "none-left", "Failed", timeout=90)
     assert invalid["status"]["reason"] == "InvalidSpec"
@@ -126,6 +136,11 @@ def test_bad_input_ends_in_clear_conditions(kube: Kube, namespace: str, operator
     assert status["candidate"]["count"] == 30  # the side that answered is still reported
     assert conditions(failed)["GatePassed"]["status"] == "False"
     assert conditions(failed)["GatePassed"]["reason"] == "Inconclusive"
+
+    status = nan["status"]
+    assert status["reason"] == "ScoreNotFinite" and status["verdict"] == "Inconclusive"
+    assert status["candidate"]["failuresByReason"]["nonFiniteScore"] == status["candidate"]["failures"] > 0
+    assert "the workflow scored an answer" in status["message"]
 
     assert empty["status"]["reason"] == "NoHeldOutExamples"
     assert "excluded 60 that DPOCollection pairs played" in empty["status"]["message"]

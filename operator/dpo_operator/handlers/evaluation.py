@@ -30,12 +30,21 @@ from dpo_operator.api.reasons import Reason
 from dpo_operator.api.results import EvaluationResult, SideResult, first_valid
 from dpo_operator.evaluate.endpoints import Endpoint
 from dpo_operator.evaluate.heldout import TrainingExamples
-from dpo_operator.handlers.common import enqueue_owner, enqueue_pod_owner
+from dpo_operator.handlers.common import enqueue_owner, enqueue_pod_owner, needs_retry_after_fix
 from dpo_operator.kube import custom_objects
-from dpo_operator.kube.jobs import JobState, ensure_job, failure, get_job, job_state, pod_problem, pod_results
+from dpo_operator.kube.jobs import (
+    JobState,
+    ensure_job,
+    failure,
+    get_job,
+    job_state,
+    pod_problem,
+    pod_results,
+    spec_applied,
+)
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
-from dpo_operator.render.evaluation import job_manifest, job_name
+from dpo_operator.render.evaluation import SPEC_ENV, job_manifest, job_name
 from dpo_operator.runtime.controller import RUNTIME, Controller, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure, parse_spec
 
@@ -180,7 +189,7 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
 
 def decide(body: dict[str, Any]) -> Result:
     """The evaluation's one decision: once both endpoints are known, its Job (created once), and its outcome."""
-    if is_terminal(body):
+    if is_terminal(body) and not needs_retry_after_fix(body):
         return Result(acknowledge_generation(KIND, body))
     spec = parse_spec(DPOEvaluationSpec, body)
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -193,7 +202,9 @@ def decide(body: dict[str, Any]) -> Result:
         if isinstance(plan, Outcome):
             return Result(plan, requeue_after=WAIT_SECONDS)
         job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config, *plan))
-    return Result(outcome_for(namespace, job, job_state(job)))
+    outcome = outcome_for(namespace, job, job_state(job))
+    outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())  # a pod cannot change: later edits are not run
+    return Result(outcome)
 
 
 def next_check(body: Any) -> float | None:
