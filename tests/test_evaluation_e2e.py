@@ -157,3 +157,32 @@ def test_an_evaluation_waits_for_its_model_deployment(kube: Kube, namespace: str
     assert pending["status"]["phase"] == "Pending"
     assert "candidate: ModelDeployment trained does not exist (yet)" in pending["status"]["message"]
     assert kube.job(namespace, "waiting-eval") is None
+
+
+def test_a_nat_workflow_is_evaluated_in_a_local_pod_through_its_evaluator(
+        kube: Kube, namespace: str, operator: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NAT test workflow (found through its entry point, as an installed package would be) runs unchanged in the
+    evaluation pod against each side; the config's reward evaluator scores every item."""
+    kube.require_emulated()  # runs a kubelet stand-in
+    pytest.importorskip("nat.plugins.eval.runtime.evaluate", reason="needs the [nat] extra")
+    from dpo_operator.embedded.executor import LocalExecutor
+    from dpo_operator.embedded.policy_server import PolicyServer
+    from tests.test_evaluation_nat import BOARDS, PLUGIN
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGIN), os.environ.get("PYTHONPATH")])))
+    with PolicyServer(model="toy/trained", skill=1.0, noise=0.0, seed=1) as good, \
+            PolicyServer(model="toy/base", skill=0.0, noise=0.6, seed=2) as bad, \
+            LocalExecutor(kube.api, tmp_path, namespace):
+        spec = {"workflow": {"nat": {"configFile": str(PLUGIN / "ask_config.yml")}},
+                "candidate": {"baseUrl": good.url, "model": good.model},
+                "baseline": {"baseUrl": bad.url, "model": bad.model},
+                "gate": {"minImprovement": 0.0}, "bootstrapResamples": 500}
+        kube.create("DPOEvaluation", namespace, "nat", spec)
+        done = kube.wait_phase("DPOEvaluation", namespace, "nat", "Succeeded", timeout=120)
+        assert good.requests == bad.requests == len(BOARDS)
+    status = done["status"]
+    assert status["verdict"] == "Passed", status
+    assert status["candidate"]["count"] == status["baseline"]["count"] == len(BOARDS)
+    assert status["candidate"]["mean"] > status["baseline"]["mean"]
+    assert status["heldOut"]["description"].endswith("nothing excluded (no spec.heldOut); evaluated 16")
+    assert "resultPath" not in status  # no spec.output: the figures are in status only
