@@ -28,6 +28,7 @@ from dpo_operator.api.evaluation import (
 )
 from dpo_operator.api.reasons import Reason
 from dpo_operator.api.results import EvaluationResult, SideResult, first_valid
+from dpo_operator.config import OperatorConfig
 from dpo_operator.evaluate.endpoints import Endpoint
 from dpo_operator.evaluate.heldout import TrainingExamples
 from dpo_operator.handlers.common import enqueue_owner, enqueue_pod_owner, needs_retry_after_fix
@@ -42,11 +43,12 @@ from dpo_operator.kube.jobs import (
     pod_results,
     spec_applied,
 )
-from dpo_operator.kube.naming import owner_label
+from dpo_operator.kube.naming import owner_label, service_name
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
 from dpo_operator.render.evaluation import SPEC_ENV, job_manifest, job_name
 from dpo_operator.runtime.controller import RUNTIME, Controller, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure, parse_spec
+
 
 WAIT_SECONDS = 10.0
 ENDPOINT_FAILURES = {"endpointError", "endpointUnavailable", "workflowError"}
@@ -76,7 +78,20 @@ def _endpoint(namespace: str, side: EndpointSpec, name: str) -> Endpoint | Outco
     if not model:
         return Outcome(Phase.PENDING.value, Reason.WaitingForEndpoint,
                        f"{name}: ModelDeployment {ref} reports no servedModelName yet")
-    return Endpoint(status["endpoint"], model)
+    return Endpoint(api_root(deployment, namespace, RUNTIME.config), model)
+
+
+def api_root(deployment: dict[str, Any], namespace: str, config: OperatorConfig) -> str:
+    """The OpenAI API root (``.../v1``) an evaluation pod calls for a Ready ModelDeployment: its status.endpoint,
+    or, for a NIM Service (backend kubernetes), the configured workload URL template when one is set."""
+    spec = deployment.get("spec") or {}
+    root = str(deployment["status"]["endpoint"])
+    template = config.workload_endpoint_url_template
+    if template and spec.get("backend", "kubernetes") == "kubernetes":
+        root = template.format(name=service_name(deployment["metadata"]["name"]), namespace=namespace,
+                               port=spec.get("port", 8000))
+    root = root.rstrip("/")
+    return root if root.endswith("/v1") else f"{root}/v1"
 
 
 def _training(namespace: str, spec: DPOEvaluationSpec) -> TrainingExamples | Outcome | None:
