@@ -186,3 +186,16 @@ def test_a_nat_workflow_is_evaluated_in_a_local_pod_through_its_evaluator(
     assert status["candidate"]["mean"] > status["baseline"]["mean"]
     assert status["heldOut"]["description"].endswith("nothing excluded (no spec.heldOut); evaluated 16")
     assert "resultPath" not in status  # no spec.output: the figures are in status only
+
+
+def test_an_endpoint_with_a_reference_and_a_url_is_refused_at_admission(kube: Kube, namespace: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    both = {"candidate": {"modelDeploymentRef": {"name": "trained"}, "baseUrl": "http://a/v1", "model": "m"},
+            "baseline": {"baseUrl": "http://b/v1"}}
+    with pytest.raises(ApiException) as refused:
+        kube.create("DPOEvaluation", namespace, "both", both)
+    assert refused.value.status == 422
+    assert "spec.candidate: Invalid value" in refused.value.body
+    assert "set exactly one of 'modelDeploymentRef' or 'baseUrl'" in refused.value.body
+    assert "'model' is required with 'baseUrl'" in refused.value.body
