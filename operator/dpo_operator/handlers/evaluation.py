@@ -51,7 +51,8 @@ from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure, parse_spe
 
 
 WAIT_SECONDS = 10.0
-ENDPOINT_FAILURES = {"endpointError", "endpointUnavailable", "workflowError"}
+ENDPOINT_FAILURES = {"endpointError", "endpointUnavailable"}
+WORKFLOW_FAILURES = {"workflowError", "episodeError", "noDecisionPoints"}
 SCORE_FAILURES = {"nonFiniteScore", "evaluatorError", "noScore"}
 GATE_REASONS = {Verdict.PASSED.value: Reason.GatePassed, Verdict.FAILED.value: Reason.GateFailed,
                 Verdict.NO_GATE.value: Reason.NoGate, Verdict.INCONCLUSIVE.value: Reason.Inconclusive}
@@ -159,6 +160,7 @@ def _missing_data(result: EvaluationResult) -> tuple[Reason, str] | None:
     if not problems:
         return None
     reason = (Reason.EndpointFailed if ENDPOINT_FAILURES & set(reasons) else
+              Reason.WorkflowFailed if WORKFLOW_FAILURES & set(reasons) else
               Reason.ScoreNotFinite if SCORE_FAILURES & set(reasons) else Reason.IncompleteEvaluation)
     return reason, "; ".join(problems) + "; verdict Inconclusive"
 
