@@ -199,3 +199,50 @@ def test_an_endpoint_with_a_reference_and_a_url_is_refused_at_admission(kube: Ku
     assert "spec.candidate: Invalid value" in refused.value.body
     assert "set exactly one of 'modelDeploymentRef' or 'baseUrl'" in refused.value.body
     assert "'model' is required with 'baseUrl'" in refused.value.body
+
+
+@pytest.fixture()
+def pods_reach_services_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator and the local executor's pods run on this machine: both reach a NIM Service on localhost."""
+    monkeypatch.setenv("DPO_PROBE_URL_TEMPLATE", "http://127.0.0.1:{port}")
+    monkeypatch.setenv("DPO_WORKLOAD_ENDPOINT_URL_TEMPLATE", "http://127.0.0.1:{port}")
+
+
+@pytest.mark.workload
+def test_a_model_deployment_is_evaluated_once_ready(pods_reach_services_locally: None, kube: Kube, namespace: str,
+                                                    operator: None, tmp_path: Path) -> None:
+    """The candidate is a ModelDeployment served by the NIM stand-in (an untrained tiny model): the evaluation waits
+    for it to be Ready, calls it where its Service is, and a good baseline beats it."""
+    kube.require_emulated()  # runs a kubelet stand-in
+    pytest.importorskip("transformers")
+    import socket
+
+    from dpo_operator.embedded.executor import LocalExecutor
+    from dpo_operator.embedded.policy_server import PolicyServer
+    from dpo_operator.embedded.tiny_model import CHAT_TEMPLATE, build_tiny_model
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kube.claims(namespace, "models")
+    with PolicyServer(model="toy/expert", skill=1.0, noise=0.0, seed=1) as expert, \
+            LocalExecutor(kube.api, tmp_path, namespace, serve_deployments=True) as executor:
+        build_tiny_model(executor.pvc_dir("models") / "tiny", chat_template=CHAT_TEMPLATE)
+        kube.create("DPOEvaluation", namespace, "served", {
+            "workflow": {"name": "tictactoe", "numExamples": 12},
+            "candidate": {"modelDeploymentRef": {"name": "tiny"}},
+            "baseline": {"baseUrl": expert.url, "model": expert.model},
+            "gate": {"minImprovement": 0.0}, "bootstrapResamples": 300, "sampling": {"maxTokens": 4}})
+        kube.wait_status("DPOEvaluation", namespace, "served", lambda s: s.get("reason") == "WaitingForEndpoint")
+        kube.create("ModelDeployment", namespace, "tiny", {
+            "model": {"explicit": {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}}},
+            "port": port, "readinessTimeoutSeconds": 120})
+        done = kube.wait_phase("DPOEvaluation", namespace, "served", "Succeeded", timeout=180)
+    status = done["status"]
+    assert status["candidate"]["endpoint"] == f"http://127.0.0.1:{port}/v1"
+    assert status["candidate"]["model"] == "tiny" and status["candidate"]["count"] == 12
+    env = {e["name"]: e.get("value") for e in
+           kube.job(namespace, "served-eval")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["DPO_EVALUATION_ENDPOINTS"])["candidate"] == {"baseUrl": f"http://127.0.0.1:{port}/v1",
+                                                                         "model": "tiny"}
+    assert status["verdict"] == "Failed" and status["difference"]["mean"] < 0  # an untrained model loses
