@@ -5,13 +5,14 @@ condition."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.kubehelpers import Kube, wait_for
+from tests.kubehelpers import Kube
 
 pytestmark = pytest.mark.e2e
 
@@ -94,9 +95,13 @@ def test_a_better_endpoint_passes_the_gate_and_a_worse_one_does_not(kube: Kube, 
     assert rows["better"]["Diff"] == pytest.approx(difference["mean"])
 
 
-def test_bad_input_ends_in_clear_conditions(kube: Kube, namespace: str, operator: None, tmp_path: Path) -> None:
-    """Equal sides, an endpoint that is down, no examples left after exclusion: each a condition, no crash."""
+def test_bad_input_ends_in_clear_conditions(kube: Kube, namespace: str, operator: None, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equal sides, an endpoint that is down, a scorer returning NaN, no examples left after exclusion: each a
+    condition, no crash."""
     kube.require_emulated()
+    root = str(Path(__file__).resolve().parent.parent)  # the pod imports the NaN-scoring test workflow plugin
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     from dpo_operator.embedded.executor import LocalExecutor
     from dpo_operator.embedded.policy_server import PolicyServer
 
@@ -112,7 +117,12 @@ def test_bad_input_ends_in_clear_conditions(kube: Kube, namespace: str, operator
         kube.create("DPOEvaluation", namespace, "down", down)
         kube.create("DPOEvaluation", namespace, "none-left", evaluation(good, good, baseline={
             "baseUrl": good.url, "model": "toy/other"}))
+        kube.create("DPOEvaluation", namespace, "nan", evaluation(good, good, heldOut=None, baseline={
+            "baseUrl": good.url, "model": "toy/other"}, workflow={
+            "name": "tests.test_evaluation_runner:nan_workflow", "numExamples": 30},
+            sampling={"startupTimeoutSeconds": 0}))  # the stand-in lists one model; it answers for any
         invalid = kube.wait_phase("DPOEvaluation", namespace, "same", "Failed")
+        nan = kube.wait_phase("DPOEvaluation", namespace, "nan", "Failed", timeout=90)
         failed = kube.wait_phase("DPOEvaluation", namespace, "down", "Failed", timeout=90)
         empty = kube.wait_phase("DPOEvaluation", namespace, "none-left", "Failed", timeout=90)
     assert invalid["status"]["reason"] == "InvalidSpec"
@@ -126,6 +136,11 @@ def test_bad_input_ends_in_clear_conditions(kube: Kube, namespace: str, operator
     assert status["candidate"]["count"] == 30  # the side that answered is still reported
     assert conditions(failed)["GatePassed"]["status"] == "False"
     assert conditions(failed)["GatePassed"]["reason"] == "Inconclusive"
+
+    status = nan["status"]
+    assert status["reason"] == "ScoreNotFinite" and status["verdict"] == "Inconclusive"
+    assert status["candidate"]["failuresByReason"]["nonFiniteScore"] == status["candidate"]["failures"] > 0
+    assert "the workflow scored an answer" in status["message"]
 
     assert empty["status"]["reason"] == "NoHeldOutExamples"
     assert "excluded 60 that DPOCollection pairs played" in empty["status"]["message"]
@@ -142,3 +157,92 @@ def test_an_evaluation_waits_for_its_model_deployment(kube: Kube, namespace: str
     assert pending["status"]["phase"] == "Pending"
     assert "candidate: ModelDeployment trained does not exist (yet)" in pending["status"]["message"]
     assert kube.job(namespace, "waiting-eval") is None
+
+
+def test_a_nat_workflow_is_evaluated_in_a_local_pod_through_its_evaluator(
+        kube: Kube, namespace: str, operator: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NAT test workflow (found through its entry point, as an installed package would be) runs unchanged in the
+    evaluation pod against each side; the config's reward evaluator scores every item."""
+    kube.require_emulated()  # runs a kubelet stand-in
+    pytest.importorskip("nat.plugins.eval.runtime.evaluate", reason="needs the [nat] extra")
+    from dpo_operator.embedded.executor import LocalExecutor
+    from dpo_operator.embedded.policy_server import PolicyServer
+    from tests.test_evaluation_nat import BOARDS, PLUGIN
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGIN), os.environ.get("PYTHONPATH")])))
+    with PolicyServer(model="toy/trained", skill=1.0, noise=0.0, seed=1) as good, \
+            PolicyServer(model="toy/base", skill=0.0, noise=0.6, seed=2) as bad, \
+            LocalExecutor(kube.api, tmp_path, namespace):
+        spec = {"workflow": {"nat": {"configFile": str(PLUGIN / "ask_config.yml")}},
+                "candidate": {"baseUrl": good.url, "model": good.model},
+                "baseline": {"baseUrl": bad.url, "model": bad.model},
+                "gate": {"minImprovement": 0.0}, "bootstrapResamples": 500}
+        kube.create("DPOEvaluation", namespace, "nat", spec)
+        done = kube.wait_phase("DPOEvaluation", namespace, "nat", "Succeeded", timeout=120)
+        assert good.requests == bad.requests == len(BOARDS)
+    status = done["status"]
+    assert status["verdict"] == "Passed", status
+    assert status["candidate"]["count"] == status["baseline"]["count"] == len(BOARDS)
+    assert status["candidate"]["mean"] > status["baseline"]["mean"]
+    assert status["heldOut"]["description"].endswith("nothing excluded (no spec.heldOut); evaluated 16")
+    assert "resultPath" not in status  # no spec.output: the figures are in status only
+
+
+def test_an_endpoint_with_a_reference_and_a_url_is_refused_at_admission(kube: Kube, namespace: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    both = {"candidate": {"modelDeploymentRef": {"name": "trained"}, "baseUrl": "http://a/v1", "model": "m"},
+            "baseline": {"baseUrl": "http://b/v1"}}
+    with pytest.raises(ApiException) as refused:
+        kube.create("DPOEvaluation", namespace, "both", both)
+    assert refused.value.status == 422
+    assert "spec.candidate: Invalid value" in refused.value.body
+    assert "set exactly one of 'modelDeploymentRef' or 'baseUrl'" in refused.value.body
+    assert "'model' is required with 'baseUrl'" in refused.value.body
+
+
+@pytest.fixture()
+def pods_reach_services_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator and the local executor's pods run on this machine: both reach a NIM Service on localhost."""
+    monkeypatch.setenv("DPO_PROBE_URL_TEMPLATE", "http://127.0.0.1:{port}")
+    monkeypatch.setenv("DPO_WORKLOAD_ENDPOINT_URL_TEMPLATE", "http://127.0.0.1:{port}")
+
+
+@pytest.mark.workload
+def test_a_model_deployment_is_evaluated_once_ready(pods_reach_services_locally: None, kube: Kube, namespace: str,
+                                                    operator: None, tmp_path: Path) -> None:
+    """The candidate is a ModelDeployment served by the NIM stand-in (an untrained tiny model): the evaluation waits
+    for it to be Ready, calls it where its Service is, and a good baseline beats it."""
+    kube.require_emulated()  # runs a kubelet stand-in
+    pytest.importorskip("transformers")
+    import socket
+
+    from dpo_operator.embedded.executor import LocalExecutor
+    from dpo_operator.embedded.policy_server import PolicyServer
+    from dpo_operator.embedded.tiny_model import CHAT_TEMPLATE, build_tiny_model
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kube.claims(namespace, "models")
+    with PolicyServer(model="toy/expert", skill=1.0, noise=0.0, seed=1) as expert, \
+            LocalExecutor(kube.api, tmp_path, namespace, serve_deployments=True) as executor:
+        build_tiny_model(executor.pvc_dir("models") / "tiny", chat_template=CHAT_TEMPLATE)
+        kube.create("DPOEvaluation", namespace, "served", {
+            "workflow": {"name": "tictactoe", "numExamples": 12},
+            "candidate": {"modelDeploymentRef": {"name": "tiny"}},
+            "baseline": {"baseUrl": expert.url, "model": expert.model},
+            "gate": {"minImprovement": 0.0}, "bootstrapResamples": 300, "sampling": {"maxTokens": 4}})
+        kube.wait_status("DPOEvaluation", namespace, "served", lambda s: s.get("reason") == "WaitingForEndpoint")
+        kube.create("ModelDeployment", namespace, "tiny", {
+            "model": {"explicit": {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}}},
+            "port": port, "readinessTimeoutSeconds": 120})
+        done = kube.wait_phase("DPOEvaluation", namespace, "served", "Succeeded", timeout=180)
+    status = done["status"]
+    assert status["candidate"]["endpoint"] == f"http://127.0.0.1:{port}/v1"
+    assert status["candidate"]["model"] == "tiny" and status["candidate"]["count"] == 12
+    env = {e["name"]: e.get("value") for e in
+           kube.job(namespace, "served-eval")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["DPO_EVALUATION_ENDPOINTS"])["candidate"] == {"baseUrl": f"http://127.0.0.1:{port}/v1",
+                                                                         "model": "tiny"}
+    assert status["verdict"] == "Failed" and status["difference"]["mean"] < 0  # an untrained model loses

@@ -82,3 +82,18 @@ def test_an_unknown_evaluator_is_a_clear_error(nat_config: Path, tmp_path: Path)
         with pytest.raises(NatInputError, match="evaluator 'accuracy' is not in the NAT config's eval.evaluators "
                                                 r"\(exact_format, move_value\)"):
             run_evaluation(spec, data_root=tmp_path, output_dir=tmp_path / "out")
+
+
+def test_a_nat_side_whose_endpoint_fails_is_missing_data_not_a_low_score(nat_config: Path, tmp_path: Path) -> None:
+    """NAT's runner stops on a workflow error and still runs the evaluators on the empty outputs: those items are
+    failures, never scores (a dead baseline must not make the candidate look better)."""
+    with PolicyServer(seed=1) as good:
+        spec = DPOEvaluationSpec.model_validate({
+            "workflow": {"nat": {"configFile": str(nat_config)}},
+            "candidate": {"baseUrl": good.url, "model": good.model},
+            "baseline": {"baseUrl": "http://127.0.0.1:9/v1", "model": "gone"}, "gate": {"minImprovement": -10}})
+        result = run_evaluation(spec, data_root=tmp_path, output_dir=tmp_path / "out")
+    assert result.candidate.count == len(BOARDS) and result.candidate.failures == 0
+    assert result.baseline.count == 0 and result.baseline.failures_by_reason == {"workflowError": len(BOARDS)}
+    assert result.baseline.first_error is not None and "stopped on a workflow error" in result.baseline.first_error
+    assert result.verdict == "Inconclusive" and result.pairs == 0

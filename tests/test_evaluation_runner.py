@@ -166,3 +166,11 @@ def test_the_cli_reports_the_summary_and_refuses_equal_sides(tmp_path: Path) -> 
                            "--result-file", str(result_file)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
     assert "baseline equals candidate" in json.loads(result_file.read_text())["error"]
+
+
+def test_the_held_out_description_stays_short_with_many_ranges() -> None:
+    ranges = [{"start": 2 * i, "end": 2 * i + 1} for i in range(20)]
+    evaluation = spec("http://a/v1", "http://b/v1", heldOut={"excludeIndices": ranges})
+    selection = heldout.select(evaluation, list(range(30)), lambda i: i, None, None)
+    assert selection.excluded == 15 and selection.examples == [i for i in range(30) if i % 2]
+    assert "15 by index ([0, 1), [2, 3), [4, 5), [6, 7), [8, 9) and 15 more ranges)" in selection.description

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from dpo_operator.api.collection import WorkflowSpec
 from dpo_operator.api.common import (
@@ -26,8 +26,16 @@ from dpo_operator.api.schema_hints import immutable, nested
 PAIRED_BOOTSTRAP = "pairedBootstrap"
 
 
+ONE_ENDPOINT = "set exactly one of 'modelDeploymentRef' or 'baseUrl'"
+MODEL_WITH_URL = "'model' is required with 'baseUrl'"
+
+
 class EndpointSpec(ApiModel):
     """One side of the comparison: a ModelDeployment, or an OpenAI-compatible URL and model."""
+
+    model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.modelDeploymentRef) != has(self.baseUrl)", "message": ONE_ENDPOINT},
+        {"rule": "!has(self.baseUrl) || has(self.model)", "message": MODEL_WITH_URL}]})
 
     model_deployment_ref: LocalObjectReference | None = Field(default=None, description=(
         "A ModelDeployment in the same namespace: its status.endpoint and status.servedModelName, once Ready."))
@@ -42,9 +50,9 @@ class EndpointSpec(ApiModel):
     @model_validator(mode="after")
     def _one_source(self) -> "EndpointSpec":
         if (self.model_deployment_ref is None) == (self.base_url is None):
-            raise ValueError("set exactly one of 'modelDeploymentRef' or 'baseUrl'")
+            raise ValueError(ONE_ENDPOINT)
         if self.base_url is not None and self.model is None:
-            raise ValueError("'model' is required with 'baseUrl'")
+            raise ValueError(MODEL_WITH_URL)
         return self
 
 

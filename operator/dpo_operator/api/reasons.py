@@ -81,6 +81,7 @@ class Reason(StrEnum):
     NoHeldOutExamples = "NoHeldOutExamples"
     EndpointFailed = "EndpointFailed"
     ScoreNotFinite = "ScoreNotFinite"
+    WorkflowFailed = "WorkflowFailed"
     IncompleteEvaluation = "IncompleteEvaluation"
     GatePassed = "GatePassed"
     GateFailed = "GateFailed"

@@ -16,6 +16,7 @@ from dpo_operator.api.evaluation import DPOEvaluationSpec
 
 T = TypeVar("T")
 TRAINING_EXAMPLES_ENV = "DPO_EVALUATION_TRAINING_EXAMPLES"
+MAX_RANGES_SHOWN = 5  # the description reaches the status through a 4 KiB termination message
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def select(spec: DPOEvaluationSpec, pool: Sequence[T], payload: Callable[[T], An
         kept = kept[:spec.max_examples]
     parts = []
     if ranges:
-        shown = ", ".join(f"[{r.start}, {r.end})" for r in ranges)
+        shown = ", ".join(f"[{r.start}, {r.end})" for r in ranges[:MAX_RANGES_SHOWN])
+        shown += f" and {len(ranges) - MAX_RANGES_SHOWN} more ranges" if len(ranges) > MAX_RANGES_SHOWN else ""
         parts.append(f"{len(by_index)} by index ({shown})")
     if training_source is not None:
         parts.append(f"{len(by_content)} that {training_source} (compared by content)")

@@ -121,7 +121,16 @@ async def nat_side(spec: DPOEvaluationSpec, config_file: Path, dataset: Path, id
     items = {str(item.id): item for item in (scored.eval_output_items if scored is not None else [])}
     for index, item_id in enumerate(ids):
         detail, item = side.details[index], items.get(item_id)
-        detail["answer"] = str(outputs.get(item_id))[:500] if item_id in outputs else None
+        output = outputs.get(item_id)
+        detail["answer"] = None if output is None else str(output)[:500]
+        if output is None or (result.workflow_interrupted and output == ""):
+            # the workflow failed on it, or NAT's runner stopped first (it leaves the dataset's empty output): the
+            # evaluator scored nothing the model said
+            side.fail(WORKFLOW_ERROR, f"item {item_id}: the NAT workflow produced no output"
+                      + (" (NAT's runner stopped on a workflow error, e.g. an endpoint that failed: see the pod log)"
+                         if result.workflow_interrupted else ""))
+            detail["error"] = WORKFLOW_ERROR
+            continue
         if item is None:
             reason = WORKFLOW_ERROR if result.workflow_interrupted else NO_SCORE
             side.fail(reason, f"item {item_id}: no {evaluator} score"

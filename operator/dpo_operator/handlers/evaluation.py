@@ -28,19 +28,31 @@ from dpo_operator.api.evaluation import (
 )
 from dpo_operator.api.reasons import Reason
 from dpo_operator.api.results import EvaluationResult, SideResult, first_valid
+from dpo_operator.config import OperatorConfig
 from dpo_operator.evaluate.endpoints import Endpoint
 from dpo_operator.evaluate.heldout import TrainingExamples
-from dpo_operator.handlers.common import enqueue_owner, enqueue_pod_owner
+from dpo_operator.handlers.common import enqueue_owner, enqueue_pod_owner, needs_retry_after_fix
 from dpo_operator.kube import custom_objects
-from dpo_operator.kube.jobs import JobState, ensure_job, failure, get_job, job_state, pod_problem, pod_results
-from dpo_operator.kube.naming import owner_label
+from dpo_operator.kube.jobs import (
+    JobState,
+    ensure_job,
+    failure,
+    get_job,
+    job_state,
+    pod_problem,
+    pod_results,
+    spec_applied,
+)
+from dpo_operator.kube.naming import owner_label, service_name
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
-from dpo_operator.render.evaluation import job_manifest, job_name
+from dpo_operator.render.evaluation import SPEC_ENV, job_manifest, job_name
 from dpo_operator.runtime.controller import RUNTIME, Controller, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure, parse_spec
 
+
 WAIT_SECONDS = 10.0
-ENDPOINT_FAILURES = {"endpointError", "endpointUnavailable", "workflowError"}
+ENDPOINT_FAILURES = {"endpointError", "endpointUnavailable"}
+WORKFLOW_FAILURES = {"workflowError", "episodeError", "noDecisionPoints"}
 SCORE_FAILURES = {"nonFiniteScore", "evaluatorError", "noScore"}
 GATE_REASONS = {Verdict.PASSED.value: Reason.GatePassed, Verdict.FAILED.value: Reason.GateFailed,
                 Verdict.NO_GATE.value: Reason.NoGate, Verdict.INCONCLUSIVE.value: Reason.Inconclusive}
@@ -67,7 +79,20 @@ def _endpoint(namespace: str, side: EndpointSpec, name: str) -> Endpoint | Outco
     if not model:
         return Outcome(Phase.PENDING.value, Reason.WaitingForEndpoint,
                        f"{name}: ModelDeployment {ref} reports no servedModelName yet")
-    return Endpoint(status["endpoint"], model)
+    return Endpoint(api_root(deployment, namespace, RUNTIME.config), model)
+
+
+def api_root(deployment: dict[str, Any], namespace: str, config: OperatorConfig) -> str:
+    """The OpenAI API root (``.../v1``) an evaluation pod calls for a Ready ModelDeployment: its status.endpoint,
+    or, for a NIM Service (backend kubernetes), the configured workload URL template when one is set."""
+    spec = deployment.get("spec") or {}
+    root = str(deployment["status"]["endpoint"])
+    template = config.workload_endpoint_url_template
+    if template and spec.get("backend", "kubernetes") == "kubernetes":
+        root = template.format(name=service_name(deployment["metadata"]["name"]), namespace=namespace,
+                               port=spec.get("port", 8000))
+    root = root.rstrip("/")
+    return root if root.endswith("/v1") else f"{root}/v1"
 
 
 def _training(namespace: str, spec: DPOEvaluationSpec) -> TrainingExamples | Outcome | None:
@@ -135,6 +160,7 @@ def _missing_data(result: EvaluationResult) -> tuple[Reason, str] | None:
     if not problems:
         return None
     reason = (Reason.EndpointFailed if ENDPOINT_FAILURES & set(reasons) else
+              Reason.WorkflowFailed if WORKFLOW_FAILURES & set(reasons) else
               Reason.ScoreNotFinite if SCORE_FAILURES & set(reasons) else Reason.IncompleteEvaluation)
     return reason, "; ".join(problems) + "; verdict Inconclusive"
 
@@ -180,7 +206,7 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
 
 def decide(body: dict[str, Any]) -> Result:
     """The evaluation's one decision: once both endpoints are known, its Job (created once), and its outcome."""
-    if is_terminal(body):
+    if is_terminal(body) and not needs_retry_after_fix(body):
         return Result(acknowledge_generation(KIND, body))
     spec = parse_spec(DPOEvaluationSpec, body)
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -193,7 +219,9 @@ def decide(body: dict[str, Any]) -> Result:
         if isinstance(plan, Outcome):
             return Result(plan, requeue_after=WAIT_SECONDS)
         job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config, *plan))
-    return Result(outcome_for(namespace, job, job_state(job)))
+    outcome = outcome_for(namespace, job, job_state(job))
+    outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())  # a pod cannot change: later edits are not run
+    return Result(outcome)
 
 
 def next_check(body: Any) -> float | None:
