@@ -97,10 +97,7 @@ def test_a_passing_evaluation_promotes_the_candidate(kube: Kube, namespace: str,
 
     evaluation = wait_for(lambda: kube.exists("DPOEvaluation", namespace, "dpo-gate")
                           and kube.get("DPOEvaluation", namespace, "dpo-gate"), what="evaluation")
-    # each side as the URL and model it served when the evaluation began (the annotations say what they are)
-    assert evaluation["spec"]["candidate"] == {
-        "baseUrl": f"http://dpo-candidate.{namespace}.svc.cluster.local:{nim.port}/v1", "model": "dpo"}
-    assert evaluation["metadata"]["annotations"]["dpo.ai/candidate"] == "ModelDeployment dpo-candidate"
+    assert evaluation["spec"]["candidate"] == {"modelDeploymentRef": {"name": "dpo-candidate"}}
     assert evaluation["spec"]["baseline"] == {"baseUrl": BASELINE_URL, "model": "base"}
     assert evaluation["spec"]["gate"] == GATE and evaluation["spec"]["maxExamples"] == 30
     assert evaluation["metadata"]["ownerReferences"][0]["uid"] == gating["metadata"]["uid"]
@@ -136,9 +133,7 @@ def test_a_worse_model_is_refused_and_serving_is_untouched(kube: Kube, namespace
     serve(kube, namespace, "dpo-candidate")
     evaluation = wait_for(lambda: kube.exists("DPOEvaluation", namespace, "dpo-gate")
                           and kube.get("DPOEvaluation", namespace, "dpo-gate"), what="evaluation")
-    assert evaluation["spec"]["baseline"] == {  # what it would replace
-        "baseUrl": f"http://serving.{namespace}.svc.cluster.local:{nim.port}/v1", "model": "meta/llama-3.2-1b-instruct"}
-    assert evaluation["metadata"]["annotations"]["dpo.ai/baseline"] == "ModelDeployment serving"
+    assert evaluation["spec"]["baseline"] == {"modelDeploymentRef": {"name": "serving"}}  # what it would replace
 
     kube.finish_job(namespace, evaluation_job(kube, namespace, "dpo-gate"), succeeded=True,
                     message=evaluation_result("Failed", -0.15, -0.3, -0.02))
@@ -255,9 +250,10 @@ def test_a_customizer_adapter_is_evaluated_in_the_running_base_nim_and_promoted(
         candidate = kube.wait_phase("ModelDeployment", namespace, "tuned-candidate", "Ready", timeout=60)
         assert candidate["status"]["remoteDeployment"] == "llama-base"  # the adapter went into the running NIM
         adapter = kube.get("DPOTrainingJob", namespace, "tuned")["status"]["outputModel"]
+        assert candidate["status"]["servedModelName"] == adapter
         evaluation = wait_for(lambda: kube.exists("DPOEvaluation", namespace, "tuned-gate")
                               and kube.get("DPOEvaluation", namespace, "tuned-gate"), what="evaluation")
-        assert evaluation["spec"]["candidate"] == {"baseUrl": base_url, "model": adapter}
+        assert evaluation["spec"]["candidate"] == {"modelDeploymentRef": {"name": "tuned-candidate"}}
         kube.finish_job(namespace, evaluation_job(kube, namespace, "tuned-gate"), succeeded=True,
                         message=evaluation_result("Passed", 0.2, 0.05, 0.35))
         done = kube.wait_phase("DPOTrainingJob", namespace, "tuned", "Succeeded", timeout=30)

@@ -66,17 +66,6 @@ def test_an_evaluation_the_kind_would_refuse_is_an_invalid_spec_naming_the_field
         render.evaluation_spec(spec, render.plan(BODY, spec))
 
 
-def test_a_served_side_is_recorded_as_the_url_and_model_it_serves() -> None:
-    ready = {"status": {"phase": "Ready", "endpoint": "http://dpo-candidate.ns.svc.cluster.local:8001/",
-                        "servedModelName": "tuned"}}
-    side = {"modelDeploymentRef": {"name": "dpo-candidate"}}
-    assert render.served_endpoint(side, ready) == {"baseUrl": "http://dpo-candidate.ns.svc.cluster.local:8001/v1",
-                                                   "model": "tuned"}
-    adapter = {**side, "model": "lora-a", "apiKeySecretRef": {"name": "k", "key": "v"}}
-    assert render.served_endpoint(adapter, ready) == {"baseUrl": "http://dpo-candidate.ns.svc.cluster.local:8001/v1",
-                                                      "model": "lora-a", "apiKeySecretRef": {"name": "k", "key": "v"}}
-
-
 def test_a_hub_base_model_needs_a_named_baseline() -> None:
     spec = spec_with({"evaluation": TEMPLATE}, model={"name": "tiny", "hub": {"endpoint": "http://hub:3000",
                                                                                "repoId": "ns/tiny"}})

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -34,15 +33,6 @@ NODE_IP = "127.0.0.1"
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-SERVICE_URL = re.compile(r"http://[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local:(\d+)")
-
-
-def local_service_urls(value: str) -> str:
-    """In-cluster Service URLs (``http://<svc>.<ns>.svc.cluster.local:<port>``, what a ModelDeployment reports) as
-    this machine's: the executor runs each NIM Deployment on 127.0.0.1 at its Service's port (cluster DNS's part)."""
-    return SERVICE_URL.sub(lambda m: f"http://127.0.0.1:{m.group(1)}", value)
 
 
 def claims_of(pod_spec: dict[str, Any]) -> list[str]:
@@ -393,7 +383,7 @@ class LocalExecutor:
                                                            "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS")}
         for var in container.get("env") or []:
             if "value" in var and var["value"] is not None:
-                env[var["name"]] = local_service_urls(self._map_paths(var["value"], path_map))
+                env[var["name"]] = self._map_paths(var["value"], path_map)
             elif (ref := (var.get("valueFrom") or {}).get("secretKeyRef")) is not None:
                 env[var["name"]] = self._secret_value(namespace, ref["name"], ref["key"])
         return env

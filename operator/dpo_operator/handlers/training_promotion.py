@@ -93,14 +93,14 @@ def _evaluate(body: Any, spec: DPOTrainingJobSpec, plan: render.GatePlan, state:
     namespace = body["metadata"]["namespace"]
     evaluation = custom_objects.read(evaluation_api.KIND, namespace, plan.evaluation)
     if evaluation is None:  # created once, when every side serves; afterwards it is the record
-        resolved = _served_sides(body, spec, plan)
-        if isinstance(resolved, str):
+        waiting = _await_sides(body, spec, plan)
+        if isinstance(waiting, _Refusal):
+            return _refuse(body, state, fields, applied, waiting.why)
+        if waiting is not None:
             fields.promotion = state.model_copy(update={"step": PromotionStep.SERVING_CANDIDATE})
-            return _running(fields, applied, Reason.ServingCandidate, resolved)
-        if isinstance(resolved, _Refusal):
-            return _refuse(body, state, fields, applied, resolved.why)
+            return _running(fields, applied, Reason.ServingCandidate, waiting)
         try:
-            manifest = render.evaluation(body, spec, plan, resolved)
+            manifest = render.evaluation(body, spec, plan)
         except InvalidSpec as exc:
             return _refuse(body, state, fields, applied, f"the evaluation cannot run: {exc}")
         evaluation = custom_objects.ensure(evaluation_api.KIND, namespace, manifest)
@@ -128,31 +128,27 @@ class _Refusal:
         self.why = why
 
 
-def _served_sides(body: Any, spec: DPOTrainingJobSpec, plan: render.GatePlan) -> dict[str, dict[str, Any]] | str | _Refusal:
-    """Both sides as URL and model, once every ModelDeployment among them is Ready (ours are created here); else
-    what is awaited, or why the gate cannot go on."""
+def _await_sides(body: Any, spec: DPOTrainingJobSpec, plan: render.GatePlan) -> str | _Refusal | None:
+    """None once every ModelDeployment among the sides is Ready (ours are created here); else what is awaited, or
+    why the gate cannot go on."""
     namespace = body["metadata"]["namespace"]
     custom_objects.ensure(deployment_api.KIND, namespace, render.candidate_deployment(body, spec, plan))
     if (baseline := render.baseline_deployment(body, spec, plan)) is not None:
         custom_objects.ensure(deployment_api.KIND, namespace, baseline)
-    resolved = {}
     for side, endpoint in render.sides(plan).items():
         ref = (endpoint.get("modelDeploymentRef") or {}).get("name")
         if ref is None:
-            resolved[side] = endpoint
             continue
         deployment = custom_objects.read(deployment_api.KIND, namespace, ref)
         status = (deployment or {}).get("status") or {}
         if status.get("phase") in (Phase.FAILED.value, Phase.CANCELLED.value):
             return _Refusal(f"ModelDeployment {ref} ({side}) cannot serve for the evaluation "
                             f"({status.get('reason')}: {status.get('message', '')})")
-        if deployment is None or status.get("phase") != Phase.READY.value or not status.get("endpoint") \
-                or not status.get("servedModelName"):
+        if deployment is None or status.get("phase") != Phase.READY.value:
             state = "does not exist (yet)" if deployment is None else \
                 f"is {status.get('phase') or 'Pending'}: {status.get('message', '')}"
             return f"training completed; waiting for ModelDeployment {ref} ({side}) to be Ready: it {state}"
-        resolved[side] = render.served_endpoint(endpoint, deployment)
-    return resolved
+    return None
 
 
 def _promote(body: Any, spec: DPOTrainingJobSpec, state: PromotionStatus, fields: DPOTrainingJobStatus,

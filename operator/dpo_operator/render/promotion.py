@@ -21,8 +21,6 @@ from dpo_operator.runtime.errors import InvalidSpec, describe_validation_error
 from dpo_operator.serving.model import customizer_base_model
 
 EVALUATION_FIELD = "spec.deployOnCompletion.promotion.evaluation"
-CANDIDATE_ANNOTATION = "dpo.ai/candidate"
-BASELINE_ANNOTATION = "dpo.ai/baseline"
 
 
 @dataclass(frozen=True)
@@ -103,36 +101,21 @@ def sides(gate: GatePlan) -> dict[str, dict[str, Any]]:
     return {"candidate": {"modelDeploymentRef": {"name": gate.candidate}}, "baseline": gate.baseline}
 
 
-def served_endpoint(side: dict[str, Any], deployment: dict[str, Any]) -> dict[str, Any]:
-    """A side given as a Ready ModelDeployment, as the URL and model it serves (the OpenAI API root is the
-    Service's ``/v1``): the evaluation records exactly what it called."""
-    status = deployment.get("status") or {}
-    resolved = {"baseUrl": f"{status['endpoint'].rstrip('/')}/v1", "model": side.get("model") or status["servedModelName"]}
-    return {**resolved, **({"apiKeySecretRef": side["apiKeySecretRef"]} if side.get("apiKeySecretRef") else {})}
-
-
-def evaluation_spec(spec: DPOTrainingJobSpec, gate: GatePlan,
-                    resolved: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The DPOEvaluation's spec: the template, both sides (``resolved`` when given, else as planned), and (unless
-    the template says) the training dataset's collection held out. Checked against the DPOEvaluation model:
-    InvalidSpec naming the field."""
+def evaluation_spec(spec: DPOTrainingJobSpec, gate: GatePlan) -> dict[str, Any]:
+    """The DPOEvaluation's spec: the template, both sides, and (unless the template says) the training dataset's
+    collection held out. Checked against the DPOEvaluation model: InvalidSpec naming the field."""
     promotion = promotion_of(spec)
     assert promotion is not None
     template = {k: v for k, v in promotion.evaluation.to_api().items() if k != "baseline"}
     if "heldOut" not in template and spec.dataset.collection_ref is not None:
         template["heldOut"] = {"collectionRef": {"name": spec.dataset.collection_ref.name}}
-    result = {**template, **(resolved or sides(gate))}
+    result = {**template, **sides(gate)}
     try:
         return evaluation_api.DPOEvaluationSpec.model_validate(result).to_api()
     except ValidationError as exc:
         raise InvalidSpec(describe_validation_error(exc, EVALUATION_FIELD)) from None
 
 
-def evaluation(body: Any, spec: DPOTrainingJobSpec, gate: GatePlan,
-               resolved: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The DPOEvaluation, annotated with what each side is (the spec holds the URLs it called)."""
-    metadata = _metadata(body, gate.evaluation, "evaluation")
-    metadata["annotations"] = {CANDIDATE_ANNOTATION: f"ModelDeployment {gate.candidate}",
-                               BASELINE_ANNOTATION: gate.describe_baseline()}
-    return {"apiVersion": API_VERSION, "kind": evaluation_api.KIND.kind, "metadata": metadata,
-            "spec": evaluation_spec(spec, gate, resolved)}
+def evaluation(body: Any, spec: DPOTrainingJobSpec, gate: GatePlan) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": evaluation_api.KIND.kind,
+            "metadata": _metadata(body, gate.evaluation, "evaluation"), "spec": evaluation_spec(spec, gate)}
