@@ -206,13 +206,18 @@ def test_a_restart_during_the_gate_creates_no_second_candidate_or_evaluation(kub
     from kopf.testing import KopfRunner
 
     args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
-    with KopfRunner(args, timeout=60):
+    with KopfRunner(args, timeout=60):  # down once the candidate is named, before it serves
         train(kube, namespace, gated(nim.port))
+        kube.wait_status("DPOTrainingJob", namespace, "dpo",
+                         lambda s: (s.get("promotion") or {}).get("step") == "ServingCandidate", what="candidate named")
+    with KopfRunner(args, timeout=60):  # back: the same candidate serves; down again while it is evaluated
         serve(kube, namespace, "dpo-candidate")
         wait_for(lambda: kube.exists("DPOEvaluation", namespace, "dpo-gate"), what="evaluation")
         kube.wait_status("DPOTrainingJob", namespace, "dpo", lambda s: s["promotion"]["step"] == "Evaluating",
                          what="evaluating")
         job = evaluation_job(kube, namespace, "dpo-gate")
+        serving = kube.custom.list_namespaced_custom_object("dpo.ai", "v1alpha1", namespace, "modeldeployments")
+        assert [d["metadata"]["name"] for d in serving["items"]] == ["dpo-candidate"]
     with KopfRunner(args, timeout=60):  # the operator comes back in the middle of the gate
         kube.finish_job(namespace, job, succeeded=True, message=evaluation_result("Passed", 0.2, 0.01, 0.4))
         done = kube.wait_phase("DPOTrainingJob", namespace, "dpo", "Succeeded", timeout=30)
