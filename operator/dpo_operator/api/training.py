@@ -412,8 +412,9 @@ class DPOTrainingJobStatus(CommonStatus):
     progress: TrainingProgress | None = None
     dataset_location: str | None = Field(default=None, description="The dataset the job trains on.")
     consecutive_poll_failures: int | None = Field(default=None, description="Failed polls of the remote job in a row.")
-    deployment_name: str | None = Field(default=None, description="The ModelDeployment created by "
-                                                                  "deployOnCompletion.")
+    deployment_name: str | None = Field(default=None, description=(
+        "The ModelDeployment serving the model: the one deployOnCompletion created, or with promotion.replaces the "
+        "one switched to it."))
     failure_reason: str | None = Field(default=None, description="Why training failed, when it did.")
     promotion: PromotionStatus | None = Field(default=None, description=(
         "The promotion gate (deployOnCompletion.promotion): its step, evaluation and figures."))
