@@ -266,3 +266,20 @@ def test_a_customizer_adapter_is_evaluated_in_the_running_base_nim_and_promoted(
         ready = kube.wait_phase("ModelDeployment", namespace, "tuned", "Ready", timeout=30)
         assert ready["status"]["servedModelName"] == adapter
         assert sorted(nemo.deployments) == ["team-a/llama-base"]  # no NIM was deployed for the gate
+
+
+def test_a_candidate_that_never_serves_is_not_promoted_and_removed(kube: Kube, namespace: str, operator: None,
+                                                                   nim: FakeNim) -> None:
+    spec = gated(nim.port)
+    spec["deployOnCompletion"]["readinessTimeoutSeconds"] = 10
+    train(kube, namespace, spec)
+    wait_for(lambda: kube.deployment(namespace, "dpo-candidate"), what="candidate NIM")
+    kube.roll_out(namespace, "dpo-candidate", available=False)  # e.g. no GPU for it: never available
+    done = kube.wait_status("DPOTrainingJob", namespace, "dpo",
+                            lambda s: (s.get("promotion") or {}).get("step") == "NotPromoted", timeout=60,
+                            what="not promoted")
+    assert "ModelDeployment dpo-candidate (candidate) cannot serve" in done["status"]["message"]
+    assert "ReadinessTimeout" in done["status"]["message"]
+    wait_for(lambda: not kube.exists("ModelDeployment", namespace, "dpo-candidate"), what="candidate removed")
+    assert not kube.exists("DPOEvaluation", namespace, "dpo-gate")  # nothing to evaluate
+    assert not kube.exists("ModelDeployment", namespace, "dpo")
