@@ -8,7 +8,7 @@ needs: a result that does not validate counts as no result (``ResultUnavailable`
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
@@ -84,7 +84,7 @@ class EvaluationResult(PodResult):
     examples: int
     candidate: SideResult
     baseline: SideResult
-    verdict: str
+    verdict: Literal["Passed", "Failed", "NoGate", "Inconclusive"]  # another value: no result, never a pass
     verdict_message: str = ""
     pool: int | None = None
     excluded: int | None = None

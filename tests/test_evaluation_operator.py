@@ -1,4 +1,4 @@
-"""How an evaluation finds the endpoint of a ModelDeployment it names (the API root its pod calls)."""
+"""The operator side of an evaluation: the API root of a ModelDeployment it names, and which pod results it trusts."""
 
 from __future__ import annotations
 
@@ -26,3 +26,12 @@ def test_a_workload_url_template_replaces_the_service_dns_name_of_a_nim_service(
     assert api_root(deployment(), "team-a", named) == "http://trained.team-a.example:8010/v1"
     # NeMo Deployment Management serves elsewhere: its reported endpoint is used as it is
     assert api_root(deployment("nemo", "http://nemo-nim:8000"), "team-a", local) == "http://nemo-nim:8000/v1"
+
+
+def test_a_result_with_an_unknown_verdict_is_no_result() -> None:
+    from dpo_operator.api.results import EvaluationResult, first_valid
+
+    side = {"count": 3, "failures": 0}
+    reported = {"examples": 3, "candidate": side, "baseline": side, "verdict": "Passed"}
+    assert first_valid(EvaluationResult, [{**reported, "verdict": "Probably"}]) is None
+    assert first_valid(EvaluationResult, [{"error": "boom"}, reported]).verdict == "Passed"
