@@ -44,7 +44,10 @@ def kube(kubeconfig: Path) -> Kube:
     kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     kube = Kube(kubernetes.client.ApiClient(configuration), real_cluster=bool(REAL_CLUSTER))
     if not REAL_CLUSTER:
-        for crd in crdgen.all_crds():
+        from dpo_operator.embedded.nim_operator import nim_operator_crds
+
+        # ours, and the NIM Operator's real CRDs (backend nimOperator's objects are validated by their schema)
+        for crd in [*crdgen.all_crds(), *nim_operator_crds()]:
             kube.apply_crd(crd)
     return kube
 

@@ -5,8 +5,9 @@ created by the operator, and for each one: creates a Pod, runs the container's c
 from Secrets resolved through the API), PVC mounts mapped to local directories and the termination log mapped
 to a local file, then records the outcome as a kubelet and the Job controller would (pod terminated state and
 termination message; Job ``Complete`` or ``Failed`` with ``BackoffLimitExceeded`` / ``DeadlineExceeded``).
-With ``serve_deployments`` it also runs each NIM Deployment the operator creates, as ``dpo-operator serve``
-(a local model server following the NIM conventions) in place of the NIM image, and reports it ready.
+With ``serve_deployments`` it also runs each NIM Deployment the operator (or the NIM Operator's stand-in) creates,
+as ``dpo-operator serve`` (a local model server following the NIM conventions) in place of the NIM image, and
+reports it ready.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ class LocalExecutor:
 
     def _poll_deployments(self) -> None:
         """Run one local model server per NIM Deployment revision (``dpo-operator serve`` in the NIM image's place)."""
-        selector = "app.kubernetes.io/managed-by=dpo-operator"
+        # ours, and those the NIM Operator (or its stand-in, embedded/nim_operator.py) renders for a NIMService
+        selector = "app.kubernetes.io/managed-by in (dpo-operator,k8s-nim-operator)"
         listed = (self.apps.list_namespaced_deployment(self.namespace, label_selector=selector) if self.namespace
                   else self.apps.list_deployment_for_all_namespaces(label_selector=selector))
         for deployment in self.api.sanitize_for_serialization(listed)["items"]:

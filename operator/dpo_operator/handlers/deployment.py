@@ -9,6 +9,7 @@ one keeps serving until the new one is Ready. The rollout clock (``status.rollou
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -23,7 +24,7 @@ from dpo_operator.api.deployment import (
     ModelDeploymentStatus,
 )
 from dpo_operator.api.reasons import Reason
-from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
+from dpo_operator.handlers import deployment_kubernetes, deployment_nemo, deployment_nimoperator
 from dpo_operator.handlers.common import enqueue_owner, object_lock
 from dpo_operator.kube import custom_objects
 from dpo_operator.kube.conditions import now, seconds_since
@@ -37,6 +38,9 @@ from dpo_operator.serving.nim import revision
 
 log = logging.getLogger(__name__)
 DONE = "Ready"
+BACKENDS: dict[DeploymentBackend, Any] = {DeploymentBackend.KUBERNETES: deployment_kubernetes,
+                                          DeploymentBackend.NEMO: deployment_nemo,
+                                          DeploymentBackend.NIM_OPERATOR: deployment_nimoperator}
 
 
 def settled(body: Any) -> bool:
@@ -63,7 +67,7 @@ def decide(body: dict[str, Any]) -> Result:
     new_rollout = status.get("revision") != rev or seconds_since(status.get("rolloutStartTime")) is None
     fields = ModelDeploymentStatus(revision=rev, served_model_name=model.served_name,
                                    rollout_start_time=now() if new_rollout else status["rolloutStartTime"])
-    backend = deployment_nemo if spec.backend == DeploymentBackend.NEMO.value else deployment_kubernetes
+    backend = BACKENDS[DeploymentBackend(spec.backend)]
     try:
         return Result(backend.decide(body, spec, model, rev, fields))
     except SecretMissing as exc:
@@ -93,6 +97,20 @@ def deployment_changed(body: kopf.Body, **_: Any) -> None:
 @kopf.on.event("apps", "v1", "deployments", labels={owner_label(KIND.kind): kopf.PRESENT})
 def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     enqueue_owner(KIND, body, namespace, type)
+
+
+def watch_nim_operator() -> bool:
+    """Watch NIMServices (chart: nimOperator.enabled sets DPO_NIM_OPERATOR; on unless set to false): without the
+    NIM Operator's CRDs or RBAC for them, the operator leaves them alone."""
+    return os.environ.get("DPO_NIM_OPERATOR", "true").strip().lower() not in ("false", "0", "no")
+
+
+if watch_nim_operator():
+    @kopf.on.event(deployment_nimoperator.render.API_GROUP, deployment_nimoperator.render.API_VERSION,
+                   deployment_nimoperator.NIMSERVICES, labels={owner_label(KIND.kind): kopf.PRESENT})
+    def nim_service_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+        """The NIM Operator's status changes release a waiting rollout at once (no need to wait for the poll)."""
+        enqueue_owner(KIND, body, namespace, type)
 
 
 @kopf.on.event(GROUP, VERSION, training_api.KIND.plural)
