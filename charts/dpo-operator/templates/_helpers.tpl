@@ -63,6 +63,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.nimOperator.enabled }}
+# ModelDeployment backend nimOperator: the NIMServices and NIMCaches it serves with (NVIDIA NIM Operator)
+- apiGroups: [apps.nvidia.com]
+  resources: [nimservices, nimcaches]
+  verbs: [get, list, watch, create, update]
+- apiGroups: [apps.nvidia.com]
+  resources: [nimservices/finalizers, nimcaches/finalizers]
+  verbs: [update]
+{{- end }}
 {{- if .Values.peering.enabled }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
