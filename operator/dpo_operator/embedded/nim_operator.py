@@ -122,8 +122,7 @@ class NimOperatorStandIn:
             self._stop.wait(self.poll_seconds)
 
     def reconcile(self, service: dict[str, Any]) -> None:
-        meta = service["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
+        namespace = service["metadata"]["namespace"]
         wanted = deployment_for(service, self.custom)
         current = self._apply_deployment(namespace, wanted)
         self._apply_service(service, wanted)
