@@ -69,6 +69,7 @@ def _exit_code(exc: BaseException) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    import json
     import os
 
     from dpo_operator.api.collection import DPOCollectionSpec
@@ -76,9 +77,21 @@ def _collect(args: argparse.Namespace) -> int:
 
     try:
         spec = _load_spec(args, DPOCollectionSpec)
-        result = run_collection(spec, data_root=Path(os.environ.get("DPO_DATA_ROOT", "/data")),
-                                output_dir=Path(args.output_dir) if args.output_dir else None,
-                                name=os.environ.get("DPO_RESOURCE_NAME", "local"))
+        data_root, name = Path(os.environ.get("DPO_DATA_ROOT", "/data")), os.environ.get("DPO_RESOURCE_NAME", "local")
+        if args.shard:  # one pod of an Indexed Job: its share of the candidates, no dataset yet
+            from dpo_operator.collect.shard import run_shard, shard_index
+
+            summary = json.dumps(run_shard(spec, data_root=data_root, index=shard_index()), sort_keys=True)
+            _write_result(args.result_file, summary)
+            print(summary)
+            return 0
+        if args.merge:
+            from dpo_operator.collect.shard import merge_shards
+
+            result = merge_shards(spec, data_root=data_root, name=name)
+        else:
+            result = run_collection(spec, data_root=data_root,
+                                    output_dir=Path(args.output_dir) if args.output_dir else None, name=name)
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.collect").error("collection failed: %s", exc)
         _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
@@ -229,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     collect = sub.add_parser("collect", help="run a preference-pair collection (what a collection pod runs)")
     _add_workload_args(collect, "DPOCollection")
     collect.add_argument("--output-dir", help="write the dataset to this directory instead of spec.output")
+    stage = collect.add_mutually_exclusive_group()
+    stage.add_argument("--shard", action="store_true", help="collect shard $JOB_COMPLETION_INDEX of spec.parallelism "
+                                                            "(an Indexed Job's pod) into <output>.shards")
+    stage.add_argument("--merge", action="store_true", help="merge the shards' candidates into the dataset")
     collect.set_defaults(func=_collect)
 
     train = sub.add_parser("train", help="run DPO/SFT training (what a training pod runs; needs the [workload] extra)")

@@ -179,6 +179,22 @@ class DPOCollectionSpec(ApiModel):
     template: PodOptions = nested(PodOptions)
     job: JobControls = nested(JobControls)
     suspend: bool = Field(default=False, description="While true no collection pod runs.")
+    parallelism: int = Field(default=1, ge=1, le=256, description=(
+        "Collection pods: with N > 1 an Indexed Job's N pods each play every N-th example of every run (with the "
+        "seeds a one-pod run uses), then a merge Job deduplicates, samples and splits the pooled pairs: the same "
+        "dataset as one pod, N times the request concurrency. Workflow plugins with a PVC output only."))
+
+    @model_validator(mode="after")
+    def _shards_need_a_plugin_and_a_pvc(self) -> "DPOCollectionSpec":
+        if self.parallelism == 1:
+            return self
+        if self.workflow.nat is not None:
+            raise ValueError("parallelism > 1 shards a workflow plugin's examples; a NAT workflow (workflow.nat) runs "
+                             "in one pod: set parallelism to 1")
+        if self.output.pvc is None:
+            raise ValueError("parallelism > 1 needs output.pvc: the shards write their candidates to the PVC for the "
+                             "merge step (write to a PVC, then upload)")
+        return self
 
     @model_validator(mode="after")
     def _pairs_need_candidates(self) -> "DPOCollectionSpec":
@@ -206,6 +222,8 @@ class DPOCollectionStatus(CommonStatus):
     """How collection goes, and what it produced."""
 
     job_name: str | None = Field(default=None, description="The batch/v1 Job running the collection.")
+    merge_job_name: str | None = Field(default=None, description=(
+        "With parallelism > 1: the Job merging the shards' candidates into the dataset."))
     dataset_location: str | None = Field(default=None, description="Where the dataset was written (pvc://... or a "
                                                                    "hub URL).")
     pairs: PairCounts | None = None

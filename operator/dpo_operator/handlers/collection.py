@@ -94,9 +94,26 @@ def decide(body: dict[str, Any]) -> Result:
             DPOCollectionStatus(failure_reason=Reason.JobMissing)))
     job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config))
     job = set_suspended(namespace, job, spec.suspend)
-    outcome = outcome_for(namespace, job, job_state(job))
+    state = job_state(job)
+    if spec.parallelism > 1 and state.phase == Phase.SUCCEEDED.value:
+        outcome = merged(namespace, body, spec, job)
+    else:
+        outcome = outcome_for(namespace, job, state)
     outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
     return Result(outcome)
+
+
+def merged(namespace: str, body: dict[str, Any], spec: DPOCollectionSpec, shards: dict[str, Any]) -> Outcome:
+    """Every shard finished: the merge Job (created once) builds the dataset; its result is the collection's."""
+    merge = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config, merge=True))
+    state = job_state(merge)
+    outcome = outcome_for(namespace, merge, state)
+    fields = outcome.fields if isinstance(outcome.fields, DPOCollectionStatus) else DPOCollectionStatus()
+    fields.job_name, fields.merge_job_name = shards["metadata"]["name"], merge["metadata"]["name"]
+    outcome.fields = fields
+    if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
+        outcome.message = f"{spec.parallelism} shards collected; merging them ({outcome.message})"
+    return outcome
 
 
 def next_check(body: Any) -> float | None:
