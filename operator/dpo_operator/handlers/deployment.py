@@ -108,8 +108,10 @@ def watch_nim_operator() -> bool:
 if watch_nim_operator():
     @kopf.on.event(deployment_nimoperator.render.API_GROUP, deployment_nimoperator.render.API_VERSION,
                    deployment_nimoperator.NIMSERVICES, labels={owner_label(KIND.kind): kopf.PRESENT})
-    def nim_service_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
-        """The NIM Operator's status changes release a waiting rollout at once (no need to wait for the poll)."""
+    @kopf.on.event(deployment_nimoperator.render.API_GROUP, deployment_nimoperator.render.API_VERSION,
+                   deployment_nimoperator.NIMCACHES, labels={owner_label(KIND.kind): kopf.PRESENT})
+    def nim_operator_object_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+        """The NIM Operator's status changes (NIMService, NIMCache) release a waiting rollout at once."""
         enqueue_owner(KIND, body, namespace, type)
 
 
