@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kubehelpers import Kube
+from tests.kubehelpers import Kube, reason_of
 
 pytestmark = pytest.mark.e2e
 
@@ -49,3 +49,26 @@ def test_three_shards_and_a_merge_give_the_one_pod_dataset(kube: Kube, namespace
     for field in ("pairs", "candidates", "runsCompleted", "meanScoreDiff"):
         assert three["status"][field] == one["status"][field], field
     assert three["status"]["datasetLocation"] == "pvc://dpo-data/three"
+
+
+def test_a_failing_shard_fails_the_collection_without_a_merge(kube: Kube, namespace: str, operator: None,
+                                                              tmp_path: Path) -> None:
+    kube.require_emulated()
+    import socket
+
+    from dpo_operator.embedded.executor import LocalExecutor
+
+    with socket.socket() as sock:  # a port nothing listens on: every request is refused
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    kube.claims(namespace, "dpo-data")
+    spec = {"workflow": {"name": "tictactoe", "numExamples": 4}, "parallelism": 2, "job": {"backoffLimit": 0},
+            "llm": {"baseUrl": f"http://127.0.0.1:{closed}/v1", "model": "m", "startupTimeoutSeconds": 0,
+                    "maxRetries": 0, "timeoutSeconds": 2},
+            "output": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}
+    with LocalExecutor(kube.api, tmp_path, namespace):
+        kube.create("DPOCollection", namespace, "broken", spec)
+        failed = kube.wait_phase("DPOCollection", namespace, "broken", "Failed", timeout=60)
+    assert reason_of(failed, "Failed") == "BackoffLimitExceeded", failed["status"]
+    assert "shard" in failed["status"]["message"] and "last pod error" in failed["status"]["message"]
+    assert kube.job(namespace, "broken-merge") is None  # nothing to merge
