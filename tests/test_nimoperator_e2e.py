@@ -103,6 +103,7 @@ def test_a_lora_adapter_is_served_by_a_base_model_nimservice_and_hot_loads_new_a
                                    lambda s: s.get("phase") == "Ready" and s["revision"] != status["revision"],
                                    what="the new revision Ready", timeout=120)
         assert changed["status"]["servingRevision"] == changed["status"]["revision"]
+        assert changed["status"]["servedModelName"] == "tuned"  # the NIM names an adapter after its directory
         replaced = nim_object(kube, "nimservices", namespace, "md")
         assert replaced is not None and replaced["spec"]["storage"]["sharedMemorySizeLimit"] == "1Gi"
 
@@ -170,3 +171,29 @@ def test_specs_the_nim_operator_cannot_serve_end_in_invalid_spec(
     failed = kube.wait_phase("ModelDeployment", namespace, "invalid", "Failed")
     assert reason_of(failed, "Failed") == "InvalidSpec", conditions_of(failed)
     assert named in status_of(failed)["message"]
+
+
+def test_without_the_nim_operator_installed_the_failure_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API server that does not serve apps.nvidia.com (no NIM Operator CRDs): a clear, terminal reason."""
+    import kubernetes
+
+    from dpo_operator.api.deployment import ModelDeploymentSpec
+    from dpo_operator.handlers import deployment_nimoperator
+    from dpo_operator.kube import client
+    from dpo_operator.kubeemu.cluster import EmbeddedCluster
+    from dpo_operator.render import nimoperator
+    from dpo_operator.runtime.errors import PermanentFailure
+    from dpo_operator.serving.model import ServedModel
+
+    with EmbeddedCluster() as bare:
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(bare.kubeconfig), client_configuration=configuration)
+        monkeypatch.setattr(client, "_client", kubernetes.client.ApiClient(configuration))
+        client.core().create_namespace({"metadata": {"name": "team"}})
+        spec = ModelDeploymentSpec.model_validate({"backend": "nimOperator", "model": {"explicit": {"name": "m"}}})
+        owner = {"metadata": {"name": "md", "namespace": "team", "uid": "u-1"}}
+        manifest = nimoperator.nim_service(owner, spec, ServedModel(served_name="m", base_name="m", nim_builtin=True),
+                                           "nvcr.io/nim/m:1", "rev")
+        with pytest.raises(PermanentFailure, match="install the NVIDIA NIM Operator") as raised:
+            deployment_nimoperator.apply(deployment_nimoperator.NIMSERVICES, manifest)
+    assert raised.value.reason == "NimOperatorNotInstalled"

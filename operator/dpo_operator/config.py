@@ -61,6 +61,8 @@ class OperatorConfig:
     ready_check_seconds: float = 30.0  # a Ready ModelDeployment: does it stay so?
     max_poll_backoff_seconds: float = 600.0  # Customizer polls that fail back off up to this
     remote_delete_attempts: int = 5  # cancelling/deleting remote work on delete, before giving up (logged)
+    # watch the NVIDIA NIM Operator's NIMServices/NIMCaches (chart: nimOperator.enabled; needs its CRDs and RBAC)
+    watch_nim_operator: bool = True
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -73,4 +75,5 @@ class OperatorConfig:
             allowed_tolerations=_listed("DPO_ALLOWED_TOLERATIONS", DEFAULT_TOLERATIONS),
             allowed_node_selectors=_listed("DPO_ALLOWED_NODE_SELECTORS", DEFAULT_NODE_SELECTORS),
             kube_request_timeout=float(env.get("DPO_KUBE_REQUEST_TIMEOUT", cls.kube_request_timeout)),
+            watch_nim_operator=env.get("DPO_NIM_OPERATOR", "true").strip().lower() not in ("false", "0", "no"),
         )

@@ -67,6 +67,7 @@ class Reason(StrEnum):
     ReadinessTimeout = "ReadinessTimeout"
     DeploymentFailed = "DeploymentFailed"
     DeploymentCancelled = "DeploymentCancelled"
+    NimOperatorNotInstalled = "NimOperatorNotInstalled"
     # conditions
     Applied = "Applied"
     ChangeNotApplied = "ChangeNotApplied"

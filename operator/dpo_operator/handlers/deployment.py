@@ -9,7 +9,6 @@ one keeps serving until the new one is Ready. The rollout clock (``status.rollou
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -24,6 +23,7 @@ from dpo_operator.api.deployment import (
     ModelDeploymentStatus,
 )
 from dpo_operator.api.reasons import Reason
+from dpo_operator.config import OperatorConfig
 from dpo_operator.handlers import deployment_kubernetes, deployment_nemo, deployment_nimoperator
 from dpo_operator.handlers.common import enqueue_owner, object_lock
 from dpo_operator.kube import custom_objects
@@ -99,13 +99,8 @@ def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **
     enqueue_owner(KIND, body, namespace, type)
 
 
-def watch_nim_operator() -> bool:
-    """Watch NIMServices (chart: nimOperator.enabled sets DPO_NIM_OPERATOR; on unless set to false): without the
-    NIM Operator's CRDs or RBAC for them, the operator leaves them alone."""
-    return os.environ.get("DPO_NIM_OPERATOR", "true").strip().lower() not in ("false", "0", "no")
-
-
-if watch_nim_operator():
+# registered at import (kopf's registry), so read from the environment here: chart nimOperator.enabled
+if OperatorConfig.from_env().watch_nim_operator:
     @kopf.on.event(deployment_nimoperator.render.API_GROUP, deployment_nimoperator.render.API_VERSION,
                    deployment_nimoperator.NIMSERVICES, labels={owner_label(KIND.kind): kopf.PRESENT})
     @kopf.on.event(deployment_nimoperator.render.API_GROUP, deployment_nimoperator.render.API_VERSION,

@@ -67,6 +67,10 @@ def apply(plural: str, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     except ApiException as exc:
         if exc.status == 422:
             raise _refused(exc, manifest["kind"]) from None
+        if exc.status == 404 and created:  # the API server does not serve the kind at all
+            raise PermanentFailure(Reason.NimOperatorNotInstalled, f"the API server does not serve {plural}."
+                                   f"{render.API_GROUP}: install the NVIDIA NIM Operator (its CRDs), or use "
+                                   "backend: kubernetes") from None
         raise
 
 
