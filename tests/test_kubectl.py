@@ -225,7 +225,10 @@ def dev_cluster(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 def test_dev_cluster_runs_a_collection_to_succeeded(dev_cluster: tuple[Path, str]) -> None:
     kubeconfig, policy = dev_cluster
-    assert kubectl(kubeconfig, "get", "crd", "-o", "name").stdout.count("dpo.ai") == 3
+    crds = kubectl(kubeconfig, "get", "crd", "-o", "name").stdout
+    assert crds.count("dpo.ai") == 3
+    # the NIM Operator's CRDs too (backend nimOperator; its stand-in controller runs in the dev cluster)
+    assert "nimservices.apps.nvidia.com" in crds and "nimcaches.apps.nvidia.com" in crds
     kubectl(kubeconfig, "create", "namespace", "demo")
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "dpo-data"},
              "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
