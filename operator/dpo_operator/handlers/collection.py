@@ -1,4 +1,5 @@
-"""DPOCollection: one collection Job per resource, status read back from the Job and its pod.
+"""DPOCollection: one collection Job per resource (with ``parallelism`` > 1 an Indexed Job of shard pods, then a
+merge Job), status read back from the Job and its pods.
 
 Events (the resource, its Job, the Job's pods) only enqueue it; :func:`decide` is the whole reconcile, run by
 :mod:`dpo_operator.runtime.controller`, which writes the outcome to status."""
@@ -106,6 +107,7 @@ def decide(body: dict[str, Any]) -> Result:
 def merged(namespace: str, body: dict[str, Any], spec: DPOCollectionSpec, shards: dict[str, Any]) -> Outcome:
     """Every shard finished: the merge Job (created once) builds the dataset; its result is the collection's."""
     merge = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config, merge=True))
+    merge = set_suspended(namespace, merge, spec.suspend)  # spec.suspend pauses the merge too
     state = job_state(merge)
     outcome = outcome_for(namespace, merge, state)
     fields = outcome.fields if isinstance(outcome.fields, DPOCollectionStatus) else DPOCollectionStatus()
