@@ -49,3 +49,14 @@ def test_no_cache_without_a_hub_model() -> None:
     on_pvc = ServedModel(served_name="t", base_name="b", weights=PvcLocation(claim_name="c", path="/w"))
     assert nimoperator.nim_cache(OWNER, spec, on_pvc, "img:1") is None
     assert nimoperator.nim_service(OWNER, spec, on_pvc, "img:1", "r")["spec"]["storage"]["pvc"] == {"name": "c"}
+
+
+def test_an_adapter_on_the_nims_own_model_shares_a_writable_model_store() -> None:
+    spec = ModelDeploymentSpec.model_validate({"backend": "nimOperator", "model": {"explicit": {
+        "name": "meta/llama-3.2-1b-instruct", "loraAdapter": {"claimName": "loras", "path": "/adapters/support"}}}})
+    model = ServedModel(served_name="x", base_name="meta/llama-3.2-1b-instruct",
+                        adapter=PvcLocation(claim_name="loras", path="/adapters/support"))
+    built = nimoperator.nim_service(OWNER, spec, model, "nvcr.io/nim/meta/llama-3.2-1b-instruct:1.12.0", "r")
+    env = {e["name"]: e["value"] for e in built["spec"]["env"]}
+    assert "NIM_MODEL_NAME" not in env and env["NIM_PEFT_SOURCE"] == "/model-store/adapters"
+    assert built["spec"]["storage"]["pvc"] == {"name": "loras"} and built["spec"]["storage"]["readOnly"] is False

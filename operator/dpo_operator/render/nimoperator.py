@@ -70,11 +70,10 @@ def _storage(spec: ModelDeploymentSpec, model: ServedModel, name: str) -> tuple[
             f"backend nimOperator mounts one PVC per NIMService, but the base model is on PVC "
             f"{model.weights.claim_name!r} and the LoRA adapter on {model.adapter.claim_name!r}: put both on one claim "
             "(the training job's model.pvc and output on the same PVC) or use backend: kubernetes")
-    if model.adapter is not None and model.weights is None:
-        raise NotServable("backend nimOperator serves a LoRA adapter from a PVC together with its base model's weights "
-                          "on the same PVC (model.explicit.pvc or the training job's model.pvc)")
     if claim is not None:
-        storage.update(pvc={"name": claim}, readOnly=True)
+        # an adapter on the NIM's own model (no weights given): the NIM also caches its model profile on that
+        # claim, as in the NIM Operator's LoRA sample, so it stays writable
+        storage.update(pvc={"name": claim}, readOnly=model.weights is not None)
         if model.weights is not None:
             env.append({"name": "NIM_MODEL_NAME", "value": store_path(model.weights.path)})
         if model.adapter is not None:
