@@ -30,7 +30,7 @@ from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.results import UploadResult, first_valid
+from dpo_operator.api.results import UploadResult, read_result
 from dpo_operator.api.training import (
     CustomizerBackend,
     DPOTrainingJobSpec,
@@ -141,11 +141,10 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
             if state.phase != Phase.SUCCEEDED.value:
                 return Outcome(Phase.PENDING.value, Reason.UploadingDataset,
                                f"copying {location.describe()} to NeMo Datastore repo {repo}", fields)
-            uploaded = first_valid(UploadResult, pod_results(namespace, upload["metadata"]["name"]))
+            uploaded, why = read_result(UploadResult, pod_results(namespace, upload["metadata"]["name"]))
             if uploaded is None:  # never register a dataset no pod vouched for
-                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} completed but no pod of it "
-                                       "left a readable result (termination message); the dataset in NeMo Datastore "
-                                       "cannot be trusted")
+                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} completed but {why}; "
+                                       "the dataset in NeMo Datastore cannot be trusted")
             files_url = uploaded.files_url
         try:
             nemo.register_dataset(entity, backend.namespace, dataset, files_url,
