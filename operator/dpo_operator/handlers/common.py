@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 
 from dpo_operator.api import GROUP, KindInfo
-from dpo_operator.kube import events
+from dpo_operator.kube import custom_objects, events
 from dpo_operator.kube.jobs import get_job
 from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.redact import remote_body
@@ -37,10 +37,19 @@ def controller_ref(obj: Any, kind: str) -> dict[str, Any] | None:
 def enqueue_owner(kind: KindInfo, child: Any, namespace: str, event_type: str | None) -> None:
     """A child (Job, Deployment) changed: reconcile the resource that controls it. Found through the child's
     controller owner reference (the label only selects which children to watch; anyone can set it); the runtime's
-    fresh read checks the uid."""
+    fresh read checks the uid.
+
+    A deleted child enqueues whatever resource has the owner's name *now*: the same one (a person deleted its
+    Job: noticed at once), or a re-created one waiting for an earlier incarnation's child to leave (NameConflict)."""
     ref = controller_ref(child, kind.kind)
-    if event_type != "DELETED" and ref is not None:
-        RUNTIME.enqueue(kind, {"metadata": {"namespace": namespace, "name": ref["name"], "uid": ref.get("uid")}})
+    if ref is None:
+        return
+    if event_type == "DELETED":
+        current = custom_objects.read(kind, namespace, ref["name"])
+        if current is not None and not current["metadata"].get("deletionTimestamp"):
+            RUNTIME.enqueue(kind, current)
+        return
+    RUNTIME.enqueue(kind, {"metadata": {"namespace": namespace, "name": ref["name"], "uid": ref.get("uid")}})
 
 
 def enqueue_pod_owner(kind: KindInfo, pod: Any, namespace: str, event_type: str | None) -> None:

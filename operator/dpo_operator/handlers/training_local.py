@@ -24,6 +24,7 @@ from dpo_operator.kube import client
 from dpo_operator.kube.jobs import (
     ensure_job,
     failure,
+    get_job,
     job_state,
     pod_problem,
     pod_results,
@@ -76,6 +77,11 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     if isinstance(location, Outcome):
         return location
     jname = job_name(name)
+    if (body.get("status") or {}).get("jobName") == jname and get_job(namespace, jname) is None:
+        return Outcome(Phase.FAILED.value, Reason.JobMissing,
+                       f"job {jname} was deleted before it finished (by a person, or removed while the operator was "
+                       "down); training is not started again on its own: delete and re-create the DPOTrainingJob to "
+                       "train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
     job = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config))

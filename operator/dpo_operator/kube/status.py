@@ -23,7 +23,7 @@ from dpo_operator.kube.redact import redact
 # reasons of non-terminal outcomes that need a person's attention (recorded as Warning events)
 WARNING_REASONS = {"SecretNotFound", "SecretNotUsable", "SecretDestinationNotAllowed", "PollFailing", "Retrying", "CreateContainerConfigError",
                    "CreateContainerError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "Unschedulable",
-                   "CrashLoopBackOff", "PodFailing"}
+                   "CrashLoopBackOff", "PodFailing", "NameConflict"}
 TERMINAL_PHASES = {Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.CANCELLED.value}
 ACTIVE_PHASES = {Phase.PENDING.value, Phase.RUNNING.value, Phase.PROGRESSING.value}
 
