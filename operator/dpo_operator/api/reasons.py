@@ -73,3 +73,4 @@ class Reason(StrEnum):
     ResourceFinished = "ResourceFinished"
     NoFailure = "NoFailure"
     NotSuspended = "NotSuspended"
+    SuspendNotSupported = "SuspendNotSupported"  # a submitted Customizer job cannot be paused

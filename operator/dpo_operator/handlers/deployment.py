@@ -26,7 +26,7 @@ from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
 from dpo_operator.handlers.common import enqueue_owner, not_confirmed, object_lock
 from dpo_operator.kube import custom_objects
-from dpo_operator.kube.conditions import now, seconds_since
+from dpo_operator.kube.conditions import elapsed_since_start, now
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, is_terminal
@@ -59,8 +59,8 @@ def decide(body: dict[str, Any]) -> Result:
         raise PermanentFailure(Reason.ModelUnavailable, str(exc)) from None
     status = body.get("status") or {}
     rev = revision(spec, model)
-    # a rollout clock that is not a timestamp (edited by hand) starts again
-    new_rollout = status.get("revision") != rev or seconds_since(status.get("rolloutStartTime")) is None
+    # a rollout clock that is not a timestamp, or lies in the future (edited by hand), starts again
+    new_rollout = status.get("revision") != rev or elapsed_since_start(status.get("rolloutStartTime")) is None
     fields = ModelDeploymentStatus(revision=rev, served_model_name=model.served_name,
                                    rollout_start_time=now() if new_rollout else status["rolloutStartTime"])
     backend = deployment_nemo if spec.backend == DeploymentBackend.NEMO.value else deployment_kubernetes

@@ -43,7 +43,7 @@ from dpo_operator.handlers.training_shared import (
     resolve_dataset,
 )
 from dpo_operator.kube.captured import capture, read_captured
-from dpo_operator.kube.conditions import now, seconds_since
+from dpo_operator.kube.conditions import elapsed_since_start, now
 from dpo_operator.kube.jobs import (
     digest_applied,
     ensure_job,
@@ -207,6 +207,10 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
                               DPOTrainingJobStatus(consecutive_poll_failures=failures)), hold_for=delay)
     applied = digest_applied(status.get("submittedSpec"), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING),
                              f"Customizer job {job_id}")
+    if spec.suspend:  # refused clearly rather than cancelling work a person may only want paused
+        applied = (False, Reason.SuspendNotSupported, f"spec.suspend is true, but Customizer job {job_id} was "
+                   "submitted already and NeMo Customizer cannot pause a job: it keeps running. Set suspend back to "
+                   "false, or delete the DPOTrainingJob to cancel the job")
     # null or missing fields keep the last known values
     progress = {**(status.get("progress") or {}), **remote.progress}
     fields = DPOTrainingJobStatus(progress=TrainingProgress.model_validate(progress) if progress else None,
@@ -228,8 +232,10 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
         fields.failure_reason = Reason.CustomizerJobCancelled
         return Result(Outcome(Phase.CANCELLED.value, Reason.CustomizerJobCancelled, remote.message, fields, applied))
     deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
-    elapsed = seconds_since(status.get("submitTime"))  # None: never submitted, or not a timestamp (no deadline)
-    if deadline is not None and elapsed is not None and elapsed > deadline:
+    elapsed = elapsed_since_start(status.get("submitTime"))
+    if elapsed is None:  # not a timestamp, or in the future (edited by hand): the clock starts again, never stops
+        fields.submit_time, elapsed = now(), 0.0
+    if deadline is not None and elapsed > deadline:
         nemo.cancel_job(customizer, job_id)
         raise PermanentFailure(Reason.DeadlineExceeded, f"Customizer job {job_id} ran longer than "
                                f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
