@@ -4,7 +4,6 @@ NeMo API emulator. Checks outcomes in the Kubernetes API and in the (emulated) N
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
