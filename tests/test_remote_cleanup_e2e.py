@@ -81,3 +81,17 @@ def test_the_status_writer_drops_non_finite_numbers(kube: Kube, namespace: str) 
     write_status(COLLECTION, body, Outcome("Running", "PodsRunning", "running", fields))
     status = kube.get("DPOCollection", namespace, "direct")["status"]
     assert status["candidates"] == 4 and "meanScoreDiff" not in status and "candidatesPerSecond" not in status
+
+
+def test_a_nemo_deployment_status_does_not_name_is_found_by_its_tag_and_deleted(
+        kube: Kube, namespace: str, operator: None) -> None:
+    """A model deployment created just before its status write failed (so status never named it)."""
+    with FakeNemo() as keyless:  # Deployment Management without an API key, as in the deployment tests
+        spec = {"backend": "nemo", "model": {"trainingJobRef": {"name": "not-yet"}}, "nemo": {"url": keyless.url}}
+        kube.create("ModelDeployment", namespace, "lost", spec)
+        kube.wait_status("ModelDeployment", namespace, "lost", lambda s: s.get("reason") == "WaitingForModel")
+        for name, owner in (("lost-0123abcd", "lost"), ("lost-2", "lost-2")):
+            keyless.add_deployment("dpo", name, "team-a/m@v1", description=f"dpo-operator ModelDeployment {namespace}/{owner}")
+        kube.delete("ModelDeployment", namespace, "lost")
+        wait_for(lambda: not kube.exists("ModelDeployment", namespace, "lost"), what="deletion")
+        assert list(keyless.deployments) == ["dpo/lost-2"]  # ours went; another resource's (a longer name) stayed
