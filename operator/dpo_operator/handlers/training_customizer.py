@@ -323,6 +323,8 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
         log.info("cancelling with the credentials captured at submission (%s)", refused or "no valid spec")
         with NemoApi(captured.url, captured.api_key, deadline=RUNTIME.config.remote_call_deadline) as customizer:
             return _cancel(customizer, job_id, meta["uid"], namespace)
+    if job_id is None:  # credentials are captured before any job is created: none was
+        return "no remote job had been created"
     if backend is None:
         return "no remote job had been created (no valid spec, no captured credentials)"
     if isinstance(refused, NemoError):
