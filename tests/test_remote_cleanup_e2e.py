@@ -35,8 +35,9 @@ def test_a_create_answered_with_html_fails_and_cancels_the_job_it_made(
     assert f"cancelled Customizer job {job['id']}" in failed["status"]["message"]
 
 
-def test_a_secret_deleted_mid_run_still_cancels_on_delete(
-        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+@pytest.mark.parametrize("change", ["deleted", "refused"])
+def test_a_secret_deleted_or_refused_mid_run_still_cancels_on_delete(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor, change: str) -> None:
     nemo.script = [{"status": "running"}]
     kube.create("DPOTrainingJob", namespace, "keyless", spec_for(nemo))
     running = kube.wait_phase("DPOTrainingJob", namespace, "keyless", "Running", timeout=40)
@@ -45,7 +46,10 @@ def test_a_secret_deleted_mid_run_still_cancels_on_delete(
     assert "dpo.ai/usable" not in (captured["metadata"].get("labels") or {})  # no resource or pod may use it
     assert base64.b64decode(captured["data"]["api-key"]).decode() == API_KEY
     assert API_KEY not in json.dumps(running["status"])
-    kube.core.delete_namespaced_secret("nemo", namespace)  # the user's Secret goes first
+    if change == "deleted":  # the user's Secret goes first
+        kube.core.delete_namespaced_secret("nemo", namespace)
+    else:  # or now holds a key the Customizer refuses (401)
+        kube.core.patch_namespaced_secret("nemo", namespace, {"data": {"api-key": base64.b64encode(b"revoked").decode()}})
     kube.delete("DPOTrainingJob", namespace, "keyless")
     wait_for(lambda: not kube.exists("DPOTrainingJob", namespace, "keyless"), timeout=30, what="deletion")
     assert nemo.jobs[running["status"]["remoteJobId"]]["status"] == "cancelled"

@@ -326,7 +326,8 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
     if job_id is None:  # credentials are captured before any job is created: none was
         return "no remote job had been created"
     if backend is None:
-        return "no remote job had been created (no valid spec, no captured credentials)"
+        raise PermanentFailure(Reason.InvalidSpec, f"Customizer job {job_id} cannot be cancelled: the spec is not "
+                               "valid (so where it runs is unknown) and no credentials were captured; fix the spec")
     if isinstance(refused, NemoError):
         raise refused
     log.warning("%s; cancelling without an API key", refused)  # never submitted with a key: try without one
