@@ -160,15 +160,18 @@ class Kube:
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
                                      "uid": job["metadata"]["uid"], "controller": True}],
             },
-            "spec": {"containers": [{"name": "main", "image": "x"}], "restartPolicy": "Never"},
+            # the Job's own containers: results are read only from pods running the Job's template
+            "spec": {**{k: v for k, v in job["spec"]["template"]["spec"].items() if k in ("containers", "initContainers")},
+                     "restartPolicy": "Never"},
         }
         self.core.create_namespaced_pod(namespace, pod)
+        main = job["spec"]["template"]["spec"]["containers"][0]["name"]
         terminated = {"exitCode": 0 if succeeded else (exit_code or 1), "message": message,
                       "reason": termination_reason or ("Completed" if succeeded else "Error"),
                       "finishedAt": "2026-01-01T00:00:00Z"}
         self.core.patch_namespaced_pod_status(f"{job_name}-pod", namespace, {"status": {
             "phase": "Succeeded" if succeeded else "Failed",
-            "containerStatuses": [{"name": "main", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
+            "containerStatuses": [{"name": main, "image": "x", "imageID": "", "ready": False, "restartCount": 0,
                                    "state": {"terminated": terminated}}]}})
         condition = {"type": "Complete" if succeeded else "Failed", "status": "True",
                      "reason": "Completed" if succeeded else reason, "message": "" if succeeded else f"Job has reached the specified {reason}",

@@ -74,3 +74,4 @@ class Reason(StrEnum):
     ResourceFinished = "ResourceFinished"
     NoFailure = "NoFailure"
     NotSuspended = "NotSuspended"
+    SuspendNotSupported = "SuspendNotSupported"  # a submitted Customizer job cannot be paused

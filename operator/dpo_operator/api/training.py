@@ -23,10 +23,19 @@ from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
 from dpo_operator.api.schema_hints import immutable, nested
 
 
+class CollectionReference(LocalObjectReference):
+    """A DPOCollection by name, in the resource's own namespace."""
+
+    namespace: str | None = Field(default=None, description=(
+        "Leave out, or set to this DPOTrainingJob's own namespace: a collection's dataset is on a PVC of its "
+        "namespace, which pods elsewhere cannot mount, so another namespace is refused (InvalidSpec), never "
+        "silently replaced by a same-named collection here."))
+
+
 class DatasetSource(ApiModel):
     """A DPOCollection (training waits until it has Succeeded) or an explicit dataset location."""
 
-    collection_ref: LocalObjectReference | None = Field(default=None, description=(
+    collection_ref: CollectionReference | None = Field(default=None, description=(
         "A DPOCollection in the same namespace; training starts once it has Succeeded, from its output."))
     location: StorageLocation | None = Field(default=None, description=(
         "A dataset directory holding training/training_file.jsonl (and validation/validation_file.jsonl) with "

@@ -20,7 +20,7 @@ from dpo_operator.api.collection import (
 )
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.results import CollectionResult, first_valid
+from dpo_operator.api.results import CollectionResult, read_result
 from dpo_operator.handlers.common import (
     enqueue_owner,
     enqueue_pod_owner,
@@ -62,12 +62,11 @@ def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> Non
 def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome:
     fields = DPOCollectionStatus(job_name=job["metadata"]["name"])
     if state.phase == Phase.SUCCEEDED.value:
-        result = first_valid(CollectionResult, pod_results(namespace, job["metadata"]["name"]))
+        result, why = read_result(CollectionResult, pod_results(namespace, job["metadata"]["name"]))
         if result is None:  # never Succeeded without a result: a training job would proceed on nothing
             fields.failure_reason = Reason.ResultUnavailable
             return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
-                           f"job {job['metadata']['name']} completed but no pod of it left a readable result "
-                           "(termination message); the dataset cannot be trusted", fields)
+                           f"job {job['metadata']['name']} completed but {why}; the dataset cannot be trusted", fields)
         _record_result(fields, result)
         total = fields.pairs.total if fields.pairs else 0
         return Outcome(state.phase, Reason.Collected, f"collected {total} preference pairs", fields)

@@ -10,7 +10,7 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.results import TrainingResult, first_valid
+from dpo_operator.api.results import TrainingResult, read_result
 from dpo_operator.api.training import (
     DPOTrainingJobSpec,
     DPOTrainingJobStatus,
@@ -24,6 +24,7 @@ from dpo_operator.kube import client
 from dpo_operator.kube.jobs import (
     ensure_job,
     failure,
+    get_job,
     job_state,
     pod_problem,
     pod_results,
@@ -76,6 +77,11 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     if isinstance(location, Outcome):
         return location
     jname = job_name(name)
+    if (body.get("status") or {}).get("jobName") == jname and get_job(namespace, jname) is None:
+        return Outcome(Phase.FAILED.value, Reason.JobMissing,
+                       f"job {jname} was deleted before it finished (by a person, or removed while the operator was "
+                       "down); training is not started again on its own: delete and re-create the DPOTrainingJob to "
+                       "train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
     job = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config))
@@ -84,12 +90,11 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     state = job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
     if state.phase == Phase.SUCCEEDED.value:
-        result = first_valid(TrainingResult, pod_results(namespace, jname))
+        result, why = read_result(TrainingResult, pod_results(namespace, jname))
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
             fields.failure_reason = Reason.ResultUnavailable
             return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
-                           f"job {jname} completed but no pod of it left a readable result "
-                           "(termination message); the trained model cannot be trusted", fields, applied)
+                           f"job {jname} completed but {why}; the trained model cannot be trusted", fields, applied)
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
         fields.output_model = f"pvc://{spec.local.output.claim_name}/{relative}"
         fields.progress = TrainingProgress(percentage_done=100.0, steps_completed=result.steps,

@@ -19,7 +19,7 @@ from dpo_operator.collect.nat_settings import SPEC_FIELDS_ENV, fields_set
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube.naming import child_name, labels_for
 from dpo_operator.kube.pods import container, pod_spec, pvc_volume, secret_env
-from dpo_operator.render.job import job
+from dpo_operator.render.job import job, spec_env
 
 SPEC_ENV = "DPO_COLLECTION_SPEC"
 
@@ -75,7 +75,7 @@ def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig, *, 
     volumes.extend(nat_volumes)
     mounts.extend(nat_mounts)
     env = [
-        {"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
+        spec_env(SPEC_ENV, spec.to_api()),
         {"name": "DPO_DATA_ROOT", "value": config.data_root},
         {"name": "DPO_RESOURCE_NAME", "value": name},
         *nat_env,
