@@ -15,7 +15,8 @@ from dpo_operator.api import GROUP, VERSION
 
 T = TypeVar("T")
 
-PLURALS = {"DPOCollection": "dpocollections", "DPOTrainingJob": "dpotrainingjobs", "ModelDeployment": "modeldeployments"}
+PLURALS = {"DPOCollection": "dpocollections", "DPOTrainingJob": "dpotrainingjobs", "ModelDeployment": "modeldeployments",
+           "DPOEvaluation": "dpoevaluations"}
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> T:

@@ -46,3 +46,15 @@ def test_string_generations_and_conditions(health: Any, obj: dict[str, Any], exp
 def test_a_failed_condition_message_is_shown(health: Any) -> None:  # noqa: F811
     status, message = health(with_conditions(None, [condition("Failed", message="the job failed (OOMKilled)")]))
     assert status == "Degraded" and "OOMKilled" in message and message.startswith("Failed")
+
+
+def test_an_evaluation_verdict_is_in_the_message(health: Any) -> None:  # noqa: F811
+    refused = with_conditions("Succeeded", [condition("Succeeded")], message="candidate -0.5 vs baseline -0.2")
+    refused["status"]["verdict"] = "Failed"
+    status, message = health(refused)
+    assert status == "Healthy"  # the comparison ran: what it found is the verdict, not the resource's health
+    assert message == "Succeeded (verdict Failed): candidate -0.5 vs baseline -0.2"
+    missing = with_conditions("Failed", [condition("Failed", reason="EndpointFailed", message="baseline: 3 of 30")])
+    missing["status"]["verdict"] = "Inconclusive"
+    status, message = health(missing)
+    assert status == "Degraded" and message.startswith("Failed (verdict Inconclusive): baseline: 3 of 30")

@@ -17,9 +17,12 @@ import pytest
 from dpo_operator.api.collection import DPOCollectionSpec
 from dpo_operator.api.common import HubLocation, PvcLocation, StorageLocation
 from dpo_operator.api.deployment import ModelDeploymentSpec
+from dpo_operator.api.evaluation import DPOEvaluationSpec
 from dpo_operator.api.training import DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
-from dpo_operator.render import collection, deployment, nemo, nim, nimoperator, training, upload
+from dpo_operator.evaluate.endpoints import Endpoint
+from dpo_operator.evaluate.heldout import TrainingExamples
+from dpo_operator.render import collection, deployment, evaluation, nemo, nim, nimoperator, training, upload
 from dpo_operator.serving.model import ServedModel
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -56,6 +59,22 @@ CUSTOMIZER = {
                    "namespace": "dpo", "apiKeySecretRef": {"name": "nemo", "key": "key"},
                    "hfTokenSecretRef": {"name": "hf", "key": "token"}},
     "job": {"activeDeadlineSeconds": 7200},
+}
+EVALUATION = {
+    "workflow": {"name": "tictactoe", "numExamples": 200},
+    "candidate": {"modelDeploymentRef": {"name": "tictactoe-dpo"}},
+    "baseline": {"baseUrl": "http://nim.example:8000/v1", "model": "meta/llama-3.2-1b-instruct",
+                 "apiKeySecretRef": {"name": "nim-key", "key": "api-key"}},
+    "heldOut": {"collectionRef": {"name": "pairs"}},
+    "gate": {"minImprovement": 0.05, "confidence": 0.9},
+    "output": {"claimName": "dpo-data", "path": "/models/dpo"},
+}
+NAT_EVALUATION = {
+    "workflow": {"nat": {"configMapRef": {"name": "nat-workflow", "key": "config.yml"},
+                         "datasetRef": {"name": "nat-workflow", "key": "data.json"}}},
+    "candidate": {"baseUrl": "http://candidate:8000/v1", "model": "dpo"},
+    "baseline": {"baseUrl": "http://base:8000/v1", "model": "base"},
+    "nat": {"evaluator": "exact"},
 }
 SERVE = {"model": {"trainingJobRef": {"name": "dpo"}}, "replicas": 2, "ngcApiKeySecretRef": {"name": "ngc", "key": "k"}}
 SERVED = ServedModel(served_name="tictactoe", base_name="meta/llama", weights=PvcLocation(claim_name="models", path="/base"),
@@ -116,6 +135,14 @@ BUILDERS: dict[str, Callable[[], Any]] = {
         owner("ModelDeployment"), ModelDeploymentSpec.model_validate(HF_CACHE), HF_MODEL, CONFIG.nim_image),
     "nemo-deployment-config": lambda: nemo.config_body("dpo", "ttt-rev1", "dpo/tictactoe", "nvcr.io/nim/meta/llama",
                                                        "1.8", 1),
+    "evaluation-job": lambda: evaluation.job_manifest(
+        owner("DPOEvaluation", "gate"), DPOEvaluationSpec.model_validate(EVALUATION), CONFIG,
+        Endpoint("http://tictactoe-dpo.team-a.svc:8000/v1", "tictactoe-dpo"),
+        Endpoint("http://nim.example:8000/v1", "meta/llama-3.2-1b-instruct"),
+        TrainingExamples("pairs", {"name": "tictactoe", "numExamples": 200}, 42)),
+    "evaluation-job-nat": lambda: evaluation.job_manifest(
+        owner("DPOEvaluation", "nat-gate"), DPOEvaluationSpec.model_validate(NAT_EVALUATION), CONFIG,
+        Endpoint("http://candidate:8000/v1", "dpo"), Endpoint("http://base:8000/v1", "base"), None),
     "nemo-model-deployment": lambda: nemo.deployment_body("dpo", "ttt-rev1", "ttt-rev1", "dpo-operator ModelDeployment a/b"),
 }
 

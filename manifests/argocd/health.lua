@@ -1,4 +1,6 @@
--- Argo CD health for dpo.ai resources (DPOCollection, DPOTrainingJob, ModelDeployment).
+-- Argo CD health for dpo.ai resources (DPOCollection, DPOTrainingJob, ModelDeployment, DPOEvaluation).
+-- A DPOEvaluation's verdict (Passed, Failed, NoGate, Inconclusive) is part of the message: a finished
+-- comparison is Healthy whatever it found; an evaluation that could not measure is Failed -> Degraded.
 -- Succeeded / Ready -> Healthy; Failed / Cancelled, or a True Failed condition -> Degraded;
 -- Suspended -> Suspended; a spec the operator has not observed yet (status or conditions behind
 -- metadata.generation), or any other phase -> Progressing. Generations may arrive as numbers or strings.
@@ -55,6 +57,9 @@ else
   hs.status = "Progressing"
 end
 local label = phase or "Unknown"
+if status.verdict ~= nil then
+  label = label .. " (verdict " .. tostring(status.verdict) .. ")"
+end
 if phase == nil and holds("Failed") then
   label = "Failed"
 end

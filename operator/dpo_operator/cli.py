@@ -14,6 +14,7 @@ from dpo_operator import __version__
 from dpo_operator.api.results import (
     TERMINATION_MESSAGE_LIMIT,
     CollectionResult,
+    EvaluationResult,
     PodError,
     TrainingResult,
     UploadResult,
@@ -99,6 +100,27 @@ def _collect(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     reported = CollectionResult.model_validate(asdict(result)).to_json()
+    _write_result(args.result_file, reported)
+    print(reported)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import os
+
+    from dpo_operator.api.evaluation import DPOEvaluationSpec
+    from dpo_operator.evaluate.runner import run_evaluation
+
+    try:
+        spec = _load_spec(args, DPOEvaluationSpec)
+        result: EvaluationResult = run_evaluation(
+            spec, data_root=Path(os.environ.get("DPO_DATA_ROOT", "/data")),
+            output_dir=Path(args.output_dir) if args.output_dir else None)
+    except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1 or 3)
+        logging.getLogger("dpo_operator.evaluate").exception("evaluation failed")
+        _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
+        return _exit_code(exc)
+    reported = result.to_json()
     _write_result(args.result_file, reported)
     print(reported)
     return 0
@@ -247,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(an Indexed Job's pod) into <output>.shards")
     stage.add_argument("--merge", action="store_true", help="merge the shards' candidates into the dataset")
     collect.set_defaults(func=_collect)
+
+    evaluate = sub.add_parser("evaluate", help="compare a candidate and a baseline endpoint on held-out examples "
+                                               "(what an evaluation pod runs)")
+    _add_workload_args(evaluate, "DPOEvaluation")
+    evaluate.add_argument("--output-dir", help="write evaluation.json to this directory instead of spec.output")
+    evaluate.set_defaults(func=_evaluate)
 
     train = sub.add_parser("train", help="run DPO/SFT training (what a training pod runs; needs the [workload] extra)")
     _add_workload_args(train, "DPOTrainingJob")

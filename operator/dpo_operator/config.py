@@ -39,6 +39,9 @@ class OperatorConfig:
     # where the operator reaches a ModelDeployment's Service to check readiness; the in-cluster DNS name by
     # default (set it when the operator runs outside the cluster, e.g. behind kubectl port-forward)
     probe_url_template: str = "http://{name}.{namespace}.svc.cluster.local:{port}"
+    # where workload pods (an evaluation) reach a ModelDeployment's Service; unset: its status.endpoint, the
+    # in-cluster DNS name (the embedded clusters set it: their pods are local processes)
+    workload_endpoint_url_template: str | None = None
     # the Pod Security Standard level every workload pod must meet, template overrides included
     # (chart: workloads.podSecurityLevel; restricted, baseline or privileged)
     pod_security_level: str = "restricted"
@@ -73,6 +76,7 @@ class OperatorConfig:
             workload_image=env.get("DPO_WORKLOAD_IMAGE", cls.workload_image),
             nim_image=env.get("DPO_NIM_IMAGE", cls.nim_image),
             probe_url_template=env.get("DPO_PROBE_URL_TEMPLATE", cls.probe_url_template),
+            workload_endpoint_url_template=env.get("DPO_WORKLOAD_ENDPOINT_URL_TEMPLATE") or None,
             pod_security_level=env.get("DPO_POD_SECURITY_LEVEL", "restricted").strip() or "restricted",
             allowed_tolerations=_listed("DPO_ALLOWED_TOLERATIONS", DEFAULT_TOLERATIONS),
             allowed_node_selectors=_listed("DPO_ALLOWED_NODE_SELECTORS", DEFAULT_NODE_SELECTORS),

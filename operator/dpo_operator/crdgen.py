@@ -28,11 +28,17 @@ class SchemaConversionError(ValueError):
     """The model uses a construct that has no structural-schema equivalent."""
 
 
+VALIDATIONS = "x-kubernetes-validations"
+
+
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, dict):
         if "$ref" in node:
             target = defs[node["$ref"].rsplit("/", 1)[-1]]
             merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+            rules = [*target.get(VALIDATIONS, []), *node.get(VALIDATIONS, [])]  # the model's and the field's
+            if rules:
+                merged[VALIDATIONS] = rules
             return _resolve(merged, defs)
         return {k: _resolve(v, defs) for k, v in node.items()}
     if isinstance(node, list):

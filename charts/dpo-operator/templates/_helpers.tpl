@@ -39,14 +39,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "dpo-operator.workRules" -}}
 # kopf patches annotations and finalizers; ModelDeployments are created for deployOnCompletion
 - apiGroups: [dpo.ai]
-  resources: [dpocollections, dpotrainingjobs, modeldeployments]
+  resources: [dpocollections, dpotrainingjobs, modeldeployments, dpoevaluations]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [dpo.ai]
-  resources: [dpocollections/status, dpotrainingjobs/status, modeldeployments/status]
+  resources: [dpocollections/status, dpotrainingjobs/status, modeldeployments/status, dpoevaluations/status]
   verbs: [patch]
 # children carry ownerReferences with blockOwnerDeletion: OpenShift requires update on the owner's finalizers
 - apiGroups: [dpo.ai]
-  resources: [dpocollections/finalizers, dpotrainingjobs/finalizers, modeldeployments/finalizers]
+  resources: [dpocollections/finalizers, dpotrainingjobs/finalizers, modeldeployments/finalizers, dpoevaluations/finalizers]
   verbs: [update]
 - apiGroups: [batch]
   resources: [jobs]

@@ -8,7 +8,7 @@ needs: a result that does not validate counts as no result (``ResultUnavailable`
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -81,6 +81,44 @@ class UploadResult(PodResult):
     files_url: str = Field(max_length=MAX_TEXT)
     repo_id: str | None = Field(None, max_length=MAX_TEXT)
     pairs: dict[str, int] | None = None
+
+
+class SideResult(PodResult):
+    """One side of an evaluation: its scores, and why examples have none."""
+
+    endpoint: str | None = None
+    model: str | None = None
+    mean: float | None = None
+    count: int = 0
+    failures: int = 0
+    failures_by_reason: dict[str, int] = {}
+    invalid_answers: int = 0
+    first_error: str | None = None
+
+
+class EvaluationResult(PodResult):
+    """The operator needs ``examples``, both sides and ``verdict``; the per-example scores stay in the result file."""
+
+    examples: int
+    candidate: SideResult
+    baseline: SideResult
+    verdict: Literal["Passed", "Failed", "NoGate", "Inconclusive"]  # another value: no result, never a pass
+    verdict_message: str = ""
+    pool: int | None = None
+    excluded: int | None = None
+    held_out: str | None = None
+    pairs: int = 0
+    mean_difference: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    confidence: float | None = None
+    method: str | None = None
+    resamples: int | None = None
+    seed: int | None = None
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    result_path: str | None = None
 
 
 def first_valid(model: type[ResultT], reported: list[dict[str, Any]]) -> ResultT | None:

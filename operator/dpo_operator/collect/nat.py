@@ -170,13 +170,14 @@ def _resolve_dataset(config: dict[str, Any], config_dir: Path) -> None:
                    "dataset by workflow.nat.datasetRef")
 
 
-def load_runnable_config(config_file: Path, *, dataset_given: bool = False) -> Any:
+def load_runnable_config(config_file: Path, *, dataset_given: bool = False,
+                         patch: Callable[[dict[str, Any]], None] | None = None) -> Any:
     """The NAT ``Config`` of the sections the collection pod runs.
 
     The ``nat finetune`` sections (``trajectory_builders``, ``trainers``, ``trainer_adapters``, ``finetuning``)
     are read as settings, never run: they are left out before NAT validates the file, so their plugins need not
     be installed and ``${VAR}`` references in them need no value. NAT's own reading applies to the rest
-    (``${VAR:-default}``, ``file://`` references relative to the config).
+    (``${VAR:-default}``, ``file://`` references relative to the config); ``patch`` may change the rest first.
     """
     import yaml
     from nat.data_models.config import Config
@@ -192,6 +193,8 @@ def load_runnable_config(config_file: Path, *, dataset_given: bool = False) -> A
     if "base" in raw:  # NAT's config inheritance: NAT reads the chain
         raw = yaml_load(config_file)
     runnable = {k: v for k, v in raw.items() if k not in nat_finetune.FINETUNE_SECTIONS}
+    if patch is not None:  # e.g. a DPOEvaluation points the config's llms at the endpoint under test
+        patch(runnable)
     config_dir = config_file.resolve().parent
     loaded = yaml_loads(yaml.safe_dump(runnable), config_dir)
     if not dataset_given:

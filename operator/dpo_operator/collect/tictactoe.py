@@ -114,6 +114,8 @@ def perfect_reply(board: str, rng: random.Random) -> int:
 
 
 class TicTacToeWorkflow:
+    invalid_answer_score = ILLEGAL_MOVE_SCORE  # what an evaluation counts as an unparsable or illegal answer
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.max_plies = int(config.get("maxOpeningPlies", 6))
 

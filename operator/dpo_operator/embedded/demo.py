@@ -102,6 +102,7 @@ def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ["DPO_PROBE_URL_TEMPLATE"] = "http://127.0.0.1:{port}"  # the operator runs here, not in a cluster
+    os.environ["DPO_WORKLOAD_ENDPOINT_URL_TEMPLATE"] = "http://127.0.0.1:{port}"  # so do the pods (local processes)
     workdir = workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

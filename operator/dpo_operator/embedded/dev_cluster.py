@@ -32,6 +32,7 @@ def run_dev_cluster(workdir: Path, port: int | None = None, policy_port: int = 0
     for handler in logging.getLogger().handlers:  # quiet on the console; kopf still posts its INFO Events
         handler.setLevel(logging.WARNING)
     os.environ["DPO_PROBE_URL_TEMPLATE"] = "http://127.0.0.1:{port}"  # the operator runs here, not in a cluster
+    os.environ["DPO_WORKLOAD_ENDPOINT_URL_TEMPLATE"] = "http://127.0.0.1:{port}"  # so do the pods (local processes)
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
