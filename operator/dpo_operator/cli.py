@@ -17,6 +17,7 @@ from dpo_operator.api.results import (
     PodError,
     TrainingResult,
     UploadResult,
+    ValidationResult,
 )
 
 
@@ -132,9 +133,12 @@ def _train(args: argparse.Namespace) -> int:
         _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
         return _exit_code(exc)
     train_metrics = summary.get("train") or {}
+    validation = summary.get("validation")
     result = TrainingResult(output_model=summary.get("outputModel"), steps=summary["steps"],
                             train_loss=train_metrics.get("loss"), reward_accuracy=train_metrics.get("rewards/accuracies"),
-                            val_loss=(summary.get("validation") or {}).get("val/loss"),
+                            smoothed_train_loss=summary.get("smoothedTrainLoss"),
+                            val_loss=(validation or {}).get("val/loss"),
+                            validation=ValidationResult.from_metrics(validation) if validation else None,
                             tokens_per_second=train_metrics.get("tokens_per_second"),
                             resumed_from_step=summary.get("resumedFromStep"))
     if int(os.environ.get("RANK", "0")) == 0:

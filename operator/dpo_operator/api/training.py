@@ -226,6 +226,10 @@ class Hyperparameters(ApiModel):
     lr_scheduler: LrScheduler = Field(
         default=LrScheduler.CONSTANT, description="After warmup: constant, linear decay to 0, or cosine decay to 0."
     )
+    validate_every_steps: int | None = Field(default=None, ge=1, description=(
+        "Local backend: also score the validation split every N optimizer steps (loss, preference accuracy, reward "
+        "margin), written to metrics.jsonl, TensorBoard and status.progress; it is always scored once at the end. "
+        "Unset: only at the end. The customizer backend reports its own validation loss."))
     dpo: DPOParams = nested(DPOParams)
     lora: LoraParams = nested(LoraParams)
 
