@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 from dpo_operator.api.progress import TrainingReport, eta_text, newest  # noqa: E402
 from dpo_operator.api.results import ValidationResult  # noqa: E402
 from dpo_operator.train.offline import likelihood_preferences  # noqa: E402
-from dpo_operator.train.progress import Ema, TrainingProgress  # noqa: E402
+from dpo_operator.train.progress import Ema, TrainerProgress  # noqa: E402
 from dpo_operator.train.trainer import Trainer, train  # noqa: E402
 from tests.datasets import toy_dataset  # noqa: E402
 from tests.tinymodel import build_tiny_model  # noqa: E402
@@ -140,7 +140,7 @@ def test_progress_lines_are_rate_limited_but_phase_changes_always_go_out() -> No
         def flush(self) -> None:
             pass
 
-    progress = TrainingProgress(100, True, interval_seconds=5.0, out=Out(), clock=lambda: now[0])  # type: ignore[arg-type]
+    progress = TrainerProgress(100, True, interval_seconds=5.0, out=Out(), clock=lambda: now[0])  # type: ignore[arg-type]
     with progress.phase("training"):
         progress.training_from(0)
         for step in range(1, 21):

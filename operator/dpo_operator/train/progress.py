@@ -41,7 +41,7 @@ class Ema:
         return self._raw / (1 - (1 - self.weight) ** self._n) if self._n else float("nan")
 
 
-class TrainingProgress:
+class TrainerProgress:
     def __init__(self, total_steps: int | None, enabled: bool, log_every_steps: int = 10, interval_seconds: float = 5.0,
                  out: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled, self.log_every, self.interval = enabled, max(1, log_every_steps), interval_seconds

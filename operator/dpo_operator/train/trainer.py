@@ -44,7 +44,7 @@ from dpo_operator.train.optim import build_optimizer, build_scheduler, warmup_st
 from dpo_operator.train.plots import write_plots
 from dpo_operator.train.precision import MixedPrecision
 from dpo_operator.train.prefetch import Prefetcher
-from dpo_operator.train.progress import TrainingProgress
+from dpo_operator.train.progress import TrainerProgress
 
 log = logging.getLogger(__name__)
 PREFETCH_DEPTH = 2  # steps (or scoring chunks) prepared ahead on the host while a GPU computes
@@ -165,7 +165,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.env = distributed.Environment.from_env()
-        self.progress = TrainingProgress(config.max_steps, self.env.is_main, config.log_every_steps,
+        self.progress = TrainerProgress(config.max_steps, self.env.is_main, config.log_every_steps,
                                          config.progress_seconds)
         with self.progress.phase("loading model"):
             self._load(config)
