@@ -189,6 +189,30 @@ def _dev_cluster(args: argparse.Namespace) -> int:
     return run_dev_cluster(Path(args.workdir), port=args.port, policy_port=args.policy_port)
 
 
+def _report(args: argparse.Namespace) -> int:
+    import os
+
+    from dpo_operator.report.page import render
+    from dpo_operator.report.sources import ReportError, gather
+
+    kind, _, name = args.resource.partition("/")
+    if not name:
+        print(f"error: name the resource as <kind>/<name>, e.g. dpotj/{args.resource}", file=sys.stderr)
+        return 2
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    try:
+        data = gather(kind, args.namespace, name, Path(args.from_dir) if args.from_dir else None)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    Path(args.output).write_text(render(data))
+    for note in data.notes:
+        print(f"report: {note}", file=sys.stderr)
+    print(args.output)
+    return 0
+
+
 def _add_workload_args(parser: argparse.ArgumentParser, kind: str) -> None:
     """What every workload command takes: its spec (file or env var) and where to report the result."""
     source = parser.add_mutually_exclusive_group(required=True)
@@ -270,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     from_nat.add_argument("--name", help="base name of the resources (default: the config file's name)")
     from_nat.add_argument("--pvc", default="dpo-data", help="PVC the dataset is written to (default: dpo-data)")
     from_nat.set_defaults(func=_from_nat)
+
+    report = sub.add_parser("report", help="write one self-contained HTML page about a DPOTrainingJob or "
+                                           "DPOCollection: status figures, training curves, dataset summary")
+    report.add_argument("resource", help="<kind>/<name>, e.g. dpotj/tictactoe-dpo or dpocollection/ttt")
+    report.add_argument("-n", "--namespace", default="default")
+    report.add_argument("--from-dir", help="a local copy of its output directory (a training job's "
+                                           "<output>/<name>: plots/, metrics.jsonl, summary.json; a collection's "
+                                           "dataset directory: metrics.json). On the dev cluster: "
+                                           ".dev-cluster/pvc/<claim>/<path>")
+    report.add_argument("-o", "--output", default="report.html", help="the HTML file to write")
+    report.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    report.set_defaults(func=_report)
 
     demo = sub.add_parser("demo", help="run the pipeline on an embedded, emulated cluster (no cluster, no GPU)")
     demo.add_argument("--workdir", default=".demo", help="where local volumes and pod logs go")
