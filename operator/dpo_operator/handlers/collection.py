@@ -65,6 +65,8 @@ def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> Non
 
 def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any) -> Outcome:
     fields = DPOCollectionStatus(job_name=job["metadata"]["name"])
+    if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        progress.done(body)
     if state.phase == Phase.SUCCEEDED.value:
         result = first_valid(CollectionResult, pod_results(namespace, job["metadata"]["name"]))
         if result is None:  # never Succeeded without a result: a training job would proceed on nothing

@@ -91,6 +91,8 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
+    if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        progress.done(body)
     if state.phase == Phase.SUCCEEDED.value:
         result = first_valid(TrainingResult, pod_results(namespace, jname))
         if result is None:  # never Succeeded without a result: a deployment would serve nothing

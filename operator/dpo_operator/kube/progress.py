@@ -82,5 +82,10 @@ def poll(body: Any, job_name: str, model: type[ReportT], interval: float) -> Rep
     return newest_report(body["metadata"]["namespace"], job_name, model)
 
 
+def done(body: Any) -> None:
+    """The workload ended: its throttle entry goes."""
+    THROTTLE.forget(body["metadata"]["uid"])
+
+
 def reported_at(report: ProgressReport) -> str:
     return datetime.datetime.fromtimestamp(report.time, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
