@@ -60,6 +60,8 @@ class OperatorConfig:
     # when objects are looked at again without an event
     collection_resync_seconds: float = 120.0  # a running collection (in case a Job or pod event was missed)
     training_resync_seconds: float = 60.0  # a running local training Job
+    # a running collection's or training's pod log is read for progress at most this often (chart: progressInterval)
+    progress_interval_seconds: float = 10.0
     rollout_check_seconds: float = 5.0  # a ModelDeployment rolling out
     ready_check_seconds: float = 30.0  # a Ready ModelDeployment: does it stay so?
     max_poll_backoff_seconds: float = 600.0  # Customizer polls that fail back off up to this
@@ -83,4 +85,5 @@ class OperatorConfig:
             kube_request_timeout=float(env.get("DPO_KUBE_REQUEST_TIMEOUT", cls.kube_request_timeout)),
             watch_nim_operator=env.get("DPO_NIM_OPERATOR", "true").strip().lower() not in ("false", "0", "no"),
             max_backoff_seconds=float(env.get("DPO_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)),
+            progress_interval_seconds=float(env.get("DPO_PROGRESS_INTERVAL_SECONDS", cls.progress_interval_seconds)),
         )

@@ -60,6 +60,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# live progress: the newest progress line of a running workload pod (the pods get no API rights themselves)
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -218,6 +218,30 @@ class PairCounts(ApiModel):
     validation: int = Field(default=0, description="Pairs in validation/validation_file.jsonl.")
 
 
+class CollectionProgress(ApiModel):
+    """How far the collection has got, from the collector's newest progress line in its pod's log (read at most
+    every progressIntervalSeconds); the pod's final result replaces the counts."""
+
+    phase: str | None = Field(default=None, description=(
+        "What the collector is doing: waiting for the endpoint, collecting, writing dataset, done."))
+    percentage_done: float | None = Field(default=None, description="Percent of the examples (over all runs) done.")
+    examples_done: int | None = Field(default=None, description=(
+        "Episodes finished, over all runs (numRuns x numExamples in all; a NAT run counts when it ends)."))
+    examples_total: int | None = Field(default=None, description="Episodes the collection will run.")
+    runs_completed: int | None = Field(default=None, description="Runs finished.")
+    runs_total: int | None = Field(default=None, description="Runs the collection will do (numRuns).")
+    candidates: int | None = Field(default=None, description="Candidates collected so far (finished runs).")
+    pairs: int | None = Field(default=None, description="Preference pairs so far, before deduplication and "
+                                                        "maxPairs (finished runs).")
+    average_reward: float | None = Field(default=None, description=(
+        "Mean reward of the pairs so far (the score difference, or the chosen score without "
+        "pairing.rewardFromScoreDiff), as NAT's per-run lines report it."))
+    eta: str | None = Field(default=None, description=(
+        "Estimated time left, e.g. 4m05s (remaining episodes at the mean episode rate so far)."))
+    eta_seconds: float | None = Field(default=None, description="The same estimate in seconds.")
+    reported_at: str | None = Field(default=None, description="When the collector reported these figures (RFC 3339).")
+
+
 class DPOCollectionStatus(CommonStatus):
     """How collection goes, and what it produced."""
 
@@ -227,6 +251,7 @@ class DPOCollectionStatus(CommonStatus):
     dataset_location: str | None = Field(default=None, description="Where the dataset was written (pvc://... or a "
                                                                    "hub URL).")
     pairs: PairCounts | None = None
+    progress: CollectionProgress | None = Field(default=None, description="Live progress while the collector runs.")
     candidates: int | None = Field(default=None, description="Candidates collected over all runs.")
     runs_completed: int | None = Field(default=None, description="Runs that finished.")
     runs_failed: int | None = Field(default=None, description="Runs that failed (continueOnCollectionError).")
@@ -247,6 +272,8 @@ KIND = KindInfo(
     printer_columns=[
         PrinterColumn("Phase", "string", ".status.phase"),
         PrinterColumn("Pairs", "integer", ".status.pairs.total"),
+        PrinterColumn("Progress", "number", ".status.progress.percentageDone", description="Percent of examples done"),
+        PrinterColumn("ETA", "string", ".status.progress.eta", description="Estimated collection time left"),
         PrinterColumn("Candidates", "integer", ".status.candidates", priority=1),
         PrinterColumn("Dataset", "string", ".status.datasetLocation", priority=1),
         *status_columns(),

@@ -63,12 +63,40 @@ class CollectionResult(PodResult):
         return self
 
 
+class ValidationResult(PodResult):
+    """The validation split scored at the end of training (:mod:`dpo_operator.train.offline` says what each means)."""
+
+    pairs: int = Field(ge=0, le=MAX_COUNT)
+    loss: float | None = None
+    reward_accuracy: float | None = Field(None, ge=0, le=1)
+    reward_margin: float | None = None
+    logps_accuracy: float | None = Field(None, ge=0, le=1)
+    logps_per_token_accuracy: float | None = Field(None, ge=0, le=1)
+    reference_logps_accuracy: float | None = Field(None, ge=0, le=1)
+    reference_logps_per_token_accuracy: float | None = Field(None, ge=0, le=1)
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, float]) -> "ValidationResult":
+        """From the trainer's ``val/...`` record."""
+        def value(key: str) -> float | None:
+            found = metrics.get(f"val/{key}")
+            return None if found is None else round(float(found), 6)
+
+        return cls(pairs=int(metrics["val/pairs"]), loss=value("loss"), reward_accuracy=value("rewards/accuracies"),
+                   reward_margin=value("rewards/margins"), logps_accuracy=value("logps_accuracy"),
+                   logps_per_token_accuracy=value("logps_per_token_accuracy"),
+                   reference_logps_accuracy=value("reference/logps_accuracy"),
+                   reference_logps_per_token_accuracy=value("reference/logps_per_token_accuracy"))
+
+
 class TrainingResult(PodResult):
     """The operator needs ``outputModel`` (present, even if null); the rest it records when reported."""
 
     output_model: str | None = Field(max_length=MAX_TEXT)
     steps: int | None = Field(None, ge=0, le=MAX_COUNT)
     train_loss: float | None = None
+    smoothed_train_loss: float | None = None
+    validation: ValidationResult | None = None
     reward_accuracy: float | None = Field(None, ge=0, le=1)
     val_loss: float | None = None
     tokens_per_second: float | None = Field(None, ge=0)

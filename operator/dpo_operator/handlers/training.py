@@ -58,7 +58,10 @@ def next_check(body: Any) -> float | None:
     if is_terminal(body):
         return None
     if not _is_customizer(body.get("spec") or {}):
-        return RUNTIME.config.training_resync_seconds
+        config = RUNTIME.config
+        running = (body.get("status") or {}).get("phase") == Phase.RUNNING.value
+        return min(config.training_resync_seconds, config.progress_interval_seconds) if running \
+            else config.training_resync_seconds
     return training_customizer.pace(body)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
+from dpo_operator.api.progress import TrainingReport
 from dpo_operator.api.results import TrainingResult, read_result
 from dpo_operator.api.training import (
     DPOTrainingJobSpec,
@@ -20,7 +21,14 @@ from dpo_operator.handlers.training_shared import (
     deploy_if_requested,
     resolve_dataset,
 )
-from dpo_operator.kube import client
+from dpo_operator.handlers.live_progress import (
+    final_training_progress,
+    recorded,
+    training_progress,
+    training_summary,
+    validation_checks,
+)
+from dpo_operator.kube import client, progress
 from dpo_operator.kube.jobs import (
     ensure_job,
     failure,
@@ -89,6 +97,8 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
+    if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        progress.done(body)
     if state.phase == Phase.SUCCEEDED.value:
         result, why = read_result(TrainingResult, pod_results(namespace, jname))
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
@@ -97,10 +107,8 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
                            f"job {jname} completed but {why}; the trained model cannot be trusted", fields, applied)
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
         fields.output_model = f"pvc://{spec.local.output.claim_name}/{relative}"
-        fields.progress = TrainingProgress(percentage_done=100.0, steps_completed=result.steps,
-                                           epochs_completed=spec.hyperparameters.epochs,
-                                           train_loss=result.train_loss, val_loss=result.val_loss,
-                                           resumed_from_step=result.resumed_from_step)
+        fields.progress = final_training_progress(result, spec.hyperparameters.epochs, recorded(body, TrainingProgress))
+        fields.validation = validation_checks(result)
         deploy_if_requested(body, spec, fields)
         return Outcome(state.phase, Reason.Trained, "training completed", fields, applied)
     if state.phase == Phase.FAILED.value:
@@ -109,4 +117,12 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         return Outcome(state.phase, explained.reason, explained.message, fields, applied)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         state = pod_problem(namespace, jname) or state
-    return Outcome(state.phase, state.reason, state.message, fields, applied)
+    message = state.message
+    if state.phase == Phase.RUNNING.value:
+        report = progress.poll(body, jname, TrainingReport, RUNTIME.config.progress_interval_seconds)
+        current = training_progress(report) if report else recorded(body, TrainingProgress)
+        if report:
+            fields.progress = current
+        if current is not None:
+            message = f"{message}; {training_summary(current)}"
+    return Outcome(state.phase, state.reason, message, fields, applied)
