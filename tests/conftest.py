@@ -26,25 +26,34 @@ TEST_SECRETS = {"nim-key": ({"api-key": "sk-1"}, "http://nim.example:8000/v1"),
 
 
 @pytest.fixture(scope="session")
-def kubeconfig() -> Iterator[Path]:
+def pod_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the emulated API server reads pod logs from (``<namespace>/<pod>/output.log``)."""
+    return tmp_path_factory.mktemp("pod-logs")
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(pod_logs: Path) -> Iterator[Path]:
     if REAL_CLUSTER:
         os.environ["KUBECONFIG"] = REAL_CLUSTER
         yield Path(REAL_CLUSTER)
         return
     from dpo_operator.kubeemu.cluster import EmbeddedCluster
 
-    with EmbeddedCluster() as cluster:
+    with EmbeddedCluster(log_root=pod_logs) as cluster:
         cluster.use_as_default()
         yield cluster.kubeconfig
 
 
 @pytest.fixture(scope="session")
-def kube(kubeconfig: Path) -> Kube:
+def kube(kubeconfig: Path, pod_logs: Path) -> Kube:
     configuration = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    kube = Kube(kubernetes.client.ApiClient(configuration), real_cluster=bool(REAL_CLUSTER))
+    kube = Kube(kubernetes.client.ApiClient(configuration), real_cluster=bool(REAL_CLUSTER), pod_logs=pod_logs)
     if not REAL_CLUSTER:
-        for crd in crdgen.all_crds():
+        from dpo_operator.embedded.nim_operator import nim_operator_crds
+
+        # ours, and the NIM Operator's real CRDs (backend nimOperator's objects are validated by their schema)
+        for crd in [*crdgen.all_crds(), *nim_operator_crds()]:
             kube.apply_crd(crd)
     return kube
 

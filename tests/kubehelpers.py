@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
@@ -51,8 +52,10 @@ def reason_of(obj: dict[str, Any] | None, condition: str) -> str | None:
 
 
 class Kube:
-    def __init__(self, api: kubernetes.client.ApiClient, real_cluster: bool = False) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient, real_cluster: bool = False,
+                 pod_logs: Path | None = None) -> None:
         self.real_cluster = real_cluster
+        self.pod_logs = pod_logs  # emulated: where the API server reads pod logs from
         self.api = api
         self.core = kubernetes.client.CoreV1Api(api)
         self.batch = kubernetes.client.BatchV1Api(api)
@@ -161,15 +164,18 @@ class Kube:
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
                                      "uid": job["metadata"]["uid"], "controller": True}],
             },
-            "spec": {"containers": [{"name": "main", "image": "x"}], "restartPolicy": "Never"},
+            # the Job's own containers: results are read only from pods running the Job's template
+            "spec": {**{k: v for k, v in job["spec"]["template"]["spec"].items() if k in ("containers", "initContainers")},
+                     "restartPolicy": "Never"},
         }
         self.core.create_namespaced_pod(namespace, pod)
+        main = job["spec"]["template"]["spec"]["containers"][0]["name"]
         terminated = {"exitCode": 0 if succeeded else (exit_code or 1), "message": message,
                       "reason": termination_reason or ("Completed" if succeeded else "Error"),
                       "finishedAt": "2026-01-01T00:00:00Z"}
         self.core.patch_namespaced_pod_status(f"{job_name}-pod", namespace, {"status": {
             "phase": "Succeeded" if succeeded else "Failed",
-            "containerStatuses": [{"name": "main", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
+            "containerStatuses": [{"name": main, "image": "x", "imageID": "", "ready": False, "restartCount": 0,
                                    "state": {"terminated": terminated}}]}})
         condition = {"type": "Complete" if succeeded else "Failed", "status": "True",
                      "reason": "Completed" if succeeded else reason, "message": "" if succeeded else f"Job has reached the specified {reason}",
@@ -196,6 +202,27 @@ class Kube:
             "observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
             "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready}})
         return deployment
+
+    def run_pod(self, namespace: str, job_name: str, log: str) -> str:
+        """Play the job controller and kubelet for a pod that runs and has printed ``log`` so far (call again to
+        print more); returns the pod's name."""
+        self.require_emulated()
+        assert self.pod_logs is not None
+        name = f"{job_name}-running"
+        job = self.job(namespace, job_name)
+        assert job is not None, f"job {job_name} not found"
+        if not any(p["metadata"]["name"] == name for p in self.to_dict(self.core.list_namespaced_pod(namespace))["items"]):
+            self.core.create_namespaced_pod(namespace, {
+                "metadata": {"name": name, "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
+                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                                                  "uid": job["metadata"]["uid"], "controller": True}]},
+                "spec": {"containers": [{"name": "main", "image": "x"}], "restartPolicy": "Never"}})
+            self.core.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}})
+        path = self.pod_logs / namespace / name / "output.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as output:
+            output.write(log)
+        return name
 
     def start_job(self, namespace: str, job_name: str) -> None:
         self.require_emulated()

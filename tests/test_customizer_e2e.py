@@ -4,7 +4,6 @@ NeMo API emulator. Checks outcomes in the Kubernetes API and in the (emulated) N
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,18 +164,25 @@ def test_changes_a_running_remote_job_cannot_take_are_reported_not_applied(
     assert [route for route, _ in nemo.calls].count("create-job") == 1  # the remote job is left as it is
 
 
-def test_delete_finishes_even_when_the_customizer_is_down(
-        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+def test_delete_waits_until_the_cancellation_is_confirmed(
+        kube: Kube, namespace: str, nemo: FakeNemo, executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
+    """Issue 21 item 5: the finalizer stays while the Customizer cannot confirm the cancellation (a Warning event
+    says how a person may give up), and the deletion finishes once it does."""
+    monkeypatch.setenv("DPO_MAX_BACKOFF_SECONDS", "1")
+    request.getfixturevalue("operator")
     nemo.script = [{"status": "running"}]
     kube.create("DPOTrainingJob", namespace, "orphan", spec_for(nemo))
-    kube.wait_phase("DPOTrainingJob", namespace, "orphan", "Running", timeout=40)
-    nemo.fail["cancel-job"] = [503] * 100
-    started = time.monotonic()
+    running = kube.wait_phase("DPOTrainingJob", namespace, "orphan", "Running", timeout=40)
+    nemo.fail["cancel-job"] = [503] * 6
     kube.delete("DPOTrainingJob", namespace, "orphan")
+    wait_for(lambda: [route for route, _ in nemo.calls].count("cancel-job") >= 5, timeout=60, what="5 attempts")
+    assert kube.exists("DPOTrainingJob", namespace, "orphan")  # Terminating, the finalizer kept
+    warning = wait_for(lambda: next((e for e in kube.core.list_namespaced_event(namespace).items
+                                     if e.reason == "RemoteCleanupPending"), None), what="RemoteCleanupPending event")
+    assert "finalizers" in warning.message and "kubectl patch dpotrainingjobs orphan" in warning.message
     wait_for(lambda: not kube.exists("DPOTrainingJob", namespace, "orphan"), timeout=60, what="deletion")
-    attempts = [route for route, _ in nemo.calls].count("cancel-job")
-    assert attempts == 5, attempts  # bounded retries, then the finalizer is released
-    assert time.monotonic() - started < 60
+    assert nemo.jobs[running["status"]["remoteJobId"]]["status"] == "cancelled"
 
 
 def test_deadline_cancels_and_fails(kube: Kube, namespace: str, operator: None, nemo: FakeNemo,

@@ -134,3 +134,21 @@ def test_install_watching_namespaces_creates_roles_there(cluster: Cluster) -> No
     assert cluster.cluster_roles() == {"dpo-operator-discovery", "dpo-operator-secrets"}  # no cluster-wide work role
     cluster.helm("uninstall", "dpo-operator", "-n", "dpo-system")
     assert cluster.role_bindings() == set()
+
+
+def test_nim_operator_rbac_and_watch_only_when_enabled(cluster: Cluster) -> None:
+    """nimOperator.enabled grants NIMServices and NIMCaches (create, update: the backend replaces a spec) and turns
+    the operator's NIMService watch on; by default neither."""
+    def rules_and_env(*values: str) -> tuple[list[dict], dict[str, str]]:
+        docs = _rendered(cluster, *values)
+        role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "dpo-operator")
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return [r for r in role["rules"] if "apps.nvidia.com" in r["apiGroups"]], env
+
+    rules, env = rules_and_env()
+    assert rules == [] and env["DPO_NIM_OPERATOR"] == "false"
+    rules, env = rules_and_env("--set", "nimOperator.enabled=true")
+    assert env["DPO_NIM_OPERATOR"] == "true"
+    assert {"resources": ["nimservices", "nimcaches"], "verbs": ["get", "list", "watch", "create", "update"]} in [
+        {k: r[k] for k in ("resources", "verbs")} for r in rules]

@@ -84,10 +84,11 @@ def test_pipeline_client_side_apply_get_and_delete(cluster: Path) -> None:
     assert all(line.endswith("unchanged") for line in kubectl(cluster, "apply", "-n", "csa", "-f", str(PIPELINE)).stdout.splitlines())
 
     rows = _table(kubectl(cluster, "get", "dpo", "-n", "csa").stdout)
-    assert ["NAME", "PHASE", "PAIRS", "AGE"] in rows and ["NAME", "BACKEND", "PHASE", "PROGRESS", "AGE"] in rows
+    assert ["NAME", "PHASE", "PAIRS", "PROGRESS", "ETA", "AGE"] in rows
+    assert ["NAME", "BACKEND", "PHASE", "PROGRESS", "ETA", "AGE"] in rows
     assert ["NAME", "PHASE", "READY", "MODEL", "AGE"] in rows
     wide = _table(kubectl(cluster, "get", "dpocollections", "-n", "csa", "-o", "wide").stdout)
-    assert wide[0] == ["NAME", "PHASE", "PAIRS", "AGE", "CANDIDATES", "DATASET", "REASON", "MESSAGE"]
+    assert wide[0] == ["NAME", "PHASE", "PAIRS", "PROGRESS", "ETA", "AGE", "CANDIDATES", "DATASET", "REASON", "MESSAGE"]
     assert wide[1][0] == "tictactoe-pairs"
     status = {"status": {"phase": "Pending", "reason": "SecretNotFound", "message": "secret nim-key not found"}}
     kubectl(cluster, "patch", "-n", "csa", "dpoc", "tictactoe-pairs", "--subresource=status", "--type=merge",
@@ -226,7 +227,10 @@ def dev_cluster(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 def test_dev_cluster_runs_a_collection_to_succeeded(dev_cluster: tuple[Path, str]) -> None:
     kubeconfig, policy = dev_cluster
-    assert kubectl(kubeconfig, "get", "crd", "-o", "name").stdout.count("dpo.ai") == 4
+    crds = kubectl(kubeconfig, "get", "crd", "-o", "name").stdout
+    assert crds.count("dpo.ai") == 4
+    # the NIM Operator's CRDs too (backend nimOperator; its stand-in controller runs in the dev cluster)
+    assert "nimservices.apps.nvidia.com" in crds and "nimcaches.apps.nvidia.com" in crds
     kubectl(kubeconfig, "create", "namespace", "demo")
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "dpo-data"},
              "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}

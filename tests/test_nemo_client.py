@@ -74,12 +74,14 @@ def test_hyperparameters_sent_and_the_ones_the_customizer_cannot_honour() -> Non
     assert defaults["dpo"]["sft_average_log_probs"] is False and "target_modules" not in defaults["lora"]
     hp = Hyperparameters.model_validate({
         "maxSeqLength": 4096, "seed": 7, "weightDecay": 0.01, "warmupRatio": 0.1, "lrScheduler": "linear",
+        "validateEverySteps": 50,
         "dpo": {"preferenceAverageLogProbs": True}, "lora": {"rank": 8, "targetModules": ["linear_qkv"]}})
     sent, not_honoured = nemo.customizer_hyperparameters(hp)
     assert sent["seed"] == 7 and sent["weight_decay"] == 0.01 and "optimizer" not in sent
     assert sent["dpo"]["sft_average_log_probs"] is True  # follows preferenceAverageLogProbs when unset
     assert sent["lora"] == {"adapter_dim": 8, "alpha": 32, "adapter_dropout": 0.0, "target_modules": ["linear_qkv"]}
-    assert [text.split(" ")[0] for text in not_honoured] == ["maxSeqLength", "warmupRatio", "lrScheduler"]
+    assert [text.split(" ")[0] for text in not_honoured] == ["maxSeqLength", "warmupRatio", "validateEverySteps",
+                                                             "lrScheduler"]
     # what is sent is what the SDK's JobCreateParams accepts (the fake validates every request)
     with FakeNemo() as fake, NemoApi(fake.url) as api:
         fake.repos["dpo/pairs"] = {"training/training_file.jsonl": b"{}\n"}

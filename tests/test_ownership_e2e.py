@@ -26,14 +26,20 @@ def test_a_strangers_job_is_not_adopted(kube: Kube, namespace: str, operator: No
     kube.finish_job(namespace, "pairs-collect", succeeded=True, message=json.dumps(RESULT))
     before = kube.job(namespace, "pairs-collect")
 
-    kube.create("DPOCollection", namespace, "pairs", SPEC)
-    failed = kube.wait_phase("DPOCollection", namespace, "pairs", "Failed")
-    assert reason(failed, "Failed") == "NameConflict"
+    created = kube.create("DPOCollection", namespace, "pairs", SPEC)
+    # issue 21 item 6: not Failed for good, but waiting for the stranger to leave
+    waiting = kube.wait_status("DPOCollection", namespace, "pairs", lambda s: s.get("reason") == "NameConflict")
+    assert waiting["status"]["phase"] == "Pending"
     assert f"Job {namespace}/pairs-collect already exists and is not controlled by DPOCollection pairs" in \
-        failed["status"]["message"]
+        waiting["status"]["message"]
     after = kube.job(namespace, "pairs-collect")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]  # untouched
-    assert "pairs" not in failed["status"] or failed["status"].get("pairs") is None
+    assert "pairs" not in waiting["status"] or waiting["status"].get("pairs") is None
+    kube.batch.delete_namespaced_job("pairs-collect", namespace)  # the stranger leaves: ours is created
+    ours = wait_for(lambda: (job := kube.job(namespace, "pairs-collect")) and
+                    job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"] and job, what="our Job")
+    assert ours["metadata"]["labels"].get("team") != "b"
+    kube.wait_status("DPOCollection", namespace, "pairs", lambda s: s.get("reason") == "JobCreated")
 
 
 def test_a_strangers_deployment_and_service_are_not_overwritten(kube: Kube, namespace: str, operator: None) -> None:
@@ -46,9 +52,9 @@ def test_a_strangers_deployment_and_service_are_not_overwritten(kube: Kube, name
     before = (kube.deployment(namespace, "web"), kube.to_dict(kube.core.read_namespaced_service("web", namespace)))
 
     kube.create("ModelDeployment", namespace, "web", {"model": {"explicit": {"name": "meta/llama-3.1-8b-instruct"}}})
-    failed = kube.wait_phase("ModelDeployment", namespace, "web", "Failed")
-    assert reason(failed, "Failed") == "NameConflict"
-    assert "is not controlled by ModelDeployment web" in failed["status"]["message"]
+    waiting = kube.wait_status("ModelDeployment", namespace, "web", lambda s: s.get("reason") == "NameConflict")
+    assert waiting["status"]["phase"] == "Pending"  # waits for the stranger to leave (issue 21 item 6)
+    assert "is not controlled by ModelDeployment web" in waiting["status"]["message"]
     after = (kube.deployment(namespace, "web"), kube.to_dict(kube.core.read_namespaced_service("web", namespace)))
     assert [o["metadata"]["resourceVersion"] for o in after] == [o["metadata"]["resourceVersion"] for o in before]
     assert after[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27"

@@ -22,7 +22,7 @@ from dpo_operator.api.training import DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.evaluate.endpoints import Endpoint
 from dpo_operator.evaluate.heldout import TrainingExamples
-from dpo_operator.render import collection, deployment, evaluation, nemo, nim, training, upload
+from dpo_operator.render import collection, deployment, evaluation, nemo, nim, nimoperator, training, upload
 from dpo_operator.serving.model import ServedModel
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -80,6 +80,25 @@ SERVE = {"model": {"trainingJobRef": {"name": "dpo"}}, "replicas": 2, "ngcApiKey
 SERVED = ServedModel(served_name="tictactoe", base_name="meta/llama", weights=PvcLocation(claim_name="models", path="/base"),
                      adapter=PvcLocation(claim_name="dpo-data", path="/models/dpo/final"))
 
+NIM_OPERATOR = {**SERVE, "backend": "nimOperator", "ngcApiKeySecretRef": {"name": "ngc", "key": "NGC_API_KEY"},
+                "startupTimeoutSeconds": 5400,
+                "template": {"imagePullSecrets": [{"name": "ngc-pull"}], "nodeSelector": {"nvidia.com/gpu.present": "true"}},
+                "nimOperator": {"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "metrics": [
+                    {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization",
+                                                                                "averageUtilization": 80}}}]},
+                                "peftRefreshIntervalSeconds": 60, "serviceMonitor": True}}
+SERVED_SAME_CLAIM = ServedModel(served_name="tictactoe", base_name="meta/llama",
+                                weights=PvcLocation(claim_name="dpo-data", path="/base"),
+                                adapter=PvcLocation(claim_name="dpo-data", path="/models/dpo/final"))
+HUB_MODEL = ServedModel(served_name="meta/llama-3.1-8b-instruct", base_name="meta/llama-3.1-8b-instruct",
+                        remote_model="meta/llama-3.1-8b-instruct", nim_builtin=True)
+NGC_CACHE = {**SERVE, "backend": "nimOperator", "ngcApiKeySecretRef": {"name": "ngc", "key": "NGC_API_KEY"},
+             "nimOperator": {"cache": {"size": "100Gi", "storageClass": "fast", "profiles": ["tensorrt_llm-h100-bf16"]}}}
+HF_CACHE = {**SERVE, "backend": "nimOperator", "ngcApiKeySecretRef": None, "nimOperator": {"cache": {
+    "source": "huggingFace", "modelPuller": "nvcr.io/nim/nvidia/llm-nim:1.12", "volumeAccessMode": "ReadWriteMany",
+    "hfTokenSecretRef": {"name": "hf", "key": "HF_TOKEN"}}}}
+HF_MODEL = ServedModel(served_name="Qwen/Qwen2.5-1.5B", base_name="Qwen/Qwen2.5-1.5B", nim_builtin=True)
+
 
 def owner(kind: str, name: str = "ttt") -> dict[str, Any]:
     return {"apiVersion": "dpo.ai/v1alpha1", "kind": kind,
@@ -103,6 +122,17 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "nim-deployment": lambda: nim.deployment_manifest(
         owner("ModelDeployment"), ModelDeploymentSpec.model_validate(SERVE), SERVED, CONFIG.nim_image, "rev1"),
     "nim-service": lambda: nim.service_manifest(owner("ModelDeployment"), ModelDeploymentSpec.model_validate(SERVE)),
+    "nimoperator-nimservice-lora": lambda: nimoperator.nim_service(
+        owner("ModelDeployment"), ModelDeploymentSpec.model_validate(NIM_OPERATOR), SERVED_SAME_CLAIM,
+        CONFIG.nim_image, "rev1"),
+    "nimoperator-nimservice-cached": lambda: nimoperator.nim_service(
+        owner("ModelDeployment"), ModelDeploymentSpec.model_validate(NGC_CACHE), HUB_MODEL,
+        "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.8.4", "rev1"),
+    "nimoperator-nimcache-ngc": lambda: nimoperator.nim_cache(
+        owner("ModelDeployment"), ModelDeploymentSpec.model_validate(NGC_CACHE), HUB_MODEL,
+        "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.8.4"),
+    "nimoperator-nimcache-hf": lambda: nimoperator.nim_cache(
+        owner("ModelDeployment"), ModelDeploymentSpec.model_validate(HF_CACHE), HF_MODEL, CONFIG.nim_image),
     "nemo-deployment-config": lambda: nemo.config_body("dpo", "ttt-rev1", "dpo/tictactoe", "nvcr.io/nim/meta/llama",
                                                        "1.8", 1),
     "evaluation-job": lambda: evaluation.job_manifest(

@@ -18,6 +18,7 @@ from dpo_operator.api.results import (
     PodError,
     TrainingResult,
     UploadResult,
+    ValidationResult,
 )
 
 
@@ -70,6 +71,7 @@ def _exit_code(exc: BaseException) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    import json
     import os
 
     from dpo_operator.api.collection import DPOCollectionSpec
@@ -77,9 +79,21 @@ def _collect(args: argparse.Namespace) -> int:
 
     try:
         spec = _load_spec(args, DPOCollectionSpec)
-        result = run_collection(spec, data_root=Path(os.environ.get("DPO_DATA_ROOT", "/data")),
-                                output_dir=Path(args.output_dir) if args.output_dir else None,
-                                name=os.environ.get("DPO_RESOURCE_NAME", "local"))
+        data_root, name = Path(os.environ.get("DPO_DATA_ROOT", "/data")), os.environ.get("DPO_RESOURCE_NAME", "local")
+        if args.shard:  # one pod of an Indexed Job: its share of the candidates, no dataset yet
+            from dpo_operator.collect.shard import run_shard, shard_index
+
+            summary = json.dumps(run_shard(spec, data_root=data_root, index=shard_index()), sort_keys=True)
+            _write_result(args.result_file, summary)
+            print(summary)
+            return 0
+        if args.merge:
+            from dpo_operator.collect.shard import merge_shards
+
+            result = merge_shards(spec, data_root=data_root, name=name)
+        else:
+            result = run_collection(spec, data_root=data_root,
+                                    output_dir=Path(args.output_dir) if args.output_dir else None, name=name)
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.collect").error("collection failed: %s", exc)
         _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
@@ -154,9 +168,12 @@ def _train(args: argparse.Namespace) -> int:
         _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
         return _exit_code(exc)
     train_metrics = summary.get("train") or {}
+    validation = summary.get("validation")
     result = TrainingResult(output_model=summary.get("outputModel"), steps=summary["steps"],
                             train_loss=train_metrics.get("loss"), reward_accuracy=train_metrics.get("rewards/accuracies"),
-                            val_loss=(summary.get("validation") or {}).get("val/loss"),
+                            smoothed_train_loss=summary.get("smoothedTrainLoss"),
+                            val_loss=(validation or {}).get("val/loss"),
+                            validation=ValidationResult.from_metrics(validation) if validation else None,
                             tokens_per_second=train_metrics.get("tokens_per_second"),
                             resumed_from_step=summary.get("resumedFromStep"))
     if int(os.environ.get("RANK", "0")) == 0:
@@ -207,6 +224,30 @@ def _dev_cluster(args: argparse.Namespace) -> int:
     return run_dev_cluster(Path(args.workdir), port=args.port, policy_port=args.policy_port)
 
 
+def _report(args: argparse.Namespace) -> int:
+    import os
+
+    from dpo_operator.report.page import render
+    from dpo_operator.report.sources import ReportError, gather
+
+    kind, _, name = args.resource.partition("/")
+    if not name:
+        print(f"error: name the resource as <kind>/<name>, e.g. dpotj/{args.resource}", file=sys.stderr)
+        return 2
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    try:
+        data = gather(kind, args.namespace, name, Path(args.from_dir) if args.from_dir else None)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    Path(args.output).write_text(render(data))
+    for note in data.notes:
+        print(f"report: {note}", file=sys.stderr)
+    print(args.output)
+    return 0
+
+
 def _add_workload_args(parser: argparse.ArgumentParser, kind: str) -> None:
     """What every workload command takes: its spec (file or env var) and where to report the result."""
     source = parser.add_mutually_exclusive_group(required=True)
@@ -251,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     collect = sub.add_parser("collect", help="run a preference-pair collection (what a collection pod runs)")
     _add_workload_args(collect, "DPOCollection")
     collect.add_argument("--output-dir", help="write the dataset to this directory instead of spec.output")
+    stage = collect.add_mutually_exclusive_group()
+    stage.add_argument("--shard", action="store_true", help="collect shard $JOB_COMPLETION_INDEX of spec.parallelism "
+                                                            "(an Indexed Job's pod) into <output>.shards")
+    stage.add_argument("--merge", action="store_true", help="merge the shards' candidates into the dataset")
     collect.set_defaults(func=_collect)
 
     evaluate = sub.add_parser("evaluate", help="compare a candidate and a baseline endpoint on held-out examples "
@@ -294,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     from_nat.add_argument("--name", help="base name of the resources (default: the config file's name)")
     from_nat.add_argument("--pvc", default="dpo-data", help="PVC the dataset is written to (default: dpo-data)")
     from_nat.set_defaults(func=_from_nat)
+
+    report = sub.add_parser("report", help="write one self-contained HTML page about a DPOTrainingJob or "
+                                           "DPOCollection: status figures, training curves, dataset summary")
+    report.add_argument("resource", help="<kind>/<name>, e.g. dpotj/tictactoe-dpo or dpocollection/ttt")
+    report.add_argument("-n", "--namespace", default="default")
+    report.add_argument("--from-dir", help="a local copy of its output directory (a training job's "
+                                           "<output>/<name>: plots/, metrics.jsonl, summary.json; a collection's "
+                                           "dataset directory: metrics.json). On the dev cluster: "
+                                           ".dev-cluster/pvc/<claim>/<path>")
+    report.add_argument("-o", "--output", default="report.html", help="the HTML file to write")
+    report.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    report.set_defaults(func=_report)
 
     demo = sub.add_parser("demo", help="run the pipeline on an embedded, emulated cluster (no cluster, no GPU)")
     demo.add_argument("--workdir", default=".demo", help="where local volumes and pod logs go")

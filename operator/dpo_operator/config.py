@@ -60,10 +60,16 @@ class OperatorConfig:
     # when objects are looked at again without an event
     collection_resync_seconds: float = 120.0  # a running collection (in case a Job or pod event was missed)
     training_resync_seconds: float = 60.0  # a running local training Job
+    # a running collection's or training's pod log is read for progress at most this often (chart: progressInterval)
+    progress_interval_seconds: float = 10.0
     rollout_check_seconds: float = 5.0  # a ModelDeployment rolling out
     ready_check_seconds: float = 30.0  # a Ready ModelDeployment: does it stay so?
     max_poll_backoff_seconds: float = 600.0  # Customizer polls that fail back off up to this
-    remote_delete_attempts: int = 5  # cancelling/deleting remote work on delete, before giving up (logged)
+    # cancelling/deleting remote work on delete: failed attempts before a Warning event (the finalizer stays until
+    # it is confirmed, or a person removes it)
+    remote_delete_attempts: int = 5
+    # watch the NVIDIA NIM Operator's NIMServices/NIMCaches (chart: nimOperator.enabled; needs its CRDs and RBAC)
+    watch_nim_operator: bool = True
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -77,4 +83,7 @@ class OperatorConfig:
             allowed_tolerations=_listed("DPO_ALLOWED_TOLERATIONS", DEFAULT_TOLERATIONS),
             allowed_node_selectors=_listed("DPO_ALLOWED_NODE_SELECTORS", DEFAULT_NODE_SELECTORS),
             kube_request_timeout=float(env.get("DPO_KUBE_REQUEST_TIMEOUT", cls.kube_request_timeout)),
+            watch_nim_operator=env.get("DPO_NIM_OPERATOR", "true").strip().lower() not in ("false", "0", "no"),
+            max_backoff_seconds=float(env.get("DPO_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)),
+            progress_interval_seconds=float(env.get("DPO_PROGRESS_INTERVAL_SECONDS", cls.progress_interval_seconds)),
         )

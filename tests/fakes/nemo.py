@@ -118,6 +118,8 @@ class FakeNemo(FakeHub):
         self.peft_refresh_polls = 0  # /v1/models listings before a new adapter shows up
         self.model_listings: dict[str, int] = {}
         self.violations: list[str] = []
+        # routes whose success is answered with an HTML page (a proxy in the way), after doing the work
+        self.garbled: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -269,6 +271,8 @@ class FakeNemo(FakeHub):
         self.details[job_id] = {"status": "created", "created_at": job["created_at"], "updated_at": timestamp(),
                                 "status_logs": [{"updated_at": timestamp(), "message": "created"}]}
         self._scripts[job_id] = [dict(step) for step in self.script]
+        if "create-job" in self.garbled:
+            return web.Response(text="<html><body>Welcome to nginx!</body></html>", content_type="text/html")
         return self._answer(CustomizationJob, job)
 
     def _matches(self, job: dict[str, Any], filters: dict[str, str]) -> bool:

@@ -64,9 +64,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# live progress: the newest progress line of a running workload pod (the pods get no API rights themselves)
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.nimOperator.enabled }}
+# ModelDeployment backend nimOperator: the NIMServices and NIMCaches it serves with (NVIDIA NIM Operator)
+- apiGroups: [apps.nvidia.com]
+  resources: [nimservices, nimcaches]
+  verbs: [get, list, watch, create, update]
+- apiGroups: [apps.nvidia.com]
+  resources: [nimservices/finalizers, nimcaches/finalizers]
+  verbs: [update]
+{{- end }}
 {{- if .Values.peering.enabled }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]

@@ -179,6 +179,22 @@ class DPOCollectionSpec(ApiModel):
     template: PodOptions = nested(PodOptions)
     job: JobControls = nested(JobControls)
     suspend: bool = Field(default=False, description="While true no collection pod runs.")
+    parallelism: int = Field(default=1, ge=1, le=256, description=(
+        "Collection pods: with N > 1 an Indexed Job's N pods each play every N-th example of every run (with the "
+        "seeds a one-pod run uses), then a merge Job deduplicates, samples and splits the pooled pairs: the same "
+        "dataset as one pod, N times the request concurrency. Workflow plugins with a PVC output only."))
+
+    @model_validator(mode="after")
+    def _shards_need_a_plugin_and_a_pvc(self) -> "DPOCollectionSpec":
+        if self.parallelism == 1:
+            return self
+        if self.workflow.nat is not None:
+            raise ValueError("parallelism > 1 shards a workflow plugin's examples; a NAT workflow (workflow.nat) runs "
+                             "in one pod: set parallelism to 1")
+        if self.output.pvc is None:
+            raise ValueError("parallelism > 1 needs output.pvc: the shards write their candidates to the PVC for the "
+                             "merge step (write to a PVC, then upload)")
+        return self
 
     @model_validator(mode="after")
     def _pairs_need_candidates(self) -> "DPOCollectionSpec":
@@ -202,13 +218,40 @@ class PairCounts(ApiModel):
     validation: int = Field(default=0, description="Pairs in validation/validation_file.jsonl.")
 
 
+class CollectionProgress(ApiModel):
+    """How far the collection has got, from the collector's newest progress line in its pod's log (read at most
+    every progressIntervalSeconds); the pod's final result replaces the counts."""
+
+    phase: str | None = Field(default=None, description=(
+        "What the collector is doing: waiting for the endpoint, collecting, writing dataset, done."))
+    percentage_done: float | None = Field(default=None, description="Percent of the examples (over all runs) done.")
+    examples_done: int | None = Field(default=None, description=(
+        "Episodes finished, over all runs (numRuns x numExamples in all; a NAT run counts when it ends)."))
+    examples_total: int | None = Field(default=None, description="Episodes the collection will run.")
+    runs_completed: int | None = Field(default=None, description="Runs finished.")
+    runs_total: int | None = Field(default=None, description="Runs the collection will do (numRuns).")
+    candidates: int | None = Field(default=None, description="Candidates collected so far (finished runs).")
+    pairs: int | None = Field(default=None, description="Preference pairs so far, before deduplication and "
+                                                        "maxPairs (finished runs).")
+    average_reward: float | None = Field(default=None, description=(
+        "Mean reward of the pairs so far (the score difference, or the chosen score without "
+        "pairing.rewardFromScoreDiff), as NAT's per-run lines report it."))
+    eta: str | None = Field(default=None, description=(
+        "Estimated time left, e.g. 4m05s (remaining episodes at the mean episode rate so far)."))
+    eta_seconds: float | None = Field(default=None, description="The same estimate in seconds.")
+    reported_at: str | None = Field(default=None, description="When the collector reported these figures (RFC 3339).")
+
+
 class DPOCollectionStatus(CommonStatus):
     """How collection goes, and what it produced."""
 
     job_name: str | None = Field(default=None, description="The batch/v1 Job running the collection.")
+    merge_job_name: str | None = Field(default=None, description=(
+        "With parallelism > 1: the Job merging the shards' candidates into the dataset."))
     dataset_location: str | None = Field(default=None, description="Where the dataset was written (pvc://... or a "
                                                                    "hub URL).")
     pairs: PairCounts | None = None
+    progress: CollectionProgress | None = Field(default=None, description="Live progress while the collector runs.")
     candidates: int | None = Field(default=None, description="Candidates collected over all runs.")
     runs_completed: int | None = Field(default=None, description="Runs that finished.")
     runs_failed: int | None = Field(default=None, description="Runs that failed (continueOnCollectionError).")
@@ -229,6 +272,8 @@ KIND = KindInfo(
     printer_columns=[
         PrinterColumn("Phase", "string", ".status.phase"),
         PrinterColumn("Pairs", "integer", ".status.pairs.total"),
+        PrinterColumn("Progress", "number", ".status.progress.percentageDone", description="Percent of examples done"),
+        PrinterColumn("ETA", "string", ".status.progress.eta", description="Estimated collection time left"),
         PrinterColumn("Candidates", "integer", ".status.candidates", priority=1),
         PrinterColumn("Dataset", "string", ".status.datasetLocation", priority=1),
         *status_columns(),

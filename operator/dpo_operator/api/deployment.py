@@ -6,7 +6,15 @@ from enum import Enum
 
 from pydantic import ConfigDict, Field, model_validator
 
-from dpo_operator.api.common import ApiModel, CommonStatus, LocalObjectReference, PodOptions, PvcLocation, SecretKeyRef
+from dpo_operator.api.common import (
+    ApiModel,
+    CommonStatus,
+    FreeForm,
+    LocalObjectReference,
+    PodOptions,
+    PvcLocation,
+    SecretKeyRef,
+)
 from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
 from dpo_operator.api.schema_hints import nested
 
@@ -36,6 +44,7 @@ class ModelRef(ApiModel):
 class DeploymentBackend(str, Enum):
     KUBERNETES = "kubernetes"
     NEMO = "nemo"
+    NIM_OPERATOR = "nimOperator"
 
 
 class ServiceType(str, Enum):
@@ -60,13 +69,66 @@ class NemoDeploymentBackend(ApiModel):
         "Not used yet: the operator checks a rollout every 5 s and a Ready deployment every 30 s."))
 
 
+class CacheSource(str, Enum):
+    NGC = "ngc"
+    HUGGING_FACE = "huggingFace"
+
+
+class NimCacheSettings(ApiModel):
+    """A NIMCache the operator creates for a hub model (backend nimOperator, model.explicit without a pvc)."""
+
+    source: CacheSource = Field(default=CacheSource.NGC, description=(
+        "Where the NIM Operator downloads the model from: ngc (the NIM's model profiles, with ngcApiKeySecretRef) or "
+        "huggingFace (model.explicit.name is the repository, organisation/name, with hfTokenSecretRef)."))
+    size: str = Field(default="50Gi", min_length=1, description="Size of the PVC the NIM Operator creates for the cache.")
+    storage_class: str | None = Field(default=None, description="StorageClass of that PVC; the cluster default when unset.")
+    volume_access_mode: str = Field(default="ReadWriteOnce", description=(
+        "Access mode of that PVC (ReadWriteMany lets replicas on several nodes share it)."))
+    profiles: list[str] | None = Field(default=None, description="NGC model profiles to cache; all that fit when unset.")
+    model_puller: str | None = Field(default=None, description=(
+        "Image that downloads the model; the NIM image for ngc, required for huggingFace."))
+    pull_secret: str = Field(default="ngc-secret", min_length=1, description=(
+        "Image pull Secret (docker config) for the model puller image."))
+    hf_endpoint: str = Field(default="https://huggingface.co", pattern=r"^https?://", description=(
+        "Hugging Face Hub endpoint (source huggingFace)."))
+    hf_token_secret_ref: SecretKeyRef | None = Field(default=None, description=(
+        "Secret with the Hugging Face token under the key HF_TOKEN (the NIM Operator's convention); required for "
+        "source huggingFace."))
+
+
+class NimAutoscaling(ApiModel):
+    """A HorizontalPodAutoscaler the NIM Operator manages for the NIMService (spec.scale.hpa)."""
+
+    min_replicas: int = Field(default=1, ge=1, description="Fewest NIM pods.")
+    max_replicas: int = Field(ge=1, description="Most NIM pods.")
+    metrics: list[FreeForm] | None = Field(default=None, description=(
+        "autoscaling/v2 MetricSpec entries, passed through (the HPA's default, CPU, when unset)."))
+    behavior: FreeForm | None = Field(default=None, description="autoscaling/v2 HorizontalPodAutoscalerBehavior.")
+
+
+class NimOperatorBackend(ApiModel):
+    """NVIDIA NIM Operator settings (backend nimOperator): the operator creates a NIMService (apps.nvidia.com)."""
+
+    cache: NimCacheSettings | None = Field(default=None, description=(
+        "Cache a hub model in a NIMCache first (model.explicit without a pvc); without it the NIM downloads at "
+        "start-up into modelCachePvc or an emptyDir."))
+    autoscaling: NimAutoscaling | None = Field(default=None, description=(
+        "Scale with an HPA between minReplicas and maxReplicas instead of the fixed replicas."))
+    gpus: int = Field(default=1, ge=0, description="nvidia.com/gpu limit of each NIM pod (when template.resources is unset).")
+    peft_refresh_interval_seconds: int = Field(default=30, ge=1, description=(
+        "NIM_PEFT_REFRESH_INTERVAL: how often the NIM looks for new LoRA adapters in its PEFT source."))
+    service_monitor: bool = Field(default=False, description=(
+        "Ask the NIM Operator for a Prometheus ServiceMonitor (spec.metrics; needs the Prometheus Operator)."))
+
+
 class DeploymentTemplate(ApiModel):
     """A ModelDeployment spec without the model (a DPOTrainingJob fills that in)."""
 
     backend: DeploymentBackend = Field(default=DeploymentBackend.KUBERNETES, description=(
         "kubernetes: a NIM Deployment and Service in this namespace (the fields below); nemo: NeMo Deployment "
         "Management serves it (see nemo; replicas, port, serviceType, ngcApiKeySecretRef, modelCachePvc, "
-        "sharedMemorySize and template do not apply)."))
+        "sharedMemorySize and template do not apply); nimOperator: a NIMService for the NVIDIA NIM Operator (and a "
+        "NIMCache for a hub model; see nimOperator)."))
     replicas: int = Field(default=1, ge=0, le=1000, description=(
         "NIM pods (kubernetes backend); 0 scales to zero (phase Suspended)."))
     served_model_name: str | None = Field(default=None, description="Name clients use; derived from the model when unset.")
@@ -77,14 +139,51 @@ class DeploymentTemplate(ApiModel):
         "NGC API key (NGC_API_KEY) the NIM uses to download its model profile from NGC."))
     model_cache_pvc: str | None = Field(default=None, description="PVC mounted at /opt/nim/.cache for downloaded weights.")
     shared_memory_size: str = Field(default="16Gi", description="Size of the /dev/shm emptyDir.")
-    readiness_timeout_seconds: int = Field(default=1800, ge=10, description="Wall-clock limit from the rollout start.")
+    readiness_timeout_seconds: int = Field(default=3600, ge=10, description=(
+        "Wall-clock limit from the rollout start (as long as startupTimeoutSeconds by default: large models take "
+        "that long to download and load)."))
+    startup_timeout_seconds: int = Field(default=3600, ge=30, le=86400, description=(
+        "How long a NIM pod may take to start (download and load its model) before the kubelet restarts it: the "
+        "startup probe's periodSeconds x failureThreshold (kubernetes and nimOperator backends). The default covers "
+        "a 70B model; keep readinessTimeoutSeconds at least as long for a first rollout."))
     nemo: NemoDeploymentBackend | None = Field(default=None, description="Required with backend nemo.")
+    nim_operator: NimOperatorBackend | None = Field(default=None, description=(
+        "Settings of backend nimOperator (its defaults when unset; ignored by the other backends)."))
     template: PodOptions = nested(PodOptions)
 
     @model_validator(mode="after")
     def _nemo_block(self) -> "DeploymentTemplate":
         if self.backend == DeploymentBackend.NEMO.value and self.nemo is None:
             raise ValueError("backend 'nemo' needs the 'nemo' block (url)")
+        return self
+
+    @property
+    def nim_operator_settings(self) -> NimOperatorBackend:
+        return self.nim_operator or NimOperatorBackend()
+
+    @model_validator(mode="after")
+    def _nim_operator_secrets(self) -> "DeploymentTemplate":
+        """The NIM Operator reads fixed keys from the Secrets it is given by name (NGC_API_KEY, HF_TOKEN)."""
+        if self.backend != DeploymentBackend.NIM_OPERATOR.value:
+            return self
+        ngc, cache = self.ngc_api_key_secret_ref, self.nim_operator_settings.cache
+        if ngc is not None and ngc.key != "NGC_API_KEY":
+            raise ValueError("ngcApiKeySecretRef.key: backend nimOperator passes the Secret by name and the NIM "
+                             f"Operator reads its key NGC_API_KEY (not {ngc.key!r}): store the key under NGC_API_KEY")
+        if cache is not None and cache.source == CacheSource.NGC.value and ngc is None:
+            raise ValueError("nimOperator.cache with source ngc needs ngcApiKeySecretRef (the NGC key downloads it)")
+        if cache is not None and cache.source == CacheSource.HUGGING_FACE.value:
+            token = cache.hf_token_secret_ref
+            if token is None or token.key != "HF_TOKEN":
+                raise ValueError("nimOperator.cache.hfTokenSecretRef: source huggingFace needs a Secret whose key "
+                                 "is HF_TOKEN (the NIM Operator's convention)")
+            if not cache.model_puller:
+                raise ValueError("nimOperator.cache.modelPuller: source huggingFace needs the image that downloads "
+                                 "the model (e.g. the NIM image)")
+        scale = self.nim_operator_settings.autoscaling
+        if scale is not None and scale.min_replicas > scale.max_replicas:
+            raise ValueError(f"nimOperator.autoscaling: minReplicas {scale.min_replicas} is above maxReplicas "
+                             f"{scale.max_replicas}")
         return self
 
 

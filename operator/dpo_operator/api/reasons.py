@@ -73,6 +73,7 @@ class Reason(StrEnum):
     ReadinessTimeout = "ReadinessTimeout"
     DeploymentFailed = "DeploymentFailed"
     DeploymentCancelled = "DeploymentCancelled"
+    NimOperatorNotInstalled = "NimOperatorNotInstalled"
     # DPOEvaluation
     WaitingForEndpoint = "WaitingForEndpoint"
     EndpointUnavailable = "EndpointUnavailable"
@@ -93,3 +94,4 @@ class Reason(StrEnum):
     ResourceFinished = "ResourceFinished"
     NoFailure = "NoFailure"
     NotSuspended = "NotSuspended"
+    SuspendNotSupported = "SuspendNotSupported"  # a submitted Customizer job cannot be paused

@@ -24,10 +24,19 @@ from dpo_operator.api.promotion import Promotion, PromotionStatus
 from dpo_operator.api.schema_hints import immutable, nested
 
 
+class CollectionReference(LocalObjectReference):
+    """A DPOCollection by name, in the resource's own namespace."""
+
+    namespace: str | None = Field(default=None, description=(
+        "Leave out, or set to this DPOTrainingJob's own namespace: a collection's dataset is on a PVC of its "
+        "namespace, which pods elsewhere cannot mount, so another namespace is refused (InvalidSpec), never "
+        "silently replaced by a same-named collection here."))
+
+
 class DatasetSource(ApiModel):
     """A DPOCollection (training waits until it has Succeeded) or an explicit dataset location."""
 
-    collection_ref: LocalObjectReference | None = Field(default=None, description=(
+    collection_ref: CollectionReference | None = Field(default=None, description=(
         "A DPOCollection in the same namespace; training starts once it has Succeeded, from its output."))
     location: StorageLocation | None = Field(default=None, description=(
         "A dataset directory holding training/training_file.jsonl (and validation/validation_file.jsonl) with "
@@ -227,6 +236,10 @@ class Hyperparameters(ApiModel):
     lr_scheduler: LrScheduler = Field(
         default=LrScheduler.CONSTANT, description="After warmup: constant, linear decay to 0, or cosine decay to 0."
     )
+    validate_every_steps: int | None = Field(default=None, ge=1, description=(
+        "Local backend: also score the validation split every N optimizer steps (loss, preference accuracy, reward "
+        "margin), written to metrics.jsonl, TensorBoard and status.progress; it is always scored once at the end. "
+        "Unset: only at the end. The customizer backend reports its own validation loss."))
     dpo: DPOParams = nested(DPOParams)
     lora: LoraParams = nested(LoraParams)
 
@@ -384,16 +397,69 @@ class DPOTrainingJobSpec(ApiModel):
 
 
 class TrainingProgress(ApiModel):
-    """How far training has got."""
+    """How far training has got. While the trainer runs (local backend) the operator reads the trainer's newest
+    progress line from its pod's log, at most every progressIntervalSeconds; the pod's final result replaces it."""
 
+    phase: str | None = Field(default=None, description=(
+        "What the trainer is doing: loading model, reference pass (scoring the pairs with the frozen reference), "
+        "training, validating, saving, done."))
     percentage_done: float | None = Field(default=None, description="Percent of the optimizer steps done.")
     epochs_completed: int | None = Field(default=None, description="Epochs completed.")
+    epoch: float | None = Field(default=None, description=(
+        "Fractional epochs done (1.5: halfway through the second epoch)."))
     steps_completed: int | None = Field(default=None, description="Optimizer steps completed.")
-    train_loss: float | None = Field(default=None, description="Latest training loss reported.")
-    val_loss: float | None = Field(default=None, description="Latest validation loss reported.")
+    total_steps: int | None = Field(default=None, description="Optimizer steps the run will take.")
+    train_loss: float | None = Field(default=None, description=(
+        "The latest step's training loss (noisy: length-grouped batches differ; see smoothedTrainLoss)."))
+    smoothed_train_loss: float | None = Field(default=None, description=(
+        "Training loss smoothed by an exponential moving average with weight 0.1 on the newest step, "
+        "bias-corrected (divided by 1 - 0.9^steps) so the first steps are not pulled toward 0."))
+    val_loss: float | None = Field(default=None, description=(
+        "Latest validation loss (every hyperparameters.validateEverySteps steps and at the end)."))
+    val_accuracy: float | None = Field(default=None, description=(
+        "Latest validation preference accuracy: the share of validation pairs whose chosen response gets the "
+        "higher DPO implicit reward."))
+    tokens_per_second: float | None = Field(default=None, description=(
+        "Training throughput so far: tokens of all ranks per second of training."))
+    eta: str | None = Field(default=None, description=(
+        "Estimated training time left, e.g. 4m05s (remaining steps at this run's mean step time)."))
+    eta_seconds: float | None = Field(default=None, description="The same estimate in seconds.")
+    reported_at: str | None = Field(default=None, description=(
+        "When the trainer reported these figures (RFC 3339); older than a few intervals means no news from it."))
     resumed_from_step: int | None = Field(
         default=None, description="The checkpoint step a restarted trainer resumed from (local backend)."
     )
+
+
+class ReferenceChecks(ApiModel):
+    """The reference policy (the model before training) on the same validation pairs. Its DPO figures are constants
+    (loss ln 2, margin 0, reward accuracy 0: its implicit reward is 0 for every response), so what is reported is
+    which response it finds more likely."""
+
+    logps_accuracy: float | None = Field(default=None, description=(
+        "Share of validation pairs whose chosen response has the higher summed log-probability under the "
+        "reference (ties count as not preferred)."))
+    logps_per_token_accuracy: float | None = Field(default=None, description=(
+        "The same by mean log-probability per token (a longer response has a lower sum)."))
+
+
+class ValidationChecks(ApiModel):
+    """Offline checks on the validation split at the end of training (local backend): the trained policy's DPO
+    figures, and each model's likelihood preference on the same pairs to compare the policy with the reference."""
+
+    pairs: int | None = Field(default=None, description="Validation pairs scored.")
+    loss: float | None = Field(default=None, description="The policy's DPO loss (the reference's is ln 2 = 0.693).")
+    reward_accuracy: float | None = Field(default=None, description=(
+        "Share of pairs whose chosen response gets the higher implicit reward beta*(log pi - log pi_ref)."))
+    reward_margin: float | None = Field(default=None, description=(
+        "Mean implicit reward of the chosen minus the rejected response (the reference's is 0)."))
+    logps_accuracy: float | None = Field(default=None, description=(
+        "Share of pairs whose chosen response has the higher summed log-probability under the trained policy; "
+        "compare with reference.logpsAccuracy."))
+    logps_per_token_accuracy: float | None = Field(default=None, description=(
+        "The same by mean log-probability per token."))
+    reference: ReferenceChecks | None = Field(default=None, description=(
+        "The reference policy's likelihood preference on the same pairs."))
 
 
 class DPOTrainingJobStatus(CommonStatus):
@@ -410,6 +476,8 @@ class DPOTrainingJobStatus(CommonStatus):
     output_model: str | None = Field(default=None, description=(
         "The trained model: a directory (pvc://...) or the Customizer's output model (namespace/name)."))
     progress: TrainingProgress | None = None
+    validation: ValidationChecks | None = Field(default=None, description=(
+        "Offline checks on the validation split at the end of training, beside the reference's (local backend)."))
     dataset_location: str | None = Field(default=None, description="The dataset the job trains on.")
     consecutive_poll_failures: int | None = Field(default=None, description="Failed polls of the remote job in a row.")
     deployment_name: str | None = Field(default=None, description=(
@@ -431,6 +499,9 @@ KIND = KindInfo(
         PrinterColumn("Backend", "string", ".spec.backend"),
         PrinterColumn("Phase", "string", ".status.phase"),
         PrinterColumn("Progress", "number", ".status.progress.percentageDone", description="Percent done"),
+        PrinterColumn("ETA", "string", ".status.progress.eta", description="Estimated training time left"),
+        PrinterColumn("Loss", "number", ".status.progress.smoothedTrainLoss", priority=1,
+                      description="Smoothed training loss"),
         PrinterColumn("Model", "string", ".status.outputModel", priority=1),
         PrinterColumn("Promotion", "string", ".status.promotion.step", priority=1),
         *status_columns(),

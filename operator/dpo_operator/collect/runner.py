@@ -29,6 +29,7 @@ from dpo_operator.collect import nat as nat_mod
 from dpo_operator.collect import nat_settings
 from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 from dpo_operator.collect.llm import ChatClient, LLMSettings
+from dpo_operator.collect.progress import CollectorProgress
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
 from dpo_operator.collect.workflow import WorkflowNotFound, load_workflow
 from dpo_operator.paths import inside
@@ -79,6 +80,7 @@ class Collected:
     warnings: list[str] = field(default_factory=list)
     spec: DPOCollectionSpec | None = None  # the effective spec, where a NAT config filled in settings
     history: list[dict[str, Any]] = field(default_factory=list)  # NAT workflows: NAT's per-run progress entries
+    progress: CollectorProgress | None = None  # what the pod's log shows
 
 
 def pairing_options(spec: DPOCollectionSpec) -> PairingOptions:
@@ -95,9 +97,10 @@ def decision_seed(seed: int, run: int, messages: list[dict[str, Any]]) -> int:
 
 
 async def _plugin_run(spec: DPOCollectionSpec, chat: ChatClient, run: int, check: CandidateCheck,
-                      ) -> list[CandidateEvent]:
+                      progress: CollectorProgress) -> list[CandidateEvent]:
     workflow = load_workflow(spec.workflow.name, spec.workflow.config)
     examples = workflow.examples(spec.workflow.num_examples, spec.seed)  # the same examples in every run
+    progress.examples_per_run(len(examples))
     slots = asyncio.Semaphore(spec.workflow.max_concurrent_episodes or len(examples) or 1)
 
     async def sample(messages: list[dict[str, Any]]) -> list[str | None]:
@@ -105,7 +108,9 @@ async def _plugin_run(spec: DPOCollectionSpec, chat: ChatClient, run: int, check
 
     async def episode(example: Any) -> list[CandidateEvent]:
         async with slots:
-            return await workflow.episode(example, sample, spec.seed + run)
+            events = await workflow.episode(example, sample, spec.seed + run)
+        progress.episode_done()
+        return events
 
     async with asyncio.TaskGroup() as group:  # one failed episode cancels the rest of the run
         tasks = [group.create_task(episode(example)) for example in examples]
@@ -121,9 +126,10 @@ def _describe(exc: BaseException) -> str:
 RunThunk = Callable[[], Awaitable[list[CandidateEvent]]]
 
 
-def _plugin_runs(spec: DPOCollectionSpec, chat: ChatClient, check: CandidateCheck) -> Iterator[tuple[str, RunThunk]]:
+def _plugin_runs(spec: DPOCollectionSpec, chat: ChatClient, check: CandidateCheck,
+                 progress: CollectorProgress) -> Iterator[tuple[str, RunThunk]]:
     for run in range(spec.num_runs):
-        yield f"{run + 1}/{spec.num_runs}", lambda run=run: _plugin_run(spec, chat, run, check)
+        yield f"{run + 1}/{spec.num_runs}", lambda run=run: _plugin_run(spec, chat, run, check, progress)
 
 
 def run_progress(run: int, pairs: list[PreferencePair]) -> dict[str, Any]:
@@ -140,7 +146,8 @@ def run_progress(run: int, pairs: list[PreferencePair]) -> dict[str, Any]:
     return entry
 
 
-async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunThunk]], collected: Collected) -> None:
+async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunThunk]], collected: Collected,
+                        progress: CollectorProgress) -> None:
     options = pairing_options(spec)
     for label, thunk in runs:
         try:
@@ -159,8 +166,10 @@ async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunTh
         collected.per_run.append(len(run_pairs))
         collected.pairs.extend(run_pairs)
         log.info("run %s: %d candidates, %d pairs", label, len(events), len(run_pairs))
+        entry = run_progress(len(collected.per_run) - 1, run_pairs)
         if spec.workflow.nat is not None:
-            collected.history.append(run_progress(len(collected.history), run_pairs))
+            collected.history.append(entry)
+        progress.run_done(len(events), [p.reward for p in run_pairs])
 
 
 def nat_settings_of(spec: DPOCollectionSpec) -> nat_settings.Settings:
@@ -174,7 +183,7 @@ def nat_settings_of(spec: DPOCollectionSpec) -> nat_settings.Settings:
 
 
 async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTransport | None = None,
-                        data_root: Path = Path("/data")) -> Collected:
+                        data_root: Path = Path("/data"), progress: CollectorProgress | None = None) -> Collected:
     collected = Collected()
     check = CandidateCheck(full_history=spec.use_full_message_history)
     started = time.monotonic()
@@ -182,16 +191,22 @@ async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTrans
         settings = nat_settings_of(spec)
         spec = settings.spec
         collected.settings, collected.warnings, collected.spec = settings.sources, settings.warnings, spec
-        with tempfile.TemporaryDirectory(prefix="nat-eval-") as scratch:
+        offline = spec.workflow.nat is not None and spec.workflow.nat.workflow_output is not None
+        progress = progress or CollectorProgress(None if offline else spec.num_runs, None)
+        with tempfile.TemporaryDirectory(prefix="nat-eval-") as scratch, progress.phase("collecting"):
             await _collect_runs(spec, nat_mod.nat_runs(spec, data_root, Path(scratch), check, settings.step_names),
-                                collected)
+                                collected, progress)
     else:
         assert spec.llm is not None
+        progress = progress or CollectorProgress(spec.num_runs, spec.workflow.num_examples)
         async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
-            await chat.wait_until_serving()
-            await _collect_runs(spec, _plugin_runs(spec, chat, check), collected)
+            with progress.phase("waiting for endpoint"):
+                await chat.wait_until_serving()
+            with progress.phase("collecting"):
+                await _collect_runs(spec, _plugin_runs(spec, chat, check, progress), collected, progress)
             collected.requests, collected.completions, collected.n_sampling = chat.requests, chat.completions, chat.n_supported
     collected.seconds = time.monotonic() - started
+    collected.progress = progress
     collected.rejected = check.rejected
     if collected.rejected:
         log.warning("rejected candidates: %s", dict(collected.rejected))
@@ -268,9 +283,13 @@ def write_output(spec: DPOCollectionSpec, files: dataset.DatasetFiles, data_root
 
 
 def run_collection(spec: DPOCollectionSpec, *, data_root: Path, output_dir: Path | None = None, name: str = "local",
-                   transport: httpx.AsyncBaseTransport | None = None) -> CollectionResult:
-    collected = asyncio.run(collect_pairs(spec, transport, data_root))
+                   transport: httpx.AsyncBaseTransport | None = None,
+                   progress: CollectorProgress | None = None) -> CollectionResult:
+    collected = asyncio.run(collect_pairs(spec, transport, data_root, progress))
     spec = collected.spec or spec  # dedup and maxPairs as the NAT config gave them
-    files, result = finish(spec, collected, output_location(spec, data_root, output_dir))
-    write_output(spec, files, data_root, output_dir, name)
+    progress = collected.progress or CollectorProgress(spec.num_runs, None)
+    with progress.phase("writing dataset"):
+        files, result = finish(spec, collected, output_location(spec, data_root, output_dir))
+        write_output(spec, files, data_root, output_dir, name)
+    progress.finished()
     return result

@@ -24,6 +24,7 @@ def run_dev_cluster(workdir: Path, port: int | None = None, policy_port: int = 0
                     stop: threading.Event | None = None) -> int:
     """Serve until Ctrl-C/SIGTERM (or ``stop`` is set); 0 on a clean shutdown."""
     from dpo_operator.embedded.executor import LocalExecutor
+    from dpo_operator.embedded.nim_operator import NimOperatorStandIn, nim_operator_crds
     from dpo_operator.embedded.operator_thread import OperatorThread
     from dpo_operator.embedded.policy_server import PolicyServer
     from dpo_operator.kubeemu.cluster import EmbeddedCluster
@@ -46,9 +47,9 @@ def run_dev_cluster(workdir: Path, port: int | None = None, policy_port: int = 0
         configuration = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
         api = kubernetes.client.ApiClient(configuration)
-        for crd in crdgen.all_crds():
+        for crd in [*crdgen.all_crds(), *nim_operator_crds()]:  # ours, and the NIM Operator's (backend nimOperator)
             kubernetes.client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
-        with OperatorThread([]), LocalExecutor(api, workdir, serve_deployments=True), \
+        with OperatorThread([]), LocalExecutor(api, workdir, serve_deployments=True), NimOperatorStandIn(api), \
                 PolicyServer(port=policy_port) as policy:
             print(f"dev cluster: emulated API server at {cluster.url}, CRDs installed, operator running in all namespaces")
             print(f"local volumes (PVCs) and pod logs: {workdir}")

@@ -5,8 +5,9 @@ created by the operator, and for each one: creates a Pod, runs the container's c
 from Secrets resolved through the API), PVC mounts mapped to local directories and the termination log mapped
 to a local file, then records the outcome as a kubelet and the Job controller would (pod terminated state and
 termination message; Job ``Complete`` or ``Failed`` with ``BackoffLimitExceeded`` / ``DeadlineExceeded``).
-With ``serve_deployments`` it also runs each NIM Deployment the operator creates, as ``dpo-operator serve``
-(a local model server following the NIM conventions) in place of the NIM image, and reports it ready.
+With ``serve_deployments`` it also runs each NIM Deployment the operator (or the NIM Operator's stand-in) creates,
+as ``dpo-operator serve`` (a local model server following the NIM conventions) in place of the NIM image, and
+reports it ready.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
 TERMINATION_LOG = "/dev/termination-log"
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"  # an Indexed Job pod's label and annotation
 NODE = "dpo-dev-node"  # the one node this kubelet stand-in plays
 NODE_IP = "127.0.0.1"
 
@@ -182,7 +184,8 @@ class LocalExecutor:
 
     def _poll_deployments(self) -> None:
         """Run one local model server per NIM Deployment revision (``dpo-operator serve`` in the NIM image's place)."""
-        selector = "app.kubernetes.io/managed-by=dpo-operator"
+        # ours, and those the NIM Operator (or its stand-in, embedded/nim_operator.py) renders for a NIMService
+        selector = "app.kubernetes.io/managed-by in (dpo-operator,k8s-nim-operator)"
         listed = (self.apps.list_namespaced_deployment(self.namespace, label_selector=selector) if self.namespace
                   else self.apps.list_deployment_for_all_namespaces(label_selector=selector))
         deployments = self.api.sanitize_for_serialization(listed)["items"]
@@ -378,7 +381,8 @@ class LocalExecutor:
             return secret["stringData"][key]
         return base64.b64decode(secret["data"][key]).decode()
 
-    def _environment(self, namespace: str, container: dict[str, Any], path_map: dict[str, str]) -> dict[str, str]:
+    def _environment(self, namespace: str, container: dict[str, Any], path_map: dict[str, str],
+                     annotations: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV",
                                                            "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS")}
         for var in container.get("env") or []:
@@ -386,6 +390,11 @@ class LocalExecutor:
                 env[var["name"]] = self._map_paths(var["value"], path_map)
             elif (ref := (var.get("valueFrom") or {}).get("secretKeyRef")) is not None:
                 env[var["name"]] = self._secret_value(namespace, ref["name"], ref["key"])
+            elif (field := ((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")).startswith(
+                    "metadata.annotations['"):  # the downward API, for the annotations the pod carries
+                value = (annotations or {}).get(field.removeprefix("metadata.annotations['").removesuffix("']"))
+                if value is not None:
+                    env[var["name"]] = value
         return env
 
     @staticmethod
@@ -398,25 +407,33 @@ class LocalExecutor:
                 return local_path + value[len(container_path):]
         return value
 
-    def _pod(self, job: dict[str, Any], attempt: int) -> str:
-        """The Job controller's pod for one attempt (scheduled on the one node; Pending until it can run)."""
-        name = f"{job['metadata']['name']}-{attempt}"
+    def _pod(self, job: dict[str, Any], attempt: int, index: int | None = None) -> str:
+        """The Job controller's pod for one attempt (scheduled on the one node; Pending until it can run); an
+        Indexed Job's pod carries its completion index (label, annotation, hostname) as the Job controller sets it."""
+        jname = job["metadata"]["name"]
+        name = f"{jname}-{attempt}" if index is None else f"{jname}-{index}-{attempt}"
         template = job["spec"]["template"]
-        labels = {**(template["metadata"].get("labels") or {}), "batch.kubernetes.io/job-name": job["metadata"]["name"],
-                  "job-name": job["metadata"]["name"]}
-        pod = {"metadata": {"name": name, "labels": labels, "ownerReferences": [{
-                   "apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"],
+        labels = {**(template["metadata"].get("labels") or {}), "batch.kubernetes.io/job-name": jname,
+                  "job-name": jname}
+        annotations = dict(template["metadata"].get("annotations") or {})
+        spec = {**template["spec"], "nodeName": NODE}
+        if index is not None:
+            labels[INDEX_KEY] = annotations[INDEX_KEY] = str(index)
+            spec["hostname"] = f"{jname}-{index}"
+        pod = {"metadata": {"name": name, "labels": labels, "annotations": annotations, "ownerReferences": [{
+                   "apiVersion": "batch/v1", "kind": "Job", "name": jname, "uid": job["metadata"]["uid"],
                    "controller": True, "blockOwnerDeletion": True}]},
-               "spec": {**template["spec"], "nodeName": NODE}}
+               "spec": spec}
         self.core.create_namespaced_pod(job["metadata"]["namespace"], pod)
         self.core.patch_namespaced_pod_status(name, job["metadata"]["namespace"], {"status": {"phase": "Pending"}})
         return name
 
-    def _run_attempt(self, job: dict[str, Any], attempt: int, deadline: float | None) -> tuple[int, str, bool]:
+    def _run_attempt(self, job: dict[str, Any], attempt: int, deadline: float | None,
+                     index: int | None = None) -> tuple[int, str, bool]:
         namespace = job["metadata"]["namespace"]
         spec = job["spec"]["template"]["spec"]
         container = spec["containers"][0]
-        pod_name = self._pod(job, attempt)
+        pod_name = self._pod(job, attempt, index)
         if not self._schedule(namespace, pod_name, spec, deadline):
             self.core.patch_namespaced_pod_status(pod_name, namespace, {"status": {
                 "phase": "Failed", "reason": "DeadlineExceeded", "message": "Pod was active on the node longer than "
@@ -432,7 +449,9 @@ class LocalExecutor:
                                                          run_dir / mount["name"])):
                 mount_errors.append(error)
             path_map[mount["mountPath"]] = str(self.pvc_dir(claim) if claim else run_dir / mount["name"])
-        env = self._environment(namespace, container, path_map)
+        env = self._environment(namespace, container, path_map, {INDEX_KEY: str(index)} if index is not None else {})
+        if index is not None:  # what the Job controller gives every container of an Indexed Job
+            env["JOB_COMPLETION_INDEX"] = str(index)
         command = [self._map_paths(arg, path_map) for arg in [*container["command"], *(container.get("args") or [])]]
         if command[0] == "dpo-operator":
             command = [sys.executable, "-m", "dpo_operator", *command[1:]]
@@ -471,11 +490,61 @@ class LocalExecutor:
     def _finish(self, job: dict[str, Any], status: dict[str, Any]) -> None:
         self.batch.patch_namespaced_job_status(job["metadata"]["name"], job["metadata"]["namespace"], {"status": status})
 
+    def _run_indexed(self, job: dict[str, Any], deadline: float | None) -> None:
+        """An Indexed Job: ``completions`` indexes, each retried until it succeeds, all at once (parallelism is
+        at least completions in our Jobs); Complete when every index succeeded, Failed once the Job-wide failures
+        pass backoffLimit (or the deadline passes), as the Job controller decides."""
+        completions = int(job["spec"].get("completions") or 1)
+        backoff_limit = job["spec"].get("backoffLimit", 6)
+        lock = threading.Lock()
+        failures: list[bool] = []  # one entry per failed pod; True when it timed out
+        done: set[int] = set()
+
+        def run(index: int) -> None:
+            attempt = 0
+            while True:
+                with lock:
+                    if len(failures) > backoff_limit or any(failures):
+                        return
+                try:
+                    code, _, timed_out = self._run_attempt(job, attempt, deadline, index)
+                except (Stopped, ApiException):  # stopped, or the Job deleted meanwhile
+                    return
+                with lock:
+                    if code == 0:
+                        done.add(index)
+                        self._finish(job, {"active": completions - len(done), "succeeded": len(done),
+                                           "failed": len(failures),
+                                           "completedIndexes": ",".join(str(i) for i in sorted(done))})
+                        return
+                    failures.append(timed_out)
+                attempt += 1
+
+        self._finish(job, {"active": completions, "startTime": _now()})
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(completions)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if len(done) == completions:
+            self._finish(job, {"active": 0, "succeeded": completions, "completionTime": _now(), "conditions": [
+                {"type": "Complete", "status": "True", "reason": "Completed", "message": "",
+                 "lastTransitionTime": _now(), "lastProbeTime": _now()}]})
+            return
+        timed_out = any(failures)
+        self._finish(job, {"active": 0, "failed": len(failures), "conditions": [
+            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded" if timed_out else "BackoffLimitExceeded",
+             "message": "Job was active longer than specified deadline" if timed_out
+             else "Job has reached the specified backoff limit", "lastTransitionTime": _now(), "lastProbeTime": _now()}]})
+
     def _run_job(self, job: dict[str, Any]) -> None:
         deadline_s = job["spec"].get("activeDeadlineSeconds")
         deadline = time.monotonic() + deadline_s if deadline_s else None
         backoff_limit = job["spec"].get("backoffLimit", 6)
         try:
+            if job["spec"].get("completionMode") == "Indexed":
+                self._run_indexed(job, deadline)
+                return
             self._finish(job, {"active": 1, "startTime": _now()})
             failures = 0
             while True:

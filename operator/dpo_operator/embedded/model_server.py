@@ -1,7 +1,8 @@
 """A development stand-in for a NIM: an OpenAI-compatible server for a local Hugging Face model (+ LoRA adapters).
 
 Follows the NIM conventions the operator relies on: ``NIM_MODEL_NAME`` (weights directory), ``NIM_SERVED_MODEL_NAME``,
-``NIM_PEFT_SOURCE`` (each sub-directory a LoRA adapter served under its directory name), ``NIM_SERVER_PORT``;
+``NIM_PEFT_SOURCE`` (each sub-directory a LoRA adapter served under its directory name; with
+``NIM_PEFT_REFRESH_INTERVAL`` seconds, adapters added later are loaded when that long has passed), ``NIM_SERVER_PORT``;
 ``/v1/health/ready`` answers 200 once the model is loaded, ``/v1/models`` lists the base model and the adapters,
 ``/v1/chat/completions`` generates (``n`` choices, the i-th seeded ``seed + i``; ``temperature`` 0 is greedy). For the embedded demo
 and tests (CPU, tiny models); never a production server. Needs the [workload] extra.
@@ -26,29 +27,41 @@ MAX_NEW_TOKENS = 64
 class LocalModel:
     """The model and its adapters; generation is serialised (one torch model, several request threads)."""
 
-    def __init__(self, model_dir: str, served_name: str, peft_source: str | None = None) -> None:
+    def __init__(self, model_dir: str, served_name: str, peft_source: str | None = None,
+                 refresh_seconds: float | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
         self.served_name = served_name
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.model: Any = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         self.adapters: list[str] = []
-        if peft_source and Path(peft_source).is_dir():
-            from peft import PeftModel
-
-            for adapter in sorted(p for p in Path(peft_source).iterdir() if (p / "adapter_config.json").exists()):
-                if not self.adapters:
-                    model = PeftModel.from_pretrained(model, str(adapter), adapter_name=adapter.name)
-                else:
-                    model.load_adapter(str(adapter), adapter_name=adapter.name)
-                self.adapters.append(adapter.name)
-        self.model = model
+        self.peft_source, self.refresh_seconds = peft_source, refresh_seconds
         self._lock = threading.Lock()
+        self._scanned = 0.0
+        self.load_new_adapters()
+
+    def load_new_adapters(self) -> None:
+        """Load the adapter directories of the PEFT source not loaded yet (NIM_PEFT_REFRESH_INTERVAL hot-loading)."""
+        self._scanned = time.monotonic()
+        if not self.peft_source or not Path(self.peft_source).is_dir():
+            return
+        from peft import PeftModel
+
+        found = sorted(p for p in Path(self.peft_source).iterdir() if (p / "adapter_config.json").exists())
+        with self._lock:
+            for adapter in (p for p in found if p.name not in self.adapters):
+                if not self.adapters:
+                    self.model = PeftModel.from_pretrained(self.model, str(adapter), adapter_name=adapter.name)
+                else:
+                    self.model.load_adapter(str(adapter), adapter_name=adapter.name)
+                self.adapters.append(adapter.name)
 
     @property
     def names(self) -> list[str]:
+        if self.refresh_seconds is not None and time.monotonic() - self._scanned >= self.refresh_seconds:
+            self.load_new_adapters()
         return [self.served_name, *self.adapters]
 
     def complete(self, messages: list[dict[str, str]], model: str, temperature: float, max_tokens: int,
@@ -122,8 +135,9 @@ class ModelServer(AppThread):
 
 def serve_from_env(host: str = "0.0.0.0") -> None:
     """What the ``dpo-operator serve`` command runs: configuration from the NIM environment variables."""
+    refresh = os.environ.get("NIM_PEFT_REFRESH_INTERVAL")
     model = LocalModel(os.environ["NIM_MODEL_NAME"], os.environ.get("NIM_SERVED_MODEL_NAME", "model"),
-                       os.environ.get("NIM_PEFT_SOURCE"))
+                       os.environ.get("NIM_PEFT_SOURCE"), float(refresh) if refresh else None)
     server = ModelServer(model, host=host, port=int(os.environ.get("NIM_SERVER_PORT", "8000"))).start()
     print(f"serving {model.names} on {server.root_url}", flush=True)
     try:

@@ -1,4 +1,5 @@
-"""DPOCollection: one collection Job per resource, status read back from the Job and its pod.
+"""DPOCollection: one collection Job per resource (with ``parallelism`` > 1 an Indexed Job of shard pods, then a
+merge Job), status read back from the Job and its pods.
 
 Events (the resource, its Job, the Job's pods) only enqueue it; :func:`decide` is the whole reconcile, run by
 :mod:`dpo_operator.runtime.controller`, which writes the outcome to status."""
@@ -13,18 +14,23 @@ import kopf
 from dpo_operator.api import GROUP, VERSION
 from dpo_operator.api.collection import (
     KIND,
+    CollectionProgress,
     DPOCollectionSpec,
     DPOCollectionStatus,
     PairCounts,
 )
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.results import CollectionResult, first_valid
+from dpo_operator.api.progress import CollectionReport
+from dpo_operator.api.results import CollectionResult, read_result
 from dpo_operator.handlers.common import (
     enqueue_owner,
     enqueue_pod_owner,
     needs_retry_after_fix,
 )
+from dpo_operator.handlers.live_progress import collection_progress, collection_summary, recorded
+from dpo_operator.kube import progress
+from dpo_operator.kube.conditions import now
 from dpo_operator.kube.jobs import (
     JobState,
     ensure_job,
@@ -58,17 +64,19 @@ def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> Non
     status.candidates_per_second = result.candidates_per_second
 
 
-def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome:
+def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any) -> Outcome:
     fields = DPOCollectionStatus(job_name=job["metadata"]["name"])
+    if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        progress.done(body)
     if state.phase == Phase.SUCCEEDED.value:
-        result = first_valid(CollectionResult, pod_results(namespace, job["metadata"]["name"]))
+        result, why = read_result(CollectionResult, pod_results(namespace, job["metadata"]["name"]))
         if result is None:  # never Succeeded without a result: a training job would proceed on nothing
             fields.failure_reason = Reason.ResultUnavailable
             return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
-                           f"job {job['metadata']['name']} completed but no pod of it left a readable result "
-                           "(termination message); the dataset cannot be trusted", fields)
+                           f"job {job['metadata']['name']} completed but {why}; the dataset cannot be trusted", fields)
         _record_result(fields, result)
         total = fields.pairs.total if fields.pairs else 0
+        fields.progress = final_progress(body, result)
         return Outcome(state.phase, Reason.Collected, f"collected {total} preference pairs", fields)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, job["metadata"]["name"], state)
@@ -76,7 +84,26 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
         return Outcome(state.phase, explained.reason, explained.message, fields)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         state = pod_problem(namespace, job["metadata"]["name"]) or state
-    return Outcome(state.phase, state.reason, state.message, fields)
+    message = state.message
+    if state.phase == Phase.RUNNING.value:
+        report = progress.poll(body, job["metadata"]["name"], CollectionReport, RUNTIME.config.progress_interval_seconds)
+        current = collection_progress(report) if report else recorded(body, CollectionProgress)
+        if report:
+            fields.progress = current
+        if current is not None:
+            message = f"{message}; {collection_summary(current)}"
+    return Outcome(state.phase, state.reason, message, fields)
+
+
+def final_progress(body: Any, result: CollectionResult) -> CollectionProgress:
+    """Done: the last live figures completed with the result's counts."""
+    last = recorded(body, CollectionProgress) or CollectionProgress()
+    runs = (result.runs_completed or 0) + (result.runs_failed or 0)
+    return last.model_copy(update={
+        "phase": "done", "percentage_done": 100.0, "eta": "0s", "eta_seconds": 0.0, "reported_at": now(),
+        "candidates": result.candidates,
+        "pairs": result.pairs.get("total"), "runs_completed": result.runs_completed,
+        "runs_total": last.runs_total or runs or None, "examples_done": last.examples_total or last.examples_done})
 
 
 def decide(body: dict[str, Any]) -> Result:
@@ -94,14 +121,38 @@ def decide(body: dict[str, Any]) -> Result:
             DPOCollectionStatus(failure_reason=Reason.JobMissing)))
     job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config))
     job = set_suspended(namespace, job, spec.suspend)
-    outcome = outcome_for(namespace, job, job_state(job))
+    state = job_state(job)
+    if spec.parallelism > 1 and state.phase == Phase.SUCCEEDED.value:
+        outcome = merged(namespace, body, spec, job)
+    else:
+        outcome = outcome_for(namespace, job, state, body)
     outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
     return Result(outcome)
 
 
+def merged(namespace: str, body: dict[str, Any], spec: DPOCollectionSpec, shards: dict[str, Any]) -> Outcome:
+    """Every shard finished: the merge Job (created once) builds the dataset; its result is the collection's."""
+    merge = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config, merge=True))
+    merge = set_suspended(namespace, merge, spec.suspend)  # spec.suspend pauses the merge too
+    state = job_state(merge)
+    outcome = outcome_for(namespace, merge, state, body)
+    fields = outcome.fields if isinstance(outcome.fields, DPOCollectionStatus) else DPOCollectionStatus()
+    fields.job_name, fields.merge_job_name = shards["metadata"]["name"], merge["metadata"]["name"]
+    outcome.fields = fields
+    if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
+        outcome.message = f"{spec.parallelism} shards collected; merging them ({outcome.message})"
+    return outcome
+
+
 def next_check(body: Any) -> float | None:
-    """A periodic level-based resync while the collection runs, in case a Job or pod event was missed."""
-    return None if is_terminal(body) else RUNTIME.config.collection_resync_seconds
+    """A periodic level-based resync while the collection runs, in case a Job or pod event was missed; while its
+    pod runs, as often as progress is read."""
+    if is_terminal(body):
+        return None
+    config = RUNTIME.config
+    running = (body.get("status") or {}).get("phase") == Phase.RUNNING.value
+    return min(config.collection_resync_seconds, config.progress_interval_seconds) if running \
+        else config.collection_resync_seconds
 
 
 RUNTIME.register(Controller(KIND, decide, next_check, lane=lambda _: "collection"))

@@ -23,20 +23,24 @@ from dpo_operator.api.deployment import (
     ModelDeploymentStatus,
 )
 from dpo_operator.api.reasons import Reason
-from dpo_operator.handlers import deployment_kubernetes, deployment_nemo
-from dpo_operator.handlers.common import enqueue_owner, object_lock
+from dpo_operator.config import OperatorConfig
+from dpo_operator.handlers import deployment_kubernetes, deployment_nemo, deployment_nimoperator
+from dpo_operator.handlers.common import enqueue_owner, not_confirmed, object_lock
 from dpo_operator.kube import custom_objects
-from dpo_operator.kube.conditions import now, seconds_since
+from dpo_operator.kube.conditions import elapsed_since_start, now
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, is_terminal
-from dpo_operator.runtime.controller import RUNTIME, Controller, Result, backoff_delay
-from dpo_operator.runtime.errors import PermanentFailure, is_transient, parse_spec
+from dpo_operator.runtime.controller import RUNTIME, Controller, Result
+from dpo_operator.runtime.errors import PermanentFailure, parse_spec
 from dpo_operator.serving import model as serving_model
 from dpo_operator.serving.nim import revision
 
 log = logging.getLogger(__name__)
 DONE = "Ready"
+BACKENDS: dict[DeploymentBackend, Any] = {DeploymentBackend.KUBERNETES: deployment_kubernetes,
+                                          DeploymentBackend.NEMO: deployment_nemo,
+                                          DeploymentBackend.NIM_OPERATOR: deployment_nimoperator}
 
 
 def settled(body: Any) -> bool:
@@ -60,11 +64,11 @@ def decide(body: dict[str, Any]) -> Result:
         raise PermanentFailure(Reason.ModelUnavailable, str(exc)) from None
     status = body.get("status") or {}
     rev = revision(spec, model)
-    # a rollout clock that is not a timestamp (edited by hand) starts again
-    new_rollout = status.get("revision") != rev or seconds_since(status.get("rolloutStartTime")) is None
+    # a rollout clock that is not a timestamp, or lies in the future (edited by hand), starts again
+    new_rollout = status.get("revision") != rev or elapsed_since_start(status.get("rolloutStartTime")) is None
     fields = ModelDeploymentStatus(revision=rev, served_model_name=model.served_name,
                                    rollout_start_time=now() if new_rollout else status["rolloutStartTime"])
-    backend = deployment_nemo if spec.backend == DeploymentBackend.NEMO.value else deployment_kubernetes
+    backend = BACKENDS[DeploymentBackend(spec.backend)]
     try:
         return Result(backend.decide(body, spec, model, rev, fields))
     except SecretMissing as exc:
@@ -96,6 +100,17 @@ def nim_deployment_changed(body: kopf.Body, namespace: str, type: str | None, **
     enqueue_owner(KIND, body, namespace, type)
 
 
+# registered at import (kopf's registry), so read from the environment here: chart nimOperator.enabled
+if OperatorConfig.from_env().watch_nim_operator:
+    @kopf.on.event(deployment_nimoperator.render.API_GROUP, deployment_nimoperator.render.API_VERSION,
+                   deployment_nimoperator.NIMSERVICES, labels={owner_label(KIND.kind): kopf.PRESENT})
+    @kopf.on.event(deployment_nimoperator.render.API_GROUP, deployment_nimoperator.render.API_VERSION,
+                   deployment_nimoperator.NIMCACHES, labels={owner_label(KIND.kind): kopf.PRESENT})
+    def nim_operator_object_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+        """The NIM Operator's status changes (NIMService, NIMCache) release a waiting rollout at once."""
+        enqueue_owner(KIND, body, namespace, type)
+
+
 @kopf.on.event(GROUP, VERSION, training_api.KIND.plural)
 def model_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """A training job that finishes (or whose promotion gate moves on) releases the deployments waiting for its
@@ -112,7 +127,7 @@ def model_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, when=lambda spec, **_: spec.get("backend") == DeploymentBackend.NEMO.value)
 def nemo_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
-    """Delete the remote deployments; after a few failed attempts let the deletion finish (logged)."""
+    """Delete the remote deployments; the finalizer stays until that is confirmed (or a person removes it)."""
     name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     RUNTIME.forget(KIND, body)
     try:
@@ -124,8 +139,4 @@ def nemo_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
             log.info("ModelDeployment %s deleted; removed NeMo deployments %s", name,
                      deployment_nemo.delete_remote(body, spec))
     except Exception as exc:
-        if is_transient(exc) and retry + 1 < RUNTIME.config.remote_delete_attempts:
-            raise kopf.TemporaryError(f"deleting the NeMo deployment: {exc}",
-                                      delay=min(30.0, backoff_delay(retry, RUNTIME.config.max_backoff_seconds)))
-        log.error("ModelDeployment %s deleted but its NeMo deployment could not be removed (%s); remove it by hand",
-                  name, exc)
+        raise not_confirmed(KIND, body, "deleting its NeMo deployments", exc, retry) from None

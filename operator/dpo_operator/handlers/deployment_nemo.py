@@ -110,9 +110,13 @@ def delete_remote(body: Any, spec: ModelDeploymentSpec) -> list[str]:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     names = {n for n in (status.get("remoteDeployment"),
                          status.get("revision") and remote_name(name, status["revision"])) if n}
+    tag = remote.owner_tag(namespace, name)
     deleted = []
     with session(namespace, spec) as api:
+        # also those status does not name (a status write that failed after the create): found by our tag
+        names |= {d["name"] for d in remote.iter_deployments(api, spec.nemo.namespace)
+                  if d.get("description") == tag and d.get("name")}
         for target in sorted(names):
-            if remote.delete(api, spec.nemo.namespace, target, remote.owner_tag(namespace, name)):
+            if remote.delete(api, spec.nemo.namespace, target, tag):
                 deleted.append(target)
     return deleted

@@ -10,6 +10,7 @@ import kopf
 from dpo_operator.api import GROUP
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube import client, redact
+from dpo_operator.kube.diffbase import DigestDiffBaseStorage
 from dpo_operator.runtime.controller import RUNTIME
 
 
@@ -17,7 +18,8 @@ from dpo_operator.runtime.controller import RUNTIME
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Handler progress lives in annotations, so our status schema stays strict and free of kopf's fields.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    # a digest for a large spec: the full one would overflow the 256 KiB of annotations (kube/diffbase.py)
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300

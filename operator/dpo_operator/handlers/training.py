@@ -25,13 +25,14 @@ from dpo_operator.handlers.common import (
     enqueue_owner,
     enqueue_pod_owner,
     needs_retry_after_fix,
+    not_confirmed,
     object_lock,
 )
 from dpo_operator.kube import custom_objects
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
-from dpo_operator.runtime.controller import RUNTIME, Controller, Result, backoff_delay
-from dpo_operator.runtime.errors import is_transient, parse_spec
+from dpo_operator.runtime.controller import RUNTIME, Controller, Result
+from dpo_operator.runtime.errors import parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,10 @@ def next_check(body: Any) -> float | None:
     if training_promotion.in_progress(body):  # children's events drive the gate; this is in case one was missed
         return RUNTIME.config.rollout_check_seconds
     if not _is_customizer(body.get("spec") or {}):
-        return RUNTIME.config.training_resync_seconds
+        config = RUNTIME.config
+        running = (body.get("status") or {}).get("phase") == Phase.RUNNING.value
+        return min(config.training_resync_seconds, config.progress_interval_seconds) if running \
+            else config.training_resync_seconds
     return training_customizer.pace(body)
 
 
@@ -119,19 +123,15 @@ def dataset_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any)
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, when=_is_customizer)
 def customizer_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
-    """Cancel the remote job; after a few failed attempts let the deletion finish (never stuck Terminating)."""
+    """Cancel the remote job; the finalizer stays until that is confirmed (or a person removes it)."""
     name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     RUNTIME.forget(KIND, body)
     try:
-        spec = DPOTrainingJobSpec.model_validate(dict(body["spec"]))
+        spec: DPOTrainingJobSpec | None = DPOTrainingJobSpec.model_validate(dict(body["spec"]))
     except ValueError:
-        return  # an invalid spec never reached the Customizer
+        spec = None  # an invalid spec now: the credentials captured at submission still know where it went
     try:
         with object_lock(body["metadata"]["uid"], RUNTIME.config.remote_call_deadline):
             log.info("DPOTrainingJob %s deleted: %s", name, training_customizer.cancel_remote(body, spec))
     except Exception as exc:
-        if is_transient(exc) and retry + 1 < RUNTIME.config.remote_delete_attempts:
-            raise kopf.TemporaryError(f"cancelling the Customizer job: {exc}",
-                                      delay=min(30.0, backoff_delay(retry, RUNTIME.config.max_backoff_seconds)))
-        log.error("DPOTrainingJob %s deleted but its Customizer job could not be cancelled (%s); "
-                  "cancel it by hand", name, exc)
+        raise not_confirmed(KIND, body, "cancelling its NeMo Customizer job", exc, retry) from None

@@ -30,8 +30,9 @@ from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.results import UploadResult, first_valid
+from dpo_operator.api.results import UploadResult, read_result
 from dpo_operator.api.training import (
+    KIND,
     CustomizerBackend,
     DPOTrainingJobSpec,
     DPOTrainingJobStatus,
@@ -39,7 +40,8 @@ from dpo_operator.api.training import (
 )
 from dpo_operator.handlers import training_promotion
 from dpo_operator.handlers.training_shared import resolve_dataset
-from dpo_operator.kube.conditions import now, seconds_since
+from dpo_operator.kube.captured import capture, read_captured
+from dpo_operator.kube.conditions import elapsed_since_start, now
 from dpo_operator.kube.jobs import (
     digest_applied,
     ensure_job,
@@ -49,6 +51,7 @@ from dpo_operator.kube.jobs import (
     spec_digest,
 )
 from dpo_operator.kube.secrets import SecretMissing, read_secret_key
+from dpo_operator.kube.redact import remote_body
 from dpo_operator.kube.status import Outcome, is_terminal
 from dpo_operator.nemo import customizer as nemo
 from dpo_operator.nemo.datastore import hf_endpoint
@@ -139,11 +142,10 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
             if state.phase != Phase.SUCCEEDED.value:
                 return Outcome(Phase.PENDING.value, Reason.UploadingDataset,
                                f"copying {location.describe()} to NeMo Datastore repo {repo}", fields)
-            uploaded = first_valid(UploadResult, pod_results(namespace, upload["metadata"]["name"]))
+            uploaded, why = read_result(UploadResult, pod_results(namespace, upload["metadata"]["name"]))
             if uploaded is None:  # never register a dataset no pod vouched for
-                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} completed but no pod of it "
-                                       "left a readable result (termination message); the dataset in NeMo Datastore "
-                                       "cannot be trusted")
+                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} completed but {why}; "
+                                       "the dataset in NeMo Datastore cannot be trusted")
             files_url = uploaded.files_url
         try:
             nemo.register_dataset(entity, backend.namespace, dataset, files_url,
@@ -153,6 +155,8 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         hyperparameters, not_honoured = nemo.customizer_hyperparameters(spec.hyperparameters)
         job = nemo.find_job(customizer, uid, backend.namespace)
         if job is None:
+            # what the job could be cancelled with, should the Secret be gone by then (never in status)
+            capture(KIND.kind, body, customizer.base_url, customizer.api_key)
             job = nemo.create_job(customizer, nemo.job_body(
                 spec.model.name, backend.namespace, dataset, hyperparameters, output_model(body, backend), uid,
                 f"DPOTrainingJob {namespace}/{name}"))
@@ -201,6 +205,10 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
                               DPOTrainingJobStatus(consecutive_poll_failures=failures)), hold_for=delay)
     applied = digest_applied(status.get("submittedSpec"), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING),
                              f"Customizer job {job_id}")
+    if spec.suspend:  # refused clearly rather than cancelling work a person may only want paused
+        applied = (False, Reason.SuspendNotSupported, f"spec.suspend is true, but Customizer job {job_id} was "
+                   "submitted already and NeMo Customizer cannot pause a job: it keeps running. Set suspend back to "
+                   "false, or delete the DPOTrainingJob to cancel the job")
     # null or missing fields keep the last known values
     progress = {**(status.get("progress") or {}), **remote.progress}
     fields = DPOTrainingJobStatus(progress=TrainingProgress.model_validate(progress) if progress else None,
@@ -221,8 +229,10 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
         fields.failure_reason = Reason.CustomizerJobCancelled
         return Result(Outcome(Phase.CANCELLED.value, Reason.CustomizerJobCancelled, remote.message, fields, applied))
     deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
-    elapsed = seconds_since(status.get("submitTime"))  # None: never submitted, or not a timestamp (no deadline)
-    if deadline is not None and elapsed is not None and elapsed > deadline:
+    elapsed = elapsed_since_start(status.get("submitTime"))
+    if elapsed is None:  # not a timestamp, or in the future (edited by hand): the clock starts again, never stops
+        fields.submit_time, elapsed = now(), 0.0
+    if deadline is not None and elapsed > deadline:
         nemo.cancel_job(customizer, job_id)
         raise PermanentFailure(Reason.DeadlineExceeded, f"Customizer job {job_id} ran longer than "
                                f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
@@ -232,7 +242,8 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
 
 def decide(body: Any, spec: DPOTrainingJobSpec) -> Result:
     """Submit or poll. The runtime paces calls to ``pollIntervalSeconds`` (:func:`pace`), longer after poll
-    failures (``hold_for``)."""
+    failures (``hold_for``). A failure that ends the resource first cancels whatever remote job carries its tag
+    (the create may have succeeded behind an unreadable answer)."""
     assert spec.customizer is not None
     check_spec(spec)
     try:
@@ -241,6 +252,25 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Result:
         return Result(submit(body, spec))
     except SecretMissing as exc:
         return Result(Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"))
+    except NemoError as exc:
+        if exc.transient:
+            raise
+        cleanup = cancel_after_failure(body, spec)
+        raise PermanentFailure(Reason.RemoteApiError,
+                               f"a NeMo service refused a request: {remote_body(str(exc))}; {cleanup}") from None
+    except PermanentFailure as exc:
+        if exc.reason in (Reason.DeadlineExceeded, Reason.RemoteJobMissing):
+            raise  # the job was cancelled already, or is gone
+        raise PermanentFailure(exc.reason, f"{exc}; {cancel_after_failure(body, spec)}") from None
+
+
+def cancel_after_failure(body: Any, spec: DPOTrainingJobSpec) -> str:
+    """Cancel the remote job of a resource about to fail, found by its id or tag; what happened, for the message
+    (a cancellation that fails now is retried when the resource is deleted: its finalizer waits for it)."""
+    try:
+        return cancel_remote(body, spec)
+    except Exception as exc:  # noqa: BLE001  (the resource fails anyway; deletion tries again)
+        return f"cancelling its Customizer job failed ({remote_body(str(exc))}); deleting the resource tries again"
 
 
 def pace(body: Any) -> float | None:
@@ -252,22 +282,55 @@ def pace(body: Any) -> float | None:
 
 # --------------------------------------------------------------------------- deletion
 
-def cancel_remote(body: Any, spec: DPOTrainingJobSpec) -> str:
-    """Cancel the remote job unless it already finished; answers what happened (for the log)."""
-    backend = spec.customizer
-    assert backend is not None
+FINISHED_REMOTELY = {Reason.CustomizerJobFailed.value, Reason.CustomizerJobCancelled.value}
+
+
+def remote_finished(body: Any) -> bool:
+    """Did the remote job itself end (completed, failed or cancelled, as the Customizer said)?"""
     status = body.get("status") or {}
-    if is_terminal(body):
+    return status.get("phase") == Phase.SUCCEEDED.value or status.get("failureReason") in FINISHED_REMOTELY
+
+
+def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
+    """Cancel the remote job unless the Customizer said it finished; answers what happened (for the log). Raises
+    when the cancellation is not confirmed (the deletion handler retries; the finalizer stays).
+
+    The job is the one in status, else the one carrying the resource's tag (a create whose answer was lost). The
+    key is the user's Secret as it is now; when that is gone or refused (401/403), the key captured at submission,
+    sent only to the URL it was captured for (:mod:`dpo_operator.kube.captured`)."""
+    if remote_finished(body):
         return "the remote job had already finished"
-    namespace = body["metadata"]["namespace"]
-    try:
-        with sessions(namespace, backend) as (_, customizer, _):
-            return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
-    except SecretMissing as exc:  # try without a key rather than keep the resource Terminating
-        log.warning("%s; cancelling without an API key", exc)
-        with NemoApi(backend.customizer_url or backend.entity_store_url,
-                     deadline=RUNTIME.config.remote_call_deadline) as customizer:
-            return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
+    meta = body["metadata"]
+    job_id = (body.get("status") or {}).get("remoteJobId")
+    backend = spec.customizer if spec is not None else None
+    namespace = backend.namespace if backend is not None else None
+    refused: Exception | None = None
+    if backend is not None:
+        try:
+            with sessions(meta["namespace"], backend) as (_, customizer, _):
+                return _cancel(customizer, job_id, meta["uid"], namespace)
+        except SecretMissing as exc:
+            refused = exc
+        except NemoError as exc:
+            if exc.status not in (401, 403):
+                raise
+            refused = exc
+    captured = read_captured(meta["namespace"], meta["name"], meta["uid"])
+    if captured is not None:
+        log.info("cancelling with the credentials captured at submission (%s)", refused or "no valid spec")
+        with NemoApi(captured.url, captured.api_key, deadline=RUNTIME.config.remote_call_deadline) as customizer:
+            return _cancel(customizer, job_id, meta["uid"], namespace)
+    if job_id is None:  # credentials are captured before any job is created: none was
+        return "no remote job had been created"
+    if backend is None:
+        raise PermanentFailure(Reason.InvalidSpec, f"Customizer job {job_id} cannot be cancelled: the spec is not "
+                               "valid (so where it runs is unknown) and no credentials were captured; fix the spec")
+    if isinstance(refused, NemoError):
+        raise refused
+    log.warning("%s; cancelling without an API key", refused)  # never submitted with a key: try without one
+    with NemoApi(backend.customizer_url or backend.entity_store_url,
+                 deadline=RUNTIME.config.remote_call_deadline) as customizer:
+        return _cancel(customizer, job_id, meta["uid"], namespace)
 
 
 def _cancel(customizer: NemoApi, job_id: str | None, uid: str, namespace: str | None = None) -> str:

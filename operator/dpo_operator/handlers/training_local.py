@@ -10,18 +10,27 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.results import TrainingResult, first_valid
+from dpo_operator.api.progress import TrainingReport
+from dpo_operator.api.results import TrainingResult, read_result
 from dpo_operator.api.training import (
     DPOTrainingJobSpec,
     DPOTrainingJobStatus,
     TrainingProgress,
 )
 from dpo_operator.handlers import training_promotion
+from dpo_operator.handlers.live_progress import (
+    final_training_progress,
+    recorded,
+    training_progress,
+    training_summary,
+    validation_checks,
+)
 from dpo_operator.handlers.training_shared import resolve_dataset
-from dpo_operator.kube import client
+from dpo_operator.kube import client, progress
 from dpo_operator.kube.jobs import (
     ensure_job,
     failure,
+    get_job,
     job_state,
     pod_problem,
     pod_results,
@@ -74,6 +83,11 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
     if isinstance(location, Outcome):
         return location
     jname = job_name(name)
+    if (body.get("status") or {}).get("jobName") == jname and get_job(namespace, jname) is None:
+        return Outcome(Phase.FAILED.value, Reason.JobMissing,
+                       f"job {jname} was deleted before it finished (by a person, or removed while the operator was "
+                       "down); training is not started again on its own: delete and re-create the DPOTrainingJob to "
+                       "train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
     job = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config))
@@ -81,19 +95,18 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
     applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
+    if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        progress.done(body)
     if state.phase == Phase.SUCCEEDED.value:
-        result = first_valid(TrainingResult, pod_results(namespace, jname))
+        result, why = read_result(TrainingResult, pod_results(namespace, jname))
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
             fields.failure_reason = Reason.ResultUnavailable
             return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
-                           f"job {jname} completed but no pod of it left a readable result "
-                           "(termination message); the trained model cannot be trusted", fields, applied)
+                           f"job {jname} completed but {why}; the trained model cannot be trusted", fields, applied)
         relative = "/".join(p for p in (spec.local.output.path.strip("/"), name, "final") if p)
         fields.output_model = f"pvc://{spec.local.output.claim_name}/{relative}"
-        fields.progress = TrainingProgress(percentage_done=100.0, steps_completed=result.steps,
-                                           epochs_completed=spec.hyperparameters.epochs,
-                                           train_loss=result.train_loss, val_loss=result.val_loss,
-                                           resumed_from_step=result.resumed_from_step)
+        fields.progress = final_training_progress(result, spec.hyperparameters.epochs, recorded(body, TrainingProgress))
+        fields.validation = validation_checks(result)
         return training_promotion.finish(body, spec, fields, "training completed", applied)
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, jname, state)
@@ -101,4 +114,12 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
         return Outcome(state.phase, explained.reason, explained.message, fields, applied)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         state = pod_problem(namespace, jname) or state
-    return Outcome(state.phase, state.reason, state.message, fields, applied)
+    message = state.message
+    if state.phase == Phase.RUNNING.value:
+        report = progress.poll(body, jname, TrainingReport, RUNTIME.config.progress_interval_seconds)
+        current = training_progress(report) if report else recorded(body, TrainingProgress)
+        if report:
+            fields.progress = current
+        if current is not None:
+            message = f"{message}; {training_summary(current)}"
+    return Outcome(state.phase, state.reason, message, fields, applied)

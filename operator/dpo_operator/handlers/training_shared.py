@@ -13,7 +13,7 @@ from dpo_operator.kube import custom_objects
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render.deployment import deployment_for
 from dpo_operator.render.paths import MOUNT_ROOT, mounted  # noqa: F401  (used by the backends)
-from dpo_operator.runtime.errors import PermanentFailure
+from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 
 
 def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Outcome:
@@ -21,8 +21,13 @@ def resolve_dataset(body: Any, spec: DPOTrainingJobSpec) -> StorageLocation | Ou
     if spec.dataset.location is not None:
         return spec.dataset.location
     assert spec.dataset.collection_ref is not None
-    ref = spec.dataset.collection_ref.name
-    collection = custom_objects.read(collection_api.KIND, body["metadata"]["namespace"], ref)
+    ref, namespace = spec.dataset.collection_ref.name, body["metadata"]["namespace"]
+    if spec.dataset.collection_ref.namespace not in (None, namespace):
+        raise InvalidSpec(f"spec.dataset.collectionRef.namespace {spec.dataset.collection_ref.namespace!r}: a "
+                          f"DPOTrainingJob uses collections of its own namespace ({namespace}) only, whose PVC its pods "
+                          "can mount; create the DPOTrainingJob there, or give the dataset's location "
+                          "(spec.dataset.location, e.g. a Hub repo)")
+    collection = custom_objects.read(collection_api.KIND, namespace, ref)
     if collection is None:
         return Outcome(Phase.PENDING.value, Reason.WaitingForDataset, f"DPOCollection {ref} does not exist (yet)")
     phase = (collection.get("status") or {}).get("phase")

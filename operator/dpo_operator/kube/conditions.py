@@ -31,6 +31,17 @@ def seconds_since(timestamp: Any) -> float | None:
     return None if started is None else (datetime.datetime.now(tz=datetime.UTC) - started).total_seconds()
 
 
+CLOCK_SKEW_SECONDS = 60.0  # how far in the future a start time kept in status may lie (clocks differ a little)
+
+
+def elapsed_since_start(timestamp: Any) -> float | None:
+    """Seconds since a clock start kept in status (a rollout, a submission); None when it is not a timestamp or
+    lies in the future (edited by hand, or a far-off clock): the caller starts the clock again, so a timeout is
+    never disabled."""
+    elapsed = seconds_since(timestamp)
+    return None if elapsed is None or elapsed < -CLOCK_SKEW_SECONDS else max(0.0, elapsed)
+
+
 def set_condition(
     conditions: list[dict[str, Any]] | None,
     type_: str,

@@ -82,13 +82,22 @@ def pod_failure_policy(container: str) -> dict[str, Any]:
     ]}
 
 
-def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
-    """The pods the Job controls (anyone may create a pod carrying the job-name label: those do not count)."""
+def _containers(spec: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(c.get("name"), c.get("image"), c.get("command"), c.get("args"))
+            for key in ("initContainers", "containers") for c in spec.get(key) or []]
+
+
+def job_pods(namespace: str, job_name: str, from_template: bool = False) -> list[dict[str, Any]]:
+    """The pods the Job controls (anyone may create a pod carrying the job-name label: those do not count). With
+    ``from_template``, only those running the Job's template's containers: anyone allowed to create pods could set
+    the Job's owner reference too, and a result is trusted only from our workload's image and command."""
     job = get_job(namespace, job_name)
     if job is None:
         return []
+    template = _containers(job["spec"]["template"].get("spec") or {})
     pods = client.core().list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}")
-    return [pod for pod in to_dict(pods).get("items", []) if controller_uid(pod) == job["metadata"]["uid"]]
+    return [pod for pod in to_dict(pods).get("items", []) if controller_uid(pod) == job["metadata"]["uid"]
+            and (not from_template or _containers(pod.get("spec") or {}) == template)]
 
 
 def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,7 +172,7 @@ def pod_results(namespace: str, job_name: str) -> list[dict[str, Any]]:
     the Job controls count.
     """
     results: list[tuple[str, dict[str, Any]]] = []
-    for pod in job_pods(namespace, job_name):
+    for pod in job_pods(namespace, job_name, from_template=True):
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (status.get("state") or {}).get("terminated") or {}
             message = terminated.get("message")

@@ -7,6 +7,7 @@ into ``phase``, ``conditions`` (Progressing / Failed / Suspended / the kind's do
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from dpo_operator.kube.redact import redact
 # reasons of non-terminal outcomes that need a person's attention (recorded as Warning events)
 WARNING_REASONS = {"SecretNotFound", "SecretNotUsable", "SecretDestinationNotAllowed", "PollFailing", "Retrying", "CreateContainerConfigError",
                    "CreateContainerError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "Unschedulable",
-                   "CrashLoopBackOff", "PodFailing", "NotPromoted"}
+                   "CrashLoopBackOff", "PodFailing", "NameConflict", "NotPromoted"}
 TERMINAL_PHASES = {Phase.SUCCEEDED.value, Phase.FAILED.value, Phase.CANCELLED.value}
 ACTIVE_PHASES = {Phase.PENDING.value, Phase.RUNNING.value, Phase.PROGRESSING.value}
 
@@ -46,6 +47,20 @@ class Outcome:
 def status_fields(fields: BaseModel | None) -> dict[str, Any]:
     """The fields set in a status model, camelCase as in the API (an explicit None stays: it removes the field)."""
     return {} if fields is None else fields.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def finite(value: Any) -> Any:
+    """``value`` without NaN or infinities, which JSON cannot carry (kube-apiserver answers 400): a field holding
+    one is left out, a list item dropped (an unknown number is no number)."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items() if not _non_finite(v)}
+    if isinstance(value, list):
+        return [finite(v) for v in value if not _non_finite(v)]
+    return value
 
 
 def is_terminal(body: Any) -> bool:
@@ -76,7 +91,7 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     suspended = phase == Phase.SUSPENDED.value
     conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else Reason.NotSuspended,
                                outcome.message if suspended else "", generation)
-    status = {**old, **status_fields(outcome.fields)}
+    status = {**old, **finite(status_fields(outcome.fields))}
     status.update(phase=phase, reason=str(outcome.reason), message=outcome.message, observedGeneration=generation,
                   conditions=conditions)
     if phase != Phase.PENDING.value and not status.get("startTime"):

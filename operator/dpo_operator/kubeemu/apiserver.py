@@ -41,6 +41,7 @@ from dpo_operator.kubeemu import (
     events,
     openapi,
     openapi_proto,
+    limits,
     pagination,
     protobuf,
     rbac,
@@ -82,12 +83,16 @@ parsing.parse_path = _parse_path
 
 
 async def _parse_request(raw_request: aiohttp.web.BaseRequest) -> rendering.Request:
-    body = await raw_request.read()
+    raw_request._client_max_size = limits.MAX_REQUEST_BYTES  # aiohttp's 1 MiB default: kube-apiserver's 3 MiB
+    try:
+        body = await raw_request.read()
+    except aiohttp.web.HTTPRequestEntityTooLarge:
+        raise limits.request_too_large() from None
     text = body.decode("utf-8", errors="replace")
     data = None
     if body.lstrip()[:1] in (b"{", b"["):
         try:
-            data = json.loads(body)
+            data = limits.loads(body)
         except ValueError:
             data = None
     k8s = parsing.parse_path(raw_request.path)
@@ -507,10 +512,11 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                 return yaml.safe_load(request.text)
             except yaml.YAMLError as exc:
                 raise error(400, "BadRequest", f"error decoding YAML: {exc}") from None
+        limits.check_request(request.body)
         if request.data is not None or not request.body:
             return request.data
         try:
-            return json.loads(request.text)
+            return limits.loads(request.text)
         except ValueError as exc:
             raise error(400, "BadRequest", f"the request body could not be decoded: {exc}") from None
 
@@ -568,6 +574,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         if served.group == rbac.GROUP:  # stored and served, not enforced
             rbac.default(obj)
             causes += rbac.causes(served.kind, obj, old)
+        causes += limits.annotation_causes(obj)
         if causes:
             raise invalid(served.kind, served.group, name, causes)
         if served.schema is None:
@@ -627,6 +634,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         obj = self._admit(res, served, obj, None, request)
         if manager_operation == "Update":
             record_update(None, obj, self._schema(served), _resolve, _field_manager(request), served.group_version)
+        limits.check_stored_size(obj)
         if request.params.get("dryRun"):
             return obj
         if res == CRD_RESOURCE:
@@ -743,6 +751,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                       old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         if new == old or request.params.get("dryRun"):
             return new
+        limits.check_stored_size(new)
         if "generation" in old["metadata"] and _spec_part(new) != _spec_part(old):
             new["metadata"]["generation"] = old["metadata"]["generation"] + 1
         new["metadata"]["resourceVersion"] = self._next_revision()

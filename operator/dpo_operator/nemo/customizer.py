@@ -100,6 +100,9 @@ def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
         unsupported.append(f"maxSeqLength ({hp.max_seq_length}) is set by the Customizer config, not per job")
     if hp.warmup_ratio > 0 and hp.warmup_steps == 0:
         unsupported.append(f"warmupRatio ({hp.warmup_ratio}) has no Customizer equivalent; set warmupSteps")
+    if hp.validate_every_steps is not None:
+        unsupported.append(f"validateEverySteps ({hp.validate_every_steps}) has no Customizer equivalent; the "
+                           "Customizer validates on its own schedule")
     scheduler = str(getattr(hp.lr_scheduler, "value", hp.lr_scheduler))
     if scheduler in OPTIMIZERS:
         out["optimizer"] = OPTIMIZERS[scheduler]

@@ -48,6 +48,7 @@ class NemoApi:
         if api_key:  # never send an empty bearer token
             headers["Authorization"] = f"Bearer {api_key}"
         self.base_url = base_url.rstrip("/")
+        self.api_key = api_key  # kept for capture_credentials (never logged: redact remembers it)
         self.deadline = deadline
         self._options: dict[str, Any] = {"base_url": self.base_url, "headers": headers, "timeout": timeout,
                                          "transport": transport}

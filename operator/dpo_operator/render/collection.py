@@ -19,13 +19,17 @@ from dpo_operator.collect.nat_settings import SPEC_FIELDS_ENV, fields_set
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube.naming import child_name, labels_for
 from dpo_operator.kube.pods import container, pod_spec, pvc_volume, secret_env
-from dpo_operator.render.job import job
+from dpo_operator.render.job import job, spec_env
 
 SPEC_ENV = "DPO_COLLECTION_SPEC"
 
 
 def job_name(name: str) -> str:
     return child_name(name, "collect")
+
+
+def merge_job_name(name: str) -> str:
+    return child_name(name, "merge")
 
 
 def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
@@ -57,9 +61,12 @@ def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str,
     return volumes, mounts, env
 
 
-def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> dict[str, Any]:
+def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig, *, merge: bool = False) -> dict[str, Any]:
+    """The collection Job: one pod, or with ``parallelism`` > 1 an Indexed Job of that many shard pods (a shard's
+    index is its $JOB_COMPLETION_INDEX); ``merge``: the one-pod Job that merges the shards into the dataset."""
     name = body["metadata"]["name"]
-    labels = labels_for(KIND.kind, name, "collector")
+    sharded = spec.parallelism > 1 and not merge
+    labels = labels_for(KIND.kind, name, "merger" if merge else "collector")
     volumes, mounts = [], []
     if spec.output.pvc is not None:
         volumes.append(pvc_volume("output", spec.output.pvc))
@@ -68,19 +75,22 @@ def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig) -> 
     volumes.extend(nat_volumes)
     mounts.extend(nat_mounts)
     env = [
-        {"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
+        spec_env(SPEC_ENV, spec.to_api()),
         {"name": "DPO_DATA_ROOT", "value": config.data_root},
         {"name": "DPO_RESOURCE_NAME", "value": name},
         *nat_env,
-        *secret_env("OPENAI_API_KEY", spec.llm.api_key_secret_ref if spec.llm else None),
+        *secret_env("OPENAI_API_KEY", spec.llm.api_key_secret_ref if spec.llm and not merge else None),
         *secret_env("HF_TOKEN", spec.output.hub.token_secret_ref if spec.output.hub else None),
     ]
     collector = container(
         spec.template, name="collector", default_image=config.workload_image,
-        command=["dpo-operator", "collect", "--spec-env", SPEC_ENV, "--result-file", "/dev/termination-log"],
+        command=["dpo-operator", "collect", "--spec-env", SPEC_ENV, "--result-file", "/dev/termination-log",
+                 *(["--shard"] if sharded else ["--merge"] if merge else [])],
         env=env, volume_mounts=mounts,
     )
-    return job(KIND.kind, body, job_name(name), labels, spec.job, spec.template,
-               pod_spec(spec.template, [collector], volumes=volumes, config=config), suspend=spec.suspend,
-               secret_destinations={"OPENAI_API_KEY": spec.llm.base_url if spec.llm else None,
+    indexed = ({"completionMode": "Indexed", "completions": spec.parallelism, "parallelism": spec.parallelism}
+               if sharded else None)
+    return job(KIND.kind, body, merge_job_name(name) if merge else job_name(name), labels, spec.job, spec.template,
+               pod_spec(spec.template, [collector], volumes=volumes, config=config), suspend=spec.suspend, extra=indexed,
+               secret_destinations={"OPENAI_API_KEY": spec.llm.base_url if spec.llm and not merge else None,
                                     "HF_TOKEN": spec.output.hub.endpoint if spec.output.hub else None})

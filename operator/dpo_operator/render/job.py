@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dpo_operator.api.common import JobControls, PodOptions
 from dpo_operator.kube.jobs import pod_failure_policy
 from dpo_operator.kube.naming import owner_reference
 from dpo_operator.kube.pods import pod_metadata
+from dpo_operator.runtime.errors import InvalidSpec
+
+# Linux refuses to start a process with one environment string ("NAME=value") over MAX_ARG_STRLEN (128 KiB):
+# "Argument list too long". The spec travels to the workload in one variable, so its JSON is bounded below that.
+SPEC_ENV_LIMIT = 120 * 1024
+
+
+def spec_env(name: str, api_spec: dict[str, Any]) -> dict[str, str]:
+    """The env var carrying the spec to the workload; an InvalidSpec (with its size) when it could not start."""
+    value = json.dumps(api_spec, sort_keys=True)
+    size = len(value.encode())
+    if size > SPEC_ENV_LIMIT:
+        raise InvalidSpec(f"spec is {size // 1024} KiB as JSON; the workload receives it in one environment variable, "
+                          f"which may hold at most {SPEC_ENV_LIMIT // 1024} KiB (Linux's limit on one variable is "
+                          "128 KiB): move large values (prompts, configs) into a ConfigMap the spec refers to")
+    return {"name": name, "value": value}
 
 
 def job(owner_kind: str, owner: Any, name: str, labels: dict[str, str], controls: JobControls, options: PodOptions,

@@ -65,7 +65,7 @@ def deployment_manifest(body: Any, spec: ModelDeploymentSpec, model: ServedModel
     env = [{"name": "NIM_SERVED_MODEL_NAME", "value": model.base_name if model.adapter else model.served_name},
            {"name": "NIM_SERVER_PORT", "value": str(spec.port)}, {"name": "NIM_CACHE_PATH", "value": CACHE_PATH},
            *env, *secret_env("NGC_API_KEY", spec.ngc_api_key_secret_ref)]
-    startup = _probe("/v1/health/ready", spec.port, 10, max(1, spec.readiness_timeout_seconds // 10))
+    startup = _probe("/v1/health/ready", spec.port, 10, max(1, spec.startup_timeout_seconds // 10))  # large models: slow
     nim = container(spec.template, name="nim", default_image=image, command=[], env=env, volume_mounts=mounts,
                     ports=[{"name": "http", "containerPort": spec.port}],
                     startupProbe=startup, readinessProbe=_probe("/v1/health/ready", spec.port, 10, 3),

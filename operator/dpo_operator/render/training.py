@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dpo_operator.api.common import ResourceRequirements, StorageLocation
@@ -16,7 +15,7 @@ from dpo_operator.kube.naming import (
     service_name,
 )
 from dpo_operator.kube.pods import container, pod_spec, secret_env
-from dpo_operator.render.job import job
+from dpo_operator.render.job import job, spec_env
 from dpo_operator.render.paths import MOUNT_ROOT, mounted
 
 SPEC_ENV = "DPO_TRAINING_SPEC"
@@ -96,7 +95,7 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
     mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}"} for i, claim in enumerate(claims)]
     volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    env = [{"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
+    env = [spec_env(SPEC_ENV, spec.to_api()),
            {"name": "DPO_RESOURCE_NAME", "value": name},
            *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None),
            *secret_env("DATASET_HF_TOKEN", dataset.hub.token_secret_ref if dataset.hub else None)]

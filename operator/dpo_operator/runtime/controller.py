@@ -307,7 +307,13 @@ class Runtime:
         except SecretMissing as exc:  # absent, or not opted in: wait for it (the message says what to do)
             return Result(Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"),
                           requeue_after=min(config.secret_retry_seconds, backoff)), True
-        except (kube_objects.NameConflict, WorkloadNotAllowed) as exc:
+        except kube_objects.NameConflict as exc:  # a stranger (or an earlier incarnation's child) holds the name:
+            # wait for it to go (its deletion enqueues this object at once; a stranger without our labels, at the
+            # next retry)
+            delay = min(config.secret_retry_seconds, backoff)
+            return Result(Outcome(Phase.PENDING.value, exc.reason, f"{exc}; retrying until it is gone"),
+                          requeue_after=delay), True
+        except WorkloadNotAllowed as exc:
             return self._failed(exc.reason, str(exc)), False
         except InvalidSpec as exc:
             return self._failed(Reason.InvalidSpec, str(exc)), False

@@ -1,6 +1,7 @@
 """Per-step metrics: ``StepReports`` turns the totals a step leaves on the device into a record; ``MetricsSink``
-writes records (rank 0 only) as JSON lines on stdout and in ``metrics.jsonl``, TensorBoard event files in
-``tensorboard/`` beside it, and to Weights & Biases when ``WANDB_API_KEY`` is set (from a Secret reference)."""
+writes records (rank 0 only) as JSON lines in ``metrics.jsonl``, TensorBoard event files in ``tensorboard/`` beside
+it, and to Weights & Biases when ``WANDB_API_KEY`` is set (from a Secret reference). The pod's log gets readable
+lines instead (:mod:`dpo_operator.train.progress`; a progress bar on a terminal)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,13 +56,12 @@ class MetricsSink:
         self.tensorboard.flush()
         if self.wandb is not None:
             self.wandb.log(scalars, step=step)
-        if self.bar is not None:
+        if self.bar is not None and "loss" in record:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{record.get('loss', 0):.4f}", acc=f"{record.get('rewards/accuracies', 0):.2f}")
-        else:
-            print(line, flush=True)
 
     def close(self) -> None:
+        """Everything written and closed (a second call does nothing)."""
         if self.bar is not None:
             self.bar.close()
         if self.file is not None:
@@ -69,6 +70,8 @@ class MetricsSink:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+        self.bar = self.file = self.tensorboard = self.wandb = None
+        self.enabled = False
 
 
 def _start_wandb(output_dir: Path, run_config: dict[str, Any]) -> Any:
@@ -91,8 +94,9 @@ class StepReports:
     call returns, so records are read at once and their timestamps stay exact.
     """
 
-    def __init__(self, sink: MetricsSink, deferred: bool) -> None:
-        self.sink, self.deferred = sink, deferred
+    def __init__(self, sink: MetricsSink, deferred: bool,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.sink, self.deferred, self.on_record = sink, deferred, on_record
         self.started = time.perf_counter()
         self.last: dict[str, Any] = {}
         self._tokens = 0.0
@@ -118,3 +122,5 @@ class StepReports:
                      "learning_rate": learning_rate, "step": step, "epoch": epoch,
                      "tokens_per_second": self._tokens / max(elapsed, 1e-9), "elapsed_seconds": round(elapsed, 4)}
         self.sink.write(self.last)
+        if self.on_record is not None:
+            self.on_record(self.last)

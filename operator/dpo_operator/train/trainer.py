@@ -39,9 +39,12 @@ from dpo_operator.train.data import (Batch, EncodedDataset, EncodedPair, Prefere
 from dpo_operator.train.logprobs import CompletionLogps, custom_mask_problem, supports_custom_masks
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss
 from dpo_operator.train.metrics import METRIC_KEYS, MetricsSink, StepReports
+from dpo_operator.train.offline import LIKELIHOOD_KEYS, likelihood_preferences
 from dpo_operator.train.optim import build_optimizer, build_scheduler, warmup_steps
+from dpo_operator.train.plots import write_plots
 from dpo_operator.train.precision import MixedPrecision
 from dpo_operator.train.prefetch import Prefetcher
+from dpo_operator.train.progress import TrainerProgress
 
 log = logging.getLogger(__name__)
 PREFETCH_DEPTH = 2  # steps (or scoring chunks) prepared ahead on the host while a GPU computes
@@ -80,6 +83,9 @@ class TrainConfig(BaseModel):
     group_by_length: bool = True
     resume: bool = True
     max_steps: int | None = None
+    log_every_steps: int = 10  # a readable log line every N steps (and the first and last)
+    progress_seconds: float = 5.0  # a progress line for the operator at most this often (and at each phase change)
+    plots: bool = True  # PNG curves beside metrics.jsonl at the end (needs matplotlib)
 
     @classmethod
     def from_spec(cls, spec: DPOTrainingJobSpec, model: str, dataset_dir: str, output_dir: str) -> "TrainConfig":
@@ -159,6 +165,12 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.env = distributed.Environment.from_env()
+        self.progress = TrainerProgress(config.max_steps, self.env.is_main, config.log_every_steps,
+                                         config.progress_seconds)
+        with self.progress.phase("loading model"):
+            self._load(config)
+
+    def _load(self, config: TrainConfig) -> None:
         self.device = self.env.device()
         self.precision = MixedPrecision(config.precision, self.device.type)
         torch.manual_seed(config.hyperparameters.seed)
@@ -196,6 +208,7 @@ class Trainer:
         self.pad_id = self.tokenizer.pad_token_id
         self.output = Path(config.output_dir)
         self.loss_config = config.loss_config()
+        self.last_validation: dict[str, float] = {}
         self.shared_prompt = config.local.shared_prompt and supports_custom_masks(self.model)
         if config.local.shared_prompt and not self.shared_prompt:
             log.info("two sequences per pair: %s", custom_mask_problem(self.model))
@@ -320,7 +333,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset: EncodedDataset, reference: torch.Tensor) -> dict[str, float]:
-        totals = torch.zeros(len(METRIC_KEYS) + 1, device=self.device)
+        """The validation pairs' DPO metrics (``val/<metric>``) and each model's likelihood preference accuracy
+        (``val/logps_accuracy``, ``val/reference/logps_accuracy``...: :mod:`dpo_operator.train.offline`)."""
+        width = len(METRIC_KEYS) + len(LIKELIHOOD_KEYS)
+        totals = torch.zeros(width + 1, device=self.device)
         self.model.eval()
         chunks = sharded_chunks(len(dataset), self.env.rank, self.env.world_size, self._chunk_size())
         prepare = lambda chunk: (self._host_batch(dataset, chunk[0]), self._reference_rows(chunk[0], reference))  # noqa: E731
@@ -333,12 +349,14 @@ class Trainer:
                 # only the real pairs: a filler would enter batch-wide terms (aot's sort, sft's token mean)
                 rows = torch.cat([torch.arange(real), torch.arange(real) + batch.pairs]).to(self.device)
                 per_pair = dpo_loss(sums[rows], counts[rows], reference_sums[rows], self.loss_config).per_pair()
-                totals[:-1] += torch.stack([per_pair[key].float().sum() for key in METRIC_KEYS])
+                totals[: len(METRIC_KEYS)] += torch.stack([per_pair[key].float().sum() for key in METRIC_KEYS])
+                totals[len(METRIC_KEYS): width] += likelihood_preferences(sums[rows], counts[rows], reference_sums[rows])
                 totals[-1] += real
         self.strategy.after_inference(self.scorer)
         self.model.train()
         totals = self.env.all_sum(totals)
-        return {f"val/{key}": float(totals[i] / totals[-1]) for i, key in enumerate(METRIC_KEYS)}
+        metrics = {f"val/{key}": float(totals[i] / totals[-1]) for i, key in enumerate((*METRIC_KEYS, *LIKELIHOOD_KEYS))}
+        return {**metrics, "val/pairs": float(totals[-1])}
 
     def _reference(self, dataset: EncodedDataset, sizes: Any, resuming: bool) -> torch.Tensor:
         """Computed once; kept beside the checkpoints so a resumed run does not score the dataset again."""
@@ -377,12 +395,14 @@ class Trainer:
         scheduler = build_scheduler(optimizer, _name(h.lr_scheduler), total_steps,
                                     warmup_steps(total_steps, h.warmup_steps, h.warmup_ratio))
         saved = checkpoint.latest(self.output / "checkpoints") if config.resume else None
+        self.progress.report.total_steps = total_steps
         started = time.perf_counter()
-        self.check_logits(dataset)
-        self.check_shared_prompt(dataset, sizes)
-        reference = self._reference(dataset, sizes, resuming=saved is not None)
-        reference_seconds = time.perf_counter() - started
-        val_reference = self.reference_logps(validation, validation.rows.sizes()) if validation else None
+        with self.progress.phase("reference pass"):
+            self.check_logits(dataset)
+            self.check_shared_prompt(dataset, sizes)
+            reference = self._reference(dataset, sizes, resuming=saved is not None)
+            reference_seconds = time.perf_counter() - started
+            val_reference = self.reference_logps(validation, validation.rows.sizes()) if validation else None
 
         position = checkpoint.Position()
         if saved is not None:
@@ -393,35 +413,63 @@ class Trainer:
         sink = MetricsSink(self.output, total_steps, env.is_main, config.run_config())
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
-        reports = StepReports(sink, deferred=self.device.type == "cuda")
+        reports = StepReports(sink, deferred=self.device.type == "cuda", on_record=self.progress.step)
         prepare = lambda planned: self._micro_batches(planned.group, dataset, reference)  # noqa: E731
+        validated_at = None
         try:
-            with Prefetcher(self._plan(position, total_steps, sizes), prepare, self._prefetch_depth) as steps:
+            self.progress.training_from(position.step)
+            with self.progress.phase("training"), \
+                    Prefetcher(self._plan(position, total_steps, sizes), prepare, self._prefetch_depth) as steps:
                 for planned, micro_batches in steps:
                     totals = self._step(micro_batches, optimizer, scheduler, parameters)
                     position = planned.after
                     saving = bool(local.save_every_steps) and position.step % local.save_every_steps == 0 \
                         and position.step < total_steps
-                    reports.add(totals, position.step, position.epoch + position.batches_done / planned.epoch_length,
-                                scheduler.get_last_lr()[0], now=saving)
+                    epoch = position.epoch + position.batches_done / planned.epoch_length
+                    validating = validation is not None and bool(h.validate_every_steps) \
+                        and position.step % (h.validate_every_steps or 1) == 0
+                    reports.add(totals, position.step, epoch, scheduler.get_last_lr()[0], now=saving or validating)
+                    if validating:
+                        assert validation is not None and val_reference is not None
+                        self._validate(validation, val_reference, sink, position.step, epoch)
+                        validated_at = position.step
                     if saving:
                         checkpoint.save(self.output / "checkpoints", position, self.model, optimizer, scheduler,
                                         self.precision.state_dict(), env)
-            reports.flush()
+                reports.flush()
             summary: dict[str, Any] = {"steps": position.step, "train": reports.last, "referenceSeconds": round(reference_seconds, 3),
                                        "trainSeconds": round(time.perf_counter() - reports.started, 3),
+                                       "smoothedTrainLoss": self.progress.report.smoothed_train_loss,
                                        "strategy": self.strategy.name, "resumedFromStep": resumed_from,
                                        "sharedPrompt": self.shared_prompt, "weightsLoadedBy": self.loaded_by}
             if validation is not None and val_reference is not None:
-                summary["validation"] = self.evaluate(validation, val_reference)
-            self.save_final(self.output / "final")
-            if env.is_main:
-                summary["outputModel"] = str(self.output / "final")
-                (self.output / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+                summary["validation"] = self.last_validation if validated_at == position.step else \
+                    self._validate(validation, val_reference, sink, position.step, float(position.epoch))
+            with self.progress.phase("saving"):
+                self.save_final(self.output / "final")
+                if env.is_main:
+                    summary["outputModel"] = str(self.output / "final")
+                    (self.output / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+                    sink.close()
+                    if config.plots:
+                        write_plots(self.output)
+            self.progress.finished()
             return summary
         finally:
             sink.close()
             rows.close()
+
+    def _validate(self, validation: EncodedDataset, reference: torch.Tensor, sink: MetricsSink, step: int,
+                  epoch: float) -> dict[str, float]:
+        """Score the validation split now. With ``validateEverySteps`` the record (``val/...``) also goes to
+        metrics.jsonl and TensorBoard; without, metrics.jsonl keeps one training record a step, as before."""
+        with self.progress.phase("validating"):
+            metrics = self.evaluate(validation, reference)
+        if self.config.hyperparameters.validate_every_steps:
+            sink.write({"step": step, "epoch": epoch, **metrics})
+        self.progress.validation(metrics)
+        self.last_validation = metrics
+        return metrics
 
     def _plan(self, position: checkpoint.Position, total_steps: int, sizes: Any) -> Iterator[PlannedStep]:
         """The optimizer steps from ``position`` to the end of training (every rank plans the same)."""
