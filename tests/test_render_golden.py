@@ -82,7 +82,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "deploy-on-completion": lambda: deployment.deployment_for(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(TRAINING)),
     "nim-deployment": lambda: nim.deployment_manifest(
-        owner("ModelDeployment"), ModelDeploymentSpec.model_validate(SERVE), SERVED, CONFIG.nim_image, "rev1"),
+        owner("ModelDeployment"), ModelDeploymentSpec.model_validate(SERVE), SERVED, CONFIG, "rev1"),
     "nim-service": lambda: nim.service_manifest(owner("ModelDeployment"), ModelDeploymentSpec.model_validate(SERVE)),
     "nemo-deployment-config": lambda: nemo.config_body("dpo", "ttt-rev1", "dpo/tictactoe", "nvcr.io/nim/meta/llama",
                                                        "1.8", 1),

@@ -57,7 +57,7 @@ def pod_specs(template: dict[str, Any] | None = None) -> dict[str, dict[str, Any
         "uploader": training_customizer.upload_manifest(
             body("DPOTrainingJob"), remote, StorageLocation(hub=HubLocation(endpoint="http://h/v1/hf", repo_id="a/b")),
             "dpo/x", config)["spec"]["template"]["spec"],
-        "nim": nim.deployment_manifest(body("ModelDeployment"), serve, served, "nim:1", "rev")["spec"]["template"]["spec"],
+        "nim": nim.deployment_manifest(body("ModelDeployment"), serve, served, config, "rev")["spec"]["template"]["spec"],
     }
 
 
@@ -136,7 +136,7 @@ def only(name: str, template: dict[str, Any]) -> dict[str, Any]:
     if name == "nim":
         serve = ModelDeploymentSpec.model_validate({**EXAMPLES["ModelDeployment"]["spec"], "template": template})
         served = ServedModel(served_name="t", base_name="meta/llama", weights=PvcLocation(claim_name="d", path="/m"))
-        return nim.deployment_manifest(body("ModelDeployment"), serve, served, "nim:1", "rev")["spec"]["template"]["spec"]
+        return nim.deployment_manifest(body("ModelDeployment"), serve, served, OperatorConfig.from_env(), "rev")["spec"]["template"]["spec"]
     local = {**EXAMPLES["DPOTrainingJob"]["spec"], "template": template,
              "local": {"output": {"claimName": "dpo-data", "path": "/m"}}}
     return training_local.job_manifest(body("DPOTrainingJob"), DPOTrainingJobSpec.model_validate(local),
