@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,21 @@ from dpo_operator.api.results import (
 )
 
 
+def configure_logging(log_format: str, verbose: bool) -> None:
+    """The operator's log lines: text, or JSON (one object a line, the resource's namespace and name under "k8s",
+    through kopf's own formatter) for a log collector."""
+    import kopf
+
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+                   log_refkey="k8s")
+
+
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
     import dpo_operator.handlers  # noqa: F401  (registers the handlers)
 
-    kopf.configure(verbose=args.verbose)
+    configure_logging(args.log_format, args.verbose)
     kopf.run(
         standalone=args.standalone,
         clusterwide=not args.namespace,
@@ -220,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peering", default=None, help="kopf peering object name (for several replicas)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
     run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("DPO_LOG_FORMAT") or "text",
+                     help="text lines, or one JSON object a line (default: $DPO_LOG_FORMAT, else text)")
     run.set_defaults(func=_run)
 
     crds = sub.add_parser("crds", help="generate the CRDs from the API models")

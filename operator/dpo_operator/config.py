@@ -61,6 +61,8 @@ class OperatorConfig:
     ready_check_seconds: float = 30.0  # a Ready ModelDeployment: does it stay so?
     max_poll_backoff_seconds: float = 600.0  # Customizer polls that fail back off up to this
     remote_delete_attempts: int = 5  # cancelling/deleting remote work on delete, before giving up (logged)
+    # the Prometheus endpoint (/metrics; chart: metrics.port); 0: none (a local run, the tests' default)
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -73,4 +75,5 @@ class OperatorConfig:
             allowed_tolerations=_listed("DPO_ALLOWED_TOLERATIONS", DEFAULT_TOLERATIONS),
             allowed_node_selectors=_listed("DPO_ALLOWED_NODE_SELECTORS", DEFAULT_NODE_SELECTORS),
             kube_request_timeout=float(env.get("DPO_KUBE_REQUEST_TIMEOUT", cls.kube_request_timeout)),
+            metrics_port=int(env.get("DPO_METRICS_PORT") or cls.metrics_port),
         )

@@ -95,10 +95,11 @@ def sessions(namespace: str, backend: CustomizerBackend) -> Iterator[tuple[NemoA
     key = read_secret_key(namespace, backend.api_key_secret_ref, backend.entity_store_url,
                           *([backend.customizer_url] if backend.customizer_url else []))
     deadline = RUNTIME.config.remote_call_deadline
-    entity = NemoApi(backend.entity_store_url, key, deadline=deadline)
-    customizer = NemoApi(backend.customizer_url, key, deadline=deadline) if backend.customizer_url else entity
+    entity = NemoApi(backend.entity_store_url, key, deadline=deadline, service="entity-store")
+    customizer = NemoApi(backend.customizer_url, key, deadline=deadline, service="customizer") \
+        if backend.customizer_url else entity
     datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref, backend.datastore_url),
-                        deadline=deadline)
+                        deadline=deadline, service="datastore")
     try:
         yield entity, customizer, datastore
     finally:
@@ -269,7 +270,7 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec) -> str:
     except SecretMissing as exc:  # try without a key rather than keep the resource Terminating
         log.warning("%s; cancelling without an API key", exc)
         with NemoApi(backend.customizer_url or backend.entity_store_url,
-                     deadline=RUNTIME.config.remote_call_deadline) as customizer:
+                     deadline=RUNTIME.config.remote_call_deadline, service="customizer") as customizer:
             return _cancel(customizer, status.get("remoteJobId"), body["metadata"]["uid"], backend.namespace)
 
 
