@@ -72,10 +72,11 @@ def _load_spec(args: argparse.Namespace, model: Any) -> Any:
 
 
 def _exit_code(exc: BaseException) -> int:
-    """3 for a failure no retry can fix (an invalid spec, a missing or empty dataset, a bad row, a malformed input
-    file, a path leaving its volume): the Job's podFailurePolicy fails at once on it
-    (dpo_operator.kube.jobs.DETERMINISTIC_EXIT_CODE); 1 otherwise."""
-    return 3 if isinstance(exc, (ValueError, FileNotFoundError, NotADirectoryError)) else 1
+    """The exit-code contract (dpo_operator.api.exits): 3, 4 or 5 for a failure no retry can fix, on which the Job's
+    podFailurePolicy fails at once; 1 otherwise."""
+    from dpo_operator.api.exits import exit_code
+
+    return exit_code(exc)
 
 
 def _collect(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from dpo_operator.kube.jobs import (
     job_state,
     pod_problem,
     pod_results,
+    retrying,
     set_suspended,
     spec_applied,
 )
@@ -75,7 +76,7 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
         fields.failure_reason = explained.reason
         return Outcome(state.phase, explained.reason, explained.message, fields)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
-        state = pod_problem(namespace, job["metadata"]["name"]) or state
+        state = pod_problem(namespace, job["metadata"]["name"]) or retrying(namespace, job["metadata"]["name"], job, state)
     return Outcome(state.phase, state.reason, state.message, fields)
 
 

@@ -27,6 +27,7 @@ from dpo_operator.kube.jobs import (
     job_state,
     pod_problem,
     pod_results,
+    retrying,
     set_suspended,
     spec_applied,
     to_dict,
@@ -103,5 +104,5 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         fields.failure_reason = explained.reason
         return Outcome(state.phase, explained.reason, explained.message, fields, applied)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
-        state = pod_problem(namespace, jname) or state
+        state = pod_problem(namespace, jname) or retrying(namespace, jname, job, state)
     return Outcome(state.phase, state.reason, state.message, fields, applied)
