@@ -120,6 +120,20 @@ def _dataset_directory(args: argparse.Namespace) -> Iterator[str]:
         yield str(Path(tmp) / "dataset")
 
 
+def _check_model_path(model: str | None, spec: Any) -> None:
+    """A model directory that does not exist is "not found" (exit code 5), not what transformers would make of it
+    (a hub repository id, "Repo id must be in the form ...")."""
+    if not model or not model.startswith("/") or Path(model).is_dir():
+        return
+    from dpo_operator.api.exits import NotFound
+
+    pvc = spec.model.pvc
+    where = f"model.pvc.path {pvc.path!r} on PVC {pvc.claim_name}" if pvc is not None else f"model {model}"
+    raise NotFound(f"model directory not found: {where} does not exist"
+                   + (" (it is a file, not a directory)" if Path(model).exists() else "")
+                   + "; check the path, or that the model was copied there")
+
+
 def _train(args: argparse.Namespace) -> int:
     import os
 
@@ -133,6 +147,7 @@ def _train(args: argparse.Namespace) -> int:
         for flag in ("output_dir", "dataset_dir", "model"):
             if getattr(args, flag) and getattr(args, flag).startswith("/"):  # a directory (a model may be a hub id)
                 no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
+        _check_model_path(args.model, spec)
         with _dataset_directory(args) as dataset_dir:
             config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir)
             if args.max_steps:

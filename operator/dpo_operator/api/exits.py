@@ -51,7 +51,7 @@ class NotFound(Unrecoverable):
     exit_code = ExitCode.NOT_FOUND
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def exception_chain(exc: BaseException) -> list[BaseException]:
     """The exception, its causes and contexts, and the members of exception groups (breadth first, bounded)."""
     seen: list[BaseException] = []
     todo = [exc]
@@ -76,7 +76,7 @@ def _repository_missing(exc: BaseException) -> bool:
 
 def exit_code(exc: BaseException) -> int:
     """The code a workload exits with after ``exc`` (see the module's docstring)."""
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     for found in chain:
         if isinstance(found, Unrecoverable):
             return int(found.exit_code)

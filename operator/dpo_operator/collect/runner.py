@@ -30,7 +30,7 @@ from dpo_operator.collect import nat_settings
 from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
-from dpo_operator.collect.workflow import WorkflowNotFound, load_workflow
+from dpo_operator.collect.workflow import WorkflowNotFound, load_workflow, workflow_factory
 from dpo_operator.paths import inside
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTrans
                                 collected)
     else:
         assert spec.llm is not None
+        workflow_factory(spec.workflow.name)  # an unknown workflow fails now, not after waiting for the endpoint
         async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
             await chat.wait_until_serving()
             await _collect_runs(spec, _plugin_runs(spec, chat, check), collected)

@@ -16,6 +16,7 @@ from dpo_operator.api.training import (
     DPOTrainingJobStatus,
     TrainingProgress,
 )
+from dpo_operator.handlers.dataset_size import dataset_condition
 from dpo_operator.handlers.training_shared import (
     deploy_if_requested,
     resolve_dataset,
@@ -23,6 +24,7 @@ from dpo_operator.handlers.training_shared import (
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import (
     ensure_job,
+    get_job,
     failure,
     job_state,
     pod_problem,
@@ -32,6 +34,7 @@ from dpo_operator.kube.jobs import (
     spec_applied,
     to_dict,
 )
+from dpo_operator.kube.nodes import GPU_RESOURCE, most_gpus_per_node
 from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT: API)
@@ -43,7 +46,7 @@ from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT
     job_name,
 )
 from dpo_operator.runtime.controller import RUNTIME
-from dpo_operator.runtime.errors import InvalidSpec
+from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 
 
 def ensure_service(namespace: str, manifest: dict[str, Any]) -> None:
@@ -68,8 +71,27 @@ def validate(spec: DPOTrainingJobSpec) -> None:
                           "use precision bf16")
 
 
+def check_gpus_fit(spec: DPOTrainingJobSpec) -> None:
+    """A pod asking for more GPUs than any node offers would stay Pending for ever: fail before creating it."""
+    assert spec.local is not None
+    wanted = spec.local.gpus_per_node
+    most = most_gpus_per_node() if wanted > 0 else None
+    if most is not None and wanted > most:
+        raise PermanentFailure(Reason.InsufficientGPUs, (
+            f"local.gpusPerNode is {wanted}, but no node offers more than {most} GPUs ({GPU_RESOURCE} allocatable): "
+            f"lower local.gpusPerNode to at most {most} (and raise local.numNodes for as many GPUs in all)"))
+
+
 def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
-    """The trainer Job (and headless Service) to have, and the outcome their state implies."""
+    """The trainer Job (and headless Service) to have, and the outcome their state implies, with the SmallDataset
+    condition where the dataset's size is known."""
+    outcome = _job_outcome(body, spec)
+    assert spec.local is not None
+    outcome.conditions.update(dataset_condition(body, spec, spec.local.gradient_accumulation_steps))
+    return outcome
+
+
+def _job_outcome(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     validate(spec)
     assert spec.local is not None and spec.local.output is not None
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -77,6 +99,8 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     if isinstance(location, Outcome):
         return location
     jname = job_name(name)
+    if get_job(namespace, jname) is None:
+        check_gpus_fit(spec)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
     job = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config))
