@@ -341,7 +341,7 @@ class Runtime:
                           requeue_after=min(config.secret_retry_seconds, backoff)), True
         except (kube_objects.NameConflict, WorkloadNotAllowed, InvalidSpec, PermanentFailure) as exc:
             metrics.RECONCILE_ERRORS.labels(kind, "permanent").inc()
-            return self._failed(getattr(exc, "reason", Reason.InvalidSpec), str(exc)), False
+            return self._failed(Reason.InvalidSpec if isinstance(exc, InvalidSpec) else exc.reason, str(exc)), False
         except Exception as exc:
             if isinstance(exc, NemoError) and not exc.transient:
                 metrics.RECONCILE_ERRORS.labels(kind, "permanent").inc()

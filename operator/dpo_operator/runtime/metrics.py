@@ -31,7 +31,7 @@ RECONCILES = Counter("dpo_operator_reconciles", "Runs of a kind's decision funct
 RECONCILE_ERRORS = Counter("dpo_operator_reconcile_errors", "Reconciles that failed, by kind of failure.",
                            ["kind", "error"], registry=REGISTRY)
 RECONCILE_SECONDS = Histogram("dpo_operator_reconcile_duration_seconds",
-                              "Time from the fresh read to the status write of one reconcile.", ["kind"],
+                              "One reconcile: the object's lock, the fresh read, the decision and the status write.", ["kind"],
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                               registry=REGISTRY)
 REMOTE_CALLS = Counter("dpo_operator_remote_calls", "Calls to remote services, by outcome.", ["service", "outcome"],
