@@ -25,6 +25,7 @@ from dpo_operator.handlers.common import (
     needs_retry_after_fix,
     object_lock,
 )
+from dpo_operator.handlers.dataset_size import dataset_condition
 from dpo_operator.kube import custom_objects
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
@@ -43,8 +44,13 @@ def decide(body: dict[str, Any]) -> Result:
                               "trying again"), requeue_after=0.0)
     spec = parse_spec(DPOTrainingJobSpec, body)
     if spec.backend == Backend.CUSTOMIZER.value:
-        return training_customizer.decide(body, spec)
-    return Result(training_local.decide(body, spec))
+        result, accumulation = training_customizer.decide(body, spec), 1
+    else:  # validated there: local is set
+        result = Result(training_local.decide(body, spec))
+        accumulation = spec.local.gradient_accumulation_steps if spec.local is not None else 1
+    if result.outcome is not None:  # either backend: the SmallDataset condition where the dataset's size is known
+        result.outcome.conditions.update(dataset_condition(body, spec, accumulation))
+    return result
 
 
 def _is_customizer(spec: Any, **_: Any) -> bool:

@@ -16,7 +16,6 @@ from dpo_operator.api.training import (
     DPOTrainingJobStatus,
     TrainingProgress,
 )
-from dpo_operator.handlers.dataset_size import dataset_condition
 from dpo_operator.handlers.training_shared import (
     deploy_if_requested,
     resolve_dataset,
@@ -83,15 +82,7 @@ def check_gpus_fit(spec: DPOTrainingJobSpec) -> None:
 
 
 def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
-    """The trainer Job (and headless Service) to have, and the outcome their state implies, with the SmallDataset
-    condition where the dataset's size is known."""
-    outcome = _job_outcome(body, spec)
-    assert spec.local is not None
-    outcome.conditions.update(dataset_condition(body, spec, spec.local.gradient_accumulation_steps))
-    return outcome
-
-
-def _job_outcome(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
+    """The trainer Job (and headless Service) to have, and the outcome their state implies."""
     validate(spec)
     assert spec.local is not None and spec.local.output is not None
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
