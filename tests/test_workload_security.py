@@ -255,8 +255,9 @@ def test_the_workload_policy_reaches_the_operator(monkeypatch: pytest.MonkeyPatc
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     config = OperatorConfig.from_env()
+    # the chart's defaults are the code's, but for the metrics port: the chart serves metrics, a local run does not
     assert config == OperatorConfig(workload_image=config.workload_image, nim_image=config.nim_image,
-                                    probe_url_template=config.probe_url_template)  # the chart's defaults are the code's
+                                    probe_url_template=config.probe_url_template, metrics_port=8081)
     custom = render_manifests.render_chart({"workloads": {"podSecurityLevel": "baseline", "allowedTolerations": [],
                                                           "allowedNodeSelectors": ["pool=gpu", "zone"]}})
     env = {e["name"]: e.get("value") for e in
