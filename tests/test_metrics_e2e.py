@@ -130,3 +130,21 @@ def test_json_log_format_writes_one_object_a_line() -> None:
     finally:
         root.handlers[:] = before
         root.setLevel(level)
+
+
+def test_api_errors_are_described_without_their_http_headers() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from dpo_operator.runtime.errors import describe_failure
+
+    class Answer:
+        status, reason = 409, "Conflict"
+        data = b'{"kind": "Status", "message": "the object has been modified", "reason": "Conflict"}'
+        headers = {"Audit-Id": "0f6b", "X-Kubernetes-Pf-Flowschema-Uid": "c1"}
+
+        def getheaders(self) -> dict[str, str]:
+            return self.headers
+
+    conflict = ApiException(http_resp=Answer())
+    assert "HTTP response headers" in str(conflict)  # what the client's own text carries
+    assert describe_failure(conflict) == "409 Conflict: the object has been modified"
