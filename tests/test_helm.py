@@ -152,3 +152,44 @@ def test_nim_operator_rbac_and_watch_only_when_enabled(cluster: Cluster) -> None
     assert env["DPO_NIM_OPERATOR"] == "true"
     assert {"resources": ["nimservices", "nimcaches"], "verbs": ["get", "list", "watch", "create", "update"]} in [
         {k: r[k] for k in ("resources", "verbs")} for r in rules]
+
+
+def _template(tmp_path: Path, *values: str) -> list[dict]:
+    """``helm template`` alone (no cluster): what the chart renders with these --set values."""
+    assert HELM is not None
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path / "cache"), "HELM_CONFIG_HOME": str(tmp_path / "config"),
+           "HELM_DATA_HOME": str(tmp_path / "data")}
+    done = subprocess.run([str(HELM), "template", "dpo-operator", str(CHART), "-n", "dpo-system", *values],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def test_metrics_service_and_optional_service_monitor(tmp_path: Path) -> None:
+    objects = _template(tmp_path)
+    operator = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "dpo-operator-metrics")
+    assert {"name": "metrics", "containerPort": 8081} in operator["ports"]
+    assert {"name": "DPO_METRICS_PORT", "value": "8081"} in operator["env"]
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert "--log-format=text" in operator["args"]
+    assert not [o for o in objects if o["kind"] == "ServiceMonitor"]  # off by default: needs the Prometheus Operator
+
+    objects = _template(tmp_path, "--set", "metrics.serviceMonitor.enabled=true",
+                        "--set", "metrics.serviceMonitor.labels.release=kps", "--set", "metrics.port=9100",
+                        "--set", "logFormat=json")
+    monitor = next(o for o in objects if o["kind"] == "ServiceMonitor")
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "dpo-operator-metrics")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics" and monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert service["spec"]["ports"][0]["port"] == 9100
+    operator = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--log-format=json" in operator["args"]
+
+    objects = _template(tmp_path, "--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true")
+    assert not [o for o in objects if o["kind"] in ("Service", "ServiceMonitor")]
+    operator = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "DPO_METRICS_PORT" not in {e["name"] for e in operator["env"]}

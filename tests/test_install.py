@@ -213,5 +213,5 @@ def test_operator_manifests_validate_strictly() -> None:
     deployment = ModelDeploymentSpec.model_validate(examples["ModelDeployment"]["spec"])
     served = ServedModel(served_name="tictactoe", base_name="meta/llama", weights=dataset,
                          adapter=PvcLocation(claim_name="dpo-data", path="/models/x/final"))
-    validate_builtin(nim.deployment_manifest(body("ModelDeployment"), deployment, served, config.nim_image, "rev1"))
+    validate_builtin(nim.deployment_manifest(body("ModelDeployment"), deployment, served, config, "rev1"))
     validate_builtin(nim.service_manifest(body("ModelDeployment"), deployment))

@@ -120,7 +120,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "deploy-on-completion": lambda: deployment.deployment_for(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(TRAINING)),
     "nim-deployment": lambda: nim.deployment_manifest(
-        owner("ModelDeployment"), ModelDeploymentSpec.model_validate(SERVE), SERVED, CONFIG.nim_image, "rev1"),
+        owner("ModelDeployment"), ModelDeploymentSpec.model_validate(SERVE), SERVED, CONFIG, "rev1"),
     "nim-service": lambda: nim.service_manifest(owner("ModelDeployment"), ModelDeploymentSpec.model_validate(SERVE)),
     "nimoperator-nimservice-lora": lambda: nimoperator.nim_service(
         owner("ModelDeployment"), ModelDeploymentSpec.model_validate(NIM_OPERATOR), SERVED_SAME_CLAIM,

@@ -57,7 +57,7 @@ def pod_specs(template: dict[str, Any] | None = None) -> dict[str, dict[str, Any
         "uploader": training_customizer.upload_manifest(
             body("DPOTrainingJob"), remote, StorageLocation(hub=HubLocation(endpoint="http://h/v1/hf", repo_id="a/b")),
             "dpo/x", config)["spec"]["template"]["spec"],
-        "nim": nim.deployment_manifest(body("ModelDeployment"), serve, served, "nim:1", "rev")["spec"]["template"]["spec"],
+        "nim": nim.deployment_manifest(body("ModelDeployment"), serve, served, config, "rev")["spec"]["template"]["spec"],
     }
 
 
@@ -136,7 +136,7 @@ def only(name: str, template: dict[str, Any]) -> dict[str, Any]:
     if name == "nim":
         serve = ModelDeploymentSpec.model_validate({**EXAMPLES["ModelDeployment"]["spec"], "template": template})
         served = ServedModel(served_name="t", base_name="meta/llama", weights=PvcLocation(claim_name="d", path="/m"))
-        return nim.deployment_manifest(body("ModelDeployment"), serve, served, "nim:1", "rev")["spec"]["template"]["spec"]
+        return nim.deployment_manifest(body("ModelDeployment"), serve, served, OperatorConfig.from_env(), "rev")["spec"]["template"]["spec"]
     local = {**EXAMPLES["DPOTrainingJob"]["spec"], "template": template,
              "local": {"output": {"claimName": "dpo-data", "path": "/m"}}}
     return training_local.job_manifest(body("DPOTrainingJob"), DPOTrainingJobSpec.model_validate(local),
@@ -255,8 +255,9 @@ def test_the_workload_policy_reaches_the_operator(monkeypatch: pytest.MonkeyPatc
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     config = OperatorConfig.from_env()
+    # the chart's defaults are the code's, but for the metrics port: the chart serves metrics, a local run does not
     assert config == OperatorConfig(workload_image=config.workload_image, nim_image=config.nim_image,
-                                    probe_url_template=config.probe_url_template)  # the chart's defaults are the code's
+                                    probe_url_template=config.probe_url_template, metrics_port=8081)
     custom = render_manifests.render_chart({"workloads": {"podSecurityLevel": "baseline", "allowedTolerations": [],
                                                           "allowedNodeSelectors": ["pool=gpu", "zone"]}})
     env = {e["name"]: e.get("value") for e in

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +23,21 @@ from dpo_operator.api.results import (
 )
 
 
+def configure_logging(log_format: str, verbose: bool) -> None:
+    """The operator's log lines: text, or JSON (one object a line, the resource's namespace and name under "k8s",
+    through kopf's own formatter) for a log collector."""
+    import kopf
+
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+                   log_refkey="k8s")
+
+
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
     import dpo_operator.handlers  # noqa: F401  (registers the handlers)
 
-    kopf.configure(verbose=args.verbose)
+    configure_logging(args.log_format, args.verbose)
     kopf.run(
         standalone=args.standalone,
         clusterwide=not args.namespace,
@@ -64,10 +74,11 @@ def _load_spec(args: argparse.Namespace, model: Any) -> Any:
 
 
 def _exit_code(exc: BaseException) -> int:
-    """3 for a failure no retry can fix (an invalid spec, a missing or empty dataset, a bad row, a malformed input
-    file, a path leaving its volume): the Job's podFailurePolicy fails at once on it
-    (dpo_operator.kube.jobs.DETERMINISTIC_EXIT_CODE); 1 otherwise."""
-    return 3 if isinstance(exc, (ValueError, FileNotFoundError, NotADirectoryError)) else 1
+    """The exit-code contract (dpo_operator.api.exits): 3, 4 or 5 for a failure no retry can fix, on which the Job's
+    podFailurePolicy fails at once; 1 otherwise."""
+    from dpo_operator.api.exits import exit_code
+
+    return exit_code(exc)
 
 
 def _collect(args: argparse.Namespace) -> int:
@@ -145,6 +156,20 @@ def _dataset_directory(args: argparse.Namespace) -> Iterator[str]:
         yield str(Path(tmp) / "dataset")
 
 
+def _check_model_path(model: str | None, spec: Any) -> None:
+    """A model directory that does not exist is "not found" (exit code 5), not what transformers would make of it
+    (a hub repository id, "Repo id must be in the form ...")."""
+    if not model or not model.startswith("/") or Path(model).is_dir():
+        return
+    from dpo_operator.api.exits import NotFound
+
+    pvc = spec.model.pvc
+    where = f"model.pvc.path {pvc.path!r} on PVC {pvc.claim_name}" if pvc is not None else f"model {model}"
+    raise NotFound(f"model directory not found: {where} does not exist"
+                   + (" (it is a file, not a directory)" if Path(model).exists() else "")
+                   + "; check the path, or that the model was copied there")
+
+
 def _train(args: argparse.Namespace) -> int:
     import os
 
@@ -158,6 +183,7 @@ def _train(args: argparse.Namespace) -> int:
         for flag in ("output_dir", "dataset_dir", "model"):
             if getattr(args, flag) and getattr(args, flag).startswith("/"):  # a directory (a model may be a hub id)
                 no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
+        _check_model_path(args.model, spec)
         with _dataset_directory(args) as dataset_dir:
             config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir)
             if args.max_steps:
@@ -283,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peering", default=None, help="kopf peering object name (for several replicas)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
     run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("DPO_LOG_FORMAT") or "text",
+                     help="text lines, or one JSON object a line (default: $DPO_LOG_FORMAT, else text)")
     run.set_defaults(func=_run)
 
     crds = sub.add_parser("crds", help="generate the CRDs from the API models")

@@ -70,6 +70,8 @@ class OperatorConfig:
     remote_delete_attempts: int = 5
     # watch the NVIDIA NIM Operator's NIMServices/NIMCaches (chart: nimOperator.enabled; needs its CRDs and RBAC)
     watch_nim_operator: bool = True
+    # the Prometheus endpoint (/metrics; chart: metrics.port); 0: none (a local run, the tests' default)
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -86,4 +88,5 @@ class OperatorConfig:
             watch_nim_operator=env.get("DPO_NIM_OPERATOR", "true").strip().lower() not in ("false", "0", "no"),
             max_backoff_seconds=float(env.get("DPO_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)),
             progress_interval_seconds=float(env.get("DPO_PROGRESS_INTERVAL_SECONDS", cls.progress_interval_seconds)),
+            metrics_port=int(env.get("DPO_METRICS_PORT") or cls.metrics_port),
         )

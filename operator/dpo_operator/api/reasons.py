@@ -36,6 +36,12 @@ class Reason(StrEnum):
     Unschedulable = "Unschedulable"
     OOMKilled = "OOMKilled"
     WorkloadConfigError = "WorkloadConfigError"
+    EndpointMisconfigured = "EndpointMisconfigured"
+    NotFound = "NotFound"
+    PodFailing = "PodFailing"
+    InsufficientGPUs = "InsufficientGPUs"
+    SmallDataset = "SmallDataset"
+    DatasetLargeEnough = "DatasetLargeEnough"
     ResultUnavailable = "ResultUnavailable"
     # DPOCollection
     Collected = "Collected"

@@ -12,21 +12,53 @@ import email.utils
 import logging
 import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from dpo_operator.api.exits import EndpointMisconfigured, exception_chain
 from dpo_operator.collect.events import Message
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_SECONDS = 120.0
+# an endpoint that answers but lists other models for this long is misconfigured (a NIM lists its LoRA adapters
+# soon after its base model), as is a URL that never answered: its name does not resolve, or (not a cluster
+# Service, whose port refuses while its pods start) its port refused every connection
+OTHER_MODELS_SECONDS = 30.0
+NEVER_ANSWERED_SECONDS = 10.0
 
 
 class LLMError(RuntimeError):
     """The endpoint failed for good (bad request, auth, unknown model) or after all retries."""
+
+
+class ModelNotServed(LLMError, EndpointMisconfigured):
+    """The endpoint answers, but does not serve the spec's model, or refuses its API key (exit code 4)."""
+
+
+class NeverAnswered(LLMError, EndpointMisconfigured):
+    """The endpoint's URL never answered: its name does not resolve, or its port refuses (exit code 4)."""
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Why a connection failed, where the URL itself is wrong: the name does not resolve, the port refused."""
+    for found in exception_chain(exc):
+        if isinstance(found, socket.gaierror):
+            return "its host name does not resolve"
+        if isinstance(found, ConnectionRefusedError) or "connection refused" in str(found).lower():
+            return "its port refused the connection"
+    return None
+
+
+def _cluster_service(url: str) -> bool:
+    """A Kubernetes Service name (``name``, ``name.namespace``, ``name.namespace.svc...``): its port refuses while
+    the pods behind it start, so a refusal there is waited out (``startupTimeoutSeconds``)."""
+    host = httpx.URL(url).host
+    return ".svc" in host or (host.count(".") <= 1 and not host.replace(".", "").isdigit() and host != "localhost")
 
 
 class _Rejected(LLMError):
@@ -99,21 +131,30 @@ class ChatClient:
         """Wait (up to ``startup_timeout_seconds``) until the endpoint lists the model in ``GET /models``, as a NIM
         does once it has loaded it: a NIM applied together with the collection takes minutes to start, and
         requests sent before would only burn retries. An endpoint without a model listing (404/405) is taken as
-        ready; 401/403 fail at once; a timeout of 0 skips the wait."""
+        ready; 401/403 fail at once; a timeout of 0 skips the wait. What no wait can fix fails sooner (exit code 4):
+        other models listed for ``OTHER_MODELS_SECONDS``, a URL that never answered (see ``NEVER_ANSWERED_SECONDS``)."""
         if self.settings.startup_timeout_seconds <= 0:
             return
-        deadline = time.monotonic() + self.settings.startup_timeout_seconds
-        last = "no answer yet"
+        started = time.monotonic()
+        deadline = started + self.settings.startup_timeout_seconds
+        last, answered, others_since = "no answer yet", False, None
+        unreachable: str | None = None
         while True:
             try:
                 response = await self._client.get("models", timeout=min(self.settings.timeout_seconds, 10.0))
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
+                unreachable = None if answered else _unreachable(exc)
+                if unreachable and time.monotonic() - started >= NEVER_ANSWERED_SECONDS and (
+                        "resolve" in unreachable or not _cluster_service(self.settings.base_url)):
+                    raise NeverAnswered(f"{self.settings.base_url} never answered: {unreachable} ({last}); check the "
+                                        "host and port of llm.baseUrl")
             else:
+                answered = True
                 if response.status_code in (404, 405):
                     return
                 if response.status_code in (401, 403):
-                    raise LLMError(f"{self.settings.base_url} refused the API key (HTTP {response.status_code})")
+                    raise ModelNotServed(f"{self.settings.base_url} refused the API key (HTTP {response.status_code})")
                 if response.status_code == 200:
                     try:
                         listing = response.json().get("data")
@@ -126,11 +167,19 @@ class ChatClient:
                         return
                     shown = served[:10] + (["..."] if len(served) > 10 else [])  # bounded: it may reach the status
                     last = f"serving {shown}, not {self.settings.model!r} yet"
+                    others_since = others_since if others_since is not None or not served else time.monotonic()
+                    if others_since is not None and time.monotonic() - others_since >= OTHER_MODELS_SECONDS:
+                        raise ModelNotServed(f"{self.settings.base_url} serves {shown}, not model "
+                                             f"{self.settings.model!r} (listed so for {OTHER_MODELS_SECONDS:.0f}s): "
+                                             "check llm.model, or the endpoint llm.baseUrl names")
                 else:
                     last = f"HTTP {response.status_code}"
             if time.monotonic() >= deadline:
-                raise LLMError(f"{self.settings.base_url} did not serve model {self.settings.model!r} within "
-                               f"{self.settings.startup_timeout_seconds:.0f}s (llm.startupTimeoutSeconds): {last}")
+                failure = f"{self.settings.base_url} did not serve model {self.settings.model!r} within " \
+                          f"{self.settings.startup_timeout_seconds:.0f}s (llm.startupTimeoutSeconds): {last}"
+                if others_since is not None:
+                    raise ModelNotServed(failure)
+                raise NeverAnswered(failure) if not answered and unreachable else LLMError(failure)
             log.info("waiting for %s to serve %s: %s", self.settings.base_url, self.settings.model, last)
             await asyncio.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
             poll_seconds = min(poll_seconds * 1.5, 10.0)

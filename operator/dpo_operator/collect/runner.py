@@ -31,7 +31,7 @@ from dpo_operator.collect.events import CandidateCheck, CandidateEvent
 from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.progress import CollectorProgress
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
-from dpo_operator.collect.workflow import WorkflowNotFound, load_workflow
+from dpo_operator.collect.workflow import WorkflowNotFound, load_workflow, workflow_factory
 from dpo_operator.paths import inside
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTrans
                                 collected, progress)
     else:
         assert spec.llm is not None
+        workflow_factory(spec.workflow.name)  # an unknown workflow fails now, not after waiting for the endpoint
         progress = progress or CollectorProgress(spec.num_runs, spec.workflow.num_examples)
         async with ChatClient(LLMSettings.from_spec(spec.llm), transport=transport) as chat:
             with progress.phase("waiting for endpoint"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from dpo_operator.api.exits import NotFound
 from dpo_operator.collect.events import CandidateEvent, Message
 
 Sampler = Callable[[list[Message]], Awaitable[list[str | None]]]
@@ -39,8 +40,8 @@ class Workflow(Protocol):
 BUILTIN = {"tictactoe": "dpo_operator.collect.tictactoe:TicTacToeWorkflow"}
 
 
-class WorkflowNotFound(ValueError):
-    pass
+class WorkflowNotFound(NotFound, ValueError):
+    """No built-in, entry point or importable factory has the name (exit code 5: no retry can help)."""
 
 
 def _import(path: str) -> Callable[..., Workflow]:
@@ -53,10 +54,19 @@ def _import(path: str) -> Callable[..., Workflow]:
         raise WorkflowNotFound(f"cannot load workflow {path!r}: {exc}") from None
 
 
-def load_workflow(name: str, config: dict[str, Any] | None) -> Workflow:
+def workflow_factory(name: str) -> Callable[..., Workflow]:
+    """The factory a workflow name stands for (checked before anything is asked of the LLM endpoint)."""
     if name in BUILTIN:
-        factory = _import(BUILTIN[name])
-    else:
-        plugins = {ep.name: ep for ep in entry_points(group="dpo_operator.workflows")}
-        factory = plugins[name].load() if name in plugins else _import(name)
-    return factory(config or {})
+        return _import(BUILTIN[name])
+    plugins = {ep.name: ep for ep in entry_points(group="dpo_operator.workflows")}
+    if name in plugins:
+        return plugins[name].load()
+    if ":" not in name:
+        known = sorted({*BUILTIN, *plugins})
+        raise WorkflowNotFound(f"workflow {name!r} not found: it is neither built-in nor an installed plugin "
+                               f"(known: {', '.join(known)}) nor 'module:factory'; check workflow.name")
+    return _import(name)
+
+
+def load_workflow(name: str, config: dict[str, Any] | None) -> Workflow:
+    return workflow_factory(name)(config or {})

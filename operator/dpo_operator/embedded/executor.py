@@ -37,6 +37,18 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def fail_job_rule(job: dict[str, Any], code: int) -> int | None:
+    """The index of the Job's podFailurePolicy FailJob rule that an exit code of its first container matches."""
+    container = job["spec"]["template"]["spec"]["containers"][0]["name"]
+    for index, rule in enumerate((job["spec"].get("podFailurePolicy") or {}).get("rules") or []):
+        codes = rule.get("onExitCodes") or {}
+        if rule.get("action") != "FailJob" or codes.get("containerName", container) != container:
+            continue
+        if (code in codes.get("values", [])) == (codes.get("operator", "In") == "In"):
+            return index
+    return None
+
+
 def claims_of(pod_spec: dict[str, Any]) -> list[str]:
     """The PersistentVolumeClaims a pod spec mounts."""
     return [v["persistentVolumeClaim"]["claimName"] for v in pod_spec.get("volumes") or []
@@ -487,6 +499,10 @@ class LocalExecutor:
                                        "containerID": f"local://{container['name']}"}}}]}})
         return code, message, timed_out
 
+    @staticmethod
+    def _pod_name(job: dict[str, Any], attempt: int) -> str:
+        return f"{job['metadata']['name']}-{attempt}"
+
     def _finish(self, job: dict[str, Any], status: dict[str, Any]) -> None:
         self.batch.patch_namespaced_job_status(job["metadata"]["name"], job["metadata"]["namespace"], {"status": status})
 
@@ -555,9 +571,14 @@ class LocalExecutor:
                          "lastTransitionTime": _now(), "lastProbeTime": _now()}]})
                     return
                 failures += 1
-                reason = "DeadlineExceeded" if timed_out else "BackoffLimitExceeded" if failures > backoff_limit else ""
+                rule = None if timed_out else fail_job_rule(job, code)
+                reason = "DeadlineExceeded" if timed_out else "PodFailurePolicy" if rule is not None \
+                    else "BackoffLimitExceeded" if failures > backoff_limit else ""
                 if reason:
                     message = ("Job was active longer than specified deadline" if timed_out
+                               else f"Container {job['spec']['template']['spec']['containers'][0]['name']} for pod "
+                                    f"{job['metadata']['namespace']}/{self._pod_name(job, failures - 1)} failed with "
+                                    f"exit code {code} matching FailJob rule at index {rule}" if rule is not None
                                else "Job has reached the specified backoff limit")
                     self._finish(job, {"active": 0, "failed": failures, "conditions": [
                         {"type": "Failed", "status": "True", "reason": reason, "message": message,

@@ -39,6 +39,7 @@ from dpo_operator.kube.jobs import (
     job_state,
     pod_problem,
     pod_results,
+    retrying,
     set_suspended,
     spec_applied,
 )
@@ -83,7 +84,7 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any)
         fields.failure_reason = explained.reason
         return Outcome(state.phase, explained.reason, explained.message, fields)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
-        state = pod_problem(namespace, job["metadata"]["name"]) or state
+        state = pod_problem(namespace, job["metadata"]["name"]) or retrying(namespace, job["metadata"]["name"], job, state)
     message = state.message
     if state.phase == Phase.RUNNING.value:
         report = progress.poll(body, job["metadata"]["name"], CollectionReport, RUNTIME.config.progress_interval_seconds)

@@ -61,7 +61,7 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
         raise PermanentFailure(Reason.ModelUnavailable, f"model {model.remote_model!r} was trained by NeMo Customizer and "
                                "lives in NeMo (no weights on a PVC): serve it with backend: nemo")
     apply_service(namespace, nim.service_manifest(body, spec))
-    deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, spec.template.image or config.nim_image, rev))
+    deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, config, rev))
     complete, detail, ready_replicas = rollout_state(deployment, rev)
     fields.endpoint, fields.ready_replicas = cluster_url(name, namespace, spec.port), ready_replicas
     if spec.replicas == 0:

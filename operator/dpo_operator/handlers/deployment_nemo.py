@@ -42,7 +42,7 @@ def remote_name(name: str, rev: str) -> str:
 def session(namespace: str, spec: ModelDeploymentSpec) -> NemoApi:
     assert spec.nemo is not None
     return NemoApi(spec.nemo.url, read_secret_key(namespace, spec.nemo.api_key_secret_ref, spec.nemo.url),
-                   deadline=RUNTIME.config.remote_call_deadline)
+                   deadline=RUNTIME.config.remote_call_deadline, service="deployment-management")
 
 
 def served_name(model: ServedModel) -> str:

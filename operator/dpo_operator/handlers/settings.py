@@ -1,4 +1,4 @@
-"""Operator-wide kopf settings, start-up (the one configuration load), liveness and shutdown."""
+"""Operator-wide kopf settings, start-up (the one configuration load, the metrics endpoint), liveness and shutdown."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from dpo_operator.api import GROUP
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube import client, redact
 from dpo_operator.kube.diffbase import DigestDiffBaseStorage
+from dpo_operator.runtime import metrics
 from dpo_operator.runtime.controller import RUNTIME
+
+log = logging.getLogger(__name__)
+_servers: list[Any] = []  # the metrics endpoint while the operator runs
 
 
 @kopf.on.startup()
@@ -32,6 +36,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     RUNTIME.configure(config)
     client.load(request_timeout=config.kube_request_timeout)
     redact.install_log_redaction()
+    if config.metrics_port:
+        _servers.append(metrics.serve(config.metrics_port))
+        log.info("Prometheus metrics on port %d at /metrics", config.metrics_port)
 
 
 @kopf.on.probe(id="progress")
@@ -46,5 +53,10 @@ def progress(**_: Any) -> float:
 
 @kopf.on.cleanup()
 def stop_requeues(**_: Any) -> None:
-    """Nothing queued by a stopped operator runs (on start, resume handlers enqueue every object again)."""
+    """Nothing queued by a stopped operator runs (on start, resume handlers enqueue every object again); the
+    metrics endpoint closes."""
     RUNTIME.reset()
+    while _servers:
+        server = _servers.pop()
+        server.shutdown()
+        server.server_close()

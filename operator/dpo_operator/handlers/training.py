@@ -28,6 +28,7 @@ from dpo_operator.handlers.common import (
     not_confirmed,
     object_lock,
 )
+from dpo_operator.handlers.dataset_size import dataset_condition
 from dpo_operator.kube import custom_objects
 from dpo_operator.kube.naming import owner_label
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
@@ -49,9 +50,14 @@ def decide(body: dict[str, Any]) -> Result:
         return training_promotion.gate(body, spec, DPOTrainingJobStatus())
     training_promotion.check(body, spec)  # a gate that cannot work is refused before training, not after
     if spec.backend == Backend.CUSTOMIZER.value:
-        return training_customizer.decide(body, spec)
-    decided = training_local.decide(body, spec)
-    return decided if isinstance(decided, Result) else Result(decided)
+        result, accumulation = training_customizer.decide(body, spec), 1
+    else:  # validated there: local is set
+        decided = training_local.decide(body, spec)
+        result = decided if isinstance(decided, Result) else Result(decided)
+        accumulation = spec.local.gradient_accumulation_steps if spec.local is not None else 1
+    if result.outcome is not None:  # either backend: the SmallDataset condition where the dataset's size is known
+        result.outcome.conditions.update(dataset_condition(body, spec, accumulation))
+    return result
 
 
 def _is_customizer(spec: Any, **_: Any) -> bool:

@@ -96,10 +96,11 @@ def sessions(namespace: str, backend: CustomizerBackend) -> Iterator[tuple[NemoA
     key = read_secret_key(namespace, backend.api_key_secret_ref, backend.entity_store_url,
                           *([backend.customizer_url] if backend.customizer_url else []))
     deadline = RUNTIME.config.remote_call_deadline
-    entity = NemoApi(backend.entity_store_url, key, deadline=deadline)
-    customizer = NemoApi(backend.customizer_url, key, deadline=deadline) if backend.customizer_url else entity
+    entity = NemoApi(backend.entity_store_url, key, deadline=deadline, service="entity-store")
+    customizer = NemoApi(backend.customizer_url, key, deadline=deadline, service="customizer") \
+        if backend.customizer_url else entity
     datastore = NemoApi(backend.datastore_url, read_secret_key(namespace, backend.hf_token_secret_ref, backend.datastore_url),
-                        deadline=deadline)
+                        deadline=deadline, service="datastore")
     try:
         yield entity, customizer, datastore
     finally:
@@ -318,7 +319,7 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
     captured = read_captured(meta["namespace"], meta["name"], meta["uid"])
     if captured is not None:
         log.info("cancelling with the credentials captured at submission (%s)", refused or "no valid spec")
-        with NemoApi(captured.url, captured.api_key, deadline=RUNTIME.config.remote_call_deadline) as customizer:
+        with NemoApi(captured.url, captured.api_key, deadline=RUNTIME.config.remote_call_deadline, service="customizer") as customizer:
             return _cancel(customizer, job_id, meta["uid"], namespace)
     if job_id is None:  # credentials are captured before any job is created: none was
         return "no remote job had been created"
@@ -329,7 +330,7 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
         raise refused
     log.warning("%s; cancelling without an API key", refused)  # never submitted with a key: try without one
     with NemoApi(backend.customizer_url or backend.entity_store_url,
-                 deadline=RUNTIME.config.remote_call_deadline) as customizer:
+                 deadline=RUNTIME.config.remote_call_deadline, service="customizer") as customizer:
         return _cancel(customizer, job_id, meta["uid"], namespace)
 
 

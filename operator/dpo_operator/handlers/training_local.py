@@ -34,10 +34,12 @@ from dpo_operator.kube.jobs import (
     job_state,
     pod_problem,
     pod_results,
+    retrying,
     set_suspended,
     spec_applied,
     to_dict,
 )
+from dpo_operator.kube.nodes import GPU_RESOURCE, most_gpus_per_node
 from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT: API)
@@ -49,7 +51,7 @@ from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT
     job_name,
 )
 from dpo_operator.runtime.controller import RUNTIME, Result
-from dpo_operator.runtime.errors import InvalidSpec
+from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 
 
 def ensure_service(namespace: str, manifest: dict[str, Any]) -> None:
@@ -74,6 +76,17 @@ def validate(spec: DPOTrainingJobSpec) -> None:
                           "use precision bf16")
 
 
+def check_gpus_fit(spec: DPOTrainingJobSpec) -> None:
+    """A pod asking for more GPUs than any node offers would stay Pending for ever: fail before creating it."""
+    assert spec.local is not None
+    wanted = spec.local.gpus_per_node
+    most = most_gpus_per_node() if wanted > 0 else None
+    if most is not None and wanted > most:
+        raise PermanentFailure(Reason.InsufficientGPUs, (
+            f"local.gpusPerNode is {wanted}, but no node offers more than {most} GPUs ({GPU_RESOURCE} allocatable): "
+            f"lower local.gpusPerNode to at most {most} (and raise local.numNodes for as many GPUs in all)"))
+
+
 def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
     """The trainer Job (and headless Service) to have, and the outcome their state implies."""
     validate(spec)
@@ -83,11 +96,13 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
     if isinstance(location, Outcome):
         return location
     jname = job_name(name)
-    if (body.get("status") or {}).get("jobName") == jname and get_job(namespace, jname) is None:
-        return Outcome(Phase.FAILED.value, Reason.JobMissing,
-                       f"job {jname} was deleted before it finished (by a person, or removed while the operator was "
-                       "down); training is not started again on its own: delete and re-create the DPOTrainingJob to "
-                       "train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
+    if get_job(namespace, jname) is None:
+        if (body.get("status") or {}).get("jobName") == jname:
+            return Outcome(Phase.FAILED.value, Reason.JobMissing,
+                           f"job {jname} was deleted before it finished (by a person, or removed while the operator "
+                           "was down); training is not started again on its own: delete and re-create the "
+                           "DPOTrainingJob to train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
+        check_gpus_fit(spec)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
     job = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config))
@@ -113,7 +128,7 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
         fields.failure_reason = explained.reason
         return Outcome(state.phase, explained.reason, explained.message, fields, applied)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
-        state = pod_problem(namespace, jname) or state
+        state = pod_problem(namespace, jname) or retrying(namespace, jname, job, state)
     message = state.message
     if state.phase == Phase.RUNNING.value:
         report = progress.poll(body, jname, TrainingReport, RUNTIME.config.progress_interval_seconds)

@@ -64,4 +64,5 @@ def record(kind: KindInfo, body: Any, event_type: str, reason: str, message: str
             count = int(((existing.get("series") or {}).get("count")) or 1) + 1
             api.patch_namespaced_event(name, namespace, {"series": {"count": count, "lastObservedTime": stamp}})
     except Exception as exc:  # events are best effort: status stays the source of truth
-        log.warning("could not record event %s on %s %s/%s: %s", reason, kind.kind, namespace, meta["name"], exc)
+        detail = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else exc  # never the HTTP headers
+        log.warning("could not record event %s on %s %s/%s: %s", reason, kind.kind, namespace, meta["name"], detail)

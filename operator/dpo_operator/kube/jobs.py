@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpo_operator.api.common import Phase
+from dpo_operator.api.exits import REASONS, UNRECOVERABLE, ExitCode
 from dpo_operator.api.reasons import Reason
 from dpo_operator.kube import client
 from dpo_operator.kube.objects import controller_uid, none_if_missing, read_or_create
@@ -65,19 +66,19 @@ def job_state(job: dict[str, Any]) -> JobState:
     return JobState(Phase.PENDING.value, Reason.JobCreated, "waiting for the job's pods to start")
 
 
-# exit code of a workload that failed for a reason a retry cannot fix (bad spec, missing dataset): see cli.py
-DETERMINISTIC_EXIT_CODE = 3
+# exit code of a workload that failed on its input (bad spec, missing dataset); all of them: api/exits.py
+DETERMINISTIC_EXIT_CODE = int(ExitCode.BAD_INPUT)
 # container waiting reasons that mean the pod will not start by itself
 WAITING_PROBLEMS = {"CreateContainerConfigError", "CreateContainerError", "ImagePullBackOff", "ErrImagePull",
                     "InvalidImageName", "CrashLoopBackOff", "RunContainerError"}
 
 
 def pod_failure_policy(container: str) -> dict[str, Any]:
-    """Deterministic failures fail the Job at once instead of burning ``backoffLimit`` retries; pods disrupted by
-    the cluster (preemption, eviction, node drain) do not count against it."""
+    """Failures no retry can fix (:data:`api.exits.UNRECOVERABLE`) fail the Job at once instead of burning
+    ``backoffLimit`` retries; pods disrupted by the cluster (preemption, eviction, node drain) do not count."""
     return {"rules": [
         {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In",
-                                              "values": [DETERMINISTIC_EXIT_CODE]}},
+                                              "values": [int(code) for code in UNRECOVERABLE]}},
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
     ]}
 
@@ -153,11 +154,28 @@ def failure(namespace: str, job_name: str, state: JobState) -> JobState:
                    f"(OOMKilled, exit code {oom['exitCode']}); raise template.resources.limits.memory. {message}")
     elif ended:
         last = ended[0]
-        if last["exitCode"] == DETERMINISTIC_EXIT_CODE:
-            reason = Reason.WorkloadConfigError
+        reason = REASONS.get(last["exitCode"], reason)  # the exit-code contract names the cause
         message += f"; container {last['container']} exited with code {last['exitCode']} ({last['reason']})"
     errors = [r["error"] for r in pod_results(namespace, job_name) if r.get("error")]
     return JobState(state.phase, reason, message + (f"; last pod error: {errors[0]}" if errors else ""))
+
+
+def retrying(namespace: str, job_name: str, job: dict[str, Any], state: JobState) -> JobState:
+    """A running Job whose pod failed and is being retried: the first failed pod's error in the message (reason
+    ``PodFailing``), so a person sees the cause at once rather than when the last retry has failed too."""
+    failed = int((job.get("status") or {}).get("failed") or 0)
+    if not failed or state.phase not in (Phase.PENDING.value, Phase.RUNNING.value):
+        return state
+    ended = terminations(namespace, job_name)
+    errors = [r["error"] for r in pod_results(namespace, job_name) if r.get("error")]
+    if not ended and not errors:
+        return state
+    first = ended[-1] if ended else None
+    how = f"pod {first['pod']} exited with code {first['exitCode']} ({first['reason']})" if first else "a pod failed"
+    limit = job["spec"].get("backoffLimit")
+    attempts = f"{failed} of {limit + 1} attempts failed" if isinstance(limit, int) else f"{failed} attempt(s) failed"
+    detail = f": {errors[-1]}" if errors else ""
+    return JobState(state.phase, Reason.PodFailing, f"{how}{detail}; retrying ({attempts})")
 
 
 def failure_message(namespace: str, job_name: str, state: JobState) -> str:

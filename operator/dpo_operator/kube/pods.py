@@ -145,11 +145,9 @@ def container(options: PodOptions, *, name: str, default_image: str, command: li
 
 
 def pod_spec(options: PodOptions, containers: list[dict[str, Any]], *, volumes: list[dict[str, Any]] = (),
-             restart_policy: str = "Never", uid: int = WORKLOAD_UID, config: OperatorConfig | None = None,
+             restart_policy: str = "Never", uid: int = WORKLOAD_UID, config: OperatorConfig,
              **extra: Any) -> dict[str, Any]:
-    """The pod spec, checked against the administrator's policy (``config``: the operator's; the environment's when
-    not given)."""
-    config = config or OperatorConfig.from_env()
+    """The pod spec, checked against the administrator's policy (``config``: the operator's, loaded at start-up)."""
     check_service_account(options)
     check_scheduling(options, config)
     spec: dict[str, Any] = {"restartPolicy": restart_policy, "containers": containers,

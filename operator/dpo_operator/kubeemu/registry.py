@@ -46,6 +46,7 @@ class Served:
 # (group, version, plural, kind, namespaced, status subresource, short names, categories)
 BUILTINS: tuple[tuple[str, str, str, str, bool, bool, tuple[str, ...], tuple[str, ...]], ...] = (
     ("", "v1", "namespaces", "Namespace", False, True, ("ns",), ()),
+    ("", "v1", "nodes", "Node", False, True, ("no",), ()),
     ("", "v1", "events", "Event", True, False, ("ev",), ()),
     ("", "v1", "pods", "Pod", True, True, ("po",), ("all",)),
     ("", "v1", "services", "Service", True, True, ("svc",), ("all",)),

@@ -36,7 +36,7 @@ def ensure_namespace_for_repo(hub_endpoint: str, repo_id: str, token: str | None
     root = datastore_root(hub_endpoint)
     if root is None or "/" not in repo_id:
         return False
-    with NemoApi(root, token or None) as datastore:
+    with NemoApi(root, token or None, service="datastore") as datastore:
         ensure_namespace(datastore, repo_id.split("/", 1)[0], ok=(404, 405))
     return True
 

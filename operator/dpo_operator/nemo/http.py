@@ -4,15 +4,18 @@ Every non-2xx answer becomes a :class:`NemoError` that says whether retrying cou
 errors and a passed deadline; a 409 is answered like a success only where the caller passes it in ``ok``) and
 carries the service's own message, so a failed resource can say what went wrong. Each request has a total
 deadline: httpx's timeouts are per read, so a service that sends one byte a second would otherwise hold the
-caller for as long as it likes.
+caller for as long as it likes. Every request is counted by service and outcome (:mod:`runtime.metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
+
+from dpo_operator.runtime.metrics import remote_call
 
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -43,13 +46,15 @@ class NemoApi:
     """A thin session; ``request`` answers the decoded JSON body (or ``None`` for an empty one)."""
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                 transport: httpx.AsyncBaseTransport | None = None, deadline: float = DEFAULT_DEADLINE) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, deadline: float = DEFAULT_DEADLINE,
+                 service: str = "nemo") -> None:
         headers = {"Accept": "application/json"}
         if api_key:  # never send an empty bearer token
             headers["Authorization"] = f"Bearer {api_key}"
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key  # kept for capture_credentials (never logged: redact remembers it)
         self.deadline = deadline
+        self.service = service  # the metrics label: entity-store, customizer, datastore, deployment-management
         self._options: dict[str, Any] = {"base_url": self.base_url, "headers": headers, "timeout": timeout,
                                          "transport": transport}
 
@@ -65,6 +70,17 @@ class NemoApi:
         would take the bearer token elsewhere, is refused."""
         if not path.startswith("/") or path.startswith("//") or httpx.URL(path).host:
             raise ValueError(f"refusing to send a request for {path!r} outside {self.base_url}")
+        started, outcome = time.monotonic(), "ok"
+        try:
+            return self._request(method, path, ok, **kwargs)
+        except NemoError as exc:
+            outcome = ("timeout" if "no complete answer" in exc.detail else "network") if exc.status == 0 \
+                else "transient" if exc.transient else "error"
+            raise
+        finally:
+            remote_call(self.service, outcome, time.monotonic() - started)
+
+    def _request(self, method: str, path: str, ok: tuple[int, ...], **kwargs: Any) -> Any:
         try:
             response = asyncio.run(asyncio.wait_for(self._send(method, path, **kwargs), self.deadline))
         except TimeoutError:

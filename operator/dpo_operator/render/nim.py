@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from dpo_operator.api.deployment import KIND, ModelDeploymentSpec
+from dpo_operator.config import OperatorConfig
 from dpo_operator.kube.naming import labels_for, owner_reference, service_name
 from dpo_operator.kube.pods import (
     NIM_UID,
@@ -58,7 +59,8 @@ def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
             "timeoutSeconds": 5}
 
 
-def deployment_manifest(body: Any, spec: ModelDeploymentSpec, model: ServedModel, image: str, rev: str) -> dict[str, Any]:
+def deployment_manifest(body: Any, spec: ModelDeploymentSpec, model: ServedModel, config: OperatorConfig,
+                        rev: str) -> dict[str, Any]:
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     labels = labels_for(KIND.kind, name, "nim")
     env, volumes, mounts = _volumes(spec, model)
@@ -66,7 +68,7 @@ def deployment_manifest(body: Any, spec: ModelDeploymentSpec, model: ServedModel
            {"name": "NIM_SERVER_PORT", "value": str(spec.port)}, {"name": "NIM_CACHE_PATH", "value": CACHE_PATH},
            *env, *secret_env("NGC_API_KEY", spec.ngc_api_key_secret_ref)]
     startup = _probe("/v1/health/ready", spec.port, 10, max(1, spec.startup_timeout_seconds // 10))  # large models: slow
-    nim = container(spec.template, name="nim", default_image=image, command=[], env=env, volume_mounts=mounts,
+    nim = container(spec.template, name="nim", default_image=config.nim_image, command=[], env=env, volume_mounts=mounts,
                     ports=[{"name": "http", "containerPort": spec.port}],
                     startupProbe=startup, readinessProbe=_probe("/v1/health/ready", spec.port, 10, 3),
                     livenessProbe=_probe("/v1/health/live", spec.port, 20, 3))
@@ -84,7 +86,8 @@ def deployment_manifest(body: Any, spec: ModelDeploymentSpec, model: ServedModel
             "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": template_meta, "spec": pod_spec(spec.template, [nim], volumes=volumes,
-                                                                      restart_policy="Always", uid=NIM_UID)},
+                                                                      restart_policy="Always", uid=NIM_UID,
+                                                                      config=config)},
         },
     }
 

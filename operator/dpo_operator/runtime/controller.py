@@ -13,6 +13,8 @@ dependency, a requeue — only *enqueues* ``(kind, namespace, name, uid)``. The 
    exponential backoff, permanent ones end in phase Failed;
 6. writes status once, and schedules the next look (the result's ``requeue_after``, else the kind's
    ``next_check`` of the new status).
+
+Each reconcile is counted and timed (:mod:`runtime.metrics`); the queue is read by the metrics endpoint.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ from dpo_operator.kube.redact import remote_body
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.kube.status import Outcome, write_status
 from dpo_operator.nemo.http import NemoError
+from dpo_operator.runtime import metrics
 from dpo_operator.runtime.errors import (
     InvalidSpec,
     PermanentFailure,
     api_message,
+    describe_failure,
     is_transient,
 )
 
@@ -156,6 +160,19 @@ class Runtime:
             times = [at for key, at in [*self._due.items(), *self._again.items()] if key.kind == kind and key.uid == uid]
         return None if not times else max(0.0, min(times) - time.monotonic())
 
+    def queue_depth(self) -> dict[str, tuple[int, int, int]]:
+        """Per lane: objects due and not yet running, objects scheduled for later, reconciles running now."""
+        with self._cv:
+            now = time.monotonic()
+            depth: dict[str, list[int]] = {lane: [0, 0, 0] for lane in self.config.lanes}
+            for key, at in self._due.items():
+                lane = self._lane_of.get(key, "default")
+                depth.setdefault(lane if lane in depth else "default", [0, 0, 0])[0 if at <= now else 1] += 1
+            for key in self._running:
+                lane = self._lane_of.get(key, "default")
+                depth.setdefault(lane if lane in depth else "default", [0, 0, 0])[2] += 1
+            return {lane: (due, later, busy) for lane, (due, later, busy) in depth.items()}
+
     def seconds_without_progress(self) -> float:
         """0 while nothing is overdue; else how long overdue work has waited without any reconcile finishing."""
         with self._cv:
@@ -184,6 +201,7 @@ class Runtime:
         self._failures.pop(key, None)
         self._lane_of.pop(key, None)
         self._seen.discard(key)
+        metrics.record_phase(key.kind, key.uid, None)
         for ready in self._ready.values():
             if key in ready:
                 ready.remove(key)
@@ -260,6 +278,13 @@ class Runtime:
     # ----------------------------------------------------------------------------------------- one reconcile
 
     def _reconcile(self, key: Key, epoch: int) -> None:
+        started = time.monotonic()
+        try:
+            self._reconcile_locked(key, epoch)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(key.kind).observe(time.monotonic() - started)
+
+    def _reconcile_locked(self, key: Key, epoch: int) -> None:
         controller = self._controllers[key.kind]
         with LOCKS[key.uid]:
             fresh = custom_objects.read(controller.kind, key.namespace, key.name)
@@ -273,6 +298,7 @@ class Runtime:
             if pace is not None:
                 with self._cv:
                     self._held_until[key] = time.monotonic() + pace
+            metrics.RECONCILES.labels(key.kind).inc()
             result, failed = self._decide(controller, fresh, retry)
             with self._cv:
                 if failed:
@@ -289,10 +315,11 @@ class Runtime:
                         return
                     if exc.status == 404:
                         return
-                    log.warning("writing the status of %s failed (%s); retrying", key, exc.status)
+                    log.warning("writing the status of %s failed (%s %s); retrying", key, exc.status, exc.reason)
                     self._failures[key] = retry + 1
                     self._finish(key, epoch, backoff_delay(retry, self.config.max_backoff_seconds))
                     return
+            metrics.record_phase(key.kind, key.uid, status.get("phase"))
         delay = result.requeue_after
         if delay is None:
             delay = controller.next_check({**fresh, "status": status})
@@ -302,35 +329,43 @@ class Runtime:
         """The kind's decision, with failures turned into outcomes: (result, whether it failed transiently)."""
         config = self.config
         backoff = backoff_delay(retry, config.max_backoff_seconds)
+        kind = controller.kind.kind
+        name = f"{kind} {body['metadata']['namespace']}/{body['metadata']['name']}"
         try:
             return controller.decide(body), False
         except SecretMissing as exc:  # absent, or not opted in: wait for it (the message says what to do)
+            metrics.RECONCILE_ERRORS.labels(kind, "waiting").inc()
+            if ((body.get("status") or {}).get("reason")) != exc.reason:  # said once; the condition says the rest
+                log.info("%s waits: %s", name, exc)
             return Result(Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"),
                           requeue_after=min(config.secret_retry_seconds, backoff)), True
         except kube_objects.NameConflict as exc:  # a stranger (or an earlier incarnation's child) holds the name:
             # wait for it to go (its deletion enqueues this object at once; a stranger without our labels, at the
             # next retry)
+            metrics.RECONCILE_ERRORS.labels(kind, "waiting").inc()
             delay = min(config.secret_retry_seconds, backoff)
             return Result(Outcome(Phase.PENDING.value, exc.reason, f"{exc}; retrying until it is gone"),
                           requeue_after=delay), True
-        except WorkloadNotAllowed as exc:
-            return self._failed(exc.reason, str(exc)), False
-        except InvalidSpec as exc:
-            return self._failed(Reason.InvalidSpec, str(exc)), False
-        except PermanentFailure as exc:
-            return self._failed(exc.reason, str(exc)), False
+        except (WorkloadNotAllowed, InvalidSpec, PermanentFailure) as exc:
+            metrics.RECONCILE_ERRORS.labels(kind, "permanent").inc()
+            return self._failed(Reason.InvalidSpec if isinstance(exc, InvalidSpec) else exc.reason, str(exc)), False
         except Exception as exc:
-            name = f"{controller.kind.kind} {body['metadata']['namespace']}/{body['metadata']['name']}"
             if isinstance(exc, NemoError) and not exc.transient:
+                metrics.RECONCILE_ERRORS.labels(kind, "permanent").inc()
                 return self._failed(Reason.RemoteApiError, f"a NeMo service refused a request: {remote_body(str(exc))}"), False
             if isinstance(exc, ApiException) and not is_transient(exc):
+                metrics.RECONCILE_ERRORS.labels(kind, "permanent").inc()
                 return self._failed(Reason.ApiError, f"the Kubernetes API refused a request ({exc.status}): "
                                                 f"{api_message(exc)}"), False
             if is_transient(exc):
-                detail = remote_body(str(exc))
-                log.warning("transient failure reconciling %s (retry %d in %.0fs): %s", name, retry, backoff, detail)
+                metrics.RECONCILE_ERRORS.labels(kind, "transient").inc()
+                detail = describe_failure(exc)
+                # a conflict is routine (another writer was first): no warning, and never the HTTP headers
+                level = logging.INFO if isinstance(exc, ApiException) and exc.status == 409 else logging.WARNING
+                log.log(level, "transient failure reconciling %s (retry %d in %.0fs): %s", name, retry, backoff, detail)
             else:  # a defect, or a remote answer we could not read: never dropped
-                detail = f"{type(exc).__name__}: {remote_body(str(exc))}"
+                metrics.RECONCILE_ERRORS.labels(kind, "unexpected").inc()
+                detail = f"{type(exc).__name__}: {describe_failure(exc)}"
                 log.exception("unexpected failure reconciling %s (retry %d in %.0fs)", name, retry, backoff)
             return Result(self._retrying(body, retry, backoff, detail), requeue_after=backoff), True
 
@@ -349,3 +384,4 @@ class Runtime:
 
 RUNTIME = Runtime()
 """The operator's one runtime (kinds register their controller when their module is imported)."""
+metrics.read_queue_from(RUNTIME.queue_depth)

@@ -18,6 +18,7 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
+from dpo_operator.kube.redact import remote_body
 from dpo_operator.nemo.http import NemoError
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -59,6 +60,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
         return exc.status in TRANSIENT_HTTP or exc.status == 0
     return isinstance(exc, (urllib3.exceptions.HTTPError, httpx.TransportError, ConnectionError, TimeoutError))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure for logs and status: a Kubernetes API error as status, reason and the API's message (its ``str``
+    lists every HTTP response header), anything else as its text with remote bodies shortened."""
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}: {api_message(exc)}"
+    return remote_body(str(exc))
 
 
 def api_message(exc: ApiException) -> str:
