@@ -151,7 +151,7 @@ class CommonStatus(ApiModel):
     message: str | None = Field(default=None, description="Human-readable summary of the current phase.")
     observed_generation: int | None = Field(default=None, description="metadata.generation this status reflects.")
     conditions: list[Condition] | None = Field(default=None, description="Standard metav1.Conditions.")
-    start_time: str | None = Field(default=None, description="RFC 3339 time the resource left Pending.")
+    start_time: str | None = Field(default=None, description="RFC 3339 time the resource left Pending (or Queued).")
     completion_time: str | None = Field(default=None, description="RFC 3339 time it reached a terminal phase.")
 
 

@@ -33,6 +33,10 @@ class Reason(StrEnum):
     JobFailed = "JobFailed"
     JobMissing = "JobMissing"
     Suspended = "Suspended"
+    # Kueue
+    WaitingForAdmission = "WaitingForAdmission"
+    Admitted = "Admitted"
+    Preempted = "Preempted"
     Unschedulable = "Unschedulable"
     OOMKilled = "OOMKilled"
     WorkloadConfigError = "WorkloadConfigError"
@@ -73,3 +77,4 @@ class Reason(StrEnum):
     ResourceFinished = "ResourceFinished"
     NoFailure = "NoFailure"
     NotSuspended = "NotSuspended"
+    NotQueued = "NotQueued"

@@ -33,9 +33,9 @@ from dpo_operator.kube.jobs import (
     job_state,
     pod_problem,
     pod_results,
-    set_suspended,
     spec_applied,
 )
+from dpo_operator.kube.queueing import apply as apply_suspend
 from dpo_operator.kube.naming import (
     owner_label,
 )
@@ -58,8 +58,8 @@ def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> Non
     status.candidates_per_second = result.candidates_per_second
 
 
-def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome:
-    fields = DPOCollectionStatus(job_name=job["metadata"]["name"])
+def outcome_for(namespace: str, job: dict[str, Any], state: JobState, fields: DPOCollectionStatus | None = None) -> Outcome:
+    fields = fields or DPOCollectionStatus(job_name=job["metadata"]["name"])
     if state.phase == Phase.SUCCEEDED.value:
         result = first_valid(CollectionResult, pod_results(namespace, job["metadata"]["name"]))
         if result is None:  # never Succeeded without a result: a training job would proceed on nothing
@@ -92,9 +92,15 @@ def decide(body: dict[str, Any]) -> Result:
             f"job {recorded_job} disappeared before its result was recorded (deleted, or removed by "
             "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
             DPOCollectionStatus(failure_reason=Reason.JobMissing)))
-    job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config))
-    job = set_suspended(namespace, job, spec.suspend)
-    outcome = outcome_for(namespace, job, job_state(job))
+    manifest = job_manifest(body, spec, RUNTIME.config)
+    if spec.queue_name and spec.suspend and get_job(namespace, manifest["metadata"]["name"]) is None:
+        return Result(Outcome(Phase.SUSPENDED.value, Reason.Suspended, (
+            f"suspended; the job is submitted to LocalQueue {spec.queue_name} when spec.suspend is false"),
+            DPOCollectionStatus()))  # Kueue would admit a Job created suspended: none is created yet
+    queued = apply_suspend(namespace, ensure_job(namespace, manifest), spec.suspend)
+    job = queued.job
+    fields = DPOCollectionStatus(job_name=job["metadata"]["name"], queue=queued.queue)
+    outcome = outcome_for(namespace, job, queued.state or job_state(job), fields)
     outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
     return Result(outcome)
 

@@ -52,6 +52,7 @@ class Workload:
     reason: str | None = None
     message: str | None = None
     evicted_reason: str | None = None
+    preemptions: int = 0
     unreadable: str | None = None  # why Workloads could not be read (no CRD, no RBAC)
 
 
@@ -94,7 +95,13 @@ def read(namespace: str, job: dict[str, Any]) -> tuple[Workload, dict[str, Any] 
                     admitted=_true(_condition(workload, "Admitted")),
                     cluster_queue=admission.get("clusterQueue"),
                     reason=(latest or {}).get("reason"), message=(latest or {}).get("message"),
-                    evicted_reason=evicted.get("reason") if _true(evicted) else None), workload
+                    evicted_reason=evicted.get("reason") if _true(evicted) else None,
+                    preemptions=_preemptions(workload)), workload
+
+
+def _preemptions(workload: dict[str, Any]) -> int:
+    stats = ((workload.get("status") or {}).get("schedulingStats") or {}).get("evictions") or []
+    return sum(int(e.get("count") or 0) for e in stats if e.get("reason") == "Preempted")
 
 
 def set_active(namespace: str, workload: dict[str, Any], active: bool) -> None:
