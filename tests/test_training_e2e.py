@@ -77,8 +77,8 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
     assert env["WANDB_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "wandb", "key": "key"}}  # never the value
     assert env["WANDB_PROJECT"]["value"] == "dpo" and env["WANDB_RUN_ID"]["value"] == job["metadata"]["ownerReferences"][0]["uid"]
     # one dead rank restarts every rank from the newest checkpoint instead of leaving the others in a collective
-    assert trainer["command"][:5] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
-                                      "--max-restarts=3"]
+    assert trainer["command"][:6] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
+                                      "--max-restarts=3", "--shutdown-timeout=290"]
     assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 300  # time to save on SIGTERM
     assert env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == \
         "metadata.annotations['batch.kubernetes.io/job-completion-index']"  # what $JOB_COMPLETION_INDEX is made of

@@ -49,13 +49,21 @@ def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> l
     model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
     train = ["-m", "dpo_operator", "train", f"--spec-env={SPEC_ENV}", f"--model={model}", *_dataset_args(dataset),
              f"--output-dir={mounted(local.output)}/{name}", "--result-file=/dev/termination-log"]
+    # a rank's death restarts all; on SIGTERM torchrun gives the ranks the pod's grace period to save (less a margin)
     restarts = f"--max-restarts={RESTARTS_ON_RANK_FAILURE}"
+    shutdown = f"--shutdown-timeout={max(1, grace_seconds(spec) - 10)}"
     if local.num_nodes > 1:  # one rank's death restarts every rank (c10d rendezvous), which resume from a checkpoint
         return ["torchrun", f"--nnodes={local.num_nodes}", f"--nproc-per-node={max(1, local.gpus_per_node)}",
-                "--rdzv-backend=c10d", restarts, *train]
+                "--rdzv-backend=c10d", restarts, shutdown, *train]
     if local.gpus_per_node > 1:
-        return ["torchrun", "--standalone", f"--nproc-per-node={local.gpus_per_node}", restarts, *train]
+        return ["torchrun", "--standalone", f"--nproc-per-node={local.gpus_per_node}", restarts, shutdown, *train]
     return ["dpo-operator", *train[2:]]
+
+
+def grace_seconds(spec: DPOTrainingJobSpec) -> int:
+    """Seconds a training pod has from SIGTERM to SIGKILL: time to finish a step and save a checkpoint."""
+    grace = spec.template.termination_grace_period_seconds
+    return TRAINING_GRACE_SECONDS if grace is None else grace
 
 
 def _wandb_url(spec: DPOTrainingJobSpec) -> str | None:
@@ -121,9 +129,7 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
     trainer = container(options, name="trainer", default_image=config.workload_image,
                         command=_command(spec, name, dataset), env=env, volume_mounts=mounts)
     # SIGTERM (preemption, suspension) makes the trainer save a checkpoint: give it time to finish one
-    grace = options.termination_grace_period_seconds
-    pod = pod_spec(options, [trainer], volumes=volumes, config=config,
-                   terminationGracePeriodSeconds=TRAINING_GRACE_SECONDS if grace is None else grace)
+    pod = pod_spec(options, [trainer], volumes=volumes, config=config, terminationGracePeriodSeconds=grace_seconds(spec))
     indexed: dict[str, Any] = {}
     if local.num_nodes > 1:
         indexed = {"completionMode": "Indexed", "completions": local.num_nodes, "parallelism": local.num_nodes}

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dpo_operator.api.training import DPOTrainingJobSpec, Hyperparameters, LocalBackend
 from dpo_operator.train import checkpoint, distributed
+from dpo_operator.train.preemption import Preempted, StopOnSigterm
 from dpo_operator.train.data import (Batch, EncodedDataset, EncodedPair, PreferenceFile, collate, epoch_batches,
                                      longest_pairs, rank_share, sharded_chunks)
 from dpo_operator.train.logprobs import CompletionLogps, custom_mask_problem, supports_custom_masks
@@ -396,17 +397,22 @@ class Trainer:
         reports = StepReports(sink, deferred=self.device.type == "cuda")
         prepare = lambda planned: self._micro_batches(planned.group, dataset, reference)  # noqa: E731
         try:
-            with Prefetcher(self._plan(position, total_steps, sizes), prepare, self._prefetch_depth) as steps:
+            with Prefetcher(self._plan(position, total_steps, sizes), prepare, self._prefetch_depth) as steps, \
+                    StopOnSigterm(env, self.device) as sigterm:
                 for planned, micro_batches in steps:
                     totals = self._step(micro_batches, optimizer, scheduler, parameters)
                     position = planned.after
-                    saving = bool(local.save_every_steps) and position.step % local.save_every_steps == 0 \
-                        and position.step < total_steps
+                    stopping = sigterm.agreed() and position.step < total_steps  # preempted: save, then exit
+                    saving = stopping or (bool(local.save_every_steps) and position.step % local.save_every_steps == 0
+                                          and position.step < total_steps)
                     reports.add(totals, position.step, position.epoch + position.batches_done / planned.epoch_length,
                                 scheduler.get_last_lr()[0], now=saving)
                     if saving:
                         checkpoint.save(self.output / "checkpoints", position, self.model, optimizer, scheduler,
                                         self.precision.state_dict(), env)
+                    if stopping:
+                        reports.flush()
+                        raise Preempted(position.step)
             reports.flush()
             summary: dict[str, Any] = {"steps": position.step, "train": reports.last, "referenceSeconds": round(reference_seconds, 3),
                                        "trainSeconds": round(time.perf_counter() - reports.started, 3),
