@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dpo_operator.render.training import FRESH_STORE_PER_RESTART
 from tests.test_trainer_distributed import (
     SPEC,
     TORCHRUN,
@@ -54,6 +55,7 @@ def test_sigterm_saves_a_checkpoint_and_a_restart_ends_with_the_uninterrupted_we
     assert_same_weights(weights(whole), weights(tmp / "term"), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.timeout(300)
 def test_one_signalled_rank_stops_both_after_the_same_step(workspace: Path) -> None:  # noqa: F811
     tmp = workspace
     whole = train_cli(torchrun(2), tmp, "whole2", SPEC)
@@ -78,6 +80,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.timeout(600)
 def test_a_dead_rank_restarts_every_rank_from_the_newest_checkpoint(workspace: Path) -> None:  # noqa: F811
     tmp = workspace
     spec = {**SPEC, "local": {**SPEC["local"], "saveEverySteps": 1}}
@@ -93,10 +96,10 @@ def test_a_dead_rank_restarts_every_rank_from_the_newest_checkpoint(workspace: P
                    "--dataset-dir", str(tmp / "data"), "--output-dir", str(out),
                    "--result-file", str(tmp / f"nodes-{node}.result")]
         log = open(tmp / f"node-{node}.log", "w")  # noqa: SIM115  (closed below)
-        nodes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                       env={**os.environ, "OMP_NUM_THREADS": "1"}), log))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", FRESH_STORE_PER_RESTART: "1"}  # as the pods' env has it
+        nodes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     try:
-        codes = [process.wait(timeout=400) for process, _ in nodes]  # a hang would end here, not at a deadline
+        codes = [process.wait(timeout=300) for process, _ in nodes]  # a hang would end here, not at a deadline
     finally:
         for process, log in nodes:
             if process.poll() is None:

@@ -110,6 +110,20 @@ def _dataset_directory(args: argparse.Namespace) -> Iterator[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Train, then leave at once when several ranks ran (see dpo_operator.train.trainer._FINISHED): the result is
+    written and the checkpoints are complete, nothing is left to tear down but torch's process group."""
+    import os
+
+    code = _train_once(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _train_once(args: argparse.Namespace) -> int:
     import os
 
     from dpo_operator.api.training import DPOTrainingJobSpec

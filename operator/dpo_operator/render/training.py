@@ -74,6 +74,11 @@ def _wandb_url(spec: DPOTrainingJobSpec) -> str | None:
     return custom or "https://api.wandb.ai"
 
 
+# torchrun's agents otherwise lend their rendezvous store to the ranks and keep it across restarts: the restarted
+# ranks would find the dead ranks' addresses there and fail to connect; with this, rank 0 hosts a new one each round
+FRESH_STORE_PER_RESTART = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+
+
 def _torchrun_env(jname: str, run_id: str) -> list[dict[str, Any]]:
     """torchrun reads each option from ``PET_<OPTION>`` when not given: the c10d rendezvous is hosted by index 0's
     pod (reached through the headless Service its subdomain names), its id the resource's uid; the node rank (the
@@ -121,6 +126,8 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
                 *([{"name": "WANDB_ENTITY", "value": local.wandb.entity}] if local.wandb.entity else [])]
     if local.num_nodes > 1:
         env += _torchrun_env(jname, body["metadata"]["uid"])
+    if local.num_nodes > 1 or local.gpus_per_node > 1:  # torchrun: a fresh store for the ranks of each restart
+        env.append({"name": FRESH_STORE_PER_RESTART, "value": "1"})
     options = spec.template
     if local.gpus_per_node:  # each pod gets the node's GPUs unless the template says otherwise
         current = options.resources or ResourceRequirements()

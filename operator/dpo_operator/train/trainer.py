@@ -484,6 +484,12 @@ class Trainer:
         self.env.barrier()
 
 
+# Trainers of several ranks, kept until the process ends: freeing a DDP model after its gloo group is gone can
+# deadlock (torch joins the group's worker threads while holding the GIL one of them waits for; seen after a
+# torchrun restart). The CLI leaves with os._exit instead (see dpo_operator.cli).
+_FINISHED: list["Trainer"] = []
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train; returns a summary (steps, final metrics, validation, output path)."""
     trainer = Trainer(config)
@@ -491,5 +497,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         return trainer.train()
     finally:
         trainer.env.close()
+        if trainer.env.world_size > 1:
+            _FINISHED.append(trainer)
 
 
