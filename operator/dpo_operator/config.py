@@ -57,6 +57,7 @@ class OperatorConfig:
     # when objects are looked at again without an event
     collection_resync_seconds: float = 120.0  # a running collection (in case a Job or pod event was missed)
     training_resync_seconds: float = 60.0  # a running local training Job
+    queue_check_seconds: float = 10.0  # a Job Kueue holds (Workloads are read, not watched: no event comes)
     rollout_check_seconds: float = 5.0  # a ModelDeployment rolling out
     ready_check_seconds: float = 30.0  # a Ready ModelDeployment: does it stay so?
     max_poll_backoff_seconds: float = 600.0  # Customizer polls that fail back off up to this
@@ -73,4 +74,5 @@ class OperatorConfig:
             allowed_tolerations=_listed("DPO_ALLOWED_TOLERATIONS", DEFAULT_TOLERATIONS),
             allowed_node_selectors=_listed("DPO_ALLOWED_NODE_SELECTORS", DEFAULT_NODE_SELECTORS),
             kube_request_timeout=float(env.get("DPO_KUBE_REQUEST_TIMEOUT", cls.kube_request_timeout)),
+            queue_check_seconds=float(env.get("DPO_QUEUE_CHECK_SECONDS", cls.queue_check_seconds)),
         )

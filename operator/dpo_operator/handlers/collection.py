@@ -24,6 +24,7 @@ from dpo_operator.handlers.common import (
     enqueue_owner,
     enqueue_pod_owner,
     needs_retry_after_fix,
+    queue_check,
 )
 from dpo_operator.kube.jobs import (
     JobState,
@@ -107,7 +108,9 @@ def decide(body: dict[str, Any]) -> Result:
 
 def next_check(body: Any) -> float | None:
     """A periodic level-based resync while the collection runs, in case a Job or pod event was missed."""
-    return None if is_terminal(body) else RUNTIME.config.collection_resync_seconds
+    if is_terminal(body):
+        return None
+    return queue_check(body) or RUNTIME.config.collection_resync_seconds
 
 
 RUNTIME.register(Controller(KIND, decide, next_check, lane=lambda _: "collection"))

@@ -24,6 +24,7 @@ from dpo_operator.handlers.common import (
     enqueue_pod_owner,
     needs_retry_after_fix,
     object_lock,
+    queue_check,
 )
 from dpo_operator.kube import custom_objects
 from dpo_operator.kube.naming import owner_label
@@ -57,7 +58,7 @@ def next_check(body: Any) -> float | None:
     if is_terminal(body):
         return None
     if not _is_customizer(body.get("spec") or {}):
-        return RUNTIME.config.training_resync_seconds
+        return queue_check(body) or RUNTIME.config.training_resync_seconds
     return training_customizer.pace(body)
 
 

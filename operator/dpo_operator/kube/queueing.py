@@ -1,10 +1,10 @@
 """A resource's ``spec.suspend`` applied to its Job without fighting Kueue, and the phase the pair implies.
 
-Not queued (no ``kueue.x-k8s.io/queue-name`` label): the Job's ``spec.suspend`` follows the resource's, but only a
-suspension the operator made itself (annotation :data:`kueue.SUSPENDED_BY`) is ever lifted; a Job someone else holds
-(Kueue's ``manageJobsWithoutQueueName``) stays held and reads as Queued. Queued: the operator never writes
-``spec.suspend``; the resource's suspend deactivates the Workload instead, and only a Workload it deactivated is
-reactivated.
+Not managed by Kueue (no ``kueue.x-k8s.io/queue-name`` label, no Workload): the Job's ``spec.suspend`` follows the
+resource's, but only a suspension the operator made itself (annotation :data:`kueue.SUSPENDED_BY`) is ever lifted;
+a Job someone else holds stays held and reads as Queued. Managed by Kueue (queued, or a Workload exists, as under
+``manageJobsWithoutQueueName``): the operator never writes ``spec.suspend`` (Kueue un-suspends admitted Jobs); the
+resource's suspend deactivates the Workload instead, and only a Workload it deactivated is reactivated.
 """
 
 from __future__ import annotations
@@ -46,39 +46,36 @@ def apply(namespace: str, job: dict[str, Any], suspend: bool) -> Queueing:
         return Queueing(job, None, None)
     ours, held = kueue.suspended_by_us(job), bool(job["spec"].get("suspend"))
     queue = kueue.queue_of(job)
-    if queue is None:
+    workload, obj = kueue.read(namespace, job)
+    if queue is None and obj is None:  # Kueue does not manage it: spec.suspend is ours to set
         if suspend and not held:
             job = _patch(namespace, job, True, ours=True)
         elif not suspend and ours:
             job = _patch(namespace, job, False if held else None, ours=False)
         if suspend or not job["spec"].get("suspend"):
             return Queueing(job, None, None)
-        workload, _ = kueue.read(namespace, job)  # held by someone else: Kueue managing every Job, presumably
+        # held by someone else before Kueue made its Workload (manageJobsWithoutQueueName, presumably)
         return Queueing(job, _queued(workload, ""), _status("", workload))
-    workload, obj = kueue.read(namespace, job)
     if obj is not None and suspend != ours:  # deactivate for the user; reactivate only what we deactivated
         kueue.set_active(namespace, obj, not suspend)
         job = _patch(namespace, job, None, ours=suspend)
         workload, _ = kueue.read(namespace, job)
-    status = _status(queue, workload)
+    status = _status(queue or "", workload)
     if suspend:
         if obj is None:
             return Queueing(job, JobState(Phase.SUSPENDED.value, Reason.Suspended, (
                 "suspended; the job's Kueue Workload is not there yet to deactivate"
                 + (f" ({workload.unreadable})" if workload.unreadable else ""))), status)
-        if job["spec"].get("suspend"):
-            return Queueing(job, JobState(Phase.SUSPENDED.value, Reason.Suspended, (
-                f"suspended: Kueue Workload {workload.name} is deactivated (the job is out of LocalQueue {queue})")),
-                status)
+        state = "suspended" if job["spec"].get("suspend") else "suspending (waiting for Kueue to stop the job)"
         return Queueing(job, JobState(Phase.SUSPENDED.value, Reason.Suspended, (
-            f"suspending: Kueue Workload {workload.name} is deactivated; waiting for Kueue to stop the job")), status)
+            f"{state}: Kueue Workload {workload.name} is deactivated, out of the queue until spec.suspend is false")),
+            status)
     if job["spec"].get("suspend"):
-        return Queueing(job, _queued(workload, queue), status)
+        return Queueing(job, _queued(workload, queue or ""), status)
     if not (job.get("status") or {}).get("active"):
         where = f" by ClusterQueue {workload.cluster_queue}" if workload.cluster_queue else ""
         return Queueing(job, JobState(Phase.PENDING.value, Reason.Admitted,
-                                      f"admitted{where} (LocalQueue {queue}); waiting for the job's pods to start"),
-                        status)
+                                      f"admitted{where}; waiting for the job's pods to start"), status)
     return Queueing(job, None, status)
 
 
