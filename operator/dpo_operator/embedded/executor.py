@@ -169,7 +169,8 @@ class LocalExecutor:
             try:
                 for job in self._list_jobs():
                     key = job["metadata"]["uid"]
-                    finished = any(c.get("status") == "True" for c in (job.get("status") or {}).get("conditions") or [])
+                    finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+                                   for c in (job.get("status") or {}).get("conditions") or [])
                     if key in self._started and not finished:  # suspending a running Job stops its pod
                         event = self._suspended.setdefault(key, threading.Event())
                         event.set() if job["spec"].get("suspend") else event.clear()

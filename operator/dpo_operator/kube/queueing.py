@@ -42,11 +42,11 @@ def _finished(job: dict[str, Any]) -> bool:
 
 def apply(namespace: str, job: dict[str, Any], suspend: bool) -> Queueing:
     """Apply the resource's ``suspend`` to ``job`` as described above, and read where Kueue has it."""
-    if _finished(job):
-        return Queueing(job, None, None)
-    ours, held = kueue.suspended_by_us(job), bool(job["spec"].get("suspend"))
     queue = kueue.queue_of(job)
     workload, obj = kueue.read(namespace, job)
+    if _finished(job):  # what Kueue did (admission, preemptions) stays in status
+        return Queueing(job, None, _status(queue or "", workload) if obj is not None else None)
+    ours, held = kueue.suspended_by_us(job), bool(job["spec"].get("suspend"))
     if queue is None and obj is None:  # Kueue does not manage it: spec.suspend is ours to set
         if suspend and not held:
             job = _patch(namespace, job, True, ours=True)
