@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,16 @@ FLAVOR = "default-flavor"
 def install_crds(api: kubernetes.client.ApiClient) -> None:
     ext = kubernetes.client.ApiextensionsV1Api(api)
     for path in sorted(CRDS.glob("*.yaml.gz")):
+        with gzip.open(path) as packed:
+            crd = yaml.safe_load(packed)
         try:
-            ext.create_custom_resource_definition(yaml.safe_load(gzip.open(path)))
+            ext.create_custom_resource_definition(crd)
         except ApiException as exc:
             if exc.status != 409:
                 raise
 
 
 def _now() -> str:
-    import time
-
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 

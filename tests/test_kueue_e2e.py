@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.kubehelpers import Kube, conditions_of, wait_for
 from tests.kueue_standin import KueueStandIn
@@ -69,6 +70,18 @@ def test_queued_jobs_wait_for_admission_and_a_suspend_deactivates_the_workload(
         kube.patch_spec("DPOTrainingJob", namespace, "second", {"suspend": False})
         kube.wait_phase("DPOTrainingJob", namespace, "second", "Queued")
         assert kueue.workload_of("second-train")["spec"]["active"] is True
+
+        with pytest.raises(ApiException, match="queueName is immutable"):
+            kube.patch_spec("DPOTrainingJob", namespace, "second", {"queueName": "other"})
+
+        # created suspended: no Job yet (Kueue would admit a Job created suspended), then queued when resumed
+        kube.create("DPOTrainingJob", namespace, "later", queued(suspend=True))
+        later = kube.wait_phase("DPOTrainingJob", namespace, "later", "Suspended")
+        assert "submitted to LocalQueue team when spec.suspend is false" in later["status"]["message"]
+        assert kube.job(namespace, "later-train") is None
+        kube.patch_spec("DPOTrainingJob", namespace, "later", {"suspend": False})
+        kube.wait_phase("DPOTrainingJob", namespace, "later", "Queued")
+        assert kube.job(namespace, "later-train")["spec"]["suspend"]
 
         kube.finish_job(namespace, "first-train", succeeded=True, message=json.dumps(TRAIN_RESULT))
         kube.wait_phase("DPOTrainingJob", namespace, "first", "Succeeded")
