@@ -6,7 +6,8 @@ the emulated API server, so every Workload, ClusterQueue and LocalQueue it write
   Job, with ``manage_all``: Kueue's ``manageJobsWithoutQueueName``);
 - it creates one Workload per queued Job (one pod set: an Indexed Job's pods are admitted as one gang), labelled
   with the Job's uid and owned by it;
-- it admits Workloads by a ClusterQueue's ``pods`` quota, highest WorkloadPriorityClass first (then oldest): quota
+- it admits Workloads by a ClusterQueue's ``pods`` quota, highest WorkloadPriorityClass first (then oldest: Kueue's
+  StrictFIFO, by creation time and, within one second, creation order): quota
   reserved, Admitted, and the Job un-suspended; a Workload that does not fit stays Pending with Kueue's message;
 - a pending Workload that does not fit preempts admitted ones of lower priority: Evicted (reason Preempted),
   the Job suspended, the quota released once the Job has no active pod, and the preempted Workload queued again;
@@ -80,6 +81,7 @@ class KueueStandIn:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kueue-standin", daemon=True)
         self._hook = mutating(self._webhook)
+        self._created: dict[str, int] = {}  # workload name -> creation order (timestamps have 1 s resolution)
 
     # ---------------------------------------------------------------- set-up
 
@@ -156,9 +158,11 @@ class KueueStandIn:
             spec.update(priorityClassRef={"group": GROUP, "kind": "WorkloadPriorityClass",
                                           "name": labels[PRIORITY_LABEL]},
                         priority=self.priorities[labels[PRIORITY_LABEL]])
+        name = f"job-{job['metadata']['name']}-{job['metadata']['uid'][:5]}"
+        self._created[name] = len(self._created)
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "workloads", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "Workload",
-            "metadata": {"name": f"job-{job['metadata']['name']}-{job['metadata']['uid'][:5]}",
+            "metadata": {"name": name,
                          "labels": {JOB_UID_LABEL: job["metadata"]["uid"]},
                          "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
                                               "uid": job["metadata"]["uid"], "controller": True,
@@ -246,7 +250,8 @@ class KueueStandIn:
         pending = sorted((w for uid, w in workloads.items() if not finished(uid)
                           and (w.get("status") or {}).get("admission") is None
                           and w["spec"].get("active") is not False),
-                         key=lambda w: (-self._priority(w), w["metadata"]["creationTimestamp"]))
+                         key=lambda w: (-self._priority(w), w["metadata"]["creationTimestamp"],
+                                        self._created.get(w["metadata"]["name"], 0)))
         for workload in pending if self.admitting.is_set() else []:
             uid, count = workload["metadata"]["labels"][JOB_UID_LABEL], workload["spec"]["podSets"][0]["count"]
             if used + count <= self.pods:
