@@ -37,10 +37,18 @@ def condition(type_: str, status: str = "True", observed: Any = 2, reason: str =
     (with_conditions("Pending", [condition("Suspended", observed="2")]), "Suspended"),
     (with_conditions("Pending", [condition("Failed", observed=1)]), "Progressing"),  # an old generation's failure
     (with_conditions("Pending", []), "Progressing"),
+    (with_conditions("Queued", [condition("Queued", reason="Preempted")]), "Progressing"),  # Kueue holds it
+    (with_conditions("Queued", [condition("Queued"), condition("Suspended", status="False")]), "Progressing"),
 ])
 def test_string_generations_and_conditions(health: Any, obj: dict[str, Any], expected: str) -> None:  # noqa: F811
     status, message = health(obj)
     assert status == expected, (obj, message)
+
+
+def test_a_queued_resource_says_so(health: Any) -> None:  # noqa: F811
+    status, message = health(with_conditions("Queued", [condition("Queued", reason="Preempted")],
+                                             message="preempted by Kueue; queued again in LocalQueue team-a"))
+    assert status == "Progressing" and message.startswith("Queued: preempted by Kueue")
 
 
 def test_a_failed_condition_message_is_shown(health: Any) -> None:  # noqa: F811

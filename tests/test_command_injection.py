@@ -86,12 +86,12 @@ def test_trainer_command_carries_hostile_values_as_single_arguments(tmp_path: Pa
         assert {k: received[k] for k in expected} == expected
         assert recorded["env"]["WANDB_PROJECT"] == project and recorded["env"]["WANDB_ENTITY"] == entity
         assert json.loads(recorded["env"]["DPO_TRAINING_SPEC"])["model"]["name"] == model
-        if nodes > 1:  # torchrun takes the node rank and rendezvous address from the environment
+        if nodes > 1:  # torchrun takes the node rank and rendezvous endpoint from the environment
             assert (received["nnodes"], received["nproc-per-node"]) == (str(nodes), str(max(1, gpus)))
             env = {e["name"]: e for e in trainer["env"]}
             assert env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == \
                 "metadata.annotations['batch.kubernetes.io/job-completion-index']"
-            assert recorded["env"]["PET_MASTER_ADDR"] == "x-train-0.x-train"
+            assert recorded["env"]["PET_RDZV_ENDPOINT"] == "x-train-0.x-train:29500"
 
 
 def test_uploader_command_carries_hostile_values_as_single_arguments(tmp_path: Path) -> None:

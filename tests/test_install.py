@@ -99,6 +99,21 @@ def test_rbac_grants_what_the_operator_does() -> None:
     assert ("", "secrets", "list") not in granted  # only the Secrets a spec names, by name
 
 
+def test_kueue_workloads_are_granted_only_when_enabled() -> None:
+    def workload_verbs(values: dict[str, Any]) -> set[str]:
+        objects = render_manifests.render_chart(values)
+        return {verb for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role") for rule in role["rules"]
+                if "kueue.x-k8s.io" in rule["apiGroups"] and "workloads" in rule["resources"] for verb in rule["verbs"]}
+
+    assert workload_verbs({}) == set()
+    assert workload_verbs({"kueue": {"enabled": True}}) == {"get", "list", "patch"}  # read, and deactivate
+    namespaced = render_manifests.render_chart({"kueue": {"enabled": True}, "watchNamespaces": ["team-a"]})
+    assert any("kueue.x-k8s.io" in rule["apiGroups"] for role in by_kind(namespaced, "Role") for rule in role["rules"])
+    operator = by_kind(render_manifests.render_chart({"kueue": {"queueCheckSeconds": 3}}), "Deployment")[0]
+    env = {e["name"]: e["value"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DPO_QUEUE_CHECK_SECONDS"] == "3"
+
+
 def test_generated_files_are_in_sync() -> None:
     assert (ROOT / "manifests/install.yaml").read_text() == render_manifests.install_yaml(), "run `make manifests`"
     assert render_manifests.HEALTH_CM.read_text() == render_manifests.health_configmap(), "run `make manifests`"

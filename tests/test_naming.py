@@ -107,7 +107,7 @@ def test_awkward_names_give_valid_children_on_the_cluster(kube, namespace: str, 
     service = kube.to_dict(kube.core.read_namespaced_service(subdomain, namespace))
     assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "1x-train"}
     trainer = job["spec"]["template"]["spec"]["containers"][0]
-    assert {e["name"]: e.get("value") for e in trainer["env"]}["PET_MASTER_ADDR"] == f"1x-train-0.{subdomain}"
+    assert {e["name"]: e.get("value") for e in trainer["env"]}["PET_RDZV_ENDPOINT"] == f"1x-train-0.{subdomain}:29500"
     long_job = wait_for(lambda: kube.jobs(namespace, f"dpo.ai/dpotrainingjob={naming.label_value(long)}"),
                         what="the long-named resource's job")[0]
     assert all(is_label_value(v) for v in long_job["metadata"]["labels"].values())

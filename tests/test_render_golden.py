@@ -112,6 +112,14 @@ BUILDERS: dict[str, Callable[[], Any]] = {
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(TRAINING), DATASET, CONFIG),
     "trainer-job-multi-node": lambda: training.job_manifest(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(MULTI_NODE), HUB, CONFIG),
+    # Kueue: the queue and priority labels on the one (Indexed) Job, a grace period from the template
+    "trainer-job-queued": lambda: training.job_manifest(
+        owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate({
+            **MULTI_NODE, "queueName": "team-a", "workloadPriorityClassName": "batch-low",
+            "template": {"terminationGracePeriodSeconds": 900}}), HUB, CONFIG),
+    # created suspended: the Job says the operator suspended it (the only suspension it ever lifts)
+    "collection-job-suspended": lambda: collection.job_manifest(
+        owner("DPOCollection"), DPOCollectionSpec.model_validate({**COLLECTION, "suspend": True}), CONFIG),
     "trainer-headless-service": lambda: training.headless_service(owner("DPOTrainingJob", "dpo"), "dpo-train"),
     "upload-job": lambda: upload.upload_manifest(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(CUSTOMIZER), DATASET, "dpo/pairs", CONFIG),

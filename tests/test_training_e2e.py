@@ -71,10 +71,15 @@ def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespa
     assert service["spec"]["clusterIP"] == "None"
     trainer = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in trainer["env"]}
-    assert env["PET_MASTER_ADDR"]["value"] == "big-train-0.big-train"  # torchrun's --master-addr
+    # torchrun's c10d rendezvous, hosted by index 0's pod, one id per resource
+    assert env["PET_RDZV_ENDPOINT"]["value"] == "big-train-0.big-train:29500"
+    assert env["PET_RDZV_ID"]["value"] == job["metadata"]["ownerReferences"][0]["uid"]
     assert env["WANDB_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "wandb", "key": "key"}}  # never the value
     assert env["WANDB_PROJECT"]["value"] == "dpo" and env["WANDB_RUN_ID"]["value"] == job["metadata"]["ownerReferences"][0]["uid"]
-    assert trainer["command"][:4] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--master-port=29500"]
+    # one dead rank restarts every rank from the newest checkpoint instead of leaving the others in a collective
+    assert trainer["command"][:6] == ["torchrun", "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
+                                      "--max-restarts=3", "--shutdown-timeout=290"]
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 300  # time to save on SIGTERM
     assert env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == \
         "metadata.annotations['batch.kubernetes.io/job-completion-index']"  # what $JOB_COMPLETION_INDEX is made of
     assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "8"

@@ -2,8 +2,10 @@
 -- A DPOEvaluation's verdict (Passed, Failed, NoGate, Inconclusive) is part of the message: a finished
 -- comparison is Healthy whatever it found; an evaluation that could not measure is Failed -> Degraded.
 -- Succeeded / Ready -> Healthy; Failed / Cancelled, or a True Failed condition -> Degraded;
--- Suspended -> Suspended; a spec the operator has not observed yet (status or conditions behind
--- metadata.generation), or any other phase -> Progressing. Generations may arrive as numbers or strings.
+-- Suspended (by the user) -> Suspended; Queued (Kueue holds the Job: waiting for admission, or preempted and
+-- queued again) -> Progressing, it runs once admitted; a spec the operator has not observed yet (status or
+-- conditions behind metadata.generation), or any other phase -> Progressing. Generations may arrive as numbers or
+-- strings.
 local hs = {status = "Progressing", message = "Waiting for the operator to report status"}
 if obj.status == nil then
   return hs
@@ -46,6 +48,8 @@ if holds("Failed") or phase == "Failed" or phase == "Cancelled" then
   end
 elseif phase == "Suspended" or holds("Suspended") then
   hs.status = "Suspended"
+elseif phase == "Queued" or holds("Queued") then
+  hs.status = "Progressing"   -- Kueue admits it when its quota allows; not the user's suspend
 elseif phase == "Succeeded" or phase == "Ready" then
   local done = conditions["Succeeded"] or conditions["Ready"]
   if done ~= nil and not holds(done.type) then

@@ -171,9 +171,24 @@ def _check_model_path(model: str | None, spec: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Train, then leave at once when several ranks ran (see dpo_operator.train.trainer._FINISHED): the result is
+    written and the checkpoints are complete, nothing is left to tear down but torch's process group."""
+    import os
+
+    code = _train_once(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _train_once(args: argparse.Namespace) -> int:
     import os
 
     from dpo_operator.api.training import DPOTrainingJobSpec
+    from dpo_operator.train.preemption import EXIT_CODE, Preempted
     from dpo_operator.train.trainer import TrainConfig, train
 
     from dpo_operator.paths import no_backsteps
@@ -189,6 +204,9 @@ def _train(args: argparse.Namespace) -> int:
             if args.max_steps:
                 config.max_steps = args.max_steps
             summary = train(config)
+    except Preempted as exc:  # SIGTERM: the checkpoint is saved; no error (a resumed pod continues from it)
+        logging.getLogger("dpo_operator.train").warning("%s", exc)
+        return EXIT_CODE
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.train").exception("training failed")
         _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())

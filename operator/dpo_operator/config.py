@@ -62,6 +62,7 @@ class OperatorConfig:
     training_resync_seconds: float = 60.0  # a running local training Job
     # a running collection's or training's pod log is read for progress at most this often (chart: progressInterval)
     progress_interval_seconds: float = 10.0
+    queue_check_seconds: float = 10.0  # a Job Kueue holds (Workloads are read, not watched: no event comes)
     rollout_check_seconds: float = 5.0  # a ModelDeployment rolling out
     ready_check_seconds: float = 30.0  # a Ready ModelDeployment: does it stay so?
     max_poll_backoff_seconds: float = 600.0  # Customizer polls that fail back off up to this
@@ -89,4 +90,5 @@ class OperatorConfig:
             max_backoff_seconds=float(env.get("DPO_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)),
             progress_interval_seconds=float(env.get("DPO_PROGRESS_INTERVAL_SECONDS", cls.progress_interval_seconds)),
             metrics_port=int(env.get("DPO_METRICS_PORT") or cls.metrics_port),
+            queue_check_seconds=float(env.get("DPO_QUEUE_CHECK_SECONDS", cls.queue_check_seconds)),
         )

@@ -80,6 +80,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [nimservices/finalizers, nimcaches/finalizers]
   verbs: [update]
 {{- end }}
+{{- if .Values.kueue.enabled }}
+# Kueue: read the Workload of each queued Job (why it waits, preemptions); deactivate it for a user's spec.suspend
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get, list, patch]
+{{- end }}
 {{- if .Values.peering.enabled }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]

@@ -12,9 +12,12 @@ from dpo_operator.api.common import (
     FreeForm,
     JobControls,
     PodOptions,
+    QueueStatus,
     PvcLocation,
     SecretKeyRef,
     StorageLocation,
+    queue_name_field,
+    workload_priority_class_field,
 )
 from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
 from dpo_operator.api.schema_hints import immutable, nested, no_server_default
@@ -178,7 +181,11 @@ class DPOCollectionSpec(ApiModel):
         json_schema_extra=immutable("output is immutable; create a new DPOCollection"))
     template: PodOptions = nested(PodOptions)
     job: JobControls = nested(JobControls)
-    suspend: bool = Field(default=False, description="While true no collection pod runs.")
+    suspend: bool = Field(default=False, description=(
+        "While true no collection pod runs (the Job is suspended; with queueName its Kueue Workload is deactivated, "
+        "and no Job is created while it is true)."))
+    queue_name: str | None = queue_name_field()
+    workload_priority_class_name: str | None = workload_priority_class_field()
     parallelism: int = Field(default=1, ge=1, le=256, description=(
         "Collection pods: with N > 1 an Indexed Job's N pods each play every N-th example of every run (with the "
         "seeds a one-pod run uses), then a merge Job deduplicates, samples and splits the pooled pairs: the same "
@@ -198,6 +205,8 @@ class DPOCollectionSpec(ApiModel):
 
     @model_validator(mode="after")
     def _pairs_need_candidates(self) -> "DPOCollectionSpec":
+        if self.workload_priority_class_name and not self.queue_name:
+            raise ValueError("workloadPriorityClassName needs queueName (Kueue orders only the Jobs it queues)")
         if self.workflow.nat is not None:
             return self
         if self.llm is None:
@@ -248,6 +257,7 @@ class DPOCollectionStatus(CommonStatus):
     job_name: str | None = Field(default=None, description="The batch/v1 Job running the collection.")
     merge_job_name: str | None = Field(default=None, description=(
         "With parallelism > 1: the Job merging the shards' candidates into the dataset."))
+    queue: QueueStatus | None = Field(default=None, description="Kueue's view of the Job, when it is queued.")
     dataset_location: str | None = Field(default=None, description="Where the dataset was written (pvc://... or a "
                                                                    "hub URL).")
     pairs: PairCounts | None = None

@@ -108,6 +108,9 @@ class PodOptions(ApiModel):
         "core/v1 EnvFromSource entries (whole ConfigMaps or Secrets as variables) of the main container."))
     labels: dict[str, str] | None = Field(default=None, description="Extra labels for the pods.")
     annotations: dict[str, str] | None = Field(default=None, description="Extra annotations for the pods.")
+    termination_grace_period_seconds: int | None = Field(default=None, ge=0, le=86400, description=(
+        "Seconds a pod has between SIGTERM (preemption, suspension, eviction) and SIGKILL. The trainer saves a "
+        "checkpoint on SIGTERM: training pods get 300 when unset, other pods Kubernetes' default (30)."))
 
 
 class ConditionStatus(str, Enum):
@@ -136,6 +139,7 @@ class Phase(str, Enum):
     FAILED = "Failed"
     CANCELLED = "Cancelled"
     SUSPENDED = "Suspended"
+    QUEUED = "Queued"
 
 
 class CommonStatus(ApiModel):
@@ -147,7 +151,7 @@ class CommonStatus(ApiModel):
     message: str | None = Field(default=None, description="Human-readable summary of the current phase.")
     observed_generation: int | None = Field(default=None, description="metadata.generation this status reflects.")
     conditions: list[Condition] | None = Field(default=None, description="Standard metav1.Conditions.")
-    start_time: str | None = Field(default=None, description="RFC 3339 time the resource left Pending.")
+    start_time: str | None = Field(default=None, description="RFC 3339 time the resource left Pending (or Queued).")
     completion_time: str | None = Field(default=None, description="RFC 3339 time it reached a terminal phase.")
 
 
@@ -200,6 +204,42 @@ class StorageLocation(ApiModel):
             return f"pvc://{self.pvc.claim_name}/{self.pvc.path.strip('/')}".rstrip("/")
         assert self.hub is not None
         return f"{self.hub.endpoint.rstrip('/')}/datasets/{self.hub.repo_id}@{self.hub.revision}"
+
+
+KUEUE_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+def queue_name_field() -> Any:
+    """``spec.queueName``: the Kueue LocalQueue the resource's Jobs are submitted to."""
+    return Field(default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description=(
+        "Kueue LocalQueue (in this namespace) the Jobs are queued in: they carry the label "
+        "kueue.x-k8s.io/queue-name, Kueue admits them against its quota (the whole gang of a multi-node run as one "
+        "Workload), and suspends them to preempt. Unset: no queue label (a Kueue that manages every Job still may "
+        "hold them; the operator never un-suspends a Job it did not suspend)."),
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "queueName is immutable (Kueue allows no change once admitted)"}]})
+
+
+def workload_priority_class_field() -> Any:
+    """``spec.workloadPriorityClassName``: Kueue's WorkloadPriorityClass of the resource's Jobs."""
+    return Field(default=None, max_length=253, pattern=KUEUE_NAME, description=(
+        "Kueue WorkloadPriorityClass of the Jobs (label kueue.x-k8s.io/priority-class): orders the queue and decides "
+        "who preempts whom. Only with queueName. Not the pods' PriorityClass (template.priorityClassName)."),
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "workloadPriorityClassName is immutable"}]})
+
+
+class QueueStatus(ApiModel):
+    """Where the resource's Job stands in Kueue (read from its Workload when the operator may read Workloads)."""
+
+    name: str = Field(description="The LocalQueue (spec.queueName), or empty when Kueue holds an unlabelled Job.")
+    workload: str | None = Field(default=None, description="Name of the Job's Kueue Workload.")
+    admitted: bool = Field(default=False, description="Kueue admitted the Job (its quota is reserved).")
+    cluster_queue: str | None = Field(default=None, description="ClusterQueue that admitted the Job.")
+    reason: str | None = Field(default=None, description="Kueue's reason on the Workload (e.g. Pending, Preempted).")
+    message: str | None = Field(default=None, description="Kueue's message on the Workload.")
+    preemptions: int = Field(default=0, description=(
+        "Times Kueue preempted the Job (evicted it to free quota); training resumes from its newest checkpoint."))
 
 
 class JobControls(ApiModel):

@@ -33,6 +33,10 @@ class Reason(StrEnum):
     JobFailed = "JobFailed"
     JobMissing = "JobMissing"
     Suspended = "Suspended"
+    # Kueue
+    WaitingForAdmission = "WaitingForAdmission"
+    Admitted = "Admitted"
+    Preempted = "Preempted"
     Unschedulable = "Unschedulable"
     OOMKilled = "OOMKilled"
     WorkloadConfigError = "WorkloadConfigError"
@@ -101,3 +105,4 @@ class Reason(StrEnum):
     NoFailure = "NoFailure"
     NotSuspended = "NotSuspended"
     SuspendNotSupported = "SuspendNotSupported"  # a submitted Customizer job cannot be paused
+    NotQueued = "NotQueued"

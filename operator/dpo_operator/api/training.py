@@ -14,9 +14,12 @@ from dpo_operator.api.common import (
     JobControls,
     LocalObjectReference,
     PodOptions,
+    QueueStatus,
     PvcLocation,
     SecretKeyRef,
     StorageLocation,
+    queue_name_field,
+    workload_priority_class_field,
 )
 from dpo_operator.api.deployment import DeploymentTemplate
 from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
@@ -384,8 +387,11 @@ class DPOTrainingJobSpec(ApiModel):
         "promotion gate, when one is set)."
     )
     suspend: bool = Field(default=False, description=(
-        "While true no training pod runs (local backend: the Job is suspended); the customizer backend holds "
+        "While true no training pod runs (local backend: the Job is suspended; with queueName its Kueue Workload is "
+        "deactivated, and no Job is created while it is true); the customizer backend holds "
         "the submission while true (a submitted job is not paused)."))
+    queue_name: str | None = queue_name_field()
+    workload_priority_class_name: str | None = workload_priority_class_field()
 
     @model_validator(mode="after")
     def _backend_block(self) -> "DPOTrainingJobSpec":
@@ -393,6 +399,11 @@ class DPOTrainingJobSpec(ApiModel):
             raise ValueError("backend 'customizer' needs the 'customizer' block (entityStoreUrl, datastoreUrl)")
         if self.backend == Backend.LOCAL.value and self.customizer is not None:
             raise ValueError("'customizer' is set but backend is 'local'; set backend: customizer or drop the block")
+        if self.queue_name and self.backend == Backend.CUSTOMIZER.value:
+            raise ValueError("queueName applies to the local backend (Kueue admits its training Job); the customizer "
+                             "backend queues in NeMo Customizer: drop queueName")
+        if self.workload_priority_class_name and not self.queue_name:
+            raise ValueError("workloadPriorityClassName needs queueName (Kueue orders only the Jobs it queues)")
         return self
 
 
@@ -467,6 +478,7 @@ class DPOTrainingJobStatus(CommonStatus):
 
     job_name: str | None = Field(default=None, description="The batch/v1 Job (training, or the customizer backend's "
                                                             "dataset upload).")
+    queue: QueueStatus | None = Field(default=None, description="Kueue's view of the Job, when it is queued.")
     remote_job_id: str | None = Field(default=None, description="Id of the NeMo Customizer job.")
     submit_time: str | None = Field(default=None, description="When the remote job was created.")
     submitted_spec: dict[str, str] | None = Field(

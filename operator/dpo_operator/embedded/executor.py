@@ -67,7 +67,10 @@ class Stopped(Exception):
 
 class LocalExecutor:
     def __init__(self, api: kubernetes.client.ApiClient, workdir: Path, namespace: str | None = None,
-                 poll_seconds: float = 0.2, serve_deployments: bool = False) -> None:
+                 poll_seconds: float = 0.2, serve_deployments: bool = False,
+                 python_entry: list[str] | None = None) -> None:
+        """``python_entry``: what runs a ``dpo-operator`` container command (default ``python -m dpo_operator``;
+        tests put a harness there)."""
         self.core = kubernetes.client.CoreV1Api(api)
         self.batch = kubernetes.client.BatchV1Api(api)
         self.api = api
@@ -81,6 +84,8 @@ class LocalExecutor:
         self.apps = kubernetes.client.AppsV1Api(api)
         self.serve_deployments = serve_deployments
         self._servers: dict[str, tuple[str, subprocess.Popen[bytes], str]] = {}  # deployment uid -> (revision, process, pod)
+        self.python_entry = python_entry or [sys.executable, "-m", "dpo_operator"]
+        self._suspended: dict[str, threading.Event] = {}  # job uid -> set while the running Job is suspended
 
     def pvc_dir(self, claim: str) -> Path:
         """The local directory that plays a PVC's volume (created on first use: tests and the demo seed it)."""
@@ -178,7 +183,11 @@ class LocalExecutor:
             try:
                 for job in self._list_jobs():
                     key = job["metadata"]["uid"]
-                    finished = any(c.get("status") == "True" for c in (job.get("status") or {}).get("conditions") or [])
+                    finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+                                   for c in (job.get("status") or {}).get("conditions") or [])
+                    if key in self._started and not finished:  # suspending a running Job stops its pod
+                        event = self._suspended.setdefault(key, threading.Event())
+                        event.set() if job["spec"].get("suspend") else event.clear()
                     if key in self._started or job["spec"].get("suspend") or finished:
                         continue
                     self._started.add(key)
@@ -466,7 +475,7 @@ class LocalExecutor:
             env["JOB_COMPLETION_INDEX"] = str(index)
         command = [self._map_paths(arg, path_map) for arg in [*container["command"], *(container.get("args") or [])]]
         if command[0] == "dpo-operator":
-            command = [sys.executable, "-m", "dpo_operator", *command[1:]]
+            command = [*self.python_entry, *command[1:]]
         started = _now()
         self.core.patch_namespaced_pod_status(pod_name, namespace, {"status": self._running_status(container, started)})
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -475,11 +484,7 @@ class LocalExecutor:
             if mount_errors:  # the container never starts
                 output.write("\n".join(mount_errors).encode())
             else:
-                try:
-                    code = subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT, timeout=timeout,
-                                          cwd=run_dir).returncode
-                except subprocess.TimeoutExpired:
-                    code, timed_out = 137, True
+                code, timed_out = self._run_container(job, command, env, output, run_dir, timeout)
         termination = Path(path_map[TERMINATION_LOG])
         message = termination.read_text()[:4096] if termination.exists() else ""
         if not message and code != 0:  # terminationMessagePolicy: FallbackToLogsOnError
@@ -502,6 +507,43 @@ class LocalExecutor:
     @staticmethod
     def _pod_name(job: dict[str, Any], attempt: int) -> str:
         return f"{job['metadata']['name']}-{attempt}"
+
+    def _run_container(self, job: dict[str, Any], command: list[str], env: dict[str, str], output: Any,
+                       run_dir: Path, timeout: float | None) -> tuple[int, bool]:
+        """Run the container's process to its end (exit code, timed out). Suspending the Job stops it as the
+        kubelet stops a deleted pod: SIGTERM, then SIGKILL after the pod's terminationGracePeriodSeconds."""
+        suspended = self._suspended.setdefault(job["metadata"]["uid"], threading.Event())
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=run_dir)
+        started = time.monotonic()
+        while process.poll() is None:
+            if suspended.is_set() or self._stop.is_set():
+                process.terminate()
+                grace = job["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+                try:
+                    return process.wait(timeout=grace), False
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    return process.wait(), False
+            if timeout is not None and time.monotonic() - started > timeout:
+                process.kill()
+                process.wait()
+                return 137, True
+            suspended.wait(self.poll_seconds)
+        return process.returncode, False
+
+    def _wait_while_suspended(self, job: dict[str, Any]) -> None:
+        """The Job controller's side of a suspension: no pod, ``Suspended`` condition; back when resumed."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        self._finish(job, {"active": 0, "conditions": [{
+            "type": "Suspended", "status": "True", "reason": "JobSuspended", "message": "Job suspended",
+            "lastTransitionTime": _now(), "lastProbeTime": _now()}]})
+        while self._suspended[job["metadata"]["uid"]].is_set():
+            if self._stop.wait(self.poll_seconds):
+                raise Stopped(name)
+        self._finish(job, {"active": 1, "conditions": [{
+            "type": "Suspended", "status": "False", "reason": "JobResumed", "message": "Job resumed",
+            "lastTransitionTime": _now(), "lastProbeTime": _now()}]})
+        log.info("local executor: job %s/%s resumed", namespace, name)
 
     def _finish(self, job: dict[str, Any], status: dict[str, Any]) -> None:
         self.batch.patch_namespaced_job_status(job["metadata"]["name"], job["metadata"]["namespace"], {"status": status})
@@ -562,9 +604,15 @@ class LocalExecutor:
                 self._run_indexed(job, deadline)
                 return
             self._finish(job, {"active": 1, "startTime": _now()})
-            failures = 0
+            failures = pods = 0
             while True:
-                code, _, timed_out = self._run_attempt(job, failures, deadline)
+                code, _, timed_out = self._run_attempt(job, pods, deadline)
+                pods += 1
+                if self._suspended.setdefault(job["metadata"]["uid"], threading.Event()).is_set():
+                    # stopped by the suspension (Kueue preempting, or the user): not a failure
+                    self._delete_pod(job["metadata"]["namespace"], f"{job['metadata']['name']}-{pods - 1}")
+                    self._wait_while_suspended(job)
+                    continue
                 if code == 0:
                     self._finish(job, {"active": 0, "succeeded": 1, "completionTime": _now(), "conditions": [
                         {"type": "Complete", "status": "True", "reason": "Completed", "message": "",
@@ -577,7 +625,7 @@ class LocalExecutor:
                 if reason:
                     message = ("Job was active longer than specified deadline" if timed_out
                                else f"Container {job['spec']['template']['spec']['containers'][0]['name']} for pod "
-                                    f"{job['metadata']['namespace']}/{self._pod_name(job, failures - 1)} failed with "
+                                    f"{job['metadata']['namespace']}/{self._pod_name(job, pods - 1)} failed with "
                                     f"exit code {code} matching FailJob rule at index {rule}" if rule is not None
                                else "Job has reached the specified backoff limit")
                     self._finish(job, {"active": 0, "failed": failures, "conditions": [

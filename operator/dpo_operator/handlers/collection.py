@@ -27,6 +27,7 @@ from dpo_operator.handlers.common import (
     enqueue_owner,
     enqueue_pod_owner,
     needs_retry_after_fix,
+    queue_check,
 )
 from dpo_operator.handlers.live_progress import collection_progress, collection_summary, recorded
 from dpo_operator.kube import progress
@@ -40,9 +41,9 @@ from dpo_operator.kube.jobs import (
     pod_problem,
     pod_results,
     retrying,
-    set_suspended,
     spec_applied,
 )
+from dpo_operator.kube.queueing import apply as apply_suspend
 from dpo_operator.kube.naming import (
     owner_label,
 )
@@ -65,8 +66,9 @@ def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> Non
     status.candidates_per_second = result.candidates_per_second
 
 
-def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any) -> Outcome:
-    fields = DPOCollectionStatus(job_name=job["metadata"]["name"])
+def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any,
+                fields: DPOCollectionStatus | None = None) -> Outcome:
+    fields = fields or DPOCollectionStatus(job_name=job["metadata"]["name"])
     if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
         progress.done(body)
     if state.phase == Phase.SUCCEEDED.value:
@@ -120,13 +122,19 @@ def decide(body: dict[str, Any]) -> Result:
             f"job {recorded_job} disappeared before its result was recorded (deleted, or removed by "
             "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
             DPOCollectionStatus(failure_reason=Reason.JobMissing)))
-    job = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config))
-    job = set_suspended(namespace, job, spec.suspend)
-    state = job_state(job)
+    manifest = job_manifest(body, spec, RUNTIME.config)
+    if spec.queue_name and spec.suspend and get_job(namespace, manifest["metadata"]["name"]) is None:
+        return Result(Outcome(Phase.SUSPENDED.value, Reason.Suspended, (
+            f"suspended; the job is submitted to LocalQueue {spec.queue_name} when spec.suspend is false"),
+            DPOCollectionStatus()))  # Kueue would admit a Job created suspended: none is created yet
+    queued = apply_suspend(namespace, ensure_job(namespace, manifest), spec.suspend)
+    job = queued.job
+    state = queued.state or job_state(job)
     if spec.parallelism > 1 and state.phase == Phase.SUCCEEDED.value:
         outcome = merged(namespace, body, spec, job)
     else:
-        outcome = outcome_for(namespace, job, state, body)
+        fields = DPOCollectionStatus(job_name=job["metadata"]["name"], queue=queued.queue)
+        outcome = outcome_for(namespace, job, state, body, fields)
     outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
     return Result(outcome)
 
@@ -134,11 +142,13 @@ def decide(body: dict[str, Any]) -> Result:
 def merged(namespace: str, body: dict[str, Any], spec: DPOCollectionSpec, shards: dict[str, Any]) -> Outcome:
     """Every shard finished: the merge Job (created once) builds the dataset; its result is the collection's."""
     merge = ensure_job(namespace, job_manifest(body, spec, RUNTIME.config, merge=True))
-    merge = set_suspended(namespace, merge, spec.suspend)  # spec.suspend pauses the merge too
-    state = job_state(merge)
+    queued = apply_suspend(namespace, merge, spec.suspend)  # spec.suspend pauses the merge too
+    merge = queued.job
+    state = queued.state or job_state(merge)
     outcome = outcome_for(namespace, merge, state, body)
     fields = outcome.fields if isinstance(outcome.fields, DPOCollectionStatus) else DPOCollectionStatus()
     fields.job_name, fields.merge_job_name = shards["metadata"]["name"], merge["metadata"]["name"]
+    fields.queue = queued.queue
     outcome.fields = fields
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         outcome.message = f"{spec.parallelism} shards collected; merging them ({outcome.message})"
@@ -147,13 +157,13 @@ def merged(namespace: str, body: dict[str, Any], spec: DPOCollectionSpec, shards
 
 def next_check(body: Any) -> float | None:
     """A periodic level-based resync while the collection runs, in case a Job or pod event was missed; while its
-    pod runs, as often as progress is read."""
+    pod runs, as often as progress is read; while Kueue holds its Job, as often as the queue is checked."""
     if is_terminal(body):
         return None
     config = RUNTIME.config
     running = (body.get("status") or {}).get("phase") == Phase.RUNNING.value
-    return min(config.collection_resync_seconds, config.progress_interval_seconds) if running \
-        else config.collection_resync_seconds
+    return queue_check(body) or (min(config.collection_resync_seconds, config.progress_interval_seconds) if running
+                                 else config.collection_resync_seconds)
 
 
 RUNTIME.register(Controller(KIND, decide, next_check, lane=lambda _: "collection"))

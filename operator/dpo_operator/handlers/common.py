@@ -29,6 +29,15 @@ def needs_retry_after_fix(body: Any) -> bool:
         and body["metadata"].get("generation") != status.get("observedGeneration")
 
 
+def queue_check(body: Any) -> float | None:
+    """Sooner than the resync while Kueue holds the Job or is letting it start (Queued, Admitted, or the user's
+    suspend waiting on Kueue): the Workload's state changes without an event the operator watches."""
+    status = body.get("status") or {}
+    if status.get("queue") and status.get("phase") in ("Queued", "Pending", "Suspended"):
+        return RUNTIME.config.queue_check_seconds
+    return None
+
+
 def controller_ref(obj: Any, kind: str) -> dict[str, Any] | None:
     return next((r for r in obj["metadata"].get("ownerReferences") or []
                  if r.get("controller") and r.get("kind") == kind), None)

@@ -27,6 +27,7 @@ from dpo_operator.handlers.common import (
     needs_retry_after_fix,
     not_confirmed,
     object_lock,
+    queue_check,
 )
 from dpo_operator.handlers.dataset_size import dataset_condition
 from dpo_operator.kube import custom_objects
@@ -74,8 +75,8 @@ def next_check(body: Any) -> float | None:
     if not _is_customizer(body.get("spec") or {}):
         config = RUNTIME.config
         running = (body.get("status") or {}).get("phase") == Phase.RUNNING.value
-        return min(config.training_resync_seconds, config.progress_interval_seconds) if running \
-            else config.training_resync_seconds
+        return queue_check(body) or (min(config.training_resync_seconds, config.progress_interval_seconds) if running
+                                     else config.training_resync_seconds)
     return training_customizer.pace(body)
 
 

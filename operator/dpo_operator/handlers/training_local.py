@@ -30,16 +30,16 @@ from dpo_operator.kube import client, progress
 from dpo_operator.kube.jobs import (
     ensure_job,
     failure,
-    get_job,
     job_state,
     pod_problem,
+    get_job,
     pod_results,
     retrying,
-    set_suspended,
     spec_applied,
     to_dict,
 )
 from dpo_operator.kube.nodes import GPU_RESOURCE, most_gpus_per_node
+from dpo_operator.kube.queueing import apply as apply_suspend
 from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT: API)
@@ -105,11 +105,16 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
         check_gpus_fit(spec)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
-    job = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config))
-    job = set_suspended(namespace, job, spec.suspend)
+    if spec.queue_name and spec.suspend and get_job(namespace, jname) is None:
+        return Outcome(Phase.SUSPENDED.value, Reason.Suspended, (  # Kueue would admit a Job created suspended
+            f"suspended; the job is submitted to LocalQueue {spec.queue_name} when spec.suspend is false"),
+            DPOTrainingJobStatus(dataset_location=location.describe()))
+    queued = apply_suspend(namespace, ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config)),
+                           spec.suspend)
+    job = queued.job
     applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
-    state = job_state(job)
-    fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
+    state = queued.state or job_state(job)
+    fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe(), queue=queued.queue)
     if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
         progress.done(body)
     if state.phase == Phase.SUCCEEDED.value:

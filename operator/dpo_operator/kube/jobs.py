@@ -35,12 +35,6 @@ def ensure_job(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
     return read_or_create(lambda: get_job(namespace, manifest["metadata"]["name"]), create, manifest)
 
 
-def set_suspended(namespace: str, job: dict[str, Any], suspend: bool) -> dict[str, Any]:
-    if bool(job["spec"].get("suspend")) == suspend:
-        return job
-    return to_dict(client.batch().patch_namespaced_job(job["metadata"]["name"], namespace, {"spec": {"suspend": suspend}}))
-
-
 @dataclass(frozen=True)
 class JobState:
     phase: str

@@ -159,9 +159,10 @@ def pod_spec(options: PodOptions, containers: list[dict[str, Any]], *, volumes: 
     if options.image_pull_secrets:
         spec["imagePullSecrets"] = [s.to_api() for s in options.image_pull_secrets]
     for field, key in (("node_selector", "nodeSelector"), ("tolerations", "tolerations"), ("affinity", "affinity"),
-                       ("priority_class_name", "priorityClassName"), ("service_account_name", "serviceAccountName")):
+                       ("priority_class_name", "priorityClassName"), ("service_account_name", "serviceAccountName"),
+                       ("termination_grace_period_seconds", "terminationGracePeriodSeconds")):
         value = getattr(options, field)
-        if value:
+        if value or (value == 0 and field == "termination_grace_period_seconds"):
             spec[key] = value
     spec.update(extra)
     check_pod_security(spec, config)

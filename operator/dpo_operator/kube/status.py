@@ -91,10 +91,14 @@ def build_status(body: Any, outcome: Outcome, done_condition: str) -> dict[str, 
     suspended = phase == Phase.SUSPENDED.value
     conditions = set_condition(conditions, "Suspended", suspended, outcome.reason if suspended else Reason.NotSuspended,
                                outcome.message if suspended else "", generation)
+    queued = phase == Phase.QUEUED.value
+    if queued or any(c.get("type") == "Queued" for c in conditions or []):  # only kinds that were ever queued
+        conditions = set_condition(conditions, "Queued", queued, outcome.reason if queued else Reason.NotQueued,
+                                   outcome.message if queued else "", generation)
     status = {**old, **finite(status_fields(outcome.fields))}
     status.update(phase=phase, reason=str(outcome.reason), message=outcome.message, observedGeneration=generation,
                   conditions=conditions)
-    if phase != Phase.PENDING.value and not status.get("startTime"):
+    if phase not in (Phase.PENDING.value, Phase.QUEUED.value) and not status.get("startTime"):
         status["startTime"] = now()
     if phase in TERMINAL_PHASES and not status.get("completionTime"):
         status["completionTime"] = now()

@@ -11,7 +11,8 @@ validation of built-in kinds, the scale and pods/log subresources, discovery (le
 v2/v3, Table responses and the protobuf bodies kubectl sends for built-in kinds.
 
 Not emulated: controllers (no Job ever creates a Pod), RBAC enforcement (RBAC objects are stored and served;
-access reviews answer as a server without an authorizer), admission webhooks.
+access reviews answer as a server without an authorizer), admission webhooks (a test may register functions that
+play a mutating one: :mod:`dpo_operator.kubeemu.admission`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import yaml
 from kmock._internal import parsing, rendering
 
 from dpo_operator.kubeemu import (
+    admission,
     builtin_schemas,
     defaults,
     discovery,
@@ -631,6 +633,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
         if served.kind == "Service" and not served.group:
             self._allocate_cluster_ip(obj)
+        admission.mutate(served.group, served.kind, obj)  # emulated mutating webhooks (tests register them)
         obj = self._admit(res, served, obj, None, request)
         if manager_operation == "Update":
             record_update(None, obj, self._schema(served), _resolve, _field_manager(request), served.group_version)

@@ -92,5 +92,6 @@ def job_manifest(body: Any, spec: DPOCollectionSpec, config: OperatorConfig, *, 
                if sharded else None)
     return job(KIND.kind, body, merge_job_name(name) if merge else job_name(name), labels, spec.job, spec.template,
                pod_spec(spec.template, [collector], volumes=volumes, config=config), suspend=spec.suspend, extra=indexed,
+               queue_name=spec.queue_name, priority_class=spec.workload_priority_class_name,
                secret_destinations={"OPENAI_API_KEY": spec.llm.base_url if spec.llm and not merge else None,
                                     "HF_TOKEN": spec.output.hub.endpoint if spec.output.hub else None})

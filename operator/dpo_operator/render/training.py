@@ -20,6 +20,8 @@ from dpo_operator.render.paths import MOUNT_ROOT, mounted
 
 SPEC_ENV = "DPO_TRAINING_SPEC"
 MASTER_PORT = 29500
+TRAINING_GRACE_SECONDS = 300  # between SIGTERM and SIGKILL: the trainer saves a checkpoint in it
+RESTARTS_ON_RANK_FAILURE = 3  # torchrun restarts every rank from the newest checkpoint when one dies
 
 
 def job_name(name: str) -> str:
@@ -37,19 +39,30 @@ def _dataset_args(dataset: StorageLocation) -> list[str]:
 
 def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> list[str]:
     """The trainer's argv. No shell ever parses it, and every value from the spec travels as ``--flag=value`` (one
-    argument, never read as an option even when it starts with ``-``). Several nodes: torchrun takes its node rank
-    and rendezvous address from the environment (``PET_NODE_RANK``, ``PET_MASTER_ADDR``: see :func:`_torchrun_env`)."""
+    argument, never read as an option even when it starts with ``-``). Several nodes: torchrun takes its rendezvous
+    endpoint and id from the environment (``PET_RDZV_ENDPOINT``, ``PET_RDZV_ID``: see :func:`_torchrun_env`); when a
+    rank dies, every node's agent restarts its ranks (``--max-restarts``) and they resume from the newest checkpoint
+    instead of waiting in a collective until the deadline."""
     local = spec.local
     assert local is not None and local.output is not None
     model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
     train = ["-m", "dpo_operator", "train", f"--spec-env={SPEC_ENV}", f"--model={model}", *_dataset_args(dataset),
              f"--output-dir={mounted(local.output)}/{name}", "--result-file=/dev/termination-log"]
-    if local.num_nodes > 1:
+    # a rank's death restarts all; on SIGTERM torchrun gives the ranks the pod's grace period to save (less a margin)
+    restarts = f"--max-restarts={RESTARTS_ON_RANK_FAILURE}"
+    shutdown = f"--shutdown-timeout={max(1, grace_seconds(spec) - 10)}"
+    if local.num_nodes > 1:  # one rank's death restarts every rank (c10d rendezvous), which resume from a checkpoint
         return ["torchrun", f"--nnodes={local.num_nodes}", f"--nproc-per-node={max(1, local.gpus_per_node)}",
-                f"--master-port={MASTER_PORT}", *train]
+                "--rdzv-backend=c10d", restarts, shutdown, *train]
     if local.gpus_per_node > 1:
-        return ["torchrun", "--standalone", f"--nproc-per-node={local.gpus_per_node}", *train]
+        return ["torchrun", "--standalone", f"--nproc-per-node={local.gpus_per_node}", restarts, shutdown, *train]
     return ["dpo-operator", *train[2:]]
+
+
+def grace_seconds(spec: DPOTrainingJobSpec) -> int:
+    """Seconds a training pod has from SIGTERM to SIGKILL: time to finish a step and save a checkpoint."""
+    grace = spec.template.termination_grace_period_seconds
+    return TRAINING_GRACE_SECONDS if grace is None else grace
 
 
 def _wandb_url(spec: DPOTrainingJobSpec) -> str | None:
@@ -60,13 +73,19 @@ def _wandb_url(spec: DPOTrainingJobSpec) -> str | None:
     return custom or "https://api.wandb.ai"
 
 
-def _torchrun_env(jname: str) -> list[dict[str, Any]]:
-    """torchrun reads each option from ``PET_<OPTION>`` when not given: the node rank is the pod's completion index
-    (the annotation the Job controller sets, which is what $JOB_COMPLETION_INDEX is made from), the rendezvous
-    address index 0's pod through the headless Service its subdomain names."""
+# torchrun's agents otherwise lend their rendezvous store to the ranks and keep it across restarts: the restarted
+# ranks would find the dead ranks' addresses there and fail to connect; with this, rank 0 hosts a new one each round
+FRESH_STORE_PER_RESTART = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+
+
+def _torchrun_env(jname: str, run_id: str) -> list[dict[str, Any]]:
+    """torchrun reads each option from ``PET_<OPTION>`` when not given: the c10d rendezvous is hosted by index 0's
+    pod (reached through the headless Service its subdomain names), its id the resource's uid; the node rank (the
+    pod's completion index, the annotation $JOB_COMPLETION_INDEX is made from) names the pod in torchrun's logs."""
     index = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
     return [{"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
-            {"name": "PET_MASTER_ADDR", "value": f"{jname}-0.{service_name(jname)}"}]
+            {"name": "PET_RDZV_ENDPOINT", "value": f"{jname}-0.{service_name(jname)}:{MASTER_PORT}"},
+            {"name": "PET_RDZV_ID", "value": run_id}]
 
 
 def headless_service(body: Any, name: str) -> dict[str, Any]:
@@ -105,7 +124,9 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
                 {"name": "WANDB_RUN_ID", "value": body["metadata"]["uid"]},
                 *([{"name": "WANDB_ENTITY", "value": local.wandb.entity}] if local.wandb.entity else [])]
     if local.num_nodes > 1:
-        env += _torchrun_env(jname)
+        env += _torchrun_env(jname, body["metadata"]["uid"])
+    if local.num_nodes > 1 or local.gpus_per_node > 1:  # torchrun: a fresh store for the ranks of each restart
+        env.append({"name": FRESH_STORE_PER_RESTART, "value": "1"})
     options = spec.template
     if local.gpus_per_node:  # each pod gets the node's GPUs unless the template says otherwise
         current = options.resources or ResourceRequirements()
@@ -113,12 +134,14 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
         options = options.model_copy(update={"resources": current.model_copy(update={"limits": limits})})
     trainer = container(options, name="trainer", default_image=config.workload_image,
                         command=_command(spec, name, dataset), env=env, volume_mounts=mounts)
-    pod = pod_spec(options, [trainer], volumes=volumes, config=config)
+    # SIGTERM (preemption, suspension) makes the trainer save a checkpoint: give it time to finish one
+    pod = pod_spec(options, [trainer], volumes=volumes, config=config, terminationGracePeriodSeconds=grace_seconds(spec))
     indexed: dict[str, Any] = {}
     if local.num_nodes > 1:
         indexed = {"completionMode": "Indexed", "completions": local.num_nodes, "parallelism": local.num_nodes}
         pod["subdomain"] = service_name(jname)
     return job(KIND.kind, body, jname, labels, spec.job, spec.template, pod, suspend=spec.suspend, extra=indexed,
+               queue_name=spec.queue_name, priority_class=spec.workload_priority_class_name,
                secret_destinations={"HF_TOKEN": spec.model.hub.endpoint if spec.model.hub else None,
                                     "DATASET_HF_TOKEN": dataset.hub.endpoint if dataset.hub else None,
                                     "WANDB_API_KEY": _wandb_url(spec)})

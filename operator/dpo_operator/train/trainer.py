@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dpo_operator.api.training import DPOTrainingJobSpec, Hyperparameters, LocalBackend
 from dpo_operator.train import checkpoint, distributed
+from dpo_operator.train.preemption import Preempted, StopOnSigterm
 from dpo_operator.train.data import (Batch, EncodedDataset, EncodedPair, PreferenceFile, collate, epoch_batches,
                                      longest_pairs, rank_share, sharded_chunks)
 from dpo_operator.train.logprobs import CompletionLogps, custom_mask_problem, supports_custom_masks
@@ -419,14 +420,16 @@ class Trainer:
         try:
             self.progress.training_from(position.step)
             with self.progress.phase("training"), \
-                    Prefetcher(self._plan(position, total_steps, sizes), prepare, self._prefetch_depth) as steps:
+                    Prefetcher(self._plan(position, total_steps, sizes), prepare, self._prefetch_depth) as steps, \
+                    StopOnSigterm(env, self.device) as sigterm:
                 for planned, micro_batches in steps:
                     totals = self._step(micro_batches, optimizer, scheduler, parameters)
                     position = planned.after
-                    saving = bool(local.save_every_steps) and position.step % local.save_every_steps == 0 \
-                        and position.step < total_steps
+                    stopping = sigterm.agreed() and position.step < total_steps  # preempted: save, then exit
+                    saving = stopping or (bool(local.save_every_steps) and position.step % local.save_every_steps == 0
+                                          and position.step < total_steps)
                     epoch = position.epoch + position.batches_done / planned.epoch_length
-                    validating = validation is not None and bool(h.validate_every_steps) \
+                    validating = not stopping and validation is not None and bool(h.validate_every_steps) \
                         and position.step % (h.validate_every_steps or 1) == 0
                     reports.add(totals, position.step, epoch, scheduler.get_last_lr()[0], now=saving or validating)
                     if validating:
@@ -436,6 +439,9 @@ class Trainer:
                     if saving:
                         checkpoint.save(self.output / "checkpoints", position, self.model, optimizer, scheduler,
                                         self.precision.state_dict(), env)
+                    if stopping:
+                        reports.flush()
+                        raise Preempted(position.step)
                 reports.flush()
             summary: dict[str, Any] = {"steps": position.step, "train": reports.last, "referenceSeconds": round(reference_seconds, 3),
                                        "trainSeconds": round(time.perf_counter() - reports.started, 3),
@@ -526,6 +532,12 @@ class Trainer:
         self.env.barrier()
 
 
+# Trainers of several ranks, kept until the process ends: freeing a DDP model after its gloo group is gone can
+# deadlock (torch joins the group's worker threads while holding the GIL one of them waits for; seen after a
+# torchrun restart). The CLI leaves with os._exit instead (see dpo_operator.cli).
+_FINISHED: list["Trainer"] = []
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train; returns a summary (steps, final metrics, validation, output path)."""
     trainer = Trainer(config)
@@ -533,5 +545,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         return trainer.train()
     finally:
         trainer.env.close()
+        if trainer.env.world_size > 1:
+            _FINISHED.append(trainer)
 
 
