@@ -92,27 +92,27 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _dataset_directory(args: argparse.Namespace) -> Iterator[str]:
-    """``--dataset-dir`` as is, or a ``--dataset-hub`` repo downloaded into a temporary directory."""
+def _dataset_directory(args: argparse.Namespace, reading: Any) -> Iterator[str]:
+    """``--dataset-dir`` as is, or the files ``reading`` names of a ``--dataset-hub`` repo, downloaded into a
+    temporary directory."""
     if args.dataset_dir:
         yield args.dataset_dir
         return
     import os
     import tempfile
 
-    from dpo_operator.collect.dataset import read_hub, write_directory
+    from dpo_operator.train.sources import download_hub
 
-    files = read_hub(args.dataset_hub_endpoint, args.dataset_hub, args.dataset_hub_revision,
-                     os.environ.get("DATASET_HF_TOKEN"))
     with tempfile.TemporaryDirectory() as tmp:
-        write_directory(files, Path(tmp) / "dataset")
-        yield str(Path(tmp) / "dataset")
+        yield str(download_hub(args.dataset_hub_endpoint, args.dataset_hub, args.dataset_hub_revision,
+                               os.environ.get("DATASET_HF_TOKEN"), reading, Path(tmp) / "dataset"))
 
 
 def _train(args: argparse.Namespace) -> int:
     import os
 
     from dpo_operator.api.training import DPOTrainingJobSpec
+    from dpo_operator.train.sources import Reading
     from dpo_operator.train.trainer import TrainConfig, train
 
     from dpo_operator.paths import no_backsteps
@@ -122,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
         for flag in ("output_dir", "dataset_dir", "model"):
             if getattr(args, flag) and getattr(args, flag).startswith("/"):  # a directory (a model may be a hub id)
                 no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
-        with _dataset_directory(args) as dataset_dir:
+        with _dataset_directory(args, Reading.from_spec(spec.dataset, spec.hyperparameters.seed)) as dataset_dir:
             config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir)
             if args.max_steps:
                 config.max_steps = args.max_steps
