@@ -14,6 +14,7 @@ from dpo_operator import __version__
 from dpo_operator.api.results import (
     TERMINATION_MESSAGE_LIMIT,
     CollectionResult,
+    DataCheckResult,
     PodError,
     TrainingResult,
     UploadResult,
@@ -142,6 +143,35 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    """The data check before training: exit 0 with a DataCheckResult (passed or not), 3/1 when it cannot run."""
+    import os
+
+    from dpo_operator.api.training import DPOTrainingJobSpec
+    from dpo_operator.datacheck.run import check
+    from dpo_operator.paths import no_backsteps
+    from dpo_operator.train.sources import Reading
+
+    try:
+        spec = _load_spec(args, DPOTrainingJobSpec)
+        for flag in ("card_dir", "dataset_dir", "model"):
+            if getattr(args, flag) and getattr(args, flag).startswith("/"):
+                no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
+        reading = Reading.from_spec(spec.dataset, spec.hyperparameters.seed)
+        with _dataset_directory(args, reading) as dataset_dir:
+            result, _ = check(Path(dataset_dir), reading, spec.dataset.check, spec.hyperparameters.max_seq_length,
+                              args.model, Path(args.card_dir) if args.card_dir else None,
+                              {"location": os.environ.get("DPO_DATASET_LOCATION", dataset_dir)})
+    except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1 or 3)
+        logging.getLogger("dpo_operator.datacheck").exception("data check could not run")
+        _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
+        return _exit_code(exc)
+    reported = DataCheckResult.model_validate(result).to_json()
+    _write_result(args.result_file, reported)
+    print(reported)
+    return 0
+
+
 def _upload_dataset(args: argparse.Namespace) -> int:
     import os
 
@@ -242,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", required=True, help="checkpoints, metrics.jsonl and final/ go here")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     train.set_defaults(func=_train)
+
+    check_data = sub.add_parser("check-data", help="check a training dataset before any GPU is requested (what the "
+                                                   "check pod runs)")
+    _add_workload_args(check_data, "DPOTrainingJob")
+    check_data.add_argument("--model", help="tokenizer directory or hub id (lengths in words without one)")
+    checked = check_data.add_mutually_exclusive_group(required=True)
+    checked.add_argument("--dataset-dir", help="the dataset location's directory")
+    checked.add_argument("--dataset-hub", help="namespace/name of a dataset repo (token: $DATASET_HF_TOKEN)")
+    check_data.add_argument("--dataset-hub-endpoint", help="Hub API root of --dataset-hub")
+    check_data.add_argument("--dataset-hub-revision", default="main")
+    check_data.add_argument("--card-dir", help="write datacard.json and lengths.png here")
+    check_data.set_defaults(func=_check_data)
 
     upload = sub.add_parser("upload-dataset", help="copy a dataset into NeMo Datastore (what an upload pod runs)")
     source = upload.add_mutually_exclusive_group(required=True)

@@ -75,3 +75,16 @@ def first_valid(model: type[ResultT], reported: list[dict[str, Any]]) -> ResultT
         except ValidationError:
             continue
     return None
+
+
+class DataCheckResult(PodResult):
+    """The data check's verdict and short figures (the whole card is a file next to the data)."""
+
+    passed: bool
+    pairs: dict[str, int]
+    format: str | None = None
+    rows_rejected: int = 0
+    ties_dropped: int = 0
+    failures: list[str] = []
+    warnings: list[str] = []
+    data_card: str | None = None

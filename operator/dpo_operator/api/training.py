@@ -79,9 +79,10 @@ class DataCheckSettings(ApiModel):
         "Most near-duplicate pairs (equal after lower-casing and dropping punctuation and spacing)."))
     max_truncated_share: float = Field(default=0.5, ge=0.0, le=1.0, description=(
         "Most pairs longer than hyperparameters.maxSeqLength in the model's tokens (cut when training)."))
-    max_length_bias: float = Field(default=3.0, gt=1.0, description=(
-        "Largest ratio between the mean chosen and the mean rejected response length (either way): past it, the "
-        "length alone tells the responses apart, and DPO learns length. Warned from 1.5."))
+    max_length_bias: float | None = Field(default=None, gt=1.0, description=(
+        "Largest ratio between the mean chosen and the mean rejected response length (either way) before training "
+        "is refused; unset: never refused. A ratio past 1.5 is always a warning: when length alone tells the "
+        "responses apart, DPO learns length."))
 
 
 class DatasetSource(ApiModel):
