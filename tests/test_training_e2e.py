@@ -13,8 +13,11 @@ from tests.test_collection_e2e import SPEC as COLLECTION_SPEC
 
 pytestmark = pytest.mark.e2e
 
+# these tests play the Job controller by hand for the training Job; the data check runs for real in
+# tests/test_datacheck_e2e.py and in the tests that run pods through the local executor
+NO_CHECK = {"check": {"enabled": False}}
 TRAINING = {
-    "dataset": {"collectionRef": {"name": "pairs"}},
+    "dataset": {"collectionRef": {"name": "pairs"}, **NO_CHECK},
     "model": {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}},
     "hyperparameters": {"epochs": 1, "batchSize": 4, "learningRate": 0.001, "finetuningType": "all_weights"},
     "local": {"gpusPerNode": 1, "output": {"claimName": "dpo-data", "path": "/models"}},

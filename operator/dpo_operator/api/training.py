@@ -76,7 +76,7 @@ class DataCheckSettings(ApiModel):
     max_duplicate_share: float = Field(default=0.3, ge=0.0, le=1.0, description=(
         "Most exact duplicate pairs (the same prompt, chosen and rejected as an earlier pair)."))
     max_near_duplicate_share: float = Field(default=0.5, ge=0.0, le=1.0, description=(
-        "Most near-duplicate pairs (equal after lower-casing and dropping punctuation and spacing)."))
+        "Most near-duplicate pairs (equal after lower-casing, collapsing spaces and dropping closing punctuation)."))
     max_truncated_share: float = Field(default=0.5, ge=0.0, le=1.0, description=(
         "Most pairs longer than hyperparameters.maxSeqLength in the model's tokens (cut when training)."))
     max_length_bias: float | None = Field(default=None, gt=1.0, description=(
@@ -459,6 +459,19 @@ class TrainingProgress(ApiModel):
     )
 
 
+class DataCheckSummary(ApiModel):
+    """The data check's short figures (the whole card: dataCard)."""
+
+    passed: bool | None = Field(default=None, description="Whether the dataset passed the check's thresholds.")
+    format: str | None = Field(default=None, description="The format the rows were read in.")
+    pairs: int | None = Field(default=None, description="Usable training pairs.")
+    validation_pairs: int | None = Field(default=None, description="Usable validation pairs.")
+    rows_rejected: int | None = Field(default=None, description="Rows that could not be read.")
+    ties_dropped: int | None = Field(default=None, description="Rows without a preference (ties), dropped.")
+    warnings: int | None = Field(default=None, description="Warnings (listed in the DataChecked condition).")
+    data_card: str | None = Field(default=None, description="The data card (JSON) and histogram's location.")
+
+
 class DPOTrainingJobStatus(CommonStatus):
     """How training goes, and what it produced."""
 
@@ -478,6 +491,7 @@ class DPOTrainingJobStatus(CommonStatus):
     deployment_name: str | None = Field(default=None, description="The ModelDeployment created by "
                                                                   "deployOnCompletion.")
     failure_reason: str | None = Field(default=None, description="Why training failed, when it did.")
+    data_check: DataCheckSummary | None = Field(default=None, description="The data check's figures, once it ran.")
 
 
 KIND = KindInfo(

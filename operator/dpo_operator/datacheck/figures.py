@@ -20,7 +20,8 @@ from dpo_operator.train.formats import RowError, prompt_text, response_text
 
 MAX_LISTED = 10  # rejected rows named in messages and the card
 PERCENTILES = (50, 90, 99)
-_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
+_SPACE = re.compile(r"\s+")
+_TRAILING = re.compile(r"[\s.!?,;:]+$")
 
 # (prompt, chosen, rejected) token counts of a row in our format
 Lengths = Callable[[dict[str, Any]], tuple[int, int, int]]
@@ -47,7 +48,9 @@ def _digest(*parts: str) -> int:
 
 
 def _near(text: str) -> str:
-    return _NOT_WORD.sub(" ", text.lower()).strip()
+    """Lower case, spacing collapsed, closing punctuation dropped: what does not change a pair's meaning (inner
+    punctuation may: a board drawn with dots and dashes)."""
+    return _TRAILING.sub("", _SPACE.sub(" ", text.lower()).strip())
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dpo_operator.api.training import (
     DPOTrainingJobStatus,
     TrainingProgress,
 )
+from dpo_operator.handlers.training_datacheck import CONDITION, run_check
 from dpo_operator.handlers.training_shared import (
     deploy_if_requested,
     resolve_dataset,
@@ -24,6 +25,7 @@ from dpo_operator.kube import client
 from dpo_operator.kube.jobs import (
     ensure_job,
     failure,
+    get_job,
     job_state,
     pod_problem,
     pod_results,
@@ -75,6 +77,14 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     location = resolve_dataset(body, spec)
     if isinstance(location, Outcome):
         return location
+    checked = None
+    # once the training Job exists the check has passed (its Job may be gone: ttlSecondsAfterFinished)
+    if spec.dataset.check.enabled and get_job(namespace, job_name(name)) is None:
+        card = f"pvc://{spec.local.output.claim_name}/" + "/".join(
+            p for p in (spec.local.output.path.strip("/"), name, "data-check") if p)
+        checked = run_check(body, spec, location, card)
+        if isinstance(checked, Outcome):
+            return checked
     jname = job_name(name)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
@@ -83,6 +93,18 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
     state = job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
+    outcome = _outcome(namespace, name, spec, state, fields, applied, body)
+    if checked is not None:
+        fields.data_check = checked.summary
+        outcome.conditions[CONDITION] = checked.condition
+    return outcome
+
+
+def _outcome(namespace: str, name: str, spec: DPOTrainingJobSpec, state: Any, fields: DPOTrainingJobStatus,
+             applied: Any, body: Any) -> Outcome:
+    """The outcome the training Job's state implies."""
+    assert spec.local is not None and spec.local.output is not None
+    jname = job_name(name)
     if state.phase == Phase.SUCCEEDED.value:
         result = first_valid(TrainingResult, pod_results(namespace, jname))
         if result is None:  # never Succeeded without a result: a deployment would serve nothing
