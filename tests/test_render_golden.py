@@ -74,6 +74,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(TRAINING), DATASET, CONFIG),
     "trainer-job-multi-node": lambda: training.job_manifest(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(MULTI_NODE), HUB, CONFIG),
+    "data-check-job": lambda: training.check_job_manifest(
+        owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(TRAINING), DATASET, CONFIG),
     "trainer-headless-service": lambda: training.headless_service(owner("DPOTrainingJob", "dpo"), "dpo-train"),
     "upload-job": lambda: upload.upload_manifest(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(CUSTOMIZER), DATASET, "dpo/pairs", CONFIG),
