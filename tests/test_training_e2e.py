@@ -61,7 +61,7 @@ def test_training_waits_for_its_collection_then_trains_and_deploys(kube: Kube, n
 
 
 def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespace: str, operator: None) -> None:
-    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, **NO_CHECK},
             "hyperparameters": {**TRAINING["hyperparameters"], "batchSize": 16},
             "local": {**TRAINING["local"], "numNodes": 2, "gpusPerNode": 8,
                       "wandb": {"apiKeySecretRef": {"name": "wandb", "key": "key"}, "project": "dpo"}}}
