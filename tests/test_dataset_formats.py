@@ -16,7 +16,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from dpo_operator.train.formats import FormatError, RowError  # noqa: E402
-from dpo_operator.train.sources import Reading, download_hub, open_raw, open_splits, preference_rows  # noqa: E402
+from dpo_operator.train.sources import Reading, download_hub, open_splits  # noqa: E402
 
 Q = [{"role": "user", "content": "What color is the sky?"}]
 A_BLUE = [{"role": "assistant", "content": "Blue."}]

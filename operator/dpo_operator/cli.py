@@ -181,19 +181,68 @@ def _upload_dataset(args: argparse.Namespace) -> int:
 
     try:
         if args.dataset_dir:
-            files = datastore.read_directory(Path(no_backsteps(args.dataset_dir, "--dataset-dir")))
+            no_backsteps(args.dataset_dir, "--dataset-dir")
+        if args.spec or args.spec_env:  # the operator's upload pod: read, check and convert as the spec says
+            from dpo_operator.api.training import DPOTrainingJobSpec
+
+            result = _checked_upload(args, _load_spec(args, DPOTrainingJobSpec))
+        elif args.dataset_dir:
+            files = datastore.read_directory(Path(args.dataset_dir))
+            result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
         else:
             files = datastore.read_hub(args.source_endpoint, args.source_repo, args.source_revision,
                                        os.environ.get("SOURCE_HF_TOKEN"))
-        result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
+            result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.upload").error("dataset upload failed: %s", exc)
         _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
         return _exit_code(exc)
-    reported = UploadResult.model_validate(result).to_json()
+    uploaded = UploadResult.model_validate(result)
+    while len(uploaded.to_json()) > TERMINATION_MESSAGE_LIMIT and uploaded.data_check is not None and \
+            (uploaded.data_check.warnings or uploaded.data_check.failures[1:]):
+        (uploaded.data_check.warnings or uploaded.data_check.failures).pop()
+    reported = uploaded.to_json()
     _write_result(args.result_file, reported)
     print(reported)
     return 0
+
+
+def _checked_upload(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+    """Read the source as ``spec.dataset`` says, check it (unless disabled), convert it to the Customizer's JSONL
+    and upload it with the data card; a failed check uploads nothing and answers its verdict."""
+    import contextlib
+    import os
+    import tempfile
+
+    from dpo_operator.datacheck.run import check
+    from dpo_operator.nemo import datastore
+    from dpo_operator.nemo.customizer_jsonl import customizer_files
+    from dpo_operator.train.sources import Reading, download_hub, open_splits
+
+    reading = Reading.from_spec(spec.dataset, spec.hyperparameters.seed)
+    with contextlib.ExitStack() as stack:
+        if args.dataset_dir:
+            directory = Path(args.dataset_dir)
+        else:
+            target = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "dataset"
+            directory = download_hub(args.source_endpoint, args.source_repo, args.source_revision,
+                                     os.environ.get("SOURCE_HF_TOKEN"), reading, target)
+        checked: DataCheckResult | None = None
+        card: list[tuple[str, bytes]] = []
+        if spec.dataset.check.enabled:
+            location = os.environ.get("DPO_DATASET_LOCATION", str(directory))
+            checked, card = check(directory, reading, spec.dataset.check, spec.hyperparameters.max_seq_length,
+                                  None, None, {"location": location})
+            if not checked.passed:
+                return {"filesUrl": None, "dataCheck": checked.model_dump(by_alias=True, mode="json")}
+        metrics = directory / "metrics.json"
+        files = customizer_files(open_splits(directory, reading), metrics.read_bytes() if metrics.is_file() else b"{}")
+        files.extra = [(f"data-check/{name}", content) for name, content in card]
+        result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
+    if checked is not None:
+        checked.data_card = f"{result['filesUrl']}/data-check/datacard.json"
+        result["dataCheck"] = checked.model_dump(by_alias=True, mode="json")
+    return result
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -286,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     check_data.set_defaults(func=_check_data)
 
     upload = sub.add_parser("upload-dataset", help="copy a dataset into NeMo Datastore (what an upload pod runs)")
+    spec_source = upload.add_mutually_exclusive_group()
+    spec_source.add_argument("--spec", help="a DPOTrainingJob manifest or spec: read, check and convert the dataset "
+                                            "as its dataset section says")
+    spec_source.add_argument("--spec-env", help="environment variable holding that spec as JSON")
     source = upload.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset-dir", help="directory with training/ and validation/ JSONL files")
     source.add_argument("--source-repo", help="namespace/name of a dataset repo on --source-endpoint")

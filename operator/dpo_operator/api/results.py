@@ -57,10 +57,25 @@ class TrainingResult(PodResult):
     resumed_from_step: int | None = None
 
 
-class UploadResult(PodResult):
-    """The operator needs ``filesUrl`` (what it registers in the Entity Store)."""
+class DataCheckResult(PodResult):
+    """The data check's verdict and short figures (the whole card is a file next to the data)."""
 
-    files_url: str
+    passed: bool
+    pairs: dict[str, int]
+    format: str | None = None
+    rows_rejected: int = 0
+    ties_dropped: int = 0
+    failures: list[str] = []
+    warnings: list[str] = []
+    data_card: str | None = None
+
+
+class UploadResult(PodResult):
+    """The operator needs ``filesUrl`` (what it registers in the Entity Store), absent only when the data check run
+    before the upload failed (``dataCheck``: then nothing was uploaded)."""
+
+    files_url: str | None
+    data_check: DataCheckResult | None = None
     repo_id: str | None = None
     pairs: dict[str, int] | None = None
 
@@ -76,15 +91,3 @@ def first_valid(model: type[ResultT], reported: list[dict[str, Any]]) -> ResultT
             continue
     return None
 
-
-class DataCheckResult(PodResult):
-    """The data check's verdict and short figures (the whole card is a file next to the data)."""
-
-    passed: bool
-    pairs: dict[str, int]
-    format: str | None = None
-    rows_rejected: int = 0
-    ties_dropped: int = 0
-    failures: list[str] = []
-    warnings: list[str] = []
-    data_card: str | None = None

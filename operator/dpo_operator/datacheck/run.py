@@ -1,8 +1,8 @@
 """The data check as a pod runs it (``dpo-operator check-data``): read the dataset as the trainer will, measure both
 splits with the model's tokenizer, judge with the spec's thresholds, write the card, answer a ``DataCheckResult``.
 
-A dataset that cannot be read at all (no format fits, a missing file) is a failed check, not a crashed pod: the
-operator reports it as ``DataCheckFailed`` with the reason."""
+Rows no format fits are a failed check, reported as ``DataCheckFailed`` with the columns found; a missing or empty
+file fails the pod (exit 3), as it would fail the trainer."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def check(directory: Path, reading: Reading, settings: Any, max_seq_length: int,
     """The verdict and the card's files (written to ``card_dir`` when given)."""
     try:
         splits = open_splits(directory, reading)
-    except (FormatError, FileNotFoundError, ValueError) as exc:
+    except FormatError as exc:  # a missing file or an empty one is no verdict on the data: the pod fails (exit 3)
         return DataCheckResult(passed=False, pairs={}, failures=[_short(f"the dataset cannot be read: {exc}")]), []
     tokenizer, fallback = load_tokenizer(model)
     lengths, unit = (tokenizer_lengths(tokenizer), "tokens") if tokenizer is not None else (word_lengths, "words")

@@ -70,10 +70,15 @@ def run_check(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, ca
         message = "the dataset failed the data check: " + "; ".join(result.failures)
         return Outcome(Phase.FAILED.value, Reason.DataCheckFailed, message, fields,
                        conditions={CONDITION: (False, Reason.DataCheckFailed, message)})
-    if result.warnings:
-        message = "; ".join(result.warnings)
-        if (((body.get("status") or {}).get("dataCheck") or {}).get("passed")) is None:  # once: when first read
-            events.record(KIND, body, "Warning", Reason.DataCheckWarnings, message, action="DataCheck")
-        return Checked(fields.data_check, (True, Reason.DataCheckWarnings, message))
-    return Checked(fields.data_check, (True, Reason.DataCheckPassed,
-                                       f"{result.pairs.get('training', 0)} training pairs passed the data check"))
+    return Checked(fields.data_check, checked_condition(body, result))
+
+
+def checked_condition(body: Any, result: DataCheckResult) -> tuple[bool, str, str]:
+    """The ``DataChecked`` condition of a passed check; its warnings also become a Warning event (once: when the
+    status does not hold the check's figures yet)."""
+    if not result.warnings:
+        return (True, Reason.DataCheckPassed, f"{result.pairs.get('training', 0)} training pairs passed the data check")
+    message = "; ".join(result.warnings)
+    if (((body.get("status") or {}).get("dataCheck") or {}).get("passed")) is None:
+        events.record(KIND, body, "Warning", Reason.DataCheckWarnings, message, action="DataCheck")
+    return (True, Reason.DataCheckWarnings, message)

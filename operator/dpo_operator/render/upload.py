@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dpo_operator.api.common import StorageLocation
@@ -11,6 +12,7 @@ from dpo_operator.kube.naming import child_name, labels_for
 from dpo_operator.kube.pods import container, pod_spec, secret_env
 from dpo_operator.render.job import job
 from dpo_operator.render.paths import MOUNT_ROOT, mounted
+from dpo_operator.render.training import SPEC_ENV
 
 
 def upload_job_name(name: str) -> str:
@@ -24,9 +26,12 @@ def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocati
     name = body["metadata"]["name"]
     labels = labels_for(KIND.kind, name, "uploader")
     # an argv, never parsed by a shell; each value from the spec is one --flag=value argument
-    command = ["dpo-operator", "upload-dataset", f"--datastore-url={backend.datastore_url}", f"--repo={repo}",
-               "--result-file=/dev/termination-log"]
-    env = secret_env("HF_TOKEN", backend.hf_token_secret_ref)
+    # the spec's dataset section says how to read, check and convert the source (render.training.SPEC_ENV)
+    command = ["dpo-operator", "upload-dataset", f"--spec-env={SPEC_ENV}", f"--datastore-url={backend.datastore_url}",
+               f"--repo={repo}", "--result-file=/dev/termination-log"]
+    env = [{"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
+           {"name": "DPO_DATASET_LOCATION", "value": location.describe()},
+           *secret_env("HF_TOKEN", backend.hf_token_secret_ref)]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if location.pvc is not None:

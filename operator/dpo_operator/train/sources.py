@@ -217,6 +217,8 @@ class Splits:
 def open_splits(directory: Path, reading: Reading) -> Splits:
     """The training rows and the validation rows (a file or split, a seeded share of the training rows, or none)."""
     training_path = directory / reading.training
+    if not training_path.exists():
+        raise FileNotFoundError(f"dataset directory {directory} lacks {reading.training}")
     training = preference_rows(open_raw(training_path, reading.training_split, reading.training), reading)
     if not len(training):
         raise ValueError(f"{reading.training} holds no preference rows")
