@@ -145,8 +145,8 @@ class PreferenceRows:
             raise RowError(f"{self.raw.where(stored)}: a tie (no preference), dropped at opening")
         return row
 
-    def subset(self, positions: np.ndarray) -> "PreferenceRows":
-        return PreferenceRows(self.raw, self.normalise, self.format, self.indices[positions], 0)
+    def subset(self, positions: np.ndarray, dropped: int = 0) -> "PreferenceRows":
+        return PreferenceRows(self.raw, self.normalise, self.format, self.indices[positions], dropped)
 
     def close(self) -> None:
         self.raw.close()
@@ -228,7 +228,8 @@ def open_splits(directory: Path, reading: Reading) -> Splits:
         if count >= len(training):
             raise ValueError(f"dataset.files.validationRatio {reading.validation_ratio} leaves no training rows "
                              f"of {len(training)}")
-        return Splits(training.subset(np.sort(order[count:])), training.subset(np.sort(order[:count])))
+        return Splits(training.subset(np.sort(order[count:]), training.dropped),  # ties count with the training rows
+                      training.subset(np.sort(order[:count])))
     if training_path.is_dir():  # a save_to_disk directory: its validation split, when it has one
         split = reading.validation_split or "validation"
         try:
