@@ -43,6 +43,7 @@ class CollectionResult(PodResult):
     errors: list[str] = []
     invalid_candidates: int = 0
     candidates_per_second: float | None = None
+    data_check: "DataCheckResult | None" = None
 
 
 class TrainingResult(PodResult):
@@ -91,3 +92,5 @@ def first_valid(model: type[ResultT], reported: list[dict[str, Any]]) -> ResultT
             continue
     return None
 
+
+CollectionResult.model_rebuild()

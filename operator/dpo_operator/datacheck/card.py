@@ -34,7 +34,9 @@ def histogram_png(figures: Figures) -> bytes:
                           (figures.rejected_lengths, "rejected")):
         if len(values):
             axes.hist(values, bins=50, histtype="step", label=label)
-    axes.axvline(figures.max_seq_length, color="red", linestyle="--", label=f"maxSeqLength {figures.max_seq_length}")
+    if figures.max_seq_length > 0:
+        axes.axvline(figures.max_seq_length, color="red", linestyle="--",
+                     label=f"maxSeqLength {figures.max_seq_length}")
     axes.set_xlabel(figures.length_unit)
     axes.set_ylabel("pairs")
     axes.set_title(f"{figures.pairs} pairs, {figures.share(figures.truncated):.1%} cut at maxSeqLength")

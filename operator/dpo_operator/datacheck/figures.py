@@ -164,8 +164,9 @@ def measure(rows: Any, lengths: Lengths, max_seq_length: int, unit: str = "token
     figures.prompt_lengths, figures.chosen_lengths, figures.rejected_lengths = \
         prompt_len[good], chosen_len[good], rejected_len[good]
     longest = np.maximum(figures.chosen_lengths, figures.rejected_lengths)
-    figures.truncated = int(((figures.prompt_lengths + longest > max_seq_length) |
-                             (longest > max(1, max_seq_length // 2))).sum())
+    if max_seq_length > 0:  # 0: no training length to cut at (a collection's check)
+        figures.truncated = int(((figures.prompt_lengths + longest > max_seq_length) |
+                                 (longest > max(1, max_seq_length // 2))).sum())
     return figures
 
 

@@ -35,8 +35,9 @@ def load_tokenizer(model: str | None) -> tuple[Any, str | None]:
 
 
 def check(directory: Path, reading: Reading, settings: Any, max_seq_length: int, model: str | None,
-          card_dir: Path | None, source: dict[str, Any]) -> tuple[DataCheckResult, list[tuple[str, bytes]]]:
-    """The verdict and the card's files (written to ``card_dir`` when given)."""
+          card_dir: Path | None, source: dict[str, Any],
+          extra: dict[str, Any] | None = None) -> tuple[DataCheckResult, list[tuple[str, bytes]]]:
+    """The verdict and the card's files (written to ``card_dir`` when given; ``extra`` added to the card)."""
     try:
         splits = open_splits(directory, reading)
     except FormatError as exc:  # a missing file or an empty one is no verdict on the data: the pod fails (exit 3)
@@ -53,7 +54,7 @@ def check(directory: Path, reading: Reading, settings: Any, max_seq_length: int,
                           verdict.warnings + [f"validation: {m}" for m in validation.warnings])
     if fallback:
         verdict.warnings.append(fallback)
-    body = card.card(figures, verdict, {**source, "format": splits.training.format})
+    body = {**card.card(figures, verdict, {**source, "format": splits.training.format}), **(extra or {})}
     content = card.files(body, figures["training"])
     if card_dir is not None:
         card.write(card_dir, content)

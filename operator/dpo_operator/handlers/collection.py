@@ -58,6 +58,19 @@ def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> Non
     status.candidates_per_second = result.candidates_per_second
 
 
+def _data_checked(result: CollectionResult) -> dict[str, tuple[bool, str, str]]:
+    """The ``DataChecked`` condition from the check the collector ran on its output (datacheck.collection)."""
+    checked = result.data_check
+    if checked is None:
+        return {}
+    if not checked.passed:
+        return {"DataChecked": (False, Reason.DataCheckFailed, "; ".join(checked.failures))}
+    if checked.warnings:
+        return {"DataChecked": (True, Reason.DataCheckWarnings, "; ".join(checked.warnings))}
+    return {"DataChecked": (True, Reason.DataCheckPassed, f"{checked.pairs.get('training', 0)} training pairs "
+                            "passed the data check")}
+
+
 def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome:
     fields = DPOCollectionStatus(job_name=job["metadata"]["name"])
     if state.phase == Phase.SUCCEEDED.value:
@@ -69,7 +82,8 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState) -> Outcome
                            "(termination message); the dataset cannot be trusted", fields)
         _record_result(fields, result)
         total = fields.pairs.total if fields.pairs else 0
-        return Outcome(state.phase, Reason.Collected, f"collected {total} preference pairs", fields)
+        return Outcome(state.phase, Reason.Collected, f"collected {total} preference pairs", fields,
+                       conditions=_data_checked(result))
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, job["metadata"]["name"], state)
         fields.failure_reason = explained.reason
