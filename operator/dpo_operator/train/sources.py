@@ -122,19 +122,26 @@ class PreferenceRows:
     def __init__(self, raw: RawRows, normalise: Normaliser, fmt: str, indices: np.ndarray | None = None,
                  dropped: int = 0) -> None:
         self.raw, self.normalise, self.format, self.dropped = raw, normalise, fmt, dropped
-        self.indices = np.arange(len(raw), dtype=np.int64) if indices is None else indices
+        self._indices = indices  # None: every stored row, in order (no index array at all)
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.arange(len(self.raw), dtype=np.int64) if self._indices is None else self._indices
+
+    def _stored(self, index: int) -> int:
+        return index if self._indices is None else int(self._indices[index])
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.raw) if self._indices is None else len(self._indices)
 
     def sizes(self) -> np.ndarray:
-        return self.raw.sizes()[self.indices]
+        return self.raw.sizes() if self._indices is None else self.raw.sizes()[self._indices]
 
     def where(self, index: int) -> str:
-        return self.raw.where(int(self.indices[index]))
+        return self.raw.where(self._stored(index))
 
     def row(self, index: int) -> Row:
-        stored = int(self.indices[index])
+        stored = self._stored(index)
         try:
             row = self.normalise(self.raw.raw(stored))
         except RowError:
