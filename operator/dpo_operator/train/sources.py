@@ -89,10 +89,16 @@ class ArrowRows:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        total = np.zeros(len(self.dataset), dtype=np.int64)
-        for column in self.dataset.data.columns:
-            array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-            total += _text_bytes(array, pa, pc)
+        table = self.dataset.data.table if hasattr(self.dataset.data, "table") else self.dataset.data
+        parts = []
+        for batch in table.to_batches(max_chunksize=65536):  # chunk by chunk: the memory-mapped text is never copied
+            total = np.zeros(batch.num_rows, dtype=np.int64)
+            for array in batch.columns:
+                total += _text_bytes(array, pa, pc)
+            parts.append(total)
+        total = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if self.dataset._indices is not None:  # a filtered or shuffled Dataset: its rows, in its order
+            total = total[np.asarray(self.dataset._indices.column(0).to_numpy())]
         return np.minimum(total, np.iinfo(np.int32).max).astype(np.int32)
 
     def close(self) -> None:
