@@ -6,7 +6,8 @@ proxy of batch grouping), then read and normalise ``--reads`` rows in a seeded r
 Readers: ``jsonl-lazy`` (train.jsonl.PreferenceFile: a 16-byte index a row), ``datasets-json`` (the same JSONL
 through ``load_dataset('json')``: converted once to an Arrow cache, then memory-mapped), ``datasets-parquet`` (the
 same rows as Parquet: converted to an Arrow cache), ``arrow-mmap`` (the Arrow file itself, memory-mapped, no copy).
-``baseline`` is a child that only imports what the readers import. Run: ``python bench/bench_dataset_reader.py``
+``baseline`` is a child that only imports what the readers import. Peak RSS counts the memory-mapped file pages a
+reader touched (reclaimable page cache); ``anon MiB`` is the anonymous memory resident at the end (the heap). Run: ``python bench/bench_dataset_reader.py``
 (``--sizes 100000,1000000``); it writes the data sets under a temporary directory (about 0.5 GB at 1M pairs).
 """
 
@@ -84,13 +85,16 @@ def main() -> None:
         reader, directory, reads, cache = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
         figures = child(reader, directory, reads, cache)
         figures["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        figures["anon_mib"] = round(int(status.get("RssAnon", "0 kB").split()[0]) / 1024, 1)  # not file-backed
         print(json.dumps(figures))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated pair counts")
     parser.add_argument("--reads", type=int, default=20_000, help="rows read in random order after opening")
     args = parser.parse_args()
-    print(f"{'pairs':>9} {'reader':<17} {'peak RSS MiB':>12} {'open s':>7} {'read s':>7} {'rows/s read':>11}")
+    print(f"{'pairs':>9} {'reader':<17} {'peak RSS MiB':>12} {'anon MiB':>9} {'open s':>7} {'read s':>7} "
+          f"{'rows/s read':>11}")
     for pairs in [int(x) for x in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
             directory = Path(tmp)
@@ -101,7 +105,7 @@ def main() -> None:
                                       str(cache)], capture_output=True, text=True, check=True)
                 figures = json.loads(out.stdout.strip().splitlines()[-1])
                 rate = f"{args.reads / figures['read_s']:.0f}" if figures["read_s"] else "-"
-                print(f"{pairs:>9} {reader:<17} {figures['peak_rss_mib']:>12} {figures['open_s']:>7} "
+                print(f"{pairs:>9} {reader:<17} {figures['peak_rss_mib']:>12} {figures['anon_mib']:>9} {figures['open_s']:>7} "
                       f"{figures['read_s']:>7} {rate:>11}", flush=True)
 
 
