@@ -125,3 +125,25 @@ def test_ties_dropped_are_reported_and_the_card_and_histogram_are_written(tmp_pa
     assert "3 training rows are ties (no preference) and were dropped" in result.warnings
     assert (tmp_path / "card/lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.data_card == str(tmp_path / "card/datacard.json")
+
+
+def test_the_check_pod_never_asks_for_a_gpu() -> None:
+    from dpo_operator.api.common import StorageLocation
+    from dpo_operator.api.training import DPOTrainingJobSpec
+    from dpo_operator.config import OperatorConfig
+    from dpo_operator.render.training import check_job_manifest, job_manifest
+
+    spec = DPOTrainingJobSpec.model_validate({
+        "dataset": {"location": {"pvc": {"claimName": "data", "path": "/ds"}}}, "model": {"name": "m"},
+        "local": {"gpusPerNode": 4, "output": {"claimName": "out"}},
+        "template": {"resources": {"limits": {"nvidia.com/gpu": 4, "memory": "32Gi"},
+                                   "requests": {"nvidia.com/gpu": 4, "cpu": "4"}}}})
+    body = {"metadata": {"name": "t", "namespace": "ns", "uid": "u"}}
+    location = StorageLocation.model_validate({"pvc": {"claimName": "data", "path": "/ds"}})
+    config = OperatorConfig()
+    check = check_job_manifest(body, spec, location, config)["spec"]["template"]["spec"]["containers"][0]
+    train = job_manifest(body, spec, location, config)["spec"]["template"]["spec"]["containers"][0]
+    assert check["resources"] == {"limits": {"memory": "32Gi"}, "requests": {"cpu": "4"}}
+    assert str(train["resources"]["limits"]["nvidia.com/gpu"]) == "4"  # the training pod keeps them
+    assert check["command"][:2] == ["dpo-operator", "check-data"] and "--card-dir=/mnt/pvc/out/t/data-check" in \
+        check["command"]

@@ -10,7 +10,6 @@ A source's rows reach the trainer and the data check as ``PreferenceRows``: norm
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,7 +292,3 @@ def download_hub(endpoint: str, repo_id: str, revision: str, token: str | None, 
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target / name)
     return target
-
-
-def describe(reading: Reading) -> str:
-    return json.dumps({k: v for k, v in reading.__dict__.items() if v is not None}, sort_keys=True)
