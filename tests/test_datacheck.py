@@ -147,3 +147,18 @@ def test_the_check_pod_never_asks_for_a_gpu() -> None:
     assert str(train["resources"]["limits"]["nvidia.com/gpu"]) == "4"  # the training pod keeps them
     assert check["command"][:2] == ["dpo-operator", "check-data"] and "--card-dir=/mnt/pvc/out/t/data-check" in \
         check["command"]
+
+
+def test_conversational_rows_without_a_chat_template_are_refused_by_row(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.chat_tokenizer import chat_tokenizer
+
+    tokenizer = chat_tokenizer()
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(tmp_path / "tok")
+    rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "assistant", "content": "b"}]} for i in range(3)]
+    result, _ = run(tmp_path, rows, model=str(tmp_path / "tok"))
+    assert not result.passed and result.rows_rejected == 3
+    assert "training/training_file.jsonl:1: cannot tokenise the row: ValueError: conversational responses " \
+           "(message lists) need a tokenizer with a chat template" in result.failures[0]

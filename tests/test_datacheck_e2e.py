@@ -84,3 +84,45 @@ def test_warnings_become_a_condition_and_an_event_and_training_goes_on(kube: Kub
                                            "dataCard": "pvc://dpo-data/models/warned/data-check"}
     warned = [e for e in events(kube, namespace, "warned") if e.get("reason") == "DataCheckWarnings"]
     assert len(warned) == 1 and warned[0]["type"] == "Warning" and "ties" in warned[0]["note"]
+
+
+@pytest.mark.workload
+def test_a_trl_parquet_at_a_hub_revision_is_checked_and_trained_on(kube: Kube, namespace: str, operator: None,
+                                                                   tmp_path: Path) -> None:
+    """TRL conversational rows (implicit prompt) as Parquet in a Hub repo, at a tag: the check pod and the trainer
+    download the same files at that revision (the token from its Secret)."""
+    kube.require_emulated()
+    pytest.importorskip("transformers")
+    datasets = pytest.importorskip("datasets")
+    from dpo_operator.embedded.executor import LocalExecutor
+    from tests.chat_tokenizer import CHAT_TEMPLATE
+    from tests.fakes.hub import FakeHub
+    from tests.tinymodel import build_tiny_model
+
+    kube.claims(namespace, "models", "dpo-data")
+    executor = LocalExecutor(kube.api, tmp_path, namespace)
+    # conversational rows need a chat template (without one the check refuses every row, naming it)
+    build_tiny_model(executor.pvc_dir("models") / "tiny", chat_template=CHAT_TEMPLATE)
+    rows = [{"chosen": [{"role": "user", "content": f"Q{i}: fine?"}, {"role": "assistant", "content": "yes"}],
+             "rejected": [{"role": "user", "content": f"Q{i}: fine?"}, {"role": "assistant", "content": "no!"}]}
+            for i in range(20)]
+    datasets.Dataset.from_list(rows).to_parquet(tmp_path / "train.parquet")
+    kube.usable_secret(namespace, "hub", {"token": "hf-1"})
+    with FakeHub(token="hf-1") as hub:
+        kube.allow_urls(namespace, "hub", hub.endpoint)
+        hub.repos["org/prefs"] = {"data/train.parquet": b"not this revision"}
+        hub.other[("dataset", "org/prefs", "v1")] = {"data/train.parquet": (tmp_path / "train.parquet").read_bytes()}
+        spec = {**TRAINING, "dataset": {
+                    "location": {"hub": {"endpoint": hub.endpoint, "repoId": "org/prefs", "revision": "v1",
+                                         "tokenSecretRef": {"name": "hub", "key": "token"}}},
+                    "format": "trl", "files": {"training": "data/train.parquet", "validationRatio": 0.2}},
+                "local": {"gpusPerNode": 0, "precision": "fp32", "output": {"claimName": "dpo-data", "path": "/m"}}}
+        spec.pop("deployOnCompletion")
+        with executor:
+            kube.create("DPOTrainingJob", namespace, "trl", spec)
+            done = kube.wait_phase("DPOTrainingJob", namespace, "trl", "Succeeded", timeout=100)
+    assert done["status"]["dataCheck"]["format"] == "trl"
+    assert (done["status"]["dataCheck"]["pairs"], done["status"]["dataCheck"]["validationPairs"]) == (16, 4)
+    assert done["status"]["progress"]["stepsCompleted"] == 4  # 16 training pairs, batches of 4, one epoch
+    card = json.loads((executor.pvc_dir("dpo-data") / "m/trl/data-check/datacard.json").read_text())
+    assert card["training"]["lengthUnit"] == "tokens" and card["source"]["format"] == "trl"
