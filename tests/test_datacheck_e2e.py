@@ -126,3 +126,38 @@ def test_a_trl_parquet_at_a_hub_revision_is_checked_and_trained_on(kube: Kube, n
     assert done["status"]["progress"]["stepsCompleted"] == 4  # 16 training pairs, batches of 4, one epoch
     card = json.loads((executor.pvc_dir("dpo-data") / "m/trl/data-check/datacard.json").read_text())
     assert card["training"]["lengthUnit"] == "tokens" and card["source"]["format"] == "trl"
+
+
+def test_a_collection_reports_its_outputs_data_check(kube: Kube, namespace: str, operator: None) -> None:
+    from tests.test_collection_e2e import RESULT, SPEC
+
+    kube.create("DPOCollection", namespace, "ttt", SPEC)
+    wait_for(lambda: kube.job(namespace, "ttt-collect"), what="collection job")
+    checked = {"passed": False, "pairs": {"training": 8, "validation": 2},
+               "failures": ["8 of 8 pairs (100.0%) have chosen == rejected: more than dataset.check.maxIdenticalShare"]}
+    kube.finish_job(namespace, "ttt-collect", succeeded=True, message=json.dumps({**RESULT, "dataCheck": checked}))
+    done = kube.wait_phase("DPOCollection", namespace, "ttt", "Succeeded")  # each training job applies its own
+    condition = conditions_of(done)["DataChecked"]
+    assert (condition["status"], condition["reason"]) == ("False", "DataCheckFailed")
+    assert "have chosen == rejected" in condition["message"]
+    warned = wait_for(lambda: [e for e in events(kube, namespace, "ttt") if e.get("reason") == "DataCheckFailed"],
+                      what="DataCheckFailed event")
+    assert warned[0]["type"] == "Warning"
+
+
+def test_the_collector_writes_the_card_next_to_its_data() -> None:
+    from dpo_operator.collect.dataset import DatasetFiles, jsonl
+    from dpo_operator.datacheck.collection import check_collection
+
+    rows = [{"prompt": f"board {i}", "chosen_response": str((i + 3) % 9), "rejected_response": str((i + 4) % 9)}
+            for i in range(12)]
+    files = DatasetFiles(jsonl(rows[:10]), jsonl(rows[10:]), b"{}")
+    result = check_collection(files, [6, 6, 0], [f"ex{i // 4}/turn-{i % 2}" for i in range(12)], "pvc://d/ds")
+    assert result.passed and result.data_card == "pvc://d/ds/data-check/datacard.json"
+    names = [name for name, _ in files.items()]
+    assert names == ["training/training_file.jsonl", "validation/validation_file.jsonl", "data-check/datacard.json",
+                     "data-check/lengths.png", "metrics.json"]  # metrics.json last: it marks a complete dataset
+    card = json.loads(dict(files.items())["data-check/datacard.json"])
+    assert card["collection"]["pairsPerRun"] == {"count": 3, "min": 0.0, "median": 6.0, "max": 6.0, "zero": 1}
+    assert card["collection"]["pairsPerTurn"]["count"] == 6 and card["collection"]["pairsPerTurn"]["max"] == 2.0
+    assert card["training"]["pairs"] == 10 and card["validation"]["pairs"] == 2

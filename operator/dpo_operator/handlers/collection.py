@@ -39,6 +39,7 @@ from dpo_operator.kube.jobs import (
 from dpo_operator.kube.naming import (
     owner_label,
 )
+from dpo_operator.kube import events
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
 from dpo_operator.render.collection import SPEC_ENV, job_manifest, job_name  # noqa: F401  (job_name: API)
 from dpo_operator.runtime.controller import RUNTIME, Controller, Result
@@ -110,7 +111,16 @@ def decide(body: dict[str, Any]) -> Result:
     job = set_suspended(namespace, job, spec.suspend)
     outcome = outcome_for(namespace, job, job_state(job))
     outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
+    _warn_once(body, outcome)
     return Result(outcome)
+
+
+def _warn_once(body: Any, outcome: Outcome) -> None:
+    """A Warning event for the data check's findings, when the status does not hold the condition yet."""
+    checked = outcome.conditions.get("DataChecked")
+    known = {c.get("type") for c in (body.get("status") or {}).get("conditions") or []}
+    if checked is not None and checked[1] != Reason.DataCheckPassed and "DataChecked" not in known:
+        events.record(KIND, body, "Warning", checked[1], checked[2], action="DataCheck")
 
 
 def next_check(body: Any) -> float | None:
