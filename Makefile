@@ -14,7 +14,7 @@ REGISTRY    ?= ghcr.io/dpo-operator
 TAG         ?= $(VERSION)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 
-.PHONY: venv install lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-scale bench-hanging clean
+.PHONY: venv install lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,9 @@ bench-trainer-vocab: install  ## our DPO trainer vs TRL with a 256k vocabulary a
 
 bench-trainer-memory: install  ## our trainer's peak RSS for 10k, 30k and 100k pairs (flat: rows are read lazily)
 	$(PY) bench/bench_trainer_memory.py
+
+bench-dataset-reader: install  ## the trainer's row readers at 100k and 1M pairs: lazy JSONL vs datasets (Arrow): peak RSS, time
+	$(PY) bench/bench_dataset_reader.py
 
 bench-scale: install  ## 500 DPOCollections against the emulated cluster: time to all Jobs, operator peak RSS
 	$(PY) bench/bench_scale.py --count 500

@@ -13,7 +13,7 @@ import pytest
 from tests.fakes.nemo import FakeNemo
 from tests.fakes.nim import FakeNim
 from tests.kubehelpers import Kube, status_of, wait_for
-from tests.test_training_e2e import TRAIN_RESULT, TRAINING
+from tests.test_training_e2e import NO_CHECK, TRAIN_RESULT, TRAINING
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def explicit(port: int, **extra: Any) -> dict[str, Any]:
 
 def test_trained_lora_adapter_is_served_and_ready(kube: Kube, namespace: str, operator: None) -> None:
     with FakeNim(models=["meta/llama-3.2-1b-instruct"], ready_after=1.0) as nim:
-        spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+        spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, **NO_CHECK},
                 "hyperparameters": {**TRAINING["hyperparameters"], "finetuningType": "lora"},
                 "deployOnCompletion": {"port": nim.port, "ngcApiKeySecretRef": {"name": "ngc", "key": "NGC_API_KEY"},
                                        "modelCachePvc": "nim-cache"}}

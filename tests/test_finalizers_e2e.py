@@ -7,7 +7,7 @@ import pytest
 
 from tests.kubehelpers import Kube, wait_for
 from tests.test_collection_e2e import SPEC
-from tests.test_training_e2e import TRAINING
+from tests.test_training_e2e import NO_CHECK, TRAINING
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +19,7 @@ def test_no_finalizer_without_remote_work_and_deletes_do_not_need_the_operator(k
     from dpo_operator.runtime.controller import RUNTIME
 
     args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
-    local = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}}
+    local = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, **NO_CHECK}}
     local.pop("deployOnCompletion")
     with KopfRunner(args, timeout=60):
         kube.create("DPOCollection", namespace, "pairs", SPEC)

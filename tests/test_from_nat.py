@@ -57,7 +57,9 @@ def test_the_guides_complete_configuration_converts_and_validates(capsys: pytest
     assert collection["template"]["env"] == [{"name": "NVIDIA_API_KEY", "valueFrom": {"secretKeyRef": {
         "name": "dpo-finetune-env", "key": "NVIDIA_API_KEY"}}}]  # ${NVIDIA_API_KEY} of llms, by reference
     training = objs["DPOTrainingJob"]["spec"]
-    assert training["backend"] == "customizer" and training["dataset"] == {"collectionRef": {"name": "dpo-finetune-pairs"}}
+    assert training["backend"] == "customizer" and training["dataset"]["collectionRef"] == {"name": "dpo-finetune-pairs"}
+    # the API server fills in the dataset's reading and check defaults (issue 27): our own layout, checked
+    assert training["dataset"]["format"] == "auto" and training["dataset"]["check"]["enabled"] is True
     assert training["model"]["name"] == "meta/llama-3.1-8b-instruct@v1.0.0+A100"
     hp = training["hyperparameters"]
     assert (hp["trainingType"], hp["finetuningType"], hp["epochs"], hp["batchSize"], hp["learningRate"]) == (

@@ -26,7 +26,9 @@ def test_dataset_lands_in_one_commit_with_the_token(tmp_path: Path, monkeypatch:
         result = run_collection(hub_spec(policy.url, hub.endpoint), data_root=tmp_path)
         assert ("unknown", "") not in hub.calls, hub.calls
         files = hub.repos["dpo/tictactoe"]
-        assert sorted(files) == ["metrics.json", "training/training_file.jsonl", "validation/validation_file.jsonl"]
+        # the collector's data check writes its card and histogram next to the data (issue 27)
+        assert sorted(files) == ["data-check/datacard.json", "data-check/lengths.png", "metrics.json",
+                                 "training/training_file.jsonl", "validation/validation_file.jsonl"]
         assert len(hub.commits["dpo/tictactoe"]) == 1
         rows = [json.loads(line) for line in files["training/training_file.jsonl"].decode().splitlines()]
         assert len(rows) == result.pairs["training"]

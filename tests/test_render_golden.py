@@ -120,6 +120,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     # created suspended: the Job says the operator suspended it (the only suspension it ever lifts)
     "collection-job-suspended": lambda: collection.job_manifest(
         owner("DPOCollection"), DPOCollectionSpec.model_validate({**COLLECTION, "suspend": True}), CONFIG),
+    "data-check-job": lambda: training.check_job_manifest(
+        owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(TRAINING), DATASET, CONFIG),
     "trainer-headless-service": lambda: training.headless_service(owner("DPOTrainingJob", "dpo"), "dpo-train"),
     "upload-job": lambda: upload.upload_manifest(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(CUSTOMIZER), DATASET, "dpo/pairs", CONFIG),

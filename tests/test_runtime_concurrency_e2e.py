@@ -16,7 +16,7 @@ import pytest
 
 from tests.kubehelpers import Kube, wait_for
 from tests.test_collection_e2e import RESULT, SPEC
-from tests.test_training_e2e import TRAIN_RESULT, TRAINING
+from tests.test_training_e2e import NO_CHECK, TRAIN_RESULT, TRAINING
 
 pytestmark = pytest.mark.e2e
 RANK = {"Pending": 0, "Running": 1, "Progressing": 1, "Succeeded": 2, "Ready": 2}
@@ -105,7 +105,7 @@ def test_concurrent_events_and_requeues_lose_no_write_and_create_no_child_twice(
     from dpo_operator.runtime.controller import RUNTIME
 
     monkeypatch.setenv("DPO_PROBE_URL_TEMPLATE", "http://127.0.0.1:9/{name}")  # nothing answers: Progressing
-    local = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}}
+    local = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, **NO_CHECK}}
     local.pop("deployOnCompletion")
     args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
     stop = threading.Event()

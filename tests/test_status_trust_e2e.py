@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.kubehelpers import Kube, conditions_of, status_of, wait_for
 from tests.test_collection_e2e import RESULT, SPEC
-from tests.test_training_e2e import TRAINING
+from tests.test_training_e2e import NO_CHECK, TRAINING
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,7 @@ def test_a_finished_resource_still_observes_spec_edits(kube: Kube, namespace: st
 
 
 def test_a_fixed_invalid_training_spec_is_retried(kube: Kube, namespace: str, operator: None) -> None:
-    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, **NO_CHECK},
             "local": {"gpusPerNode": 1}}  # no output: InvalidSpec
     kube.create("DPOTrainingJob", namespace, "fixme", spec)
     failed = kube.wait_phase("DPOTrainingJob", namespace, "fixme", "Failed")

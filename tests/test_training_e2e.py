@@ -13,8 +13,11 @@ from tests.test_collection_e2e import SPEC as COLLECTION_SPEC
 
 pytestmark = pytest.mark.e2e
 
+# these tests play the Job controller by hand for the training Job; the data check runs for real in
+# tests/test_datacheck_e2e.py and in the tests that run pods through the local executor
+NO_CHECK = {"check": {"enabled": False}}
 TRAINING = {
-    "dataset": {"collectionRef": {"name": "pairs"}},
+    "dataset": {"collectionRef": {"name": "pairs"}, **NO_CHECK},
     "model": {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}},
     "hyperparameters": {"epochs": 1, "batchSize": 4, "learningRate": 0.001, "finetuningType": "all_weights"},
     "local": {"gpusPerNode": 1, "output": {"claimName": "dpo-data", "path": "/models"}},
@@ -58,7 +61,7 @@ def test_training_waits_for_its_collection_then_trains_and_deploys(kube: Kube, n
 
 
 def test_multi_node_uses_an_indexed_job_and_headless_service(kube: Kube, namespace: str, operator: None) -> None:
-    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, **NO_CHECK},
             "hyperparameters": {**TRAINING["hyperparameters"], "batchSize": 16},
             "local": {**TRAINING["local"], "numNodes": 2, "gpusPerNode": 8,
                       "wandb": {"apiKeySecretRef": {"name": "wandb", "key": "key"}, "project": "dpo"}}}

@@ -16,6 +16,7 @@ from dpo_operator.api.results import (
     TERMINATION_MESSAGE_LIMIT,
     CollectionResult,
     EvaluationResult,
+    DataCheckResult,
     PodError,
     TrainingResult,
     UploadResult,
@@ -139,21 +140,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _dataset_directory(args: argparse.Namespace) -> Iterator[str]:
-    """``--dataset-dir`` as is, or a ``--dataset-hub`` repo downloaded into a temporary directory."""
+def _dataset_directory(args: argparse.Namespace, reading: Any) -> Iterator[str]:
+    """``--dataset-dir`` as is, or the files ``reading`` names of a ``--dataset-hub`` repo, downloaded into a
+    temporary directory."""
     if args.dataset_dir:
         yield args.dataset_dir
         return
     import os
     import tempfile
 
-    from dpo_operator.collect.dataset import read_hub, write_directory
+    from dpo_operator.train.sources import download_hub
 
-    files = read_hub(args.dataset_hub_endpoint, args.dataset_hub, args.dataset_hub_revision,
-                     os.environ.get("DATASET_HF_TOKEN"))
     with tempfile.TemporaryDirectory() as tmp:
-        write_directory(files, Path(tmp) / "dataset")
-        yield str(Path(tmp) / "dataset")
+        yield str(download_hub(args.dataset_hub_endpoint, args.dataset_hub, args.dataset_hub_revision,
+                               os.environ.get("DATASET_HF_TOKEN"), reading, Path(tmp) / "dataset"))
 
 
 def _check_model_path(model: str | None, spec: Any) -> None:
@@ -189,6 +189,7 @@ def _train_once(args: argparse.Namespace) -> int:
 
     from dpo_operator.api.training import DPOTrainingJobSpec
     from dpo_operator.train.preemption import EXIT_CODE, Preempted
+    from dpo_operator.train.sources import Reading
     from dpo_operator.train.trainer import TrainConfig, train
 
     from dpo_operator.paths import no_backsteps
@@ -199,7 +200,7 @@ def _train_once(args: argparse.Namespace) -> int:
             if getattr(args, flag) and getattr(args, flag).startswith("/"):  # a directory (a model may be a hub id)
                 no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
         _check_model_path(args.model, spec)
-        with _dataset_directory(args) as dataset_dir:
+        with _dataset_directory(args, Reading.from_spec(spec.dataset, spec.hyperparameters.seed)) as dataset_dir:
             config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir)
             if args.max_steps:
                 config.max_steps = args.max_steps
@@ -225,6 +226,35 @@ def _train_once(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    """The data check before training: exit 0 with a DataCheckResult (passed or not), 3/1 when it cannot run."""
+    import os
+
+    from dpo_operator.api.training import DPOTrainingJobSpec
+    from dpo_operator.datacheck.run import check
+    from dpo_operator.paths import no_backsteps
+    from dpo_operator.train.sources import Reading
+
+    try:
+        spec = _load_spec(args, DPOTrainingJobSpec)
+        for flag in ("card_dir", "dataset_dir", "model"):
+            if getattr(args, flag) and getattr(args, flag).startswith("/"):
+                no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
+        reading = Reading.from_spec(spec.dataset, spec.hyperparameters.seed)
+        with _dataset_directory(args, reading) as dataset_dir:
+            result, _ = check(Path(dataset_dir), reading, spec.dataset.check, spec.hyperparameters.max_seq_length,
+                              args.model, Path(args.card_dir) if args.card_dir else None,
+                              {"location": os.environ.get("DPO_DATASET_LOCATION", dataset_dir)})
+    except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1 or 3)
+        logging.getLogger("dpo_operator.datacheck").exception("data check could not run")
+        _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
+        return _exit_code(exc)
+    reported = DataCheckResult.model_validate(result).to_json()
+    _write_result(args.result_file, reported)
+    print(reported)
+    return 0
+
+
 def _upload_dataset(args: argparse.Namespace) -> int:
     import os
 
@@ -234,19 +264,68 @@ def _upload_dataset(args: argparse.Namespace) -> int:
 
     try:
         if args.dataset_dir:
-            files = datastore.read_directory(Path(no_backsteps(args.dataset_dir, "--dataset-dir")))
+            no_backsteps(args.dataset_dir, "--dataset-dir")
+        if args.spec or args.spec_env:  # the operator's upload pod: read, check and convert as the spec says
+            from dpo_operator.api.training import DPOTrainingJobSpec
+
+            result = _checked_upload(args, _load_spec(args, DPOTrainingJobSpec))
+        elif args.dataset_dir:
+            files = datastore.read_directory(Path(args.dataset_dir))
+            result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
         else:
             files = datastore.read_hub(args.source_endpoint, args.source_repo, args.source_revision,
                                        os.environ.get("SOURCE_HF_TOKEN"))
-        result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
+            result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
     except Exception as exc:  # noqa: BLE001  (reported to the operator, then exit 1)
         logging.getLogger("dpo_operator.upload").error("dataset upload failed: %s", exc)
         _write_result(args.result_file, PodError(error=f"{type(exc).__name__}: {exc}").to_json())
         return _exit_code(exc)
-    reported = UploadResult.model_validate(result).to_json()
+    uploaded = UploadResult.model_validate(result)
+    while len(uploaded.to_json()) > TERMINATION_MESSAGE_LIMIT and uploaded.data_check is not None and \
+            (uploaded.data_check.warnings or uploaded.data_check.failures[1:]):
+        (uploaded.data_check.warnings or uploaded.data_check.failures).pop()
+    reported = uploaded.to_json()
     _write_result(args.result_file, reported)
     print(reported)
     return 0
+
+
+def _checked_upload(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+    """Read the source as ``spec.dataset`` says, check it (unless disabled), convert it to the Customizer's JSONL
+    and upload it with the data card; a failed check uploads nothing and answers its verdict."""
+    import contextlib
+    import os
+    import tempfile
+
+    from dpo_operator.datacheck.run import check
+    from dpo_operator.nemo import datastore
+    from dpo_operator.nemo.customizer_jsonl import customizer_files
+    from dpo_operator.train.sources import Reading, download_hub, open_splits
+
+    reading = Reading.from_spec(spec.dataset, spec.hyperparameters.seed)
+    with contextlib.ExitStack() as stack:
+        if args.dataset_dir:
+            directory = Path(args.dataset_dir)
+        else:
+            target = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "dataset"
+            directory = download_hub(args.source_endpoint, args.source_repo, args.source_revision,
+                                     os.environ.get("SOURCE_HF_TOKEN"), reading, target)
+        checked: DataCheckResult | None = None
+        card: list[tuple[str, bytes]] = []
+        if spec.dataset.check.enabled:
+            location = os.environ.get("DPO_DATASET_LOCATION", str(directory))
+            checked, card = check(directory, reading, spec.dataset.check, spec.hyperparameters.max_seq_length,
+                                  None, None, {"location": location})
+            if not checked.passed:
+                return {"filesUrl": None, "dataCheck": checked.model_dump(by_alias=True, mode="json")}
+        metrics = directory / "metrics.json"
+        files = customizer_files(open_splits(directory, reading), metrics.read_bytes() if metrics.is_file() else b"{}")
+        files.extra = [(f"data-check/{name}", content) for name, content in card]
+        result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
+    if checked is not None:
+        checked.data_card = f"{result['filesUrl']}/data-check/datacard.json"
+        result["dataCheck"] = checked.model_dump(by_alias=True, mode="json")
+    return result
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -362,7 +441,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     train.set_defaults(func=_train)
 
+    check_data = sub.add_parser("check-data", help="check a training dataset before any GPU is requested (what the "
+                                                   "check pod runs)")
+    _add_workload_args(check_data, "DPOTrainingJob")
+    check_data.add_argument("--model", help="tokenizer directory or hub id (lengths in words without one)")
+    checked = check_data.add_mutually_exclusive_group(required=True)
+    checked.add_argument("--dataset-dir", help="the dataset location's directory")
+    checked.add_argument("--dataset-hub", help="namespace/name of a dataset repo (token: $DATASET_HF_TOKEN)")
+    check_data.add_argument("--dataset-hub-endpoint", help="Hub API root of --dataset-hub")
+    check_data.add_argument("--dataset-hub-revision", default="main")
+    check_data.add_argument("--card-dir", help="write datacard.json and lengths.png here")
+    check_data.set_defaults(func=_check_data)
+
     upload = sub.add_parser("upload-dataset", help="copy a dataset into NeMo Datastore (what an upload pod runs)")
+    spec_source = upload.add_mutually_exclusive_group()
+    spec_source.add_argument("--spec", help="a DPOTrainingJob manifest or spec: read, check and convert the dataset "
+                                            "as its dataset section says")
+    spec_source.add_argument("--spec-env", help="environment variable holding that spec as JSON")
     source = upload.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset-dir", help="directory with training/ and validation/ JSONL files")
     source.add_argument("--source-repo", help="namespace/name of a dataset repo on --source-endpoint")

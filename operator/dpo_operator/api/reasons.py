@@ -52,6 +52,10 @@ class Reason(StrEnum):
     # DPOTrainingJob
     WaitingForDataset = "WaitingForDataset"
     DatasetFailed = "DatasetFailed"
+    CheckingData = "CheckingData"
+    DataCheckFailed = "DataCheckFailed"
+    DataCheckPassed = "DataCheckPassed"
+    DataCheckWarnings = "DataCheckWarnings"
     UploadingDataset = "UploadingDataset"
     DatasetUploadFailed = "DatasetUploadFailed"
     DatasetConflict = "DatasetConflict"

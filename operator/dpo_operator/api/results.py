@@ -48,6 +48,7 @@ class CollectionResult(PodResult):
     errors: list[str] = Field([], max_length=MAX_ITEMS)
     invalid_candidates: int = Field(0, ge=0, le=MAX_COUNT)
     candidates_per_second: float | None = Field(None, ge=0)
+    data_check: "DataCheckResult | None" = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CollectionResult:
@@ -103,10 +104,25 @@ class TrainingResult(PodResult):
     resumed_from_step: int | None = Field(None, ge=0, le=MAX_COUNT)
 
 
-class UploadResult(PodResult):
-    """The operator needs ``filesUrl`` (what it registers in the Entity Store)."""
+class DataCheckResult(PodResult):
+    """The data check's verdict and short figures (the whole card is a file next to the data)."""
 
-    files_url: str = Field(max_length=MAX_TEXT)
+    passed: bool
+    pairs: dict[str, int]
+    format: str | None = Field(None, max_length=MAX_TEXT)
+    rows_rejected: int = Field(0, ge=0, le=MAX_COUNT)
+    ties_dropped: int = Field(0, ge=0, le=MAX_COUNT)
+    failures: list[str] = Field([], max_length=MAX_ITEMS)
+    warnings: list[str] = Field([], max_length=MAX_ITEMS)
+    data_card: str | None = Field(None, max_length=MAX_TEXT)
+
+
+class UploadResult(PodResult):
+    """The operator needs ``filesUrl`` (what it registers in the Entity Store), absent only when the data check run
+    before the upload failed (``dataCheck``: then nothing was uploaded)."""
+
+    files_url: str | None = Field(max_length=MAX_TEXT)
+    data_check: DataCheckResult | None = None
     repo_id: str | None = Field(None, max_length=MAX_TEXT)
     pairs: dict[str, int] | None = None
 
@@ -167,3 +183,6 @@ def read_result(model: type[ResultT], reported: list[dict[str, Any]]) -> tuple[R
             where = ".".join(str(p) for p in first["loc"]) or "result"
             why = f"its pod's result was refused ({where}: {first['msg'].removeprefix('Value error, ')})"
     return None, why
+
+
+CollectionResult.model_rebuild()

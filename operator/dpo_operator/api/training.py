@@ -36,20 +36,98 @@ class CollectionReference(LocalObjectReference):
         "silently replaced by a same-named collection here."))
 
 
+class DatasetFormat(str, Enum):
+    """How preference rows are laid out (``train/formats.py``)."""
+
+    AUTO = "auto"
+    NEMO = "nemo"
+    TRL = "trl"
+    HELPSTEER3 = "helpsteer3"
+    TULU3 = "tulu3"
+
+
+class ColumnMapping(ApiModel):
+    """Which columns hold the prompt and the two responses (text or chat messages), as NeMo RL's prompt_key,
+    chosen_key and rejected_key."""
+
+    prompt: str | None = Field(default=None, min_length=1, description=(
+        "The prompt's column; unset: the prompt is implicit, the common beginning of chosen and rejected (TRL)."))
+    chosen: str = Field(min_length=1, description="The preferred response's column.")
+    rejected: str = Field(min_length=1, description="The other response's column.")
+
+
+class DatasetFiles(ApiModel):
+    """Which files of the dataset location hold the training and validation rows, and how they are split."""
+
+    training: str = Field(default="training/training_file.jsonl", min_length=1, pattern=r"^[^/]", description=(
+        "Path of the training rows under the location (a PVC directory or the repo root): a .jsonl, .json, "
+        ".parquet or .arrow file, or (on a PVC) a directory written by datasets' save_to_disk."))
+    validation: str | None = Field(default=None, min_length=1, pattern=r"^[^/]", description=(
+        "Path of the validation rows, which must exist; unset: validation/validation_file.jsonl when it exists. "
+        "Ignored with validationRatio and for a save_to_disk directory (see validationSplit)."))
+    training_split: str = Field(default="train", min_length=1, description=(
+        "The split of a save_to_disk directory (DatasetDict) to train on."))
+    validation_split: str | None = Field(default=None, min_length=1, description=(
+        "The split of a save_to_disk directory to validate on; unset: 'validation' when it has one."))
+    validation_ratio: float | None = Field(default=None, gt=0.0, lt=1.0, description=(
+        "Hold out this share of the training rows for validation, chosen by a shuffle seeded with "
+        "hyperparameters.seed (then no validation file is read)."))
+
+
+class DataCheckSettings(ApiModel):
+    """The data check run in a CPU-only pod before any GPU is requested: thresholds past which training is refused
+    (DataCheckFailed). Each figure above zero but within its threshold is a warning (a condition and an event)."""
+
+    enabled: bool = Field(default=True, description="Run the check (false: train without looking at the data).")
+    min_pairs: int = Field(default=1, ge=1, description="Fewest usable training pairs.")
+    max_empty_share: float = Field(default=0.01, ge=0.0, le=1.0, description=(
+        "Most pairs with an empty prompt, chosen or rejected response (share of the pairs read)."))
+    max_identical_share: float = Field(default=0.01, ge=0.0, le=1.0, description=(
+        "Most pairs whose chosen response equals the rejected one (nothing to learn)."))
+    max_prompt_ends_with_chosen_share: float = Field(default=0.05, ge=0.0, le=1.0, description=(
+        "Most pairs whose prompt already ends with the chosen response (the answer leaked into the prompt)."))
+    max_duplicate_share: float = Field(default=0.3, ge=0.0, le=1.0, description=(
+        "Most exact duplicate pairs (the same prompt, chosen and rejected as an earlier pair)."))
+    max_near_duplicate_share: float = Field(default=0.5, ge=0.0, le=1.0, description=(
+        "Most near-duplicate pairs (equal after lower-casing, collapsing spaces and dropping closing punctuation)."))
+    max_truncated_share: float = Field(default=0.5, ge=0.0, le=1.0, description=(
+        "Most pairs longer than hyperparameters.maxSeqLength in the model's tokens (cut when training)."))
+    max_length_bias: float | None = Field(default=None, gt=1.0, description=(
+        "Largest ratio between the mean chosen and the mean rejected response length (either way) before training "
+        "is refused; unset: never refused. A ratio past 1.5 is always a warning: when length alone tells the "
+        "responses apart, DPO learns length."))
+
+
 class DatasetSource(ApiModel):
-    """A DPOCollection (training waits until it has Succeeded) or an explicit dataset location."""
+    """A DPOCollection (training waits until it has Succeeded) or an explicit dataset location, and how to read it."""
 
     collection_ref: CollectionReference | None = Field(default=None, description=(
         "A DPOCollection in the same namespace; training starts once it has Succeeded, from its output."))
     location: StorageLocation | None = Field(default=None, description=(
-        "A dataset directory holding training/training_file.jsonl (and validation/validation_file.jsonl) with "
-        "prompt, chosen_response and rejected_response rows."))
+        "A dataset directory (PVC) or Hub-compatible dataset repository (hub: revision and token Secret); files "
+        "names the files in it."))
+    format: DatasetFormat = Field(default=DatasetFormat.AUTO, description=(
+        "nemo: prompt/chosen_response/rejected_response; trl: [prompt]/chosen/rejected, text or messages; "
+        "helpsteer3: context/response1/response2/overall_preference (ties dropped); tulu3: chosen/rejected "
+        "conversations; auto: detected from the columns."))
+    columns: ColumnMapping | None = Field(default=None, description=(
+        "Read these columns instead of a known format (format must be auto)."))
+    files: DatasetFiles = nested(DatasetFiles)
+    check: DataCheckSettings = nested(DataCheckSettings)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "DatasetSource":
         if (self.collection_ref is None) == (self.location is None):
             raise ValueError("dataset: set exactly one of 'collectionRef' or 'location'")
+        if self.columns is not None and self.format != DatasetFormat.AUTO.value:
+            raise ValueError("dataset.columns and dataset.format both say how to read the rows: set one")
         return self
+
+    @property
+    def custom_reading(self) -> bool:
+        """Whether the rows are read other than from our own layout (the default files, format nemo or auto)."""
+        return self.columns is not None or self.format not in (DatasetFormat.AUTO.value, DatasetFormat.NEMO.value) \
+            or self.files != DatasetFiles()
 
 
 class ModelSource(ApiModel):
@@ -473,6 +551,19 @@ class ValidationChecks(ApiModel):
         "The reference policy's likelihood preference on the same pairs."))
 
 
+class DataCheckSummary(ApiModel):
+    """The data check's short figures (the whole card: dataCard)."""
+
+    passed: bool | None = Field(default=None, description="Whether the dataset passed the check's thresholds.")
+    format: str | None = Field(default=None, description="The format the rows were read in.")
+    pairs: int | None = Field(default=None, description="Usable training pairs.")
+    validation_pairs: int | None = Field(default=None, description="Usable validation pairs.")
+    rows_rejected: int | None = Field(default=None, description="Rows that could not be read.")
+    ties_dropped: int | None = Field(default=None, description="Rows without a preference (ties), dropped.")
+    warnings: int | None = Field(default=None, description="Warnings (listed in the DataChecked condition).")
+    data_card: str | None = Field(default=None, description="The data card (JSON) and histogram's location.")
+
+
 class DPOTrainingJobStatus(CommonStatus):
     """How training goes, and what it produced."""
 
@@ -498,6 +589,7 @@ class DPOTrainingJobStatus(CommonStatus):
     failure_reason: str | None = Field(default=None, description="Why training failed, when it did.")
     promotion: PromotionStatus | None = Field(default=None, description=(
         "The promotion gate (deployOnCompletion.promotion): its step, evaluation and figures."))
+    data_check: DataCheckSummary | None = Field(default=None, description="The data check's figures, once it ran.")
 
 
 KIND = KindInfo(

@@ -11,7 +11,7 @@ import os
 import random
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +79,16 @@ def jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 @dataclass
 class DatasetFiles:
-    """The three files of a dataset, as bytes, ready for any destination."""
+    """The three files of a dataset, as bytes, ready for any destination (and others beside them: the data card)."""
 
     training: bytes
     validation: bytes
     metrics: bytes
+    extra: list[tuple[str, bytes]] = field(default_factory=list)
 
     def items(self) -> list[tuple[str, bytes]]:
-        return [(TRAIN_FILE, self.training), (VALIDATION_FILE, self.validation), (METRICS_FILE, self.metrics)]
+        return [(TRAIN_FILE, self.training), (VALIDATION_FILE, self.validation), *self.extra,
+                (METRICS_FILE, self.metrics)]
 
 
 def write_directory(files: DatasetFiles, target: Path) -> None:

@@ -32,6 +32,7 @@ from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.progress import CollectorProgress
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
 from dpo_operator.collect.workflow import WorkflowNotFound, load_workflow, workflow_factory
+from dpo_operator.datacheck.collection import check_collection
 from dpo_operator.paths import inside
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class CollectionResult:
     errors: list[str] = field(default_factory=list)
     invalidCandidates: int = 0  # noqa: N815
     candidatesPerSecond: float | None = None  # noqa: N815
+    dataCheck: dict[str, Any] | None = None  # noqa: N815  (datacheck.collection: the output's data check)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -261,6 +263,8 @@ def finish(spec: DPOCollectionSpec, collected: Collected, location: str) -> tupl
         validation=dataset.jsonl([dataset.to_row(p, full) for p in validation]),
         metrics=json.dumps(metrics, indent=2, sort_keys=True).encode(),
     )
+    checked = check_collection(files, per_run, (f"{p.example_id}/{p.turn_id}" for p in pairs), location)
+    result.dataCheck = checked.model_dump(by_alias=True, mode="json")
     return files, result
 
 

@@ -47,6 +47,7 @@ from dpo_operator.kube.queueing import apply as apply_suspend
 from dpo_operator.kube.naming import (
     owner_label,
 )
+from dpo_operator.kube import events
 from dpo_operator.kube.status import Outcome, acknowledge_generation, is_terminal
 from dpo_operator.render.collection import SPEC_ENV, job_manifest, job_name  # noqa: F401  (job_name: API)
 from dpo_operator.runtime.controller import RUNTIME, Controller, Result
@@ -66,6 +67,19 @@ def _record_result(status: DPOCollectionStatus, result: CollectionResult) -> Non
     status.candidates_per_second = result.candidates_per_second
 
 
+def _data_checked(result: CollectionResult) -> dict[str, tuple[bool, str, str]]:
+    """The ``DataChecked`` condition from the check the collector ran on its output (datacheck.collection)."""
+    checked = result.data_check
+    if checked is None:
+        return {}
+    if not checked.passed:
+        return {"DataChecked": (False, Reason.DataCheckFailed, "; ".join(checked.failures))}
+    if checked.warnings:
+        return {"DataChecked": (True, Reason.DataCheckWarnings, "; ".join(checked.warnings))}
+    return {"DataChecked": (True, Reason.DataCheckPassed, f"{checked.pairs.get('training', 0)} training pairs "
+                            "passed the data check")}
+
+
 def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any,
                 fields: DPOCollectionStatus | None = None) -> Outcome:
     fields = fields or DPOCollectionStatus(job_name=job["metadata"]["name"])
@@ -80,7 +94,8 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any,
         _record_result(fields, result)
         total = fields.pairs.total if fields.pairs else 0
         fields.progress = final_progress(body, result)
-        return Outcome(state.phase, Reason.Collected, f"collected {total} preference pairs", fields)
+        return Outcome(state.phase, Reason.Collected, f"collected {total} preference pairs", fields,
+                       conditions=_data_checked(result))
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, job["metadata"]["name"], state)
         fields.failure_reason = explained.reason
@@ -136,6 +151,7 @@ def decide(body: dict[str, Any]) -> Result:
         fields = DPOCollectionStatus(job_name=job["metadata"]["name"], queue=queued.queue)
         outcome = outcome_for(namespace, job, state, body, fields)
     outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
+    _warn_once(body, outcome)
     return Result(outcome)
 
 
@@ -153,6 +169,14 @@ def merged(namespace: str, body: dict[str, Any], spec: DPOCollectionSpec, shards
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
         outcome.message = f"{spec.parallelism} shards collected; merging them ({outcome.message})"
     return outcome
+
+
+def _warn_once(body: Any, outcome: Outcome) -> None:
+    """A Warning event for the data check's findings, when the status does not hold the condition yet."""
+    checked = outcome.conditions.get("DataChecked")
+    known = {c.get("type") for c in (body.get("status") or {}).get("conditions") or []}
+    if checked is not None and checked[1] != Reason.DataCheckPassed and "DataChecked" not in known:
+        events.record(KIND, body, "Warning", checked[1], checked[2], action="DataCheck")
 
 
 def next_check(body: Any) -> float | None:

@@ -56,6 +56,7 @@ from dpo_operator.kube.status import Outcome, is_terminal
 from dpo_operator.nemo import customizer as nemo
 from dpo_operator.nemo.datastore import hf_endpoint
 from dpo_operator.nemo.http import NemoApi, NemoError
+from dpo_operator.handlers.training_datacheck import CONDITION, checked_condition, summary
 from dpo_operator.render.upload import upload_manifest
 from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
@@ -129,7 +130,8 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         nemo.ensure_datastore_namespace(datastore, backend.namespace)
         dataset = dataset_name(body, backend)
         fields = DPOTrainingJobStatus()
-        if in_datastore(location, backend):
+        checked: tuple[bool, str, str] | None = None
+        if in_datastore(location, backend) and not spec.dataset.custom_reading:  # already as the Customizer reads it
             assert location.hub is not None
             files_url = f"hf://datasets/{location.hub.repo_id}"
         else:
@@ -147,6 +149,17 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
             if uploaded is None:  # never register a dataset no pod vouched for
                 raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} completed but {why}; "
                                        "the dataset in NeMo Datastore cannot be trusted")
+            if uploaded.data_check is not None:
+                fields.data_check = summary(uploaded.data_check, uploaded.data_check.data_card)
+                verdict = uploaded.data_check
+                if not verdict.passed:
+                    fields.failure_reason = Reason.DataCheckFailed
+                    message = "the dataset failed the data check: " + "; ".join(verdict.failures)
+                    return Outcome(Phase.FAILED.value, Reason.DataCheckFailed, message, fields,
+                                   conditions={CONDITION: (False, Reason.DataCheckFailed, message)})
+                checked = checked_condition(body, verdict)
+            if uploaded.files_url is None:
+                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} reported no files URL")
             files_url = uploaded.files_url
         try:
             nemo.register_dataset(entity, backend.namespace, dataset, files_url,
@@ -166,7 +179,8 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         fields.submit_time, fields.submitted_spec = now(), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING)
         return Outcome(Phase.PENDING.value, Reason.Submitted, f"Customizer job {job['id']} created", fields,
                        (True, Reason.Applied, f"Customizer job {job['id']} runs the current spec"),
-                       conditions={NOT_HONOURED: not_honoured_condition(not_honoured)})
+                       conditions={NOT_HONOURED: not_honoured_condition(not_honoured),
+                                   **({CONDITION: checked} if checked is not None else {})})
 
 
 def not_honoured_condition(not_honoured: list[str]) -> tuple[bool, str, str]:

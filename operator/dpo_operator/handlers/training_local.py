@@ -18,6 +18,7 @@ from dpo_operator.api.training import (
     TrainingProgress,
 )
 from dpo_operator.handlers import training_promotion
+from dpo_operator.handlers.training_datacheck import CONDITION, run_check
 from dpo_operator.handlers.live_progress import (
     final_training_progress,
     recorded,
@@ -88,7 +89,7 @@ def check_gpus_fit(spec: DPOTrainingJobSpec) -> None:
 
 
 def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
-    """The trainer Job (and headless Service) to have, and the outcome their state implies."""
+    """The data check, then the trainer Job (and headless Service) to have, and the outcome their state implies."""
     validate(spec)
     assert spec.local is not None and spec.local.output is not None
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -96,6 +97,7 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
     if isinstance(location, Outcome):
         return location
     jname = job_name(name)
+    checked = None
     if get_job(namespace, jname) is None:
         if (body.get("status") or {}).get("jobName") == jname:
             return Outcome(Phase.FAILED.value, Reason.JobMissing,
@@ -103,6 +105,28 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
                            "was down); training is not started again on its own: delete and re-create the "
                            "DPOTrainingJob to train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
         check_gpus_fit(spec)
+        # the data check in a CPU-only pod before any GPU is asked for (once the training Job exists it has passed;
+        # its own Job may be gone: ttlSecondsAfterFinished)
+        if spec.dataset.check.enabled:
+            card = f"pvc://{spec.local.output.claim_name}/" + "/".join(
+                p for p in (spec.local.output.path.strip("/"), name, "data-check") if p)
+            checked = run_check(body, spec, location, card)
+            if isinstance(checked, Outcome):
+                return checked
+    decided = _train(body, spec, location)
+    outcome = decided.outcome if isinstance(decided, Result) else decided
+    if checked is not None and outcome is not None:
+        if isinstance(outcome.fields, DPOTrainingJobStatus):
+            outcome.fields.data_check = checked.summary
+        outcome.conditions[CONDITION] = checked.condition
+    return decided
+
+
+def _train(body: Any, spec: DPOTrainingJobSpec, location: Any) -> Outcome | Result:
+    """The trainer Job (and headless Service) to have, and the outcome their state implies."""
+    assert spec.local is not None and spec.local.output is not None
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    jname = job_name(name)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
     if spec.queue_name and spec.suspend and get_job(namespace, jname) is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dpo_operator.api.collection import NAT_CONFIG_DIR, NAT_CONFIG_ENV, NAT_DATASET_DIR, NAT_DATASET_ENV
@@ -12,7 +11,7 @@ from dpo_operator.evaluate.endpoints import API_KEY_ENV, ENDPOINTS_ENV, Endpoint
 from dpo_operator.evaluate.heldout import TRAINING_EXAMPLES_ENV, TrainingExamples
 from dpo_operator.kube.naming import child_name, labels_for
 from dpo_operator.kube.pods import container, pod_spec, pvc_volume, secret_env
-from dpo_operator.render.job import job
+from dpo_operator.render.job import job, spec_env
 
 SPEC_ENV = "DPO_EVALUATION_SPEC"
 
@@ -52,7 +51,7 @@ def job_manifest(body: Any, spec: DPOEvaluationSpec, config: OperatorConfig, can
     volumes.extend(nat_volumes)
     mounts.extend(nat_mounts)
     env = [
-        {"name": SPEC_ENV, "value": json.dumps(spec.to_api(), sort_keys=True)},
+        spec_env(SPEC_ENV, spec.to_api()),
         {"name": ENDPOINTS_ENV, "value": endpoints_json(candidate, baseline)},
         *([{"name": TRAINING_EXAMPLES_ENV, "value": training.to_json()}] if training is not None else []),
         {"name": "DPO_DATA_ROOT", "value": config.data_root},

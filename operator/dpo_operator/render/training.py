@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpo_operator.api.common import ResourceRequirements, StorageLocation
+from dpo_operator.api.common import PodOptions, ResourceRequirements, StorageLocation
 from dpo_operator.api.training import KIND, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube.naming import (
@@ -145,3 +145,55 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
                secret_destinations={"HF_TOKEN": spec.model.hub.endpoint if spec.model.hub else None,
                                     "DATASET_HF_TOKEN": dataset.hub.endpoint if dataset.hub else None,
                                     "WANDB_API_KEY": _wandb_url(spec)})
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def check_job_name(name: str) -> str:
+    return child_name(name, "datacheck")
+
+
+def check_card_dir(spec: DPOTrainingJobSpec, name: str) -> str:
+    """Where the check pod writes the data card and histogram: beside the run's output."""
+    assert spec.local is not None and spec.local.output is not None
+    return f"{mounted(spec.local.output)}/{name}/data-check"
+
+
+def _cpu_only(options: PodOptions) -> PodOptions:
+    """The template without GPUs: the check must never hold one (requests and limits of nvidia.com/gpu dropped)."""
+    if options.resources is None:
+        return options
+    keep = {field: {k: v for k, v in (getattr(options.resources, field) or {}).items() if k != GPU_RESOURCE} or None
+            for field in ("limits", "requests")}
+    return options.model_copy(update={"resources": options.resources.model_copy(update=keep)})
+
+
+def check_job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation,
+                       config: OperatorConfig) -> dict[str, Any]:
+    """The data check Job: one CPU-only pod that reads the dataset as the trainer will, with the model's tokenizer,
+    and reports a DataCheckResult; the training Job is created only once it passed."""
+    name = body["metadata"]["name"]
+    local = spec.local
+    assert local is not None and local.output is not None
+    labels = labels_for(KIND.kind, name, "datacheck")
+    claims = {dataset.pvc.claim_name: True} if dataset.pvc is not None else {}
+    claims[local.output.claim_name] = False
+    if spec.model.pvc is not None:
+        claims.setdefault(spec.model.pvc.claim_name, True)
+    volumes = [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)]
+    mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}"} for i, claim in enumerate(claims)]
+    model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
+    command = ["dpo-operator", "check-data", f"--spec-env={SPEC_ENV}", f"--model={model}", *_dataset_args(dataset),
+               f"--card-dir={check_card_dir(spec, name)}", "--result-file=/dev/termination-log"]
+    env = [spec_env(SPEC_ENV, spec.to_api()),
+           {"name": "DPO_DATASET_LOCATION", "value": dataset.describe()},
+           *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None),
+           *secret_env("DATASET_HF_TOKEN", dataset.hub.token_secret_ref if dataset.hub else None)]
+    options = _cpu_only(spec.template)
+    checker = container(options, name="datacheck", default_image=config.workload_image, command=command, env=env,
+                        volume_mounts=mounts)
+    pod = pod_spec(options, [checker], volumes=volumes, config=config)
+    return job(KIND.kind, body, check_job_name(name), labels, spec.job, options, pod, suspend=spec.suspend,
+               secret_destinations={"HF_TOKEN": spec.model.hub.endpoint if spec.model.hub else None,
+                                    "DATASET_HF_TOKEN": dataset.hub.endpoint if dataset.hub else None})

@@ -9,8 +9,9 @@ from dpo_operator.api.training import KIND, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube.naming import child_name, labels_for
 from dpo_operator.kube.pods import container, pod_spec, secret_env
-from dpo_operator.render.job import job
+from dpo_operator.render.job import job, spec_env
 from dpo_operator.render.paths import MOUNT_ROOT, mounted
+from dpo_operator.render.training import SPEC_ENV
 
 
 def upload_job_name(name: str) -> str:
@@ -24,9 +25,12 @@ def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocati
     name = body["metadata"]["name"]
     labels = labels_for(KIND.kind, name, "uploader")
     # an argv, never parsed by a shell; each value from the spec is one --flag=value argument
-    command = ["dpo-operator", "upload-dataset", f"--datastore-url={backend.datastore_url}", f"--repo={repo}",
-               "--result-file=/dev/termination-log"]
-    env = secret_env("HF_TOKEN", backend.hf_token_secret_ref)
+    # the spec's dataset section says how to read, check and convert the source (render.training.SPEC_ENV)
+    command = ["dpo-operator", "upload-dataset", f"--spec-env={SPEC_ENV}", f"--datastore-url={backend.datastore_url}",
+               f"--repo={repo}", "--result-file=/dev/termination-log"]
+    env = [spec_env(SPEC_ENV, spec.to_api()),
+           {"name": "DPO_DATASET_LOCATION", "value": location.describe()},
+           *secret_env("HF_TOKEN", backend.hf_token_secret_ref)]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if location.pvc is not None:

@@ -1,7 +1,7 @@
 """Preference rows -> token ids -> padded batches, read lazily so host memory does not grow with the dataset.
 
-- ``PreferenceFile`` indexes a JSONL file in one pass (byte offset, size and line number of each row: 16 bytes a row) and
-  reads, parses and validates a row only when a batch needs it.
+- Rows come from ``sources`` (files and formats) and are read, parsed and validated only when a batch needs them;
+  ``templates`` turns them into token ids.
 - ``epoch_batches`` orders one epoch: a seeded shuffle, then length grouping inside mega-batches (less padding),
   then a seeded shuffle of the batches. Every rank computes the same order.
 - ``rank_share`` splits a global batch between ranks so every rank runs the same number of forward/backward
@@ -14,24 +14,17 @@
 
 from __future__ import annotations
 
-import json
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-REQUIRED = ("prompt", "chosen_response", "rejected_response")
-# a row's bound: ~500k tokens of text, far beyond any context a DPO pair is trained on; a larger line is a broken
-# file (a missing newline, a pasted blob), refused at once instead of being tokenised for minutes
-MAX_ROW_BYTES = 2 * 1024 * 1024
+from dpo_operator.train.formats import RowError, prompt_problem  # noqa: F401  (API: the trainer's row errors)
+from dpo_operator.train.jsonl import MAX_ROW_BYTES, PreferenceFile  # noqa: F401  (API)
+from dpo_operator.train.templates import prompt_ids, row_ids  # noqa: F401  (API: prompt_ids for the NIM stand-in)
 
-
-class RowError(ValueError):
-    """A preference row (named by file and line) that no retry can fix: the trainer exits with code 3."""
 MEGABATCH_FACTOR = 50  # length grouping sorts within windows of this many batches (as transformers' sampler)
 
 
@@ -42,96 +35,12 @@ class EncodedPair:
     rejected: list[int]
 
 
-class PreferenceFile:
-    """A JSONL preference file, indexed once and read row by row."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offsets = array("q")
-        self._sizes = array("i")
-        self._lines = array("i")
-        with open(path, "rb") as handle:
-            offset = 0
-            number = 0
-            while line := handle.readline(MAX_ROW_BYTES + 1):  # never more than one row's bound in memory
-                number += 1
-                if len(line.rstrip(b"\r\n")) > MAX_ROW_BYTES:
-                    raise RowError(f"{path}:{number}: row is larger than {MAX_ROW_BYTES // 2**20} MiB "
-                                   "(the limit of a preference row)")
-                if line.strip():
-                    self._offsets.append(offset)
-                    self._sizes.append(len(line))
-                    self._lines.append(number)
-                offset += len(line)
-        if not self._offsets:
-            raise ValueError(f"{path} holds no preference rows")
-        self._handle = open(path, "rb")  # noqa: SIM115  (kept open: rows are read on demand)
-
-    def __len__(self) -> int:
-        return len(self._offsets)
-
-    def sizes(self) -> np.ndarray:
-        """Each row's size in bytes: a length proxy for grouping that needs no tokenisation pass."""
-        return np.frombuffer(self._sizes, dtype=np.int32)
-
-    def where(self, index: int) -> str:
-        """``file:line`` of row ``index``, for messages."""
-        return f"{self.path}:{self._lines[index]}"
-
-    def row(self, index: int) -> dict[str, Any]:
-        self._handle.seek(self._offsets[index])
-        where = self.where(index)
-        try:
-            row = json.loads(self._handle.readline())
-        except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
-            raise RowError(f"{where}: not a JSON object ({exc})") from None
-        if not isinstance(row, dict):
-            raise RowError(f"{where}: a row must be a JSON object, not {type(row).__name__}")
-        missing = [key for key in REQUIRED if key not in row]
-        if missing:
-            raise RowError(f"{where}: row lacks {missing}")
-        for key in ("chosen_response", "rejected_response"):
-            if not isinstance(row[key], str):
-                raise RowError(f"{where}: {key} must be a string, not {type(row[key]).__name__}")
-        problem = prompt_problem(row["prompt"])
-        if problem:
-            raise RowError(f"{where}: prompt {problem}")
-        return row
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-def prompt_problem(prompt: Any) -> str | None:
-    """Why ``prompt`` is neither text nor a list of chat messages (role and text content), or None."""
-    if isinstance(prompt, str):
-        return None
-    if not isinstance(prompt, list):
-        return f"must be a string or a list of chat messages, not {type(prompt).__name__}"
-    for number, message in enumerate(prompt):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            return f"message {number} must be an object with a string 'role'"
-        if not isinstance(message.get("content"), (str, type(None))):
-            return f"message {number}'s content must be a string or null, not {type(message['content']).__name__}"
-    return None
-
-
-def prompt_ids(tokenizer: Any, prompt: str | list[dict[str, str]]) -> list[int]:
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    text = prompt if isinstance(prompt, str) else "\n".join(m.get("content") or "" for m in messages)
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
-
-
 def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> EncodedPair:
-    """Token ids; the completion keeps at most ``max_length // 2`` tokens and the prompt is cut from the left."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    """Token ids (``templates.row_ids``); the completion keeps at most ``max_length // 2`` tokens and the prompt is
+    cut from the left."""
     completion_budget = max(1, max_length // 2)
-    chosen = (list(tokenizer(row["chosen_response"], add_special_tokens=False)["input_ids"]) + eos)[:completion_budget]
-    rejected = (list(tokenizer(row["rejected_response"], add_special_tokens=False)["input_ids"]) + eos)[:completion_budget]
-    prompt = prompt_ids(tokenizer, row["prompt"])
+    prompt, chosen, rejected = row_ids(tokenizer, row)
+    chosen, rejected = chosen[:completion_budget], rejected[:completion_budget]
     if not prompt:  # an empty prompt without BOS: a start token, so the first completion token is predicted too
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         prompt = [start if start is not None else 0]
@@ -139,10 +48,19 @@ def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> EncodedPair:
     return EncodedPair(prompt[-keep:], chosen, rejected)
 
 
-class EncodedDataset:
-    """Rows of a ``PreferenceFile`` encoded on access."""
+class Rows(Protocol):
+    """Preference rows in our format by index (``jsonl.PreferenceFile``, ``sources.PreferenceRows``)."""
 
-    def __init__(self, rows: PreferenceFile, tokenizer: Any, max_length: int) -> None:
+    def __len__(self) -> int: ...
+    def row(self, index: int) -> dict[str, Any]: ...
+    def where(self, index: int) -> str: ...
+    def sizes(self) -> np.ndarray: ...
+
+
+class EncodedDataset:
+    """Rows encoded on access."""
+
+    def __init__(self, rows: Rows, tokenizer: Any, max_length: int) -> None:
         self.rows, self.tokenizer, self.max_length = rows, tokenizer, max_length
 
     def __len__(self) -> int:

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from dpo_operator.api.training import DPOTrainingJobSpec, Hyperparameters, LocalBackend
+from dpo_operator.api.training import DatasetSource, DPOTrainingJobSpec, Hyperparameters, LocalBackend
 from dpo_operator.train import checkpoint, distributed
 from dpo_operator.train.preemption import Preempted, StopOnSigterm
-from dpo_operator.train.data import (Batch, EncodedDataset, EncodedPair, PreferenceFile, collate, epoch_batches,
+from dpo_operator.train.data import (Batch, EncodedDataset, EncodedPair, collate, epoch_batches,
                                      longest_pairs, rank_share, sharded_chunks)
 from dpo_operator.train.logprobs import CompletionLogps, custom_mask_problem, supports_custom_masks
 from dpo_operator.train.loss import DPOLossConfig, dpo_loss
@@ -46,6 +46,7 @@ from dpo_operator.train.plots import write_plots
 from dpo_operator.train.precision import MixedPrecision
 from dpo_operator.train.prefetch import Prefetcher
 from dpo_operator.train.progress import TrainerProgress
+from dpo_operator.train.sources import Reading, open_splits
 
 log = logging.getLogger(__name__)
 PREFETCH_DEPTH = 2  # steps (or scoring chunks) prepared ahead on the host while a GPU computes
@@ -76,7 +77,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str  # a local directory or a hub repo id (offline: must be cached)
-    dataset_dir: str  # holds training/training_file.jsonl and validation/validation_file.jsonl
+    dataset_dir: str  # holds the dataset's files (read as ``dataset`` says: sources.Reading)
     output_dir: str
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     local: LocalBackend = Field(default_factory=LocalBackend)
@@ -87,11 +88,16 @@ class TrainConfig(BaseModel):
     log_every_steps: int = 10  # a readable log line every N steps (and the first and last)
     progress_seconds: float = 5.0  # a progress line for the operator at most this often (and at each phase change)
     plots: bool = True  # PNG curves beside metrics.jsonl at the end (needs matplotlib)
+    dataset: DatasetSource | None = None  # files, format, split; None: our own layout
 
     @classmethod
     def from_spec(cls, spec: DPOTrainingJobSpec, model: str, dataset_dir: str, output_dir: str) -> "TrainConfig":
         return cls(model=model, dataset_dir=dataset_dir, output_dir=output_dir, hyperparameters=spec.hyperparameters,
-                   local=spec.local or LocalBackend())
+                   local=spec.local or LocalBackend(), dataset=spec.dataset)
+
+    def reading(self) -> Reading:
+        seed = self.hyperparameters.seed
+        return Reading.from_spec(self.dataset, seed) if self.dataset is not None else Reading(seed=seed)
 
     @property
     def precision(self) -> str:
@@ -381,11 +387,11 @@ class Trainer:
         if env.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
         env.barrier()
-        rows = PreferenceFile(Path(config.dataset_dir) / "training/training_file.jsonl")
+        splits = open_splits(Path(config.dataset_dir), config.reading())
+        rows = splits.training
         dataset = EncodedDataset(rows, self.tokenizer, h.max_seq_length)
-        validation_file = Path(config.dataset_dir) / "validation/validation_file.jsonl"
-        validation = EncodedDataset(PreferenceFile(validation_file), self.tokenizer, h.max_seq_length) \
-            if validation_file.exists() else None
+        validation = EncodedDataset(splits.validation, self.tokenizer, h.max_seq_length) \
+            if splits.validation is not None else None
         sizes = rows.sizes()
 
         batches_per_epoch = -(-len(dataset) // h.batch_size)
