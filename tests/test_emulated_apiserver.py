@@ -124,7 +124,7 @@ def test_table_responses_carry_the_printer_columns(kube: Kube, namespace: str) -
     table, _ = _raw(kube, f"/apis/dpo.ai/v1alpha1/namespaces/{namespace}/dpocollections",
                     "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
     columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
-    assert columns == [("Name", 0), ("Phase", 0), ("Pairs", 0), ("Age", 0), ("Candidates", 1), ("Dataset", 1),
+    assert columns == [("Name", 0), ("Phase", 0), ("Pairs", 0), ("Progress", 0), ("ETA", 0), ("Age", 0), ("Candidates", 1), ("Dataset", 1),
                        ("Reason", 1), ("Message", 1)]
     assert table["rows"][0]["cells"][:3] == ["t", None, None]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"

@@ -64,7 +64,8 @@ def test_a_collection_job_deleted_by_a_person_is_noticed_at_once(kube: Kube, nam
 
 def test_a_training_job_deleted_by_a_person_fails_it_and_is_not_recreated(
         kube: Kube, namespace: str, operator: None) -> None:
-    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}}
+    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}},
+                                    "check": {"enabled": False}}}  # the training Job at once, no data check first
     kube.create("DPOTrainingJob", namespace, "stopped", spec)
     kube.wait_status("DPOTrainingJob", namespace, "stopped", lambda s: s.get("jobName"))
     kube.batch.delete_namespaced_job("stopped-train", namespace, propagation_policy="Background")

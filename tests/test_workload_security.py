@@ -223,9 +223,11 @@ def test_rbac_is_what_the_operator_uses() -> None:
     objects = render_manifests.render_chart()
     work = next(o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "dpo-operator")
     granted = grants([work])
-    for kind in ("dpocollections", "dpotrainingjobs", "modeldeployments"):
+    for kind in ("dpocollections", "dpotrainingjobs", "modeldeployments", "dpoevaluations"):
         assert ("dpo.ai", f"{kind}/finalizers", "update") in granted
-        assert ("dpo.ai", kind, "update") not in granted and ("dpo.ai", kind, "delete") not in granted
+        assert ("dpo.ai", kind, "update") not in granted
+        # only the promotion gate deletes one of our kinds: the candidate ModelDeployments it created
+        assert (("dpo.ai", kind, "delete") in granted) == (kind == "modeldeployments")
     assert ("batch", "jobs", "delete") not in granted and ("", "services", "list") not in granted
     assert ("apps", "deployments", "patch") not in granted and ("", "pods", "get") not in granted
     assert not any(resource == "secrets" for _, resource, _ in granted)
@@ -257,7 +259,8 @@ def test_the_workload_policy_reaches_the_operator(monkeypatch: pytest.MonkeyPatc
     config = OperatorConfig.from_env()
     # the chart's defaults are the code's, but for the metrics port: the chart serves metrics, a local run does not
     assert config == OperatorConfig(workload_image=config.workload_image, nim_image=config.nim_image,
-                                    probe_url_template=config.probe_url_template, metrics_port=8081)
+                                    probe_url_template=config.probe_url_template, metrics_port=8081,
+                                    watch_nim_operator=False)  # the chart turns it on with nimOperator.enabled
     custom = render_manifests.render_chart({"workloads": {"podSecurityLevel": "baseline", "allowedTolerations": [],
                                                           "allowedNodeSelectors": ["pool=gpu", "zone"]}})
     env = {e["name"]: e.get("value") for e in

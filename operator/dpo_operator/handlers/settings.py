@@ -34,6 +34,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 16
     config = OperatorConfig.from_env()
     RUNTIME.configure(config)
+    metrics.RUNTIME_COLLECTOR.forget_phases()
     client.load(request_timeout=config.kube_request_timeout)
     redact.install_log_redaction()
     if config.metrics_port:

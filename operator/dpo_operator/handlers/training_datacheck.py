@@ -15,7 +15,8 @@ from dpo_operator.api.reasons import Reason
 from dpo_operator.api.results import DataCheckResult, first_valid
 from dpo_operator.api.training import KIND, DataCheckSummary, DPOTrainingJobSpec, DPOTrainingJobStatus
 from dpo_operator.kube import events
-from dpo_operator.kube.jobs import ensure_job, failure, job_state, pod_problem, pod_results, set_suspended
+from dpo_operator.kube.jobs import ensure_job, failure, job_state, pod_problem, pod_results
+from dpo_operator.kube.queueing import apply as apply_suspend
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render.training import check_job_manifest, check_job_name
 from dpo_operator.runtime.controller import RUNTIME
@@ -41,9 +42,10 @@ def run_check(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, ca
     """The check's state: an Outcome while it runs or when it failed, ``Checked`` once it passed."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     jname = check_job_name(name)
-    job = set_suspended(namespace, ensure_job(namespace, check_job_manifest(body, spec, location, RUNTIME.config)),
-                        spec.suspend)
-    state = job_state(job)
+    queued = apply_suspend(namespace, ensure_job(namespace, check_job_manifest(body, spec, location, RUNTIME.config)),
+                           spec.suspend)
+    job = queued.job
+    state = queued.state or job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
     if state.phase == Phase.FAILED.value:
         explained = failure(namespace, jname, state)

@@ -57,6 +57,11 @@ class _RuntimeCollector(Collector):
             else:
                 self._phases[(kind, uid)] = phase
 
+    def forget_phases(self) -> None:
+        """A new operator run counts the resources it reconciles itself (one process may run the operator again)."""
+        with self._lock:
+            self._phases.clear()
+
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("dpo_operator_queue_depth", "Objects due for a reconcile and not yet running.",
                                   labels=["lane"])
