@@ -118,7 +118,9 @@ def test_a_model_path_typo_says_not_found(kube: Kube, namespace: str, operator: 
     status = timed("model.pvc.path typo", start, failed_with(kube, "DPOTrainingJob", namespace, "path", "NotFound"))
     assert "model directory not found: model.pvc.path '/tinny' on PVC models does not exist" in status["message"]
     assert "Repo id" not in status["message"]
-    assert attempts(kube, namespace, "path-train") == 1
+    # the CPU-only data check, which runs first, already finds it: one attempt, and no training Job (no GPU asked for)
+    assert attempts(kube, namespace, "path-datacheck") == 1
+    assert kube.job(namespace, "path-train") is None
 
 
 def test_more_gpus_per_pod_than_any_node_offers_fails_before_the_job(kube: Kube, namespace: str,
@@ -138,7 +140,9 @@ def test_more_gpus_per_pod_than_any_node_offers_fails_before_the_job(kube: Kube,
         assert "local.gpusPerNode is 16, but no node offers more than 8 GPUs" in status["message"]
         assert kube.job(namespace, "big-train") is None
         kube.create("DPOTrainingJob", namespace, "fits", {**spec, "local": {**TRAINING["local"], "gpusPerNode": 8}})
-        wait_for(lambda: kube.job(namespace, "fits-train"), what="the job of one that fits")
+        # not refused: its first Job (the CPU-only data check, then training) is created
+        wait_for(lambda: kube.job(namespace, "fits-datacheck") or kube.job(namespace, "fits-train"),
+                 what="the first job of one that fits")
     finally:
         for name in nodes:
             kube.core.delete_node(name)

@@ -20,7 +20,7 @@ from tests.test_training_e2e import TRAIN_RESULT
 pytestmark = pytest.mark.e2e
 
 TRAINING = {
-    "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+    "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, "check": {"enabled": False}},
     "model": {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}},
     "hyperparameters": {"epochs": 1, "batchSize": 4, "learningRate": 0.001, "finetuningType": "all_weights"},
     "local": {"gpusPerNode": 0, "precision": "fp32", "output": {"claimName": "dpo-data", "path": "/models"}},

@@ -21,7 +21,7 @@ from tests.test_collection_e2e import SPEC as COLLECTION_SPEC
 from tests.test_training_e2e import TRAINING
 
 pytestmark = pytest.mark.e2e
-SPEC = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}}}
+SPEC = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, "check": {"enabled": False}}}
 SPEC.pop("deployOnCompletion")
 
 

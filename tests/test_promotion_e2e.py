@@ -15,7 +15,7 @@ from tests.fakes.nemo import FakeNemo
 from tests.fakes.nim import FakeNim
 from tests.kubehelpers import Kube, conditions_of, wait_for
 from tests.test_deployment_e2e import customizer_training
-from tests.test_training_e2e import TRAIN_RESULT, TRAINING
+from tests.test_training_e2e import NO_CHECK, TRAIN_RESULT, TRAINING
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,7 @@ def gated(port: int, **promotion: Any) -> dict[str, Any]:
     """A training job whose deployOnCompletion is gated by an evaluation on the tic-tac-toe workflow."""
     evaluation = {"workflow": {"name": "tictactoe", "numExamples": 40}, "maxExamples": 30, "gate": GATE,
                   **promotion.pop("evaluation", {"baseline": {"baseUrl": BASELINE_URL, "model": "base"}})}
-    return {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}},
+    return {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}}, **NO_CHECK},
             "deployOnCompletion": {"port": port, "readinessTimeoutSeconds": 60,
                                    "promotion": {"evaluation": evaluation, **promotion}}}
 

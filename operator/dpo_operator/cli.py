@@ -237,6 +237,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
     try:
         spec = _load_spec(args, DPOTrainingJobSpec)
+        _check_model_path(args.model, spec)  # a typo'd model path fails here (not found), before any GPU pod
         for flag in ("card_dir", "dataset_dir", "model"):
             if getattr(args, flag) and getattr(args, flag).startswith("/"):
                 no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")

@@ -12,10 +12,10 @@ from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.results import DataCheckResult, first_valid
+from dpo_operator.api.results import DataCheckResult, read_result
 from dpo_operator.api.training import KIND, DataCheckSummary, DPOTrainingJobSpec, DPOTrainingJobStatus
 from dpo_operator.kube import events
-from dpo_operator.kube.jobs import ensure_job, failure, job_state, pod_problem, pod_results
+from dpo_operator.kube.jobs import ensure_job, failure, job_state, pod_problem, pod_results, retrying
 from dpo_operator.kube.queueing import apply as apply_suspend
 from dpo_operator.kube.status import Outcome
 from dpo_operator.render.training import check_job_manifest, check_job_name
@@ -48,24 +48,24 @@ def run_check(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, ca
     state = queued.state or job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe())
     if state.phase == Phase.FAILED.value:
-        explained = failure(namespace, jname, state)
-        fields.failure_reason = Reason.DataCheckFailed
-        return Outcome(Phase.FAILED.value, Reason.DataCheckFailed,
-                       f"the data check could not run ({explained.reason}): {explained.message}", fields,
+        explained = failure(namespace, jname, state)  # the precise cause (e.g. NotFound: a model path typo)
+        fields.failure_reason = explained.reason
+        return Outcome(Phase.FAILED.value, explained.reason,
+                       f"the data check could not run: {explained.message}", fields,
                        conditions={CONDITION: (False, Reason.DataCheckFailed, explained.message)})
     if state.phase != Phase.SUCCEEDED.value:
         if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
-            problem = pod_problem(namespace, jname)
-            if problem is not None:
+            problem = pod_problem(namespace, jname) or retrying(namespace, jname, job, state)
+            if problem is not state:
                 return Outcome(problem.phase, problem.reason, problem.message, fields)
             return Outcome(state.phase, Reason.CheckingData, f"checking the dataset in job {jname} (CPU only) "
                            "before requesting GPUs", fields)
         return Outcome(state.phase, state.reason, state.message, fields)
-    result = first_valid(DataCheckResult, pod_results(namespace, jname))
+    result, why = read_result(DataCheckResult, pod_results(namespace, jname))
     if result is None:
         fields.failure_reason = Reason.ResultUnavailable
         return Outcome(Phase.FAILED.value, Reason.ResultUnavailable,
-                       f"data check job {jname} completed but left no readable result", fields)
+                       f"data check job {jname} completed but {why}", fields)
     fields.data_check = summary(result, card)
     if not result.passed:
         fields.failure_reason = Reason.DataCheckFailed
