@@ -138,7 +138,8 @@ async def evaluate(config_file: Path, output_dir: Path, *, dataset: Path | None 
         from nat.data_models.intermediate_step import IntermediateStepType
         from nat.plugins.eval.runtime.evaluate import EvaluationRun
     except ImportError as exc:
-        raise NatInputError(f"NAT workflows need NeMo Agent Toolkit in the collection image (the [nat] extra): {exc}") from None
+        raise NatInputError("NAT workflows need NeMo Agent Toolkit: the workload image's NAT environment "
+                            f"($DPO_NAT_PYTHON, /opt/nat), or the [nat] extra: {exc}") from None
 
     config = load_runnable_config(config_file, dataset_given=dataset is not None)
     general = config.eval.general
