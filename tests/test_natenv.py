@@ -33,7 +33,7 @@ def interpreter_that_records(tmp_path: Path) -> tuple[Path, Path]:
 def collect(tmp_path: Path, spec: dict, python: Path) -> subprocess.CompletedProcess[str]:
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     env = {**os.environ, natenv.NAT_PYTHON_ENV: str(python), "DPO_DATA_ROOT": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join([str(PLUGIN), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(PLUGIN), str(Path(natenv.__file__).parent.parent)])}
     env.pop(natenv.HANDED_OVER_ENV, None)
     return subprocess.run([sys.executable, "-m", "dpo_operator", "collect", "--spec", str(tmp_path / "spec.yaml"),
                            "--result-file", str(tmp_path / "result.json")],
