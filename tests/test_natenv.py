@@ -82,3 +82,19 @@ def test_no_second_hand_over_and_none_into_itself(monkeypatch: pytest.MonkeyPatc
     assert natenv.nat_python() is None  # no such interpreter: NAT runs here, or its absence is reported here
     monkeypatch.delenv(natenv.NAT_PYTHON_ENV)
     assert natenv.nat_python() is None
+
+
+def test_a_nat_workflow_evaluation_hands_over_too(tmp_path: Path) -> None:
+    python, record = interpreter_that_records(tmp_path)
+    spec = {"workflow": {"nat": {"configFile": str(tmp_path / "missing.yml")}},
+            "candidate": {"baseUrl": "http://127.0.0.1:9/v1", "model": "m"},
+            "baseline": {"baseUrl": "http://127.0.0.1:9/v1", "model": "b"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, natenv.NAT_PYTHON_ENV: str(python), "DPO_DATA_ROOT": str(tmp_path),
+           "PYTHONPATH": str(Path(natenv.__file__).parent.parent)}
+    env.pop(natenv.HANDED_OVER_ENV, None)
+    proc = subprocess.run([sys.executable, "-m", "dpo_operator", "evaluate", "--spec", str(tmp_path / "spec.yaml"),
+                           "--result-file", str(tmp_path / "result.json")],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert json.loads(record.read_text())[:3] == ["-m", "dpo_operator", "evaluate"]
+    assert proc.returncode != 0 and "missing.yml" in (tmp_path / "result.json").read_text()  # failed over there
