@@ -14,7 +14,7 @@ REGISTRY    ?= ghcr.io/dpo-operator
 TAG         ?= $(VERSION)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 
-.PHONY: venv install lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging clean
+.PHONY: venv install lock nat-lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ lock: $(PY)  ## re-resolve requirements/lock.txt from pyproject.toml (after chan
 	$(VENV)/bin/uv pip compile pyproject.toml $(foreach extra,$(subst $(comma), ,$(EXTRAS)),--extra $(extra)) \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(UPGRADE),--upgrade) --no-config -o $(LOCK)
 	sed -i -E 's/^torch==([0-9.]+)\+[a-z0-9]+$$/torch==\1/' $(LOCK)
+
+# The workload image's NAT environment (docker/workload.Dockerfile: /opt/nat, Python 3.12), apart from $(LOCK):
+# NeMo Customizer's NAT plugin and nvidia-nat[eval] pin huggingface-hub<2 and python-dateutil<3, against ours.
+NAT_LOCK := requirements/nat-lock.txt
+nat-lock: $(PY)  ## re-resolve requirements/nat-lock.txt from requirements/nat.in (commit the result)
+	$(PIP) install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile requirements/nat.in --python-version 3.12 --python-platform x86_64-manylinux_2_28 \
+	    $(if $(UPGRADE),--upgrade) --no-config -o $(NAT_LOCK)
 
 lint: install  ## ruff and mypy, as configured in pyproject.toml
 	$(VENV)/bin/ruff check operator tests bench scripts

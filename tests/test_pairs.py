@@ -115,3 +115,14 @@ def test_bad_events_are_rejected_with_a_reason(raw: dict, error: str) -> None:
 def test_event_defaults() -> None:
     event = event_from_dict({"example_id": 1, "turn_id": "t", "output": "o", "score": "0.5"})
     assert (event.example_id, event.candidate_index, event.turn_index, event.score, event.input) == ("1", 0, 0, 0.5, "")
+
+
+def test_max_pairs_per_turn_counts_only_pairs_we_keep() -> None:
+    """Pairs we drop (ties, identical texts) are dropped before the per-turn cut, so they take no slot: NAT cuts
+    first, and there the identical-text pair (largest difference) takes the only slot (README: Pairing semantics)."""
+    stats = PairingStats()
+    events = [ev(1.0, 0, out="a"), ev(0.5, 1, out="b"), ev(0.0, 2, out="a"), ev(0.5, 3, out="c")]
+    pairs = build_pairs(events, PairingOptions(max_pairs_per_turn=1), stats)
+    # NAT's turn: (a>a, 1.0) first, then the 0.5 pairs, the tie b=c last; cut to 1, minus identical texts: nothing
+    assert triples(pairs) == [("a", "b", 0.5)]
+    assert (stats.identical_pairs_dropped, stats.tied_pairs_dropped, stats.truncated) == (1, 1, 3)

@@ -91,6 +91,10 @@ def _collect(args: argparse.Namespace) -> int:
 
     try:
         spec = _load_spec(args, DPOCollectionSpec)
+        if spec.workflow.nat is not None and spec.workflow.nat.workflow_output is None:
+            from dpo_operator import natenv
+
+            natenv.hand_over(args.argv)  # NAT runs in the image's NAT environment
         data_root, name = Path(os.environ.get("DPO_DATA_ROOT", "/data")), os.environ.get("DPO_RESOURCE_NAME", "local")
         if args.shard:  # one pod of an Indexed Job: its share of the candidates, no dataset yet
             from dpo_operator.collect.shard import run_shard, shard_index
@@ -126,6 +130,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     try:
         spec = _load_spec(args, DPOEvaluationSpec)
+        if spec.workflow.nat is not None:
+            from dpo_operator import natenv
+
+            natenv.hand_over(args.argv)  # NAT runs in the image's NAT environment
         result: EvaluationResult = run_evaluation(
             spec, data_root=Path(os.environ.get("DPO_DATA_ROOT", "/data")),
             output_dir=Path(args.output_dir) if args.output_dir else None)
@@ -513,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for natenv.hand_over
     return int(args.func(args) or 0)
 
 

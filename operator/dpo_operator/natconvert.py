@@ -266,16 +266,11 @@ def _finetuning_notes(config: dict[str, Any], notes: list[str]) -> None:
     ft = config.get("finetuning") or {}
     if ft and not ft.get("enabled", False):
         notes.append("finetuning.enabled is false: nat finetune would not run; the resources run when applied")
-    reward = ft.get("reward_function")
-    if reward:
-        notes.append(f"finetuning.reward_function ({(reward or {}).get('name')}): no equivalent yet; the evaluator "
-                     "runs with the workflow (the config is run unchanged) but its average reward per run is not "
-                     "reported")
     for key in ("num_epochs", "output_dir", "curriculum_learning", "target_functions", "target_model",
                 "run_configuration"):
         if key in ft:
             why = {"num_epochs": "NAT does not use it with NeMo Customizer (num_runs counts the collections)",
-                   "output_dir": "NAT's progress files are not written; metrics.json sits beside the dataset"}
+                   "output_dir": "NAT's progress files are written beside the dataset, in the collection's output"}
             notes.append(f"finetuning.{key}: no equivalent ({why.get(key, 'not used by the DPO components')})")
 
 

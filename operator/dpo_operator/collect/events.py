@@ -40,6 +40,14 @@ class CandidateEvent(NamedTuple):  # a tuple: cheap to build by the million
     score: float
 
 
+class RunOutput(NamedTuple):
+    """One collection run's checked candidates, and (NAT, with ``finetuning.reward_function``) the average score
+    of that evaluator over the run's examples."""
+
+    events: list[CandidateEvent]
+    evaluator_reward: tuple[str, float] | None = None  # (evaluator name, average score)
+
+
 def message_text(message: Message) -> str | None:
     """The text of a chat message: its string ``content``, or the text parts of a multi-part content list.
 

@@ -28,7 +28,7 @@ from dpo_operator.api.collection import (
     DPOCollectionSpec,
     NatWorkflowSpec,
 )
-from dpo_operator.collect.events import CandidateCheck, CandidateEvent
+from dpo_operator.collect.events import CandidateCheck, CandidateEvent, RunOutput
 
 TTC_END = "TTC_END"
 WORKFLOW_OUTPUT = "workflow_output.json"
@@ -138,7 +138,8 @@ async def evaluate(config_file: Path, output_dir: Path, *, dataset: Path | None 
         from nat.data_models.intermediate_step import IntermediateStepType
         from nat.plugins.eval.runtime.evaluate import EvaluationRun
     except ImportError as exc:
-        raise NatInputError(f"NAT workflows need NeMo Agent Toolkit in the collection image (the [nat] extra): {exc}") from None
+        raise NatInputError("NAT workflows need NeMo Agent Toolkit: the workload image's NAT environment "
+                            f"($DPO_NAT_PYTHON, /opt/nat), or the [nat] extra: {exc}") from None
 
     config = load_runnable_config(config_file, dataset_given=dataset is not None)
     general = config.eval.general
@@ -209,13 +210,34 @@ def items_of(result: Any) -> list[dict[str, Any]]:
             for item in result.eval_input.eval_input_items]
 
 
-async def run_nat_eval(config_file: Path, output_dir: Path, *, dataset: Path | None = None,
-                       max_concurrency: int | None = None) -> list[dict[str, Any]]:
-    """One evaluation run's items; a run that NAT's runner stopped on a workflow error is an error."""
+def evaluator_reward(result: Any, name: str) -> float | None:
+    """The mean reward the evaluator ``name`` gave this run's examples, as NAT computes a reward from an
+    evaluator's item (``TrajectoryBuilder.compute_reward``: its score, 0.0 without one); None if it did not run."""
+    for metric, output in result.evaluation_results:
+        if metric != name:
+            continue
+        rewards = []
+        for item in output.eval_output_items:
+            try:
+                rewards.append(float(item.score) if item.score is not None else 0.0)
+            except (TypeError, ValueError):
+                raise NatInputError(f"finetuning.reward_function names evaluator {name!r}, whose scores are not "
+                                    f"numbers (item {item.id!r}: {item.score!r}): name a numeric evaluator") from None
+        return sum(rewards) / len(rewards) if rewards else 0.0
+    return None
+
+
+async def _checked_eval(config_file: Path, output_dir: Path, dataset: Path | None, max_concurrency: int | None) -> Any:
     result = await evaluate(config_file, output_dir, dataset=dataset, max_concurrency=max_concurrency)
     if result.workflow_interrupted:
         raise NatError("the NAT workflow failed on an example and NAT's evaluation runner stopped (see the pod log)")
-    return items_of(result)
+    return result
+
+
+async def run_nat_eval(config_file: Path, output_dir: Path, *, dataset: Path | None = None,
+                       max_concurrency: int | None = None) -> list[dict[str, Any]]:
+    """One evaluation run's items; a run that NAT's runner stopped on a workflow error is an error."""
+    return items_of(await _checked_eval(config_file, output_dir, dataset, max_concurrency))
 
 
 def nat_config_file(nat: NatWorkflowSpec) -> Path:
@@ -238,22 +260,30 @@ def nat_workflow_output(nat: NatWorkflowSpec, data_root: Path) -> Path:
 
 
 def nat_runs(spec: DPOCollectionSpec, data_root: Path, scratch: Path, check: CandidateCheck,
-             step_names: Collection[str] | None = None,
-             ) -> Iterator[tuple[str, Callable[[], Awaitable[list[CandidateEvent]]]]]:
-    """(label, thunk) per run: offline, one per workflow_output.json file; else ``numRuns`` NAT evaluation runs."""
+             step_names: Collection[str] | None = None, reward_function: str | None = None,
+             ) -> Iterator[tuple[str, Callable[[], Awaitable[RunOutput]]]]:
+    """(label, thunk) per run: offline, one per workflow_output.json file; else ``numRuns`` NAT evaluation runs
+    (with ``reward_function``, that evaluator's average score per run)."""
     nat = spec.workflow.nat
     assert nat is not None
     names = tuple(step_names) if step_names else (nat.ttc_step_name,)
     if nat.workflow_output is not None:
         for path in workflow_output_files(nat_workflow_output(nat, data_root)):
-            async def offline(path: Path = path) -> list[CandidateEvent]:
-                return candidates_from_items(read_workflow_output(path), names, check)
+            async def offline(path: Path = path) -> RunOutput:
+                return RunOutput(candidates_from_items(read_workflow_output(path), names, check))
             yield str(path), offline
         return
     config, dataset_file = nat_config_file(nat), nat_dataset_file(nat)
     for run in range(spec.num_runs):
-        async def live(run: int = run) -> list[CandidateEvent]:
-            items = await run_nat_eval(config, scratch / f"run-{run}", dataset=dataset_file,
-                                       max_concurrency=spec.workflow.max_concurrent_episodes)
-            return candidates_from_items(items, names, check)
+        async def live(run: int = run) -> RunOutput:
+            result = await _checked_eval(config, scratch / f"run-{run}", dataset_file,
+                                         spec.workflow.max_concurrent_episodes)
+            events = candidates_from_items(items_of(result), names, check)
+            if reward_function is None:
+                return RunOutput(events)
+            reward = evaluator_reward(result, reward_function)
+            if reward is None:
+                raise NatInputError(f"finetuning.reward_function names evaluator {reward_function!r}, which NAT's "
+                                    "evaluation did not run: add it to eval.evaluators")
+            return RunOutput(events, (reward_function, reward))
         yield f"{run + 1}/{spec.num_runs}", live

@@ -139,3 +139,19 @@ def old_step_key_warning(name: str, entry: dict[str, Any]) -> str | None:
     return (f"trajectory_builders.{name}.{OLD_STEP_KEY} ({entry[OLD_STEP_KEY]!r}) is not a dpo_traj_builder field "
             f"and is ignored (by NAT too); the step name is ttc_step_name ({effective!r}"
             f"{'' if 'ttc_step_name' in entry else ', its default'}): rename the key")
+
+
+def reward_function(config: dict[str, Any]) -> str | None:
+    """The evaluator ``finetuning.reward_function.name`` names (NAT's reward), checked against ``eval.evaluators``."""
+    reward = (config.get("finetuning") or {}).get("reward_function")
+    if reward is None:
+        return None
+    name = reward.get("name") if isinstance(reward, dict) else None
+    if not isinstance(name, str) or not name:
+        raise NatConfigError(f"finetuning.reward_function must be a mapping with the evaluator's name "
+                             f"(name: <evaluator>), got {reward!r}")
+    evaluators = ((config.get("eval") or {}).get("evaluators")) or {}
+    if "base" not in config and isinstance(evaluators, dict) and name not in evaluators:
+        raise NatConfigError(f"finetuning.reward_function.name names {name!r}, which is not in eval.evaluators "
+                             f"(it has: {', '.join(evaluators) or 'nothing'})")
+    return name

@@ -58,6 +58,7 @@ class Settings:
     step_names: tuple[str, ...]
     sources: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    reward_function: str | None = None  # the evaluator finetuning.reward_function names (live runs only)
 
 
 def _cr_fields(spec: DPOCollectionSpec) -> set[str]:
@@ -73,7 +74,7 @@ def resolve(spec: DPOCollectionSpec, config_file: Path | None) -> Settings:
     config = nf.load(config_file) if config_file is not None else {}
     built, trained = nf.builder(config), nf.trainer(config)
     updates: dict[str, Any] = {}
-    settings = Settings(spec, (nat.ttc_step_name,))
+    settings = Settings(spec, (nat.ttc_step_name,), reward_function=nf.reward_function(config))
     for table, found, section in ((FROM_BUILDER, built, "trajectory_builders"), (FROM_TRAINER, trained, "trainers")):
         for path, (key, convert) in table.items():
             if path in given:

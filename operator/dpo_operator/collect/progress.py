@@ -2,7 +2,7 @@
 
 - a log line when each phase starts and ends (waiting for endpoint, collecting, writing dataset);
 - per finished run, NAT's line (``Run 1: Collected 50 trajectories, 120 DPO pairs, avg reward: 0.4523``, logged by
-  :func:`dpo_operator.collect.runner.run_progress`);
+  :func:`dpo_operator.collect.nat_outputs.run_entry`);
 - while episodes finish, a readable line and a ``dpo-progress`` line (:mod:`dpo_operator.api.progress`) at most
   every ``interval_seconds``, and a progress line at every phase change and finished run.
 

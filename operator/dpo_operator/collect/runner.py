@@ -8,7 +8,6 @@ by NAT's evaluation runner, or from NAT ``workflow_output.json`` files (one run 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import json
 import logging
@@ -26,8 +25,8 @@ import httpx
 from dpo_operator.api.collection import DPOCollectionSpec
 from dpo_operator.collect import dataset
 from dpo_operator.collect import nat as nat_mod
-from dpo_operator.collect import nat_settings
-from dpo_operator.collect.events import CandidateCheck, CandidateEvent
+from dpo_operator.collect import nat_outputs, nat_settings
+from dpo_operator.collect.events import CandidateCheck, CandidateEvent, RunOutput
 from dpo_operator.collect.llm import ChatClient, LLMSettings
 from dpo_operator.collect.progress import CollectorProgress
 from dpo_operator.collect.pairs import PairingOptions, PairingStats, PreferencePair, build_pairs
@@ -82,6 +81,8 @@ class Collected:
     warnings: list[str] = field(default_factory=list)
     spec: DPOCollectionSpec | None = None  # the effective spec, where a NAT config filled in settings
     history: list[dict[str, Any]] = field(default_factory=list)  # NAT workflows: NAT's per-run progress entries
+    run_id: str = field(default_factory=nat_outputs.new_run_id)  # NAT's run id, in its output files
+    trajectory_groups: int = 0  # NAT's count: each run's pairs grouped by example
     progress: CollectorProgress | None = None  # what the pod's log shows
 
 
@@ -99,7 +100,7 @@ def decision_seed(seed: int, run: int, messages: list[dict[str, Any]]) -> int:
 
 
 async def _plugin_run(spec: DPOCollectionSpec, chat: ChatClient, run: int, check: CandidateCheck,
-                      progress: CollectorProgress) -> list[CandidateEvent]:
+                      progress: CollectorProgress) -> RunOutput:
     workflow = load_workflow(spec.workflow.name, spec.workflow.config)
     examples = workflow.examples(spec.workflow.num_examples, spec.seed)  # the same examples in every run
     progress.examples_per_run(len(examples))
@@ -116,7 +117,7 @@ async def _plugin_run(spec: DPOCollectionSpec, chat: ChatClient, run: int, check
 
     async with asyncio.TaskGroup() as group:  # one failed episode cancels the rest of the run
         tasks = [group.create_task(episode(example)) for example in examples]
-    return check.events(event for task in tasks for event in task.result())
+    return RunOutput(check.events(event for task in tasks for event in task.result()))
 
 
 def _describe(exc: BaseException) -> str:
@@ -125,7 +126,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-RunThunk = Callable[[], Awaitable[list[CandidateEvent]]]
+RunThunk = Callable[[], Awaitable[RunOutput]]
 
 
 def _plugin_runs(spec: DPOCollectionSpec, chat: ChatClient, check: CandidateCheck,
@@ -134,26 +135,12 @@ def _plugin_runs(spec: DPOCollectionSpec, chat: ChatClient, check: CandidateChec
         yield f"{run + 1}/{spec.num_runs}", lambda run=run: _plugin_run(spec, chat, run, check, progress)
 
 
-def run_progress(run: int, pairs: list[PreferencePair]) -> dict[str, Any]:
-    """One run's entry as NAT's nemo_customizer_trainer records it (data_collection_progress.jsonl): a trajectory
-    is a pair, its reward the pair's (score difference, or the chosen score without rewardFromScoreDiff); the
-    pairs are ours, so NAT's tied pairs (reward 0) are not averaged in. The same line is logged as NAT logs it."""
-    rewards = [p.reward for p in pairs]
-    entry = {"run_number": run, "num_trajectories": len(pairs), "num_dpo_pairs": len(pairs),
-             "avg_reward": sum(rewards) / len(rewards) if rewards else 0.0,
-             "min_reward": min(rewards, default=0.0), "max_reward": max(rewards, default=0.0),
-             "timestamp": datetime.datetime.now().isoformat()}
-    log.info("Run %d: Collected %d trajectories, %d DPO pairs, avg reward: %.4f", run + 1, len(pairs), len(pairs),
-             entry["avg_reward"])
-    return entry
-
-
 async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunThunk]], collected: Collected,
                         progress: CollectorProgress) -> None:
     options = pairing_options(spec)
     for label, thunk in runs:
         try:
-            events = await thunk()
+            output = await thunk()
         except nat_mod.StepNameMismatch:
             raise  # a configuration error: every run would fail the same way
         except Exception as exc:  # noqa: BLE001  (every failure of a run is handled the same way)
@@ -164,13 +151,15 @@ async def _collect_runs(spec: DPOCollectionSpec, runs: Iterable[tuple[str, RunTh
             log.warning("collection %s (continuing: continueOnCollectionError)", error)
             collected.errors.append(error)
             continue
+        events = output.events
         run_pairs = build_pairs(events, options, collected.stats)
         collected.per_run.append(len(run_pairs))
         collected.pairs.extend(run_pairs)
         log.info("run %s: %d candidates, %d pairs", label, len(events), len(run_pairs))
-        entry = run_progress(len(collected.per_run) - 1, run_pairs)
+        entry = nat_outputs.run_entry(collected.run_id, len(collected.per_run) - 1, run_pairs, output.evaluator_reward)
         if spec.workflow.nat is not None:
             collected.history.append(entry)
+            collected.trajectory_groups += nat_outputs.trajectory_groups(run_pairs)
         progress.run_done(len(events), [p.reward for p in run_pairs])
 
 
@@ -196,8 +185,9 @@ async def collect_pairs(spec: DPOCollectionSpec, transport: httpx.AsyncBaseTrans
         offline = spec.workflow.nat is not None and spec.workflow.nat.workflow_output is not None
         progress = progress or CollectorProgress(None if offline else spec.num_runs, None)
         with tempfile.TemporaryDirectory(prefix="nat-eval-") as scratch, progress.phase("collecting"):
-            await _collect_runs(spec, nat_mod.nat_runs(spec, data_root, Path(scratch), check, settings.step_names),
-                                collected, progress)
+            runs = nat_mod.nat_runs(spec, data_root, Path(scratch), check, settings.step_names,
+                                    None if offline else settings.reward_function)
+            await _collect_runs(spec, runs, collected, progress)
     else:
         assert spec.llm is not None
         workflow_factory(spec.workflow.name)  # an unknown workflow fails now, not after waiting for the endpoint
@@ -265,6 +255,9 @@ def finish(spec: DPOCollectionSpec, collected: Collected, location: str) -> tupl
     )
     checked = check_collection(files, per_run, (f"{p.example_id}/{p.turn_id}" for p in pairs), location)
     result.dataCheck = checked.model_dump(by_alias=True, mode="json")
+    if collected.history:  # a NAT workflow: NAT's output files beside the dataset
+        message = f"Data collection complete: {len(pairs)} DPO pairs written to {location}"
+        files.extra.extend(nat_outputs.files(collected.run_id, collected.history, collected.trajectory_groups, message))
     return files, result
 
 
