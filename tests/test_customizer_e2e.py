@@ -238,6 +238,16 @@ def test_what_the_customizer_refuses_or_cannot_honour_is_said(
     invalid = kube.wait_phase("DPOTrainingJob", namespace, "sft", "Failed", timeout=40)
     assert reason(invalid, "Failed") == "InvalidSpec" and "trainingType: dpo" in invalid["status"]["message"]
 
+    # asked before anything is uploaded: the config offers DPO with all weights only
+    nemo.add_config("meta/full-only@v1", options=(("dpo", "all_weights"),))
+    spec = {**spec_for(nemo), "model": {"name": "meta/full-only@v1"}}
+    kube.create("DPOTrainingJob", namespace, "unoffered", spec)
+    invalid = kube.wait_phase("DPOTrainingJob", namespace, "unoffered", "Failed", timeout=40)
+    assert reason(invalid, "Failed") == "InvalidSpec"
+    assert "does not offer trainingType dpo with finetuningType lora" in invalid["status"]["message"]
+    assert "offer trainingType dpo with finetuningType all_weights" in invalid["status"]["message"]
+    assert kube.job(namespace, "unoffered-upload") is None
+
     nemo.script = [{"status": "running"}]
     spec = spec_for(nemo)
     spec["hyperparameters"].update(maxSeqLength=4096, lrScheduler="linear")

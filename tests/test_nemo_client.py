@@ -84,6 +84,7 @@ def test_hyperparameters_sent_and_the_ones_the_customizer_cannot_honour() -> Non
                                                              "lrScheduler"]
     # what is sent is what the SDK's JobCreateParams accepts (the fake validates every request)
     with FakeNemo() as fake, NemoApi(fake.url) as api:
+        fake.add_config("cfg")
         fake.repos["dpo/pairs"] = {"training/training_file.jsonl": b"{}\n"}
         nemo.ensure_entity_namespace(api, "dpo")
         nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
@@ -100,6 +101,7 @@ def test_the_fake_refuses_what_the_sdk_does_not_allow() -> None:
                 api.request("POST", "/v1/namespaces", json={"id": "dpo", "colour": "green"})
             assert refused.value.status == 422
             nemo.ensure_entity_namespace(api, "dpo")
+            fake.add_config("cfg")
             fake.repos["dpo/pairs"] = {"training/training_file.jsonl": b"{}\n"}
             nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
             fake.script = [{"status": "exploded"}]
@@ -112,6 +114,7 @@ def test_the_fake_refuses_what_the_sdk_does_not_allow() -> None:
 
 def test_find_job_follows_pagination_to_an_empty_page_within_the_namespace(tmp_path: Path) -> None:
     with FakeNemo() as fake, NemoApi(fake.url) as api:
+        fake.add_config("cfg")
         fake.repos["dpo/pairs"] = {"training/training_file.jsonl": b"{}\n"}
         for namespace in ("dpo", "other"):
             nemo.ensure_entity_namespace(api, namespace)
@@ -135,10 +138,39 @@ def test_find_job_follows_pagination_to_an_empty_page_within_the_namespace(tmp_p
 
 def test_job_for_an_unuploaded_dataset_is_refused() -> None:
     with FakeNemo() as fake, NemoApi(fake.url) as api:
+        fake.add_config("cfg")
         nemo.ensure_entity_namespace(api, "dpo")
         nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
         with pytest.raises(NemoError, match="has no training/training_file.jsonl"):
             nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", {"finetuning_type": "lora"}, "dpo/m", "u", "x"))
+
+
+def test_the_config_is_asked_before_submitting_and_the_fake_refuses_what_it_does_not_offer() -> None:
+    with FakeNemo() as fake, NemoApi(fake.url) as api:
+        fake.add_config("meta/tiny@v1", options=(("dpo", "all_weights"), ("sft", "lora")))
+        offered = nemo.offered_options(api, "meta/tiny@v1")
+        assert offered == [("dpo", "all_weights"), ("sft", "lora")]
+        assert nemo.refused_option("meta/tiny@v1", offered, "dpo", "all_weights") is None
+        refused = nemo.refused_option("meta/tiny@v1", offered, "dpo", "lora")
+        assert refused is not None and "does not offer trainingType dpo with finetuningType lora" in refused
+        assert "trainingType dpo with finetuningType all_weights, trainingType sft with finetuningType lora" in refused
+        missing = nemo.offered_options(api, "meta/absent@v1")
+        assert missing is None and "names no customization config" in str(nemo.refused_option(
+            "meta/absent@v1", missing, "dpo", "lora"))
+        # the fake is as strict as the Customizer: a pair the config does not offer is refused
+        nemo.ensure_entity_namespace(api, "dpo")
+        fake.repos["dpo/pairs"] = {"training/training_file.jsonl": b"{}\n"}
+        nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
+        hp = {"training_type": "dpo", "finetuning_type": "lora"}
+        with pytest.raises(NemoError, match="not offered by config meta/tiny@v1") as caught:
+            nemo.create_job(api, nemo.job_body("meta/tiny@v1", "dpo", "pairs", hp, "dpo/m", "u", "x"))
+        assert caught.value.status == 422 and fake.jobs == {}
+        with pytest.raises(NemoError) as unknown:
+            nemo.create_job(api, nemo.job_body("meta/absent@v1", "dpo", "pairs", hp, "dpo/m", "u", "x"))
+        assert unknown.value.status == 404
+        job = nemo.create_job(api, nemo.job_body("meta/tiny@v1", "dpo", "pairs", {**hp, "finetuning_type":
+                                                 "all_weights"}, "dpo/m", "u", "x"))
+        assert fake.jobs[job["id"]]["config"] == "meta/tiny@v1"
 
 
 def test_upload_command_copies_a_dataset_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

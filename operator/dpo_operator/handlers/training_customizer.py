@@ -1,7 +1,9 @@
 """DPOTrainingJob, ``customizer`` backend: train with NeMo Customizer.
 
 Before submission (each step idempotent, so any reconcile may redo it):
-0. what the Customizer refuses is an InvalidSpec (``lora.rank`` not a power of two, ``trainingType: sft``);
+0. what the Customizer refuses is an InvalidSpec (``lora.rank`` not a power of two, ``trainingType: sft``, a
+   training/finetuning type pair the customization config named by ``model.name`` does not offer: its
+   ``training_options`` are read first);
 1. the dataset is found (a DPOCollection's output or an explicit location);
 2. namespaces are ensured in the Entity Store and the Datastore (on every path, also for a dataset that is
    already in the Datastore);
@@ -126,6 +128,11 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     if isinstance(location, Outcome):
         return location
     with sessions(namespace, backend) as (entity, customizer, datastore):
+        hp = spec.hyperparameters  # asked before anything is uploaded: the Customizer would refuse the job
+        offered = nemo.offered_options(customizer, spec.model.name)
+        if refused := nemo.refused_option(spec.model.name, offered, str(hp.training_type),
+                                          str(hp.finetuning_type)):
+            raise InvalidSpec(refused)
         nemo.ensure_entity_namespace(entity, backend.namespace)
         nemo.ensure_datastore_namespace(datastore, backend.namespace)
         dataset = dataset_name(body, backend)

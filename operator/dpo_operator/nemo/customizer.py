@@ -50,6 +50,40 @@ def register_dataset(entity: NemoApi, namespace: str, name: str, files_url: str,
                                   "to another name or delete the old entry") from None
 
 
+def config_path(config: str) -> str:
+    """``GET`` path of a customization config named as a job names it (``namespace/name@version``; no namespace:
+    ``default``)."""
+    namespace, name = config.split("/", 1) if "/" in config else ("default", config)
+    return f"/v1/customization/configs/{namespace}/{name}"
+
+
+def offered_options(customizer: NemoApi, config: str) -> list[tuple[str, str]] | None:
+    """The (training type, finetuning type) pairs the config's ``training_options`` offer; None: no such config."""
+    try:
+        answer = customizer.request("GET", config_path(config))
+    except NemoError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    options = (answer or {}).get("training_options") if isinstance(answer, dict) else None
+    return [(str(o.get("training_type")), str(o.get("finetuning_type")))
+            for o in options or [] if isinstance(o, dict)]
+
+
+def refused_option(config: str, offered: list[tuple[str, str]] | None, training_type: str,
+                   finetuning_type: str) -> str | None:
+    """Why the Customizer would refuse a job of this pair on ``config`` (for an InvalidSpec), or None."""
+    if offered is None:
+        return (f"spec.model.name {config!r} names no customization config in NeMo Customizer (GET "
+                f"{config_path(config)} answered 404); use a config it has (GET /v1/customization/configs lists them)")
+    if (training_type, finetuning_type) in offered:
+        return None
+    listed = ", ".join(f"trainingType {t} with finetuningType {f}" for t, f in offered) or "nothing"
+    return (f"spec.hyperparameters: NeMo Customizer config {config!r} does not offer trainingType {training_type} "
+            f"with finetuningType {finetuning_type}; its training_options offer {listed}. Set "
+            "hyperparameters.finetuningType to one it offers, or name another config in spec.model.name")
+
+
 def owner_tag(uid: str) -> str:
     return f"dpo-operator uid={uid}"
 
