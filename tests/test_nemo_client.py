@@ -68,17 +68,31 @@ def test_live_loss_while_running_and_the_best_checkpoint_once_done() -> None:
     assert no_checkpoint.progress == {"trainLoss": 0.61, "valLoss": 0.66}
 
 
+def test_accuracy_series_and_job_warnings_are_read() -> None:
+    status = nemo.RemoteStatus.parse({"status": "running", **live(train=[0.6], val=[0.5, 0.4],
+                                                                   val_accuracy=[0.55, 0.7])})
+    assert status.progress == {"trainLoss": 0.6, "valLoss": 0.4, "valAccuracy": 0.7}
+    early = nemo.RemoteStatus.parse({"status": "completed", "percentage_done": 60.0})
+    assert early.phase == "Succeeded" and early.progress["percentageDone"] == 60.0  # early stopping: as reported
+    job = {"id": "cust-1", "warnings": [{"message": "batch_size lowered", "explanation": "too few GPUs"},
+                                        {"explanation": "no validation data"}, {}, "odd"]}
+    assert nemo.job_warnings(job) == ["batch_size lowered: too few GPUs", "no validation data"]
+    assert nemo.job_warnings({"id": "cust-2"}) == []
+
+
 def test_hyperparameters_sent_and_the_ones_the_customizer_cannot_honour() -> None:
     defaults, not_honoured = nemo.customizer_hyperparameters(Hyperparameters())
     assert not_honoured == [] and defaults["optimizer"] == "adamw_with_flat_lr" and defaults["seed"] == 42
     assert defaults["dpo"]["sft_average_log_probs"] is False and "target_modules" not in defaults["lora"]
+    assert defaults["dpo"]["max_grad_norm"] == 1.0
     hp = Hyperparameters.model_validate({
         "maxSeqLength": 4096, "seed": 7, "weightDecay": 0.01, "warmupRatio": 0.1, "lrScheduler": "linear",
-        "validateEverySteps": 50,
+        "validateEverySteps": 50, "maxGradNorm": 0.5,
         "dpo": {"preferenceAverageLogProbs": True}, "lora": {"rank": 8, "targetModules": ["linear_qkv"]}})
     sent, not_honoured = nemo.customizer_hyperparameters(hp)
     assert sent["seed"] == 7 and sent["weight_decay"] == 0.01 and "optimizer" not in sent
     assert sent["dpo"]["sft_average_log_probs"] is True  # follows preferenceAverageLogProbs when unset
+    assert sent["dpo"]["max_grad_norm"] == 0.5
     assert sent["lora"] == {"adapter_dim": 8, "alpha": 32, "adapter_dropout": 0.0, "target_modules": ["linear_qkv"]}
     assert [text.split(" ")[0] for text in not_honoured] == ["maxSeqLength", "warmupRatio", "validateEverySteps",
                                                              "lrScheduler"]

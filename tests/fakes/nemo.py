@@ -56,12 +56,15 @@ def timestamp() -> str:
     return datetime.datetime.now(tz=datetime.UTC).isoformat()
 
 
-def live(train: list[float] = (), val: list[float] = (), every: int = 10) -> dict[str, Any]:  # type: ignore[assignment]
+def live(train: list[float] = (), val: list[float] = (), every: int = 10,  # type: ignore[assignment]
+         val_accuracy: list[float] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     """The live metric series of a status answer: one point every ``every`` steps."""
     def series(values: list[float]) -> list[dict[str, Any]]:
         return [{"step": (i + 1) * every, "value": v, "timestamp": timestamp()} for i, v in enumerate(values)]
-    return {"metrics": {"keys": ["train_loss", "val_loss"], "metrics": {"train_loss": series(list(train)),
-                                                                       "val_loss": series(list(val))}}}
+    metrics = {"train_loss": series(list(train)), "val_loss": series(list(val))}
+    if val_accuracy:
+        metrics["val_accuracy"] = series(list(val_accuracy))
+    return {"metrics": {"keys": list(metrics), "metrics": metrics}}
 
 
 DEFAULT_SCRIPT: list[dict[str, Any]] = [
@@ -127,6 +130,7 @@ class FakeNemo(FakeHub):
         self.peft_refresh_polls = 0  # /v1/models listings before a new adapter shows up
         self.model_listings: dict[str, int] = {}
         self.violations: list[str] = []
+        self.job_warnings: list[dict[str, str]] = []  # JobWarning entries every new job carries
         # routes whose success is answered with an HTML page (a proxy in the way), after doing the work
         self.garbled: set[str] = set()
 
@@ -302,7 +306,7 @@ class FakeNemo(FakeHub):
         job = {"id": job_id, "namespace": namespace, "status": "created", "created_at": timestamp(),
                "updated_at": timestamp(), "config": body["config"], "dataset": body["dataset"],
                "hyperparameters": body["hyperparameters"], "description": body.get("description"),
-               "output_model": output}
+               "output_model": output, **({"warnings": list(self.job_warnings)} if self.job_warnings else {})}
         self.jobs[job_id] = job
         self.details[job_id] = {"status": "created", "created_at": job["created_at"], "updated_at": timestamp(),
                                 "status_logs": [{"updated_at": timestamp(), "message": "created"}]}

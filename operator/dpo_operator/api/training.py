@@ -312,6 +312,9 @@ class Hyperparameters(ApiModel):
         default=0.0, ge=0.0, lt=1.0,
         description="AdamW weight decay (decoupled); never applied to biases, norms or embeddings.",
     )
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=1000.0, description=(
+        "Gradients are clipped to this global L2 norm before every optimizer step (lower it, e.g. 0.5, when the "
+        "loss spikes or turns NaN). Sent to the Customizer as dpo.max_grad_norm."))
     warmup_steps: int = Field(default=0, ge=0, description="Linear warmup from 0; wins over warmupRatio when set.")
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="Warmup as a fraction of all optimizer steps.")
     lr_scheduler: LrScheduler = Field(
@@ -507,7 +510,11 @@ class TrainingProgress(ApiModel):
         "Latest validation loss (every hyperparameters.validateEverySteps steps and at the end)."))
     val_accuracy: float | None = Field(default=None, description=(
         "Latest validation preference accuracy: the share of validation pairs whose chosen response gets the "
-        "higher DPO implicit reward."))
+        "higher DPO implicit reward (customizer backend: the newest point of the job's val_accuracy series, as "
+        "the Customizer reports it)."))
+    train_accuracy: float | None = Field(default=None, description=(
+        "Latest training accuracy; customizer backend only: the newest point of the job's train_accuracy series, "
+        "as the Customizer reports it."))
     tokens_per_second: float | None = Field(default=None, description=(
         "Training throughput so far: tokens of all ranks per second of training."))
     eta: str | None = Field(default=None, description=(

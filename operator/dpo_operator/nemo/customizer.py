@@ -151,7 +151,8 @@ def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
                       "preference_loss_weight": hp.dpo.preference_loss_weight,
                       "preference_average_log_probs": hp.dpo.preference_average_log_probs,
                       "sft_loss_weight": hp.dpo.sft_loss_weight,
-                      "sft_average_log_probs": hp.dpo.effective_sft_average_log_probs}
+                      "sft_average_log_probs": hp.dpo.effective_sft_average_log_probs,
+                      "max_grad_norm": hp.max_grad_norm}
     if hp.finetuning_type == "lora":
         out["lora"] = {"adapter_dim": hp.lora.rank, "alpha": hp.lora.alpha, "adapter_dropout": hp.lora.dropout}
         if hp.lora.target_modules:
@@ -249,6 +250,8 @@ class RemoteStatus:
         phase = PHASES.get(raw, "Running")  # unknown states count as still running, as the Customizer SDK does
         series = ((answer.get("metrics") or {}).get("metrics") or {}) if isinstance(answer.get("metrics"), dict) else {}
         live = {"trainLoss": _latest(series.get("train_loss")), "valLoss": _latest(series.get("val_loss"))}
+        accuracy = {"trainAccuracy": _latest(series.get("train_accuracy")),
+                    "valAccuracy": _latest(series.get("val_accuracy"))}
         best = {"trainLoss": _number(answer.get("train_loss")), "valLoss": _number(answer.get("val_loss"))}
         losses = {k: best[k] if best[k] is not None else live[k] for k in live} if phase == "Succeeded" else live
         progress = {
@@ -256,12 +259,22 @@ class RemoteStatus:
             "epochsCompleted": _integer(answer.get("epochs_completed")),
             "stepsCompleted": _integer(answer.get("steps_completed")),
             **losses,
+            **accuracy,
         }
         logs = [entry for entry in (answer.get("status_logs") or []) if isinstance(entry, dict)]
         detail = next((str(e.get("detail") or e.get("message")) for e in reversed(logs)
                        if e.get("detail") or e.get("message")), "")
         message = f"Customizer job {raw}" + (f": {detail}" if detail else "")
         return cls(raw, phase, {k: v for k, v in progress.items() if v is not None}, message)
+
+
+def job_warnings(job: dict[str, Any]) -> list[str]:
+    """The job's ``warnings`` (the Customizer's notes on a job it accepted, e.g. a value it adjusted), in words."""
+    found = []
+    for warning in job.get("warnings") or []:
+        if isinstance(warning, dict) and (warning.get("message") or warning.get("explanation")):
+            found.append(": ".join(str(warning[k]) for k in ("message", "explanation") if warning.get(k)))
+    return found
 
 
 def job_status(customizer: NemoApi, job_id: str) -> RemoteStatus:
