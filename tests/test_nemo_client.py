@@ -159,6 +159,28 @@ def test_job_for_an_unuploaded_dataset_is_refused() -> None:
             nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", {"finetuning_type": "lora"}, "dpo/m", "u", "x"))
 
 
+def test_local_module_names_are_refused_with_the_customizer_names_to_use() -> None:
+    from dpo_operator.api.training import DPOTrainingJobSpec
+    from dpo_operator.handlers.training_customizer import check_spec
+    from dpo_operator.runtime.errors import InvalidSpec
+
+    def spec(modules: list[str], finetuning: str = "lora") -> DPOTrainingJobSpec:
+        return DPOTrainingJobSpec.model_validate({
+            "dataset": {"collectionRef": {"name": "c"}}, "model": {"name": "meta/m@v1"}, "backend": "customizer",
+            "customizer": {"entityStoreUrl": "http://nemo", "datastoreUrl": "http://nemo"},
+            "hyperparameters": {"finetuningType": finetuning, "lora": {"targetModules": modules}}})
+
+    with pytest.raises(InvalidSpec) as caught:
+        check_spec(spec(["q_proj", "k_proj", "linear_fc2", "down_proj"]))
+    message = str(caught.value)
+    assert "targetModules ['q_proj', 'k_proj', 'down_proj'] are not NeMo Customizer modules" in message
+    assert "use ['linear_qkv', 'linear_fc2']" in message and "fused LoRA only" in message
+    check_spec(spec(["linear_qkv", "linear_proj", "*.layers.1.*.linear_fc1", "*_proj"]))  # Megatron names pass
+    check_spec(spec(["q_proj"], finetuning="all_weights"))  # no adapters: the modules are not sent
+    assert nemo.refused_target_modules(["lm_head"]) is not None and "use" not in \
+        str(nemo.refused_target_modules(["lm_head"])).split("linear_fc2 for down_proj")[1]
+
+
 def test_the_config_is_asked_before_submitting_and_the_fake_refuses_what_it_does_not_offer() -> None:
     with FakeNemo() as fake, NemoApi(fake.url) as api:
         fake.add_config("meta/tiny@v1", options=(("dpo", "all_weights"), ("sft", "lora")))

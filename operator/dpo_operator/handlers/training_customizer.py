@@ -93,6 +93,8 @@ def check_spec(spec: DPOTrainingJobSpec) -> None:
                           f"(its adapter_dim), e.g. {1 << (rank.bit_length() - 1)} or {1 << rank.bit_length()}")
     if refused := nemo.refused_hyperparameters(hp):
         raise InvalidSpec(refused)
+    if hp.finetuning_type == "lora" and (refused := nemo.refused_target_modules(hp.lora.target_modules)):
+        raise InvalidSpec(refused)  # also refused at admission (CEL), where the CRD is current
 
 
 @contextmanager

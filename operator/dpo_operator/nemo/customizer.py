@@ -12,10 +12,12 @@ instead of duplicated. Shapes follow NVIDIA's ``nemo-microservices`` SDK (1.5.0)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dpo_operator.api.training import CUSTOMIZER_MODULES, CUSTOMIZER_MODULES_HINT, CUSTOMIZER_TARGET_MODULE
 from dpo_operator.nemo import datastore_hub
 from dpo_operator.nemo.http import NemoApi, NemoError
 
@@ -115,6 +117,18 @@ def refused_hyperparameters(hp: Any) -> str | None:
     return (f"spec.hyperparameters.dpo.lossType {types} is not supported by the customizer backend: NeMo Customizer's "
             "DPO trains only the sigmoid loss with refPolicyKlPenalty, preferenceLossWeight, sftLossWeight and their "
             "averaging options; remove dpo.lossType (and dpo.lossWeights) or use backend: local")
+
+
+def refused_target_modules(modules: list[str] | None) -> str | None:
+    """Local (PEFT) module names the Customizer does not know, with the Megatron names to use instead."""
+    wrong = [m for m in modules or [] if not re.match(CUSTOMIZER_TARGET_MODULE, m)]
+    if not wrong:
+        return None
+    mapped = list(dict.fromkeys(CUSTOMIZER_MODULES.get(m.rsplit(".", 1)[-1], "?") for m in modules or []
+                                if m in wrong))
+    suggestion = f"; for {wrong} use {mapped}" if "?" not in mapped else ""
+    return f"spec.hyperparameters.lora.targetModules {wrong} are not NeMo Customizer modules: " \
+        f"{CUSTOMIZER_MODULES_HINT}{suggestion}"
 
 
 def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
