@@ -88,7 +88,7 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
             job["hyperparameters"]["warmup_steps"]) == (3, 0.01, 5)
     status = done["status"]
     # the output model is always asked for (default <customizer namespace>/<name>), and read back from the job
-    assert status["remoteJobId"] == job["id"] and status["outputModel"] == f"team-a/remote@{job['id']}"
+    assert status["remoteJobId"] == job["id"] and status["outputModel"] == "team-a/remote"
     assert nemo.models[status["outputModel"]]["base_model"] == "meta/llama-3.2-1b-instruct"
     assert status["progress"] == {"percentageDone": 100.0, "epochsCompleted": 1, "stepsCompleted": 10,
                                   "trainLoss": 0.4, "valLoss": 0.45}  # the best checkpoint's
@@ -229,6 +229,15 @@ def test_dataset_already_in_the_datastore_is_not_copied(
     assert kube.job(namespace, "direct-upload") is None and list(nemo.repos) == ["team-a/collected"]
     assert "team-a" in nemo.datastore_namespaces  # ensured on this path too
 
+    # a revision other than main is kept: the Customizer reads that revision, not the branch
+    nemo.other[("dataset", "team-a/collected", "v2")] = {"training/training_file.jsonl": b'{"prompt": "q"}\n'}
+    spec["dataset"]["location"]["hub"]["revision"] = "v2"
+    kube.create("DPOTrainingJob", namespace, "pinned", spec)
+    pinned = kube.wait_phase("DPOTrainingJob", namespace, "pinned", "Succeeded", timeout=40)
+    assert pinned["status"]["datasetLocation"] == "hf://datasets/team-a/collected@v2"
+    assert nemo.datasets[f"team-a/{namespace}-pinned"]["files_url"] == "hf://datasets/team-a/collected@v2"
+    assert kube.job(namespace, "pinned-upload") is None
+
 
 def test_a_completed_job_without_an_output_model_fails_clearly(
         kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
@@ -237,7 +246,7 @@ def test_a_completed_job_without_an_output_model_fails_clearly(
     kube.create("DPOTrainingJob", namespace, "lost", spec)
     running = kube.wait_phase("DPOTrainingJob", namespace, "lost", "Running", timeout=40)
     job = nemo.jobs[running["status"]["remoteJobId"]]
-    assert job["output_model"] == f"team-a/chosen-name@{job['id']}"
+    assert job["output_model"] == "team-a/chosen-name"  # as asked: no version invented
     job["output_model"] = None  # as a job created without one ends
     nemo.script = [{"status": "completed", "percentage_done": 100.0}]
     nemo._scripts[job["id"]] = list(nemo.script)

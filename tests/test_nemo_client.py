@@ -103,8 +103,14 @@ def test_hyperparameters_sent_and_the_ones_the_customizer_cannot_honour() -> Non
         nemo.ensure_entity_namespace(api, "dpo")
         nemo.register_dataset(api, "dpo", "pairs", "hf://datasets/dpo/pairs", "d")
         job = nemo.create_job(api, nemo.job_body("cfg", "dpo", "pairs", sent, "dpo/model", "u", "x"))
-        assert job["output_model"] == f"dpo/model@{job['id']}"
+        assert job["output_model"] == "dpo/model"  # as asked: no version invented
         assert fake.jobs[job["id"]]["hyperparameters"]["lora"]["target_modules"] == ["linear_qkv"]
+        phases = [nemo.job_status(api, job["id"]).phase for _ in range(3)]  # each poll: the script's next answer
+        assert phases == ["Pending", "Running", "Succeeded"]
+        model = api.request("GET", "/v1/models/dpo/model")  # the entity the completed job created
+        assert (model["namespace"], model["name"], model["peft"]["finetuning_type"]) == ("dpo", "model", "lora")
+    assert nemo.datastore_files_url("dpo/pairs") == "hf://datasets/dpo/pairs"
+    assert nemo.datastore_files_url("dpo/pairs", "v2") == "hf://datasets/dpo/pairs@v2"
 
 
 def test_the_fake_refuses_what_the_sdk_does_not_allow() -> None:

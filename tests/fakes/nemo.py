@@ -4,7 +4,8 @@ every answer against its response models, in strict mode and without unknown fie
 and is kept in ``violations``; leaving the ``with`` block raises if there was any.
 
 - Entity Store: namespaces; datasets (409 when they exist, ``GET`` of one); model entities, which a completed
-  customization job creates only when it was asked for an ``output_model`` (as the SDK documents).
+  customization job creates only when it was asked for an ``output_model`` (as the SDK documents), under that
+  name as given (``GET /v1/models/{ns}/{name}`` finds it; no version is invented).
 - Datastore: ``POST /v1/datastore/namespaces`` (409 when it exists) and the Hub API under ``/v1/hf`` (FakeHub),
   where a repo can only be created in an existing Datastore namespace. Both take the Datastore's (HF) token.
 - Customizer: customization configs (``GET /v1/customization/configs/{ns}/{name}``, as the SDK's
@@ -294,15 +295,14 @@ class FakeNemo(FakeHub):
         dataset = self.datasets.get(f"{body['dataset']['namespace']}/{body['dataset']['name']}")
         if dataset is None:
             return self._missing("dataset")
-        repo = dataset["files_url"].removeprefix("hf://datasets/")
-        if TRAIN_FILE not in self.repos.get(repo, {}):
+        repo, _, revision = dataset["files_url"].removeprefix("hf://datasets/").partition("@")
+        if TRAIN_FILE not in (self.files("dataset", repo, revision or "main") or {}):
             return web.json_response({"detail": f"{dataset['files_url']} has no {TRAIN_FILE}"}, status=422)
         job_id = f"cust-{next(self._ids):06d}"
         output = body.get("output_model")
         if output is not None:
             if "/" not in output or output.split("/", 1)[0] not in self.entity_namespaces:
                 return web.json_response({"detail": f"output_model {output}: namespace not found"}, status=422)
-            output = output if "@" in output else f"{output}@{job_id}"  # the entity's version is the job id
         job = {"id": job_id, "namespace": namespace, "status": "created", "created_at": timestamp(),
                "updated_at": timestamp(), "config": body["config"], "dataset": body["dataset"],
                "hyperparameters": body["hyperparameters"], "description": body.get("description"),

@@ -144,7 +144,7 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         checked: tuple[bool, str, str] | None = None
         if in_datastore(location, backend) and not spec.dataset.custom_reading:  # already as the Customizer reads it
             assert location.hub is not None
-            files_url = f"hf://datasets/{location.hub.repo_id}"
+            files_url = nemo.datastore_files_url(location.hub.repo_id, location.hub.revision)
         else:
             repo = f"{backend.namespace}/{dataset}"
             upload = ensure_job(namespace, upload_manifest(body, spec, location, repo, RUNTIME.config))

@@ -37,6 +37,12 @@ class DatasetConflict(Exception):
     """The dataset name is taken in the Entity Store by an entry that points at other files."""
 
 
+def datastore_files_url(repo_id: str, revision: str = "main") -> str:
+    """A Datastore dataset as the Entity Store registers it: ``hf://datasets/{repo}``, with ``@{revision}`` (the
+    ``hf://`` form the SDK documents for a revision) unless it is ``main``, the branch the Customizer reads."""
+    return f"hf://datasets/{repo_id}" + (f"@{revision}" if revision and revision != "main" else "")
+
+
 def register_dataset(entity: NemoApi, namespace: str, name: str, files_url: str, description: str) -> None:
     """Register (or find registered) ``namespace/name``; an existing entry must point at the same files."""
     body = {"name": name, "namespace": namespace, "files_url": files_url, "description": description}
