@@ -101,6 +101,7 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
     # no secret value ever reaches the spec or status of anything we created
     upload = kube.job(namespace, "remote-upload")
     assert API_KEY not in str(done) and API_KEY not in str(upload) and "hf-token-456" not in str(upload)
+    assert {"name": "HF_HUB_DISABLE_XET", "value": "1"} in upload["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"action": "FailJob", "onExitCodes": {"containerName": "uploader", "operator": "In", "values": [3, 4, 5]}} \
         in upload["spec"]["podFailurePolicy"]["rules"]  # a missing dataset (exit 3) is not retried
 

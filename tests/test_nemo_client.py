@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,30 @@ def test_upload_command_copies_a_dataset_directory(tmp_path: Path, monkeypatch: 
                      "--datastore-url", fake.url, "--repo", "dpo/copy", "--result-file", str(result_file)])
         assert code == 0 and fake.repos["dpo/copy"]["validation/validation_file.jsonl"] == \
             files["validation/validation_file.jsonl"]
+
+
+def test_the_datastore_upload_runs_without_xet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NeMo Datastore has no Xet: the commit is made with HF_HUB_DISABLE_XET in force, which is restored after."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils._runtime import is_xet_available
+
+    toy_dataset(tmp_path / "ds")
+    seen: list[tuple[bool, str | None]] = []
+    commit = HfApi.create_commit
+
+    def spy(self: HfApi, *args: object, **kwargs: object) -> object:
+        seen.append((is_xet_available(), os.environ.get("HF_HUB_DISABLE_XET")))
+        return commit(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HfApi, "create_commit", spy)
+    monkeypatch.delenv("HF_HUB_DISABLE_XET", raising=False)
+    xet_before = is_xet_available()
+    with FakeNemo() as fake:
+        assert main(["upload-dataset", "--dataset-dir", str(tmp_path / "ds"), "--datastore-url", fake.url,
+                     "--repo", "dpo/pairs", "--result-file", str(tmp_path / "r.json")]) == 0
+        assert "training/training_file.jsonl" in fake.repos["dpo/pairs"]
+    assert seen == [(False, "1")]
+    assert is_xet_available() == xet_before and "HF_HUB_DISABLE_XET" not in os.environ
 
 
 def test_upload_of_a_missing_dataset_reports_the_error(tmp_path: Path) -> None:
