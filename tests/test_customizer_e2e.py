@@ -12,7 +12,8 @@ import pytest
 
 from dpo_operator.embedded.executor import LocalExecutor
 from tests.fakes.nemo import FakeNemo, live
-from tests.kubehelpers import Kube, wait_for
+from tests.kubehelpers import Kube, conditions_of, wait_for
+from tests.test_events_e2e import events
 from tests.datasets import toy_dataset
 
 pytestmark = pytest.mark.e2e
@@ -81,17 +82,18 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
     assert job["config"] == "meta/llama-3.2-1b-instruct@v1.0.0+A100"
     assert job["hyperparameters"]["dpo"] == {"ref_policy_kl_penalty": 0.05, "preference_loss_weight": 1.0,
                                              "preference_average_log_probs": False, "sft_loss_weight": 0.1,
-                                             "sft_average_log_probs": False}
+                                             "sft_average_log_probs": False, "max_grad_norm": 1.0}
     assert job["hyperparameters"]["epochs"] == 2 and job["hyperparameters"]["finetuning_type"] == "lora"
     assert (job["hyperparameters"]["seed"], job["hyperparameters"]["weight_decay"],
             job["hyperparameters"]["warmup_steps"]) == (3, 0.01, 5)
     status = done["status"]
     # the output model is always asked for (default <customizer namespace>/<name>), and read back from the job
-    assert status["remoteJobId"] == job["id"] and status["outputModel"] == f"team-a/remote@{job['id']}"
+    assert status["remoteJobId"] == job["id"] and status["outputModel"] == "team-a/remote"
     assert nemo.models[status["outputModel"]]["base_model"] == "meta/llama-3.2-1b-instruct"
     assert status["progress"] == {"percentageDone": 100.0, "epochsCompleted": 1, "stepsCompleted": 10,
                                   "trainLoss": 0.4, "valLoss": 0.45}  # the best checkpoint's
     assert {c["type"]: c for c in done["status"]["conditions"]}["FieldsNotHonoured"]["status"] == "False"
+    assert conditions_of(done)["CustomizerWarnings"]["reason"] == "NoCustomizerWarnings"
     assert status["datasetLocation"] == f"hf://datasets/{repo}" and status["jobName"] == "remote-upload"
     assert reason(done, "Succeeded") == "Trained" and "consecutivePollFailures" not in status
     assert kube.get("ModelDeployment", namespace, status["deploymentName"])["spec"]["model"] == \
@@ -99,8 +101,29 @@ def test_uploads_registers_trains_and_deploys(kube: Kube, namespace: str, operat
     # no secret value ever reaches the spec or status of anything we created
     upload = kube.job(namespace, "remote-upload")
     assert API_KEY not in str(done) and API_KEY not in str(upload) and "hf-token-456" not in str(upload)
+    assert {"name": "HF_HUB_DISABLE_XET", "value": "1"} in upload["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"action": "FailJob", "onExitCodes": {"containerName": "uploader", "operator": "In", "values": [3, 4, 5]}} \
         in upload["spec"]["podFailurePolicy"]["rules"]  # a missing dataset (exit 3) is not retried
+
+
+def test_early_stopping_warnings_and_accuracy_are_kept_as_the_customizer_reports_them(
+        kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
+    nemo.job_warnings = [{"message": "micro_batch_size lowered to 1", "explanation": "the GPU has too little memory"}]
+    nemo.script = [{"status": "running", "percentage_done": 40.0, **live(train=[0.6], val_accuracy=[0.55])},
+                   {"status": "completed", "percentage_done": 60.0, "epochs_completed": 3, "train_loss": 0.41,
+                    **live(train=[0.6, 0.41], val_accuracy=[0.55, 0.72])}]  # stopped early at 60 %
+    spec = spec_for(nemo)
+    spec["hyperparameters"]["maxGradNorm"] = 0.5
+    kube.create("DPOTrainingJob", namespace, "early", spec)
+    done = kube.wait_phase("DPOTrainingJob", namespace, "early", "Succeeded", timeout=40)
+    assert done["status"]["progress"]["percentageDone"] == 60.0 and done["status"]["progress"]["valAccuracy"] == 0.72
+    job = next(iter(nemo.jobs.values()))
+    assert job["hyperparameters"]["dpo"]["max_grad_norm"] == 0.5
+    warned = conditions_of(done)["CustomizerWarnings"]
+    assert (warned["status"], warned["reason"]) == ("True", "CustomizerJobWarnings")
+    assert "micro_batch_size lowered to 1: the GPU has too little memory" in warned["message"]
+    notes = [e for e in events(kube, namespace, "early") if e.get("reason") == "CustomizerJobWarnings"]
+    assert len(notes) == 1 and notes[0]["type"] == "Warning" and job["id"] in notes[0]["note"]
 
 
 def test_null_progress_is_tolerated_and_a_failed_job_fails_the_resource(
@@ -207,6 +230,15 @@ def test_dataset_already_in_the_datastore_is_not_copied(
     assert kube.job(namespace, "direct-upload") is None and list(nemo.repos) == ["team-a/collected"]
     assert "team-a" in nemo.datastore_namespaces  # ensured on this path too
 
+    # a revision other than main is kept: the Customizer reads that revision, not the branch
+    nemo.other[("dataset", "team-a/collected", "v2")] = {"training/training_file.jsonl": b'{"prompt": "q"}\n'}
+    spec["dataset"]["location"]["hub"]["revision"] = "v2"
+    kube.create("DPOTrainingJob", namespace, "pinned", spec)
+    pinned = kube.wait_phase("DPOTrainingJob", namespace, "pinned", "Succeeded", timeout=40)
+    assert pinned["status"]["datasetLocation"] == "hf://datasets/team-a/collected@v2"
+    assert nemo.datasets[f"team-a/{namespace}-pinned"]["files_url"] == "hf://datasets/team-a/collected@v2"
+    assert kube.job(namespace, "pinned-upload") is None
+
 
 def test_a_completed_job_without_an_output_model_fails_clearly(
         kube: Kube, namespace: str, operator: None, nemo: FakeNemo, executor: LocalExecutor) -> None:
@@ -215,7 +247,7 @@ def test_a_completed_job_without_an_output_model_fails_clearly(
     kube.create("DPOTrainingJob", namespace, "lost", spec)
     running = kube.wait_phase("DPOTrainingJob", namespace, "lost", "Running", timeout=40)
     job = nemo.jobs[running["status"]["remoteJobId"]]
-    assert job["output_model"] == f"team-a/chosen-name@{job['id']}"
+    assert job["output_model"] == "team-a/chosen-name"  # as asked: no version invented
     job["output_model"] = None  # as a job created without one ends
     nemo.script = [{"status": "completed", "percentage_done": 100.0}]
     nemo._scripts[job["id"]] = list(nemo.script)
@@ -237,6 +269,16 @@ def test_what_the_customizer_refuses_or_cannot_honour_is_said(
     kube.create("DPOTrainingJob", namespace, "sft", spec)
     invalid = kube.wait_phase("DPOTrainingJob", namespace, "sft", "Failed", timeout=40)
     assert reason(invalid, "Failed") == "InvalidSpec" and "trainingType: dpo" in invalid["status"]["message"]
+
+    # asked before anything is uploaded: the config offers DPO with all weights only
+    nemo.add_config("meta/full-only@v1", options=(("dpo", "all_weights"),))
+    spec = {**spec_for(nemo), "model": {"name": "meta/full-only@v1"}}
+    kube.create("DPOTrainingJob", namespace, "unoffered", spec)
+    invalid = kube.wait_phase("DPOTrainingJob", namespace, "unoffered", "Failed", timeout=40)
+    assert reason(invalid, "Failed") == "InvalidSpec"
+    assert "does not offer trainingType dpo with finetuningType lora" in invalid["status"]["message"]
+    assert "offer trainingType dpo with finetuningType all_weights" in invalid["status"]["message"]
+    assert kube.job(namespace, "unoffered-upload") is None
 
     nemo.script = [{"status": "running"}]
     spec = spec_for(nemo)

@@ -103,6 +103,7 @@ def test_a_training_file_over_10_mb_reaches_a_customization_job(tmp_path: Path, 
         with NemoApi(fake.url) as api:
             nemo.ensure_entity_namespace(api, "team")
             nemo.register_dataset(api, "team", "copy", "hf://datasets/team/copy", "big")
+            fake.add_config("cfg", options=(("sft", "lora"),))  # the fake refuses a job on an unknown config
             job = nemo.create_job(api, nemo.job_body("cfg", "team", "copy", {"finetuning_type": "lora"},
                                                      "team/model", "u", "big"))
         assert job["status"] == "created"

@@ -174,3 +174,18 @@ def test_training_separates_a_toy_preference_set(tiny: Path, tmp_path: Path, fin
     final = tmp_path / "out/final"
     expected = "adapter_config.json" if finetuning == "lora" else "config.json"
     assert (final / expected).exists() and (final / "tokenizer.json").exists()
+
+
+def test_max_grad_norm_clips_every_update(tiny: Path, tmp_path: Path) -> None:
+    """hyperparameters.maxGradNorm reaches the optimizer step. AdamW is blind to a gradient's scale except through
+    its eps (1e-8), so a norm far below eps leaves the policy at the reference, and a normal one lets it move."""
+    data = str(toy_dataset(tmp_path / "data"))
+    margins = {}
+    for norm in (1e-12, 1.0):
+        out = tmp_path / f"out-{norm}"
+        train(flat_config(model=str(tiny), dataset_dir=data, output_dir=str(out), finetuning_type="all_weights",
+                          epochs=1, batch_size=8, learning_rate=1e-3, beta=0.1, max_grad_norm=norm, max_steps=3))
+        metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert metrics[0]["grad_norm"] > 1e-3  # the norm before clipping: clipping has something to do
+        margins[norm] = metrics[-1]["rewards/margins"]
+    assert abs(margins[1e-12]) < 1e-3 < margins[1.0]

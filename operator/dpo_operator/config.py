@@ -34,7 +34,7 @@ DEFAULT_LANES = {"collection": 8, "training": 8, "customizer": 8, "deployment": 
 @dataclass(frozen=True)
 class OperatorConfig:
     workload_image: str = f"{WORKLOAD_IMAGE_REPOSITORY}:{__version__}"
-    nim_image: str = "nvcr.io/nim/meta/llama-3.2-1b-instruct:latest"
+    nim_image: str = "nvcr.io/nim/meta/llama-3.2-1b-instruct:1.12.0"  # pinned: :latest moves under a running fleet
     data_root: str = "/data"
     # where the operator reaches a ModelDeployment's Service to check readiness; the in-cluster DNS name by
     # default (set it when the operator runs outside the cluster, e.g. behind kubectl port-forward)

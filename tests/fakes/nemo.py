@@ -4,11 +4,15 @@ every answer against its response models, in strict mode and without unknown fie
 and is kept in ``violations``; leaving the ``with`` block raises if there was any.
 
 - Entity Store: namespaces; datasets (409 when they exist, ``GET`` of one); model entities, which a completed
-  customization job creates only when it was asked for an ``output_model`` (as the SDK documents).
+  customization job creates only when it was asked for an ``output_model`` (as the SDK documents), under that
+  name as given (``GET /v1/models/{ns}/{name}`` finds it; no version is invented).
 - Datastore: ``POST /v1/datastore/namespaces`` (409 when it exists) and the Hub API under ``/v1/hf`` (FakeHub),
   where a repo can only be created in an existing Datastore namespace. Both take the Datastore's (HF) token.
-- Customizer: ``POST /v1/customization/jobs`` (refuses a missing namespace, an unregistered dataset or one whose
-  files are not in the Datastore, as the real service would fail such a job), ``GET`` of the paginated list
+- Customizer: customization configs (``GET /v1/customization/configs/{ns}/{name}``, as the SDK's
+  ``CustomizationConfig``; :data:`DEFAULT_CONFIG` is there from the start, others via :meth:`add_config`);
+  ``POST /v1/customization/jobs`` (refuses a missing namespace, a config that does not exist or whose
+  ``training_options`` do not offer the job's training/finetuning type pair, an unregistered dataset or one whose
+  files are not in the Datastore, as the real service would refuse or fail such a job), ``GET`` of the paginated list
   (``filter[...]`` honoured; a page past the end is empty), of one job, of its status, and ``POST .../cancel``.
   The status answer's top-level ``train_loss``/``val_loss`` are the best checkpoint's; the live series is in
   ``metrics.metrics`` (see :func:`live`).
@@ -29,7 +33,7 @@ import json
 from typing import Any
 
 from aiohttp import web
-from nemo_microservices.types import Dataset, DeploymentConfig, Model, Namespace
+from nemo_microservices.types import CustomizationConfig, Dataset, DeploymentConfig, Model, Namespace
 from nemo_microservices.types.customization import (
     CustomizationJob,
     CustomizationJobOutputsPage,
@@ -53,12 +57,15 @@ def timestamp() -> str:
     return datetime.datetime.now(tz=datetime.UTC).isoformat()
 
 
-def live(train: list[float] = (), val: list[float] = (), every: int = 10) -> dict[str, Any]:  # type: ignore[assignment]
+def live(train: list[float] = (), val: list[float] = (), every: int = 10,  # type: ignore[assignment]
+         val_accuracy: list[float] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     """The live metric series of a status answer: one point every ``every`` steps."""
     def series(values: list[float]) -> list[dict[str, Any]]:
         return [{"step": (i + 1) * every, "value": v, "timestamp": timestamp()} for i, v in enumerate(values)]
-    return {"metrics": {"keys": ["train_loss", "val_loss"], "metrics": {"train_loss": series(list(train)),
-                                                                       "val_loss": series(list(val))}}}
+    metrics = {"train_loss": series(list(train)), "val_loss": series(list(val))}
+    if val_accuracy:
+        metrics["val_accuracy"] = series(list(val_accuracy))
+    return {"metrics": {"keys": list(metrics), "metrics": metrics}}
 
 
 DEFAULT_SCRIPT: list[dict[str, Any]] = [
@@ -68,6 +75,10 @@ DEFAULT_SCRIPT: list[dict[str, Any]] = [
     {"status": "completed", "percentage_done": 100.0, "epochs_completed": 1, "steps_completed": 10, "best_epoch": 0,
      "train_loss": 0.4, "val_loss": 0.45, **live(train=[0.69, 0.6, 0.42], val=[0.5, 0.45])},
 ]
+
+
+DEFAULT_CONFIG = "meta/llama-3.2-1b-instruct@v1.0.0+A100"
+DEFAULT_OPTIONS = (("dpo", "lora"), ("dpo", "all_weights"), ("sft", "lora"))
 
 
 class SdkViolation(AssertionError):
@@ -111,15 +122,30 @@ class FakeNemo(FakeHub):
         self.script: list[dict[str, Any]] = list(DEFAULT_SCRIPT)
         self._scripts: dict[str, list[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
-        self.configs: dict[str, dict[str, Any]] = {}
+        self.configs: dict[str, dict[str, Any]] = {}  # deployment configs
+        self.customization_configs: dict[str, dict[str, Any]] = {}  # CustomizationConfig answers by "ns/name"
+        self.add_config(DEFAULT_CONFIG)
         self.deployments: dict[str, dict[str, Any]] = {}
         self.deployment_script: list[str] = ["pending", "ready"]  # status per GET, the last repeating
         self._deployment_scripts: dict[str, list[str]] = {}
         self.peft_refresh_polls = 0  # /v1/models listings before a new adapter shows up
         self.model_listings: dict[str, int] = {}
         self.violations: list[str] = []
+        self.job_warnings: list[dict[str, str]] = []  # JobWarning entries every new job carries
         # routes whose success is answered with an HTML page (a proxy in the way), after doing the work
         self.garbled: set[str] = set()
+
+    def add_config(self, config: str, options: tuple[tuple[str, str], ...] = DEFAULT_OPTIONS) -> None:
+        """A customization config (``namespace/name@version``, no namespace: ``default``) offering ``options``,
+        (training type, finetuning type) pairs."""
+        namespace, name = config.split("/", 1) if "/" in config else ("default", config)
+        self.customization_configs[f"{namespace}/{name}"] = {
+            "name": name, "namespace": namespace, "max_seq_length": 4096, "created_at": timestamp(),
+            "training_options": [{"training_type": t, "finetuning_type": f, "micro_batch_size": 1, "num_gpus": 1}
+                                 for t, f in options]}
+
+    def _config(self, config: str) -> dict[str, Any] | None:
+        return self.customization_configs.get(config if "/" in config else f"default/{config}")
 
     @property
     def url(self) -> str:
@@ -137,6 +163,7 @@ class FakeNemo(FakeHub):
         app.router.add_post("/v1/datasets", self._create_dataset)
         app.router.add_get("/v1/datasets/{ns}/{name}", self._get_dataset)
         app.router.add_get("/v1/models/{ns}/{name}", self._get_model)
+        app.router.add_get("/v1/customization/configs/{ns}/{name}", self._get_customization_config)
         app.router.add_post("/v1/customization/jobs", self._create_job)
         app.router.add_get("/v1/customization/jobs", self._list_jobs)
         app.router.add_get("/v1/customization/jobs/{id}", self._get_job)
@@ -242,6 +269,12 @@ class FakeNemo(FakeHub):
 
     # ------------------------------------------------------------------ Customizer
 
+    async def _get_customization_config(self, request: web.Request) -> web.Response:
+        if (refused := self._guard(request, "get-customization-config")) is not None:
+            return refused
+        config = self.customization_configs.get(f"{request.match_info['ns']}/{request.match_info['name']}")
+        return self._missing("customization config") if config is None else self._answer(CustomizationConfig, config)
+
     async def _create_job(self, request: web.Request) -> web.Response:
         if (refused := self._guard(request, "create-job")) is not None:
             return refused
@@ -251,22 +284,29 @@ class FakeNemo(FakeHub):
         namespace = body.get("namespace") or "default"
         if namespace not in self.entity_namespaces:
             return self._missing(f"namespace {namespace}")
+        config = self._config(str(body["config"]))
+        if config is None:
+            return self._missing(f"customization config {body['config']}")
+        # training_type is optional in the SDK; the Customizer's default is sft
+        pair = (body["hyperparameters"].get("training_type", "sft"), body["hyperparameters"].get("finetuning_type"))
+        if pair not in [(o["training_type"], o["finetuning_type"]) for o in config["training_options"]]:
+            return web.json_response({"detail": f"training option {pair} is not offered by config {body['config']}"},
+                                     status=422)
         dataset = self.datasets.get(f"{body['dataset']['namespace']}/{body['dataset']['name']}")
         if dataset is None:
             return self._missing("dataset")
-        repo = dataset["files_url"].removeprefix("hf://datasets/")
-        if TRAIN_FILE not in self.repos.get(repo, {}):
+        repo, _, revision = dataset["files_url"].removeprefix("hf://datasets/").partition("@")
+        if TRAIN_FILE not in (self.files("dataset", repo, revision or "main") or {}):
             return web.json_response({"detail": f"{dataset['files_url']} has no {TRAIN_FILE}"}, status=422)
         job_id = f"cust-{next(self._ids):06d}"
         output = body.get("output_model")
         if output is not None:
             if "/" not in output or output.split("/", 1)[0] not in self.entity_namespaces:
                 return web.json_response({"detail": f"output_model {output}: namespace not found"}, status=422)
-            output = output if "@" in output else f"{output}@{job_id}"  # the entity's version is the job id
         job = {"id": job_id, "namespace": namespace, "status": "created", "created_at": timestamp(),
                "updated_at": timestamp(), "config": body["config"], "dataset": body["dataset"],
                "hyperparameters": body["hyperparameters"], "description": body.get("description"),
-               "output_model": output}
+               "output_model": output, **({"warnings": list(self.job_warnings)} if self.job_warnings else {})}
         self.jobs[job_id] = job
         self.details[job_id] = {"status": "created", "created_at": job["created_at"], "updated_at": timestamp(),
                                 "status_logs": [{"updated_at": timestamp(), "message": "created"}]}

@@ -61,7 +61,8 @@ class NemoDeploymentBackend(ApiModel):
         "NeMo namespace of the deployment config and model deployment."))
     image_name: str = Field(default="nvcr.io/nim/meta/llama-3.2-1b-instruct", description=(
         "NIM image Deployment Management runs (nim_deployment.image_name); it must match the served model."))
-    image_tag: str = Field(default="latest", description="Tag of that image (nim_deployment.image_tag).")
+    image_tag: str = Field(default="1.12.0", min_length=1, description=(
+        "Tag of that image (nim_deployment.image_tag); pinned by default, as :latest moves under a running fleet."))
     gpu: int = Field(default=1, ge=0, description="GPUs of the NIM (nim_deployment.gpu).")
     api_key_secret_ref: SecretKeyRef | None = Field(default=None, description=(
         "Bearer token for the NeMo services, when they need one."))

@@ -72,6 +72,8 @@ class Reason(StrEnum):
     CustomizerJobCancelled = "CustomizerJobCancelled"
     UnsupportedByCustomizer = "UnsupportedByCustomizer"
     AllSent = "AllSent"
+    CustomizerJobWarnings = "CustomizerJobWarnings"
+    NoCustomizerWarnings = "NoCustomizerWarnings"
     # DPOTrainingJob: the promotion gate (deployOnCompletion.promotion)
     ServingCandidate = "ServingCandidate"
     EvaluatingCandidate = "EvaluatingCandidate"

@@ -267,6 +267,17 @@ def loss_type_problems(dpo: DPOParams) -> list[str]:
     return problems
 
 
+# what the Customizer's LoRA (Megatron, fused only) can target: its module names, wildcards of them, or *_proj;
+# PEFT names map onto them as CUSTOMIZER_MODULES says (a fused layer trains all of its parts)
+CUSTOMIZER_TARGET_MODULE = "^([*]_proj|(.*[.*])?linear_(qkv|proj|fc1|fc2))$"
+CUSTOMIZER_MODULES = {"q_proj": "linear_qkv", "k_proj": "linear_qkv", "v_proj": "linear_qkv",
+                      "qkv_proj": "linear_qkv", "o_proj": "linear_proj", "gate_proj": "linear_fc1",
+                      "up_proj": "linear_fc1", "gate_up_proj": "linear_fc1", "down_proj": "linear_fc2"}
+CUSTOMIZER_MODULES_HINT = ("the customizer backend names Megatron modules (fused LoRA only): linear_qkv for q_proj, "
+                           "k_proj, v_proj; linear_proj for o_proj; linear_fc1 for gate_proj, up_proj; linear_fc2 "
+                           "for down_proj")
+
+
 class LoraParams(ApiModel):
     """LoRA adapter settings (finetuningType lora)."""
 
@@ -275,9 +286,12 @@ class LoraParams(ApiModel):
     alpha: int = Field(default=32, ge=1, description="LoRA alpha: the adapter's update is scaled by alpha / rank.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input "
                                                                     "(the Customizer's adapter_dropout).")
-    target_modules: list[str] | None = Field(default=None, description=(
-        "Names of the modules that get adapters; unset: every linear layer but the output head on the local "
-        "backend (PEFT's all-linear), the Customizer config's choice on the customizer backend."))
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=64, description=(
+            "Names of the modules that get adapters; unset: every linear layer but the output head on the local "
+            "backend (PEFT's all-linear), the Customizer config's choice on the customizer backend. The local "
+            "backend takes PEFT names (q_proj, v_proj...); the customizer backend Megatron names (linear_qkv, "
+            "linear_proj, linear_fc1, linear_fc2, or wildcards such as *.layers.0.*.linear_qkv)."))
 
 
 class LrScheduler(str, Enum):
@@ -312,6 +326,9 @@ class Hyperparameters(ApiModel):
         default=0.0, ge=0.0, lt=1.0,
         description="AdamW weight decay (decoupled); never applied to biases, norms or embeddings.",
     )
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=1000.0, description=(
+        "Gradients are clipped to this global L2 norm before every optimizer step (lower it, e.g. 0.5, when the "
+        "loss spikes or turns NaN). Sent to the Customizer as dpo.max_grad_norm."))
     warmup_steps: int = Field(default=0, ge=0, description="Linear warmup from 0; wins over warmupRatio when set.")
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="Warmup as a fraction of all optimizer steps.")
     lr_scheduler: LrScheduler = Field(
@@ -447,7 +464,12 @@ class DPOTrainingJobSpec(ApiModel):
                 " && (has(self.customizer.customizerUrl) ? self.customizer.customizerUrl : '')"
                 " == (has(oldSelf.customizer.customizerUrl) ? oldSelf.customizer.customizerUrl : ''))",
         "message": "customizer.entityStoreUrl, customizer.customizerUrl and customizer.namespace are immutable (the "
-                   "operator cancels the remote job where it created it); create a new DPOTrainingJob"}]})
+                   "operator cancels the remote job where it created it); create a new DPOTrainingJob"}, {
+        "rule": "!has(self.backend) || self.backend != 'customizer' || !has(self.hyperparameters)"
+                " || (has(self.hyperparameters.finetuningType) && self.hyperparameters.finetuningType != 'lora')"
+                " || !has(self.hyperparameters.lora) || !has(self.hyperparameters.lora.targetModules)"
+                f" || self.hyperparameters.lora.targetModules.all(m, m.matches('{CUSTOMIZER_TARGET_MODULE}'))",
+        "message": f"hyperparameters.lora.targetModules: {CUSTOMIZER_MODULES_HINT}"}]})
     dataset: DatasetSource = Field(json_schema_extra=immutable("dataset is immutable; create a new DPOTrainingJob"))
     model: ModelSource = Field(json_schema_extra=immutable("model is immutable; create a new DPOTrainingJob"))
     backend: Backend = Field(default=Backend.LOCAL, description=(
@@ -507,7 +529,11 @@ class TrainingProgress(ApiModel):
         "Latest validation loss (every hyperparameters.validateEverySteps steps and at the end)."))
     val_accuracy: float | None = Field(default=None, description=(
         "Latest validation preference accuracy: the share of validation pairs whose chosen response gets the "
-        "higher DPO implicit reward."))
+        "higher DPO implicit reward (customizer backend: the newest point of the job's val_accuracy series, as "
+        "the Customizer reports it)."))
+    train_accuracy: float | None = Field(default=None, description=(
+        "Latest training accuracy; customizer backend only: the newest point of the job's train_accuracy series, "
+        "as the Customizer reports it."))
     tokens_per_second: float | None = Field(default=None, description=(
         "Training throughput so far: tokens of all ranks per second of training."))
     eta: str | None = Field(default=None, description=(

@@ -120,15 +120,17 @@ def write_hub(files: DatasetFiles, endpoint: str, repo_id: str, revision: str, t
     """Upload all files to a Hugging Face Hub-compatible dataset repo in one commit (atomic on the server)."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from dpo_operator.nemo.datastore_hub import ensure_namespace_for_repo, upload_source
+    from dpo_operator.nemo.datastore_hub import ensure_namespace_for_repo, upload_source, without_xet
 
     # NeMo Datastore: its namespace must exist before create_repo, and large files go by LFS (it has no Xet)
     datastore = ensure_namespace_for_repo(endpoint, repo_id, token)
     api = HfApi(endpoint=endpoint.rstrip("/"), token=token or False)  # never an empty bearer token
-    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=upload_source(content, datastore))
-                  for path, content in files.items()]
-    api.create_commit(repo_id, operations=operations, commit_message=message, repo_type="dataset", revision=revision)
+    with without_xet(datastore):
+        api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=upload_source(content, datastore))
+                      for path, content in files.items()]
+        api.create_commit(repo_id, operations=operations, commit_message=message, repo_type="dataset",
+                          revision=revision)
 
 
 def read_hub(endpoint: str, repo_id: str, revision: str, token: str | None) -> DatasetFiles:

@@ -1,7 +1,9 @@
 """DPOTrainingJob, ``customizer`` backend: train with NeMo Customizer.
 
 Before submission (each step idempotent, so any reconcile may redo it):
-0. what the Customizer refuses is an InvalidSpec (``lora.rank`` not a power of two, ``trainingType: sft``);
+0. what the Customizer refuses is an InvalidSpec (``lora.rank`` not a power of two, ``trainingType: sft``, a
+   training/finetuning type pair the customization config named by ``model.name`` does not offer: its
+   ``training_options`` are read first);
 1. the dataset is found (a DPOCollection's output or an explicit location);
 2. namespaces are ensured in the Entity Store and the Datastore (on every path, also for a dataset that is
    already in the Datastore);
@@ -40,6 +42,7 @@ from dpo_operator.api.training import (
 )
 from dpo_operator.handlers import training_promotion
 from dpo_operator.handlers.training_shared import resolve_dataset
+from dpo_operator.kube import events
 from dpo_operator.kube.captured import capture, read_captured
 from dpo_operator.kube.conditions import elapsed_since_start, now
 from dpo_operator.kube.jobs import (
@@ -66,6 +69,7 @@ log = logging.getLogger(__name__)
 APPLIED_WHILE_RUNNING = ("suspend", "deployOnCompletion", "job.activeDeadlineSeconds", "customizer.pollIntervalSeconds",
                          "customizer.maxConsecutivePollFailures", "customizer.apiKeySecretRef")
 NOT_HONOURED = "FieldsNotHonoured"  # condition naming spec fields the Customizer cannot honour
+WARNINGS = "CustomizerWarnings"  # condition carrying the remote job's warnings
 
 
 def dataset_name(body: Any, backend: CustomizerBackend) -> str:
@@ -89,6 +93,8 @@ def check_spec(spec: DPOTrainingJobSpec) -> None:
                           f"(its adapter_dim), e.g. {1 << (rank.bit_length() - 1)} or {1 << rank.bit_length()}")
     if refused := nemo.refused_hyperparameters(hp):
         raise InvalidSpec(refused)
+    if hp.finetuning_type == "lora" and (refused := nemo.refused_target_modules(hp.lora.target_modules)):
+        raise InvalidSpec(refused)  # also refused at admission (CEL), where the CRD is current
 
 
 @contextmanager
@@ -126,6 +132,11 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     if isinstance(location, Outcome):
         return location
     with sessions(namespace, backend) as (entity, customizer, datastore):
+        hp = spec.hyperparameters  # asked before anything is uploaded: the Customizer would refuse the job
+        offered = nemo.offered_options(customizer, spec.model.name)
+        if refused := nemo.refused_option(spec.model.name, offered, str(hp.training_type),
+                                          str(hp.finetuning_type)):
+            raise InvalidSpec(refused)
         nemo.ensure_entity_namespace(entity, backend.namespace)
         nemo.ensure_datastore_namespace(datastore, backend.namespace)
         dataset = dataset_name(body, backend)
@@ -133,7 +144,7 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         checked: tuple[bool, str, str] | None = None
         if in_datastore(location, backend) and not spec.dataset.custom_reading:  # already as the Customizer reads it
             assert location.hub is not None
-            files_url = f"hf://datasets/{location.hub.repo_id}"
+            files_url = nemo.datastore_files_url(location.hub.repo_id, location.hub.revision)
         else:
             repo = f"{backend.namespace}/{dataset}"
             upload = ensure_job(namespace, upload_manifest(body, spec, location, repo, RUNTIME.config))
@@ -180,6 +191,7 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
         return Outcome(Phase.PENDING.value, Reason.Submitted, f"Customizer job {job['id']} created", fields,
                        (True, Reason.Applied, f"Customizer job {job['id']} runs the current spec"),
                        conditions={NOT_HONOURED: not_honoured_condition(not_honoured),
+                                   WARNINGS: warnings_condition(body, job),
                                    **({CONDITION: checked} if checked is not None else {})})
 
 
@@ -187,6 +199,19 @@ def not_honoured_condition(not_honoured: list[str]) -> tuple[bool, str, str]:
     """The ``FieldsNotHonoured`` condition: True and listing them when some spec fields cannot be sent."""
     return (bool(not_honoured), Reason.UnsupportedByCustomizer if not_honoured else Reason.AllSent,
             "; ".join(not_honoured) if not_honoured else "every spec field was sent to NeMo Customizer")
+
+
+def warnings_condition(body: Any, job: dict[str, Any]) -> tuple[bool, str, str]:
+    """The ``CustomizerWarnings`` condition: True with the job's warnings when it has any. New warnings (not yet
+    in the condition) also become a Warning event."""
+    warnings = nemo.job_warnings(job)
+    if not warnings:
+        return (False, Reason.NoCustomizerWarnings, f"Customizer job {job.get('id')} reported no warnings")
+    message = f"Customizer job {job.get('id')}: " + "; ".join(warnings)
+    shown = {c.get("type"): c for c in (body.get("status") or {}).get("conditions") or []}.get(WARNINGS) or {}
+    if shown.get("message") != message:
+        events.record(KIND, body, "Warning", Reason.CustomizerJobWarnings, message, action="Train")
+    return (True, Reason.CustomizerJobWarnings, message)
 
 
 # --------------------------------------------------------------------------- polling
@@ -230,13 +255,17 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
                                   consecutive_poll_failures=None)
     if remote.phase == Phase.SUCCEEDED.value:
         # the model entity is named only in the job itself (the create answer may predate it): read it back
-        model = nemo.get_job(customizer, job_id).get("output_model")
+        job = nemo.get_job(customizer, job_id)
+        model = job.get("output_model")
         if not model:
             raise PermanentFailure(Reason.NoOutputModel, f"Customizer job {job_id} completed without an output model, "
                                    "so there is no model to deploy; was it created without output_model?")
-        fields.progress = TrainingProgress.model_validate({**progress, "percentageDone": 100.0})
+        # percentageDone stays as reported: early stopping ends a job below 100
         fields.output_model = model
-        return training_promotion.finish(body, spec, fields, remote.message, applied)
+        result = training_promotion.finish(body, spec, fields, remote.message, applied)
+        if result.outcome is not None:
+            result.outcome.conditions[WARNINGS] = warnings_condition(body, job)
+        return result
     if remote.phase == Phase.FAILED.value:
         fields.failure_reason = Reason.CustomizerJobFailed
         return Result(Outcome(Phase.FAILED.value, Reason.CustomizerJobFailed, remote.message, fields, applied))

@@ -12,10 +12,12 @@ instead of duplicated. Shapes follow NVIDIA's ``nemo-microservices`` SDK (1.5.0)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dpo_operator.api.training import CUSTOMIZER_MODULES, CUSTOMIZER_MODULES_HINT, CUSTOMIZER_TARGET_MODULE
 from dpo_operator.nemo import datastore_hub
 from dpo_operator.nemo.http import NemoApi, NemoError
 
@@ -35,6 +37,12 @@ class DatasetConflict(Exception):
     """The dataset name is taken in the Entity Store by an entry that points at other files."""
 
 
+def datastore_files_url(repo_id: str, revision: str = "main") -> str:
+    """A Datastore dataset as the Entity Store registers it: ``hf://datasets/{repo}``, with ``@{revision}`` (the
+    ``hf://`` form the SDK documents for a revision) unless it is ``main``, the branch the Customizer reads."""
+    return f"hf://datasets/{repo_id}" + (f"@{revision}" if revision and revision != "main" else "")
+
+
 def register_dataset(entity: NemoApi, namespace: str, name: str, files_url: str, description: str) -> None:
     """Register (or find registered) ``namespace/name``; an existing entry must point at the same files."""
     body = {"name": name, "namespace": namespace, "files_url": files_url, "description": description}
@@ -48,6 +56,40 @@ def register_dataset(entity: NemoApi, namespace: str, name: str, files_url: str,
             raise DatasetConflict(f"dataset {namespace}/{name} already exists in the Entity Store and points at "
                                   f"{existing.get('files_url')!r}, not {files_url!r}; set customizer.datasetName "
                                   "to another name or delete the old entry") from None
+
+
+def config_path(config: str) -> str:
+    """``GET`` path of a customization config named as a job names it (``namespace/name@version``; no namespace:
+    ``default``)."""
+    namespace, name = config.split("/", 1) if "/" in config else ("default", config)
+    return f"/v1/customization/configs/{namespace}/{name}"
+
+
+def offered_options(customizer: NemoApi, config: str) -> list[tuple[str, str]] | None:
+    """The (training type, finetuning type) pairs the config's ``training_options`` offer; None: no such config."""
+    try:
+        answer = customizer.request("GET", config_path(config))
+    except NemoError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    options = (answer or {}).get("training_options") if isinstance(answer, dict) else None
+    return [(str(o.get("training_type")), str(o.get("finetuning_type")))
+            for o in options or [] if isinstance(o, dict)]
+
+
+def refused_option(config: str, offered: list[tuple[str, str]] | None, training_type: str,
+                   finetuning_type: str) -> str | None:
+    """Why the Customizer would refuse a job of this pair on ``config`` (for an InvalidSpec), or None."""
+    if offered is None:
+        return (f"spec.model.name {config!r} names no customization config in NeMo Customizer (GET "
+                f"{config_path(config)} answered 404); use a config it has (GET /v1/customization/configs lists them)")
+    if (training_type, finetuning_type) in offered:
+        return None
+    listed = ", ".join(f"trainingType {t} with finetuningType {f}" for t, f in offered) or "nothing"
+    return (f"spec.hyperparameters: NeMo Customizer config {config!r} does not offer trainingType {training_type} "
+            f"with finetuningType {finetuning_type}; its training_options offer {listed}. Set "
+            "hyperparameters.finetuningType to one it offers, or name another config in spec.model.name")
 
 
 def owner_tag(uid: str) -> str:
@@ -81,6 +123,18 @@ def refused_hyperparameters(hp: Any) -> str | None:
     return (f"spec.hyperparameters.dpo.lossType {types} is not supported by the customizer backend: NeMo Customizer's "
             "DPO trains only the sigmoid loss with refPolicyKlPenalty, preferenceLossWeight, sftLossWeight and their "
             "averaging options; remove dpo.lossType (and dpo.lossWeights) or use backend: local")
+
+
+def refused_target_modules(modules: list[str] | None) -> str | None:
+    """Local (PEFT) module names the Customizer does not know, with the Megatron names to use instead."""
+    wrong = [m for m in modules or [] if not re.match(CUSTOMIZER_TARGET_MODULE, m)]
+    if not wrong:
+        return None
+    mapped = list(dict.fromkeys(CUSTOMIZER_MODULES.get(m.rsplit(".", 1)[-1], "?") for m in modules or []
+                                if m in wrong))
+    suggestion = f"; for {wrong} use {mapped}" if "?" not in mapped else ""
+    return f"spec.hyperparameters.lora.targetModules {wrong} are not NeMo Customizer modules: " \
+        f"{CUSTOMIZER_MODULES_HINT}{suggestion}"
 
 
 def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
@@ -117,7 +171,8 @@ def customizer_hyperparameters(hp: Any) -> tuple[dict[str, Any], list[str]]:
                       "preference_loss_weight": hp.dpo.preference_loss_weight,
                       "preference_average_log_probs": hp.dpo.preference_average_log_probs,
                       "sft_loss_weight": hp.dpo.sft_loss_weight,
-                      "sft_average_log_probs": hp.dpo.effective_sft_average_log_probs}
+                      "sft_average_log_probs": hp.dpo.effective_sft_average_log_probs,
+                      "max_grad_norm": hp.max_grad_norm}
     if hp.finetuning_type == "lora":
         out["lora"] = {"adapter_dim": hp.lora.rank, "alpha": hp.lora.alpha, "adapter_dropout": hp.lora.dropout}
         if hp.lora.target_modules:
@@ -215,6 +270,8 @@ class RemoteStatus:
         phase = PHASES.get(raw, "Running")  # unknown states count as still running, as the Customizer SDK does
         series = ((answer.get("metrics") or {}).get("metrics") or {}) if isinstance(answer.get("metrics"), dict) else {}
         live = {"trainLoss": _latest(series.get("train_loss")), "valLoss": _latest(series.get("val_loss"))}
+        accuracy = {"trainAccuracy": _latest(series.get("train_accuracy")),
+                    "valAccuracy": _latest(series.get("val_accuracy"))}
         best = {"trainLoss": _number(answer.get("train_loss")), "valLoss": _number(answer.get("val_loss"))}
         losses = {k: best[k] if best[k] is not None else live[k] for k in live} if phase == "Succeeded" else live
         progress = {
@@ -222,12 +279,22 @@ class RemoteStatus:
             "epochsCompleted": _integer(answer.get("epochs_completed")),
             "stepsCompleted": _integer(answer.get("steps_completed")),
             **losses,
+            **accuracy,
         }
         logs = [entry for entry in (answer.get("status_logs") or []) if isinstance(entry, dict)]
         detail = next((str(e.get("detail") or e.get("message")) for e in reversed(logs)
                        if e.get("detail") or e.get("message")), "")
         message = f"Customizer job {raw}" + (f": {detail}" if detail else "")
         return cls(raw, phase, {k: v for k, v in progress.items() if v is not None}, message)
+
+
+def job_warnings(job: dict[str, Any]) -> list[str]:
+    """The job's ``warnings`` (the Customizer's notes on a job it accepted, e.g. a value it adjusted), in words."""
+    found = []
+    for warning in job.get("warnings") or []:
+        if isinstance(warning, dict) and (warning.get("message") or warning.get("explanation")):
+            found.append(": ".join(str(warning[k]) for k in ("message", "explanation") if warning.get(k)))
+    return found
 
 
 def job_status(customizer: NemoApi, job_id: str) -> RemoteStatus:

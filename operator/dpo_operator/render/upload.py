@@ -9,6 +9,7 @@ from dpo_operator.api.training import KIND, DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.kube.naming import child_name, labels_for
 from dpo_operator.kube.pods import container, pod_spec, secret_env
+from dpo_operator.nemo.datastore_hub import XET_ENV
 from dpo_operator.render.job import job, spec_env
 from dpo_operator.render.paths import MOUNT_ROOT, mounted
 from dpo_operator.render.training import SPEC_ENV
@@ -30,6 +31,7 @@ def upload_manifest(body: Any, spec: DPOTrainingJobSpec, location: StorageLocati
                f"--repo={repo}", "--result-file=/dev/termination-log"]
     env = [spec_env(SPEC_ENV, spec.to_api()),
            {"name": "DPO_DATASET_LOCATION", "value": location.describe()},
+           {"name": XET_ENV, "value": "1"},  # NeMo Datastore speaks Git LFS, not Xet
            *secret_env("HF_TOKEN", backend.hf_token_secret_ref)]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []

@@ -81,7 +81,6 @@ class TrainConfig(BaseModel):
     output_dir: str
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     local: LocalBackend = Field(default_factory=LocalBackend)
-    max_grad_norm: float = 1.0
     group_by_length: bool = True
     resume: bool = True
     max_steps: int | None = None
@@ -517,7 +516,7 @@ class Trainer:
                 totals[len(METRIC_KEYS)] += batch.pairs
                 totals[len(METRIC_KEYS) + 1] += batch.tokens
         self.precision.unscale(optimizer)
-        grad_norm = self.strategy.clip_grad_norm(parameters, self.config.max_grad_norm)
+        grad_norm = self.strategy.clip_grad_norm(parameters, self.config.hyperparameters.max_grad_norm)
         self.precision.step(optimizer)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
