@@ -100,18 +100,26 @@ def headless_service(body: Any, name: str) -> dict[str, Any]:
     }
 
 
+def _claim_volumes(spec: DPOTrainingJobSpec, dataset: StorageLocation) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The PVCs a trainer or data check pod mounts under MOUNT_ROOT/<claim>: the dataset's, the output's and the
+    model's (each once)."""
+    assert spec.local is not None and spec.local.output is not None
+    claims = {dataset.pvc.claim_name: True} if dataset.pvc is not None else {}
+    claims[spec.local.output.claim_name] = False
+    if spec.model.pvc is not None:
+        claims.setdefault(spec.model.pvc.claim_name, True)
+    volumes = [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)]
+    mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}"} for i, claim in enumerate(claims)]
+    return volumes, mounts
+
+
 def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, config: OperatorConfig) -> dict[str, Any]:
     name = body["metadata"]["name"]
     jname = job_name(name)
     local = spec.local
     assert local is not None and local.output is not None
     labels = labels_for(KIND.kind, name, "trainer")
-    claims = {dataset.pvc.claim_name: True} if dataset.pvc is not None else {}
-    claims[local.output.claim_name] = False
-    if spec.model.pvc is not None:
-        claims.setdefault(spec.model.pvc.claim_name, True)
-    volumes = [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)]
-    mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}"} for i, claim in enumerate(claims)]
+    volumes, mounts = _claim_volumes(spec, dataset)
     volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     env = [spec_env(SPEC_ENV, spec.to_api()),
@@ -177,12 +185,7 @@ def check_job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLoca
     local = spec.local
     assert local is not None and local.output is not None
     labels = labels_for(KIND.kind, name, "datacheck")
-    claims = {dataset.pvc.claim_name: True} if dataset.pvc is not None else {}
-    claims[local.output.claim_name] = False
-    if spec.model.pvc is not None:
-        claims.setdefault(spec.model.pvc.claim_name, True)
-    volumes = [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)]
-    mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}"} for i, claim in enumerate(claims)]
+    volumes, mounts = _claim_volumes(spec, dataset)
     model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
     command = ["dpo-operator", "check-data", f"--spec-env={SPEC_ENV}", f"--model={model}", *_dataset_args(dataset),
                f"--card-dir={check_card_dir(spec, name)}", "--result-file=/dev/termination-log"]
