@@ -14,6 +14,7 @@ from dpo_operator.api.collection import (
     NAT_OUTPUT_DIR,
     NAT_OUTPUT_ENV,
     DPOCollectionSpec,
+    NatWorkflowSpec,
 )
 from dpo_operator.collect.nat_settings import SPEC_FIELDS_ENV, fields_set
 from dpo_operator.config import OperatorConfig
@@ -32,6 +33,21 @@ def merge_job_name(name: str) -> str:
     return child_name(name, "merge")
 
 
+def nat_config_maps(nat: NatWorkflowSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes, mounts and env for a NAT workflow's config and dataset ConfigMaps (collection and evaluation pods)."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
+                                        ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
+        if ref is not None:  # the config's whole ConfigMap: its relative paths may name the other keys (data.json)
+            items = {} if volume == "nat-config" else {"items": [{"key": ref.key, "path": ref.key}]}
+            volumes.append({"name": volume, "configMap": {"name": ref.name, **items}})
+            mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
+            env.append({"name": var, "value": f"{directory}/{ref.key}"})
+    return volumes, mounts, env
+
+
 def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
                                                                       list[dict[str, Any]]]:
     """Volumes, mounts and env for a NAT workflow's ConfigMaps, or its offline workflow output on a PVC."""
@@ -43,13 +59,10 @@ def _nat_inputs(spec: DPOCollectionSpec, data_root: str) -> tuple[list[dict[str,
         return volumes, mounts, env
     # the pod's spec has every default filled in: say what the CR sets (a NAT config fills in the rest)
     env.append({"name": SPEC_FIELDS_ENV, "value": json.dumps(sorted(fields_set(spec)))})
-    for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
-                                        ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
-        if ref is not None:  # the config's whole ConfigMap: its relative paths may name the other keys (data.json)
-            items = {} if volume == "nat-config" else {"items": [{"key": ref.key, "path": ref.key}]}
-            volumes.append({"name": volume, "configMap": {"name": ref.name, **items}})
-            mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
-            env.append({"name": var, "value": f"{directory}/{ref.key}"})
+    config_volumes, config_mounts, config_env = nat_config_maps(nat)
+    volumes += config_volumes
+    mounts += config_mounts
+    env += config_env
     source = nat.workflow_output
     if source is not None:
         root = data_root

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpo_operator.api.collection import NAT_CONFIG_DIR, NAT_CONFIG_ENV, NAT_DATASET_DIR, NAT_DATASET_ENV
 from dpo_operator.api.evaluation import KIND, DPOEvaluationSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.evaluate.endpoints import API_KEY_ENV, ENDPOINTS_ENV, Endpoint, endpoints_json
 from dpo_operator.evaluate.heldout import TRAINING_EXAMPLES_ENV, TrainingExamples
 from dpo_operator.kube.naming import child_name, labels_for
 from dpo_operator.kube.pods import container, pod_spec, pvc_volume, secret_env
+from dpo_operator.render.collection import nat_config_maps
 from dpo_operator.render.job import job, spec_env
 
 SPEC_ENV = "DPO_EVALUATION_SPEC"
@@ -22,20 +22,8 @@ def job_name(name: str) -> str:
 
 def _nat_inputs(spec: DPOEvaluationSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes, mounts and env for a NAT workflow's ConfigMaps (the same places the collection pod uses)."""
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
-    env: list[dict[str, Any]] = []
     nat = spec.workflow.nat
-    if nat is None:
-        return volumes, mounts, env
-    for volume, ref, directory, var in (("nat-config", nat.config_map_ref, NAT_CONFIG_DIR, NAT_CONFIG_ENV),
-                                        ("nat-dataset", nat.dataset_ref, NAT_DATASET_DIR, NAT_DATASET_ENV)):
-        if ref is not None:  # the config's whole ConfigMap: its relative paths may name the other keys (data.json)
-            items = {} if volume == "nat-config" else {"items": [{"key": ref.key, "path": ref.key}]}
-            volumes.append({"name": volume, "configMap": {"name": ref.name, **items}})
-            mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
-            env.append({"name": var, "value": f"{directory}/{ref.key}"})
-    return volumes, mounts, env
+    return nat_config_maps(nat) if nat is not None else ([], [], [])
 
 
 def job_manifest(body: Any, spec: DPOEvaluationSpec, config: OperatorConfig, candidate: Endpoint, baseline: Endpoint,
