@@ -8,7 +8,7 @@ from typing import Any
 from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus
 from dpo_operator.api.reasons import Reason
-from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
+from dpo_operator.handlers.deployment_shared import progressing_or_timed_out, require_weights
 from dpo_operator.kube import client
 from dpo_operator.kube.jobs import to_dict
 from dpo_operator.kube.naming import service_name
@@ -16,7 +16,6 @@ from dpo_operator.kube.objects import none_if_missing, read_or_create
 from dpo_operator.kube.secrets import check_pod_secrets
 from dpo_operator.kube.status import Outcome
 from dpo_operator.runtime.controller import RUNTIME
-from dpo_operator.runtime.errors import PermanentFailure
 from dpo_operator.render import nim
 from dpo_operator.serving.nim import cluster_url, rollout_state
 from dpo_operator.serving.model import ServedModel
@@ -57,9 +56,7 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
            fields: ModelDeploymentStatus) -> Outcome:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     config = RUNTIME.config
-    if model.remote_model is not None and model.weights is None and not model.nim_builtin:
-        raise PermanentFailure(Reason.ModelUnavailable, f"model {model.remote_model!r} was trained by NeMo Customizer and "
-                               "lives in NeMo (no weights on a PVC): serve it with backend: nemo")
+    require_weights(model)
     apply_service(namespace, nim.service_manifest(body, spec))
     deployment = apply_deployment(namespace, nim.deployment_manifest(body, spec, model, config, rev))
     complete, detail, ready_replicas = rollout_state(deployment, rev)

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import CacheSource, ModelDeploymentSpec, ModelDeploymentStatus
 from dpo_operator.api.reasons import Reason
-from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
+from dpo_operator.handlers.deployment_shared import progressing_or_timed_out, require_weights
 from dpo_operator.kube import client
 from dpo_operator.kube.naming import service_name
 from dpo_operator.kube.objects import none_if_missing, read_or_create
@@ -107,9 +107,7 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
            fields: ModelDeploymentStatus) -> Outcome:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     config = RUNTIME.config
-    if model.remote_model is not None and model.weights is None and not model.nim_builtin:
-        raise PermanentFailure(Reason.ModelUnavailable, f"model {model.remote_model!r} was trained by NeMo Customizer and "
-                               "lives in NeMo (no weights on a PVC): serve it with backend: nemo")
+    require_weights(model)
     image = spec.template.image or config.nim_image
     try:
         service_manifest = render.nim_service(body, spec, model, image, rev)
