@@ -98,11 +98,9 @@ def nat_builder_pairs(python: str, recorded: list[Path]) -> list[dict[str, Any]]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def as_nat_adapter_formats(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def as_nat_adapter_formats(pairs: list[dict[str, Any]], full: bool) -> list[dict[str, Any]]:
     """The prompts as NAT's trainer adapter writes them (``NeMoCustomizerTrainerAdapter._format_prompt``): without
-    the example's ``use_full_message_history`` only the last message's content, else role and content of each."""
-    adapter = yaml.safe_load(CONFIG.read_text())["trainer_adapters"]["nemo_customizer_trainer_adapter"]
-    full = adapter.get("use_full_message_history", False)
+    ``use_full_message_history`` only the last message's content, else role and content of each message."""
 
     def formatted(prompt: Any) -> Any:
         if isinstance(prompt, str):
@@ -120,8 +118,12 @@ def as_set(rows: list[dict[str, Any]]) -> set[str]:
 
 
 @pytest.mark.timeout(480)
+@pytest.mark.parametrize("full_history", [None, True], ids=["as-configured", "full-history"])
 def test_nvidias_dpo_example_runs_unchanged_and_its_pairs_are_nats(
-        kube: Kube, namespace: str, operator: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        kube: Kube, namespace: str, operator: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        full_history: bool | None) -> None:
+    """As the example configures it (its adapter's ``use_full_message_history: false``), and with the CR's
+    ``useFullMessageHistory: true`` winning over the config."""
     kube.require_emulated()  # runs a kubelet stand-in
     python = nat_python()
     from dpo_operator.embedded.executor import LocalExecutor
@@ -144,6 +146,8 @@ def test_nvidias_dpo_example_runs_unchanged_and_its_pairs_are_nats(
                                      "datasetRef": {"name": "ttt", "key": "data.json"}}},
                 "output": {"pvc": {"claimName": "dpo-data", "path": "/ttt"}},
                 "template": {"env": [{"name": k, "value": v} for k, v in env.items()]}}
+        if full_history is not None:
+            spec["useFullMessageHistory"] = full_history
         kube.create("DPOCollection", namespace, "ttt", spec)
         done = kube.wait_phase("DPOCollection", namespace, "ttt", "Succeeded", timeout=300)
     assert llm.requests > 0  # the trained player's moves came from the LLM
@@ -155,7 +159,9 @@ def test_nvidias_dpo_example_runs_unchanged_and_its_pairs_are_nats(
     recorded = sorted(recorded_dir.glob("run-*.json"))
     assert len(recorded) == 1
     reference = nat_builder_pairs(python, recorded)
-    kept = [p for p in as_nat_adapter_formats(reference) if p["score_diff"] > 0 and p["chosen"] != p["rejected"]]
+    adapter = yaml.safe_load(CONFIG.read_text())["trainer_adapters"]["nemo_customizer_trainer_adapter"]
+    full = adapter["use_full_message_history"] if full_history is None else full_history
+    kept = [p for p in as_nat_adapter_formats(reference, full) if p["score_diff"] > 0 and p["chosen"] != p["rejected"]]
     assert rows and as_set(rows) == as_set(kept)
     metrics = json.loads((dataset / "metrics.json").read_text())
     assert any("custom_step_name" in warning for warning in metrics["configWarnings"])  # the example's old key
