@@ -380,6 +380,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_dataset_source_args(parser: argparse.ArgumentParser, dir_help: str) -> None:
+    """Where a training or check pod reads the dataset: a mounted directory, or a Hub-compatible dataset repo."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset-dir", help=dir_help)
+    source.add_argument("--dataset-hub", help="namespace/name of a dataset repo (token: $DATASET_HF_TOKEN)")
+    parser.add_argument("--dataset-hub-endpoint", help="Hub API root of --dataset-hub")
+    parser.add_argument("--dataset-hub-revision", default="main")
+
+
 def _add_workload_args(parser: argparse.ArgumentParser, kind: str) -> None:
     """What every workload command takes: its spec (file or env var) and where to report the result."""
     source = parser.add_mutually_exclusive_group(required=True)
@@ -441,11 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run DPO/SFT training (what a training pod runs; needs the [workload] extra)")
     _add_workload_args(train, "DPOTrainingJob")
     train.add_argument("--model", help="model directory or hub id (default: spec.model.name)")
-    dataset = train.add_mutually_exclusive_group(required=True)
-    dataset.add_argument("--dataset-dir", help="directory with training/ and validation/ JSONL files")
-    dataset.add_argument("--dataset-hub", help="namespace/name of a dataset repo (token: $DATASET_HF_TOKEN)")
-    train.add_argument("--dataset-hub-endpoint", help="Hub API root of --dataset-hub")
-    train.add_argument("--dataset-hub-revision", default="main")
+    _add_dataset_source_args(train, "directory with training/ and validation/ JSONL files")
     train.add_argument("--output-dir", required=True, help="checkpoints, metrics.jsonl and final/ go here")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     train.set_defaults(func=_train)
@@ -454,11 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "check pod runs)")
     _add_workload_args(check_data, "DPOTrainingJob")
     check_data.add_argument("--model", help="tokenizer directory or hub id (lengths in words without one)")
-    checked = check_data.add_mutually_exclusive_group(required=True)
-    checked.add_argument("--dataset-dir", help="the dataset location's directory")
-    checked.add_argument("--dataset-hub", help="namespace/name of a dataset repo (token: $DATASET_HF_TOKEN)")
-    check_data.add_argument("--dataset-hub-endpoint", help="Hub API root of --dataset-hub")
-    check_data.add_argument("--dataset-hub-revision", default="main")
+    _add_dataset_source_args(check_data, "the dataset location's directory")
     check_data.add_argument("--card-dir", help="write datacard.json and lengths.png here")
     check_data.set_defaults(func=_check_data)
 
