@@ -97,7 +97,10 @@ class ServingSpec(ApiModel):
         "deleting the loop leaves the promoted policy served."))
     template: DeploymentTemplate | None = Field(default=None, description=(
         "How to serve (a ModelDeployment spec without model) when the loop creates the deployment, and how each "
-        "round's candidate is served; unset: the deployment must exist, and candidates are served like it."))
+        "round's candidate is served unless candidate says; unset: the deployment must exist."))
+    candidate: DeploymentTemplate | None = Field(default=None, description=(
+        "How each round's trained policy is served as the gate's candidate (<loop>-r<N>-train-candidate, removed "
+        "once the gate decided); unset: as template, else as the serving deployment (its spec without model)."))
 
 
 class AdapterInit(StrEnum):
@@ -188,6 +191,9 @@ class RoundStatus(ApiModel):
         "Mean paired difference (candidate minus baseline) and its confidence interval."))
     verdict: str | None = Field(default=None, description="The gate's verdict.")
     promoted: bool | None = Field(default=None, description="Whether the round's model now serves.")
+    failure_reason: str | None = Field(default=None, description=(
+        "CollectionFailed or TrainingFailed when a child of the round failed (the loop stopped; serving is "
+        "unchanged)."))
     message: str | None = Field(default=None, description="How the round ended, or what it waits for.")
     started_at: str | None = Field(default=None, description="When the round started (RFC 3339).")
     finished_at: str | None = Field(default=None, description="When the round ended (RFC 3339).")
@@ -205,7 +211,7 @@ class DPOLoopStatus(CommonStatus):
     last_verdict: str | None = Field(default=None, description="The last finished round's verdict.")
     rounds: list[RoundStatus] | None = Field(default=None, description="Every round's lineage, oldest first.")
     stop_reason: str | None = Field(default=None, description=(
-        "Why the loop stopped: MaxRounds, NotPromoted, BelowMinImprovement, or a failed round."))
+        "Why the loop stopped: MaxRounds, NotPromoted, BelowMinImprovement, CollectionFailed or TrainingFailed."))
 
 
 KIND = KindInfo(
