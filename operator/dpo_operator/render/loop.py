@@ -66,10 +66,16 @@ def _metadata(body: Any, name: str, round_number: int, component: str) -> dict[s
             "ownerReferences": [owner_reference(KIND.kind, body)]}
 
 
+def api(model: BaseModel) -> dict[str, Any]:
+    """What was set in ``model``, in API form: defaults stay unset, so the API server (and, for LoRA rank and alpha
+    with model.adapter, the saved adapter) decides them as for a hand-written child."""
+    return model.model_dump(by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
+
+
 def _checked(model: type[BaseModel], spec: dict[str, Any], field: str) -> dict[str, Any]:
     """``spec`` as the child kind accepts it, else InvalidSpec naming the loop's field."""
     try:
-        return model.model_validate(spec).to_api()
+        return api(model.model_validate(spec))
     except ValidationError as exc:
         raise InvalidSpec(describe_validation_error(exc, field)) from None
 
@@ -105,7 +111,7 @@ def check_children(body: Any, spec: DPOLoopSpec) -> None:
     refused with (the child kinds' own rules, naming the loop's field)."""
     collection(body, spec, 1, "http://serving.invalid/v1", "policy")
     deploy = spec.serving.candidate or spec.serving.template
-    training_job(body, spec, 1, Policy(), deploy.to_api() if deploy is not None else {})
+    training_job(body, spec, 1, Policy(), api(deploy) if deploy is not None else {})
 
 
 def serving_deployment(body: Any, spec: DPOLoopSpec) -> dict[str, Any]:
@@ -119,18 +125,18 @@ def serving_deployment(body: Any, spec: DPOLoopSpec) -> dict[str, Any]:
             "metadata": {"name": spec.serving.name, "namespace": body["metadata"]["namespace"],
                          "labels": _labels(body, None, "serving")},
             "spec": _checked(deployment_api.ModelDeploymentSpec,
-                             {**spec.serving.template.to_api(), "model": {"explicit": explicit}}, "spec.serving.template")}
+                             {**api(spec.serving.template), "model": {"explicit": explicit}}, "spec.serving.template")}
 
 
 def collection(body: Any, spec: DPOLoopSpec, round_number: int, endpoint: str, served_model: str) -> dict[str, Any]:
     """The round's DPOCollection: sampling from the serving deployment (the current policy), its own output
     directory, the seed offset by the round."""
     name = names(body["metadata"]["name"], round_number).collection
-    template = spec.collection.to_api()
+    template = api(spec.collection)
     output = spec.collection.output
-    llm = {**template.pop("llm"), "baseUrl": endpoint}
+    llm = {**template.pop("llm", {}), "baseUrl": endpoint}
     llm.setdefault("model", served_model)
-    template.pop("output")
+    template.pop("output", None)
     result = {**template, "llm": llm, "seed": spec.collection.seed + round_number - 1,
               "output": {"pvc": {"claimName": output.claim_name, "path": f"{output.path.rstrip('/')}/{name}"}}}
     return {"apiVersion": API_VERSION, "kind": collection_api.KIND.kind,
@@ -141,9 +147,9 @@ def collection(body: Any, spec: DPOLoopSpec, round_number: int, endpoint: str, s
 def candidate_template(spec: DPOLoopSpec, serving: dict[str, Any] | None) -> dict[str, Any]:
     """How candidates are served: serving.candidate, else serving.template, else the serving deployment's spec."""
     if spec.serving.candidate is not None:
-        return spec.serving.candidate.to_api()
+        return api(spec.serving.candidate)
     if spec.serving.template is not None:
-        return spec.serving.template.to_api()
+        return api(spec.serving.template)
     assert serving is not None
     return {k: v for k, v in (serving.get("spec") or {}).items() if k != "model"}
 
@@ -151,7 +157,7 @@ def candidate_template(spec: DPOLoopSpec, serving: dict[str, Any] | None) -> dic
 def starting_model(spec: DPOLoopSpec, policy: Policy) -> dict[str, Any]:
     """The round's spec.model: the base model, continued from the current policy (all weights: its weights;
     LoRA with adapterInit previous: its adapter)."""
-    base = spec.training.model.to_api()
+    base = api(spec.training.model)
     if policy.trained is None:
         return base
     if spec.training.hyperparameters.finetuning_type == FinetuningType.ALL_WEIGHTS.value:
@@ -166,7 +172,7 @@ def reference_model(spec: DPOLoopSpec, policy: Policy) -> dict[str, Any] | None:
     round starts from a trained policy."""
     if spec.reference != ReferencePolicy.BASE.value or policy.trained is None:
         return None
-    base = spec.training.model.to_api()
+    base = api(spec.training.model)
     return {key: base[key] for key in ("name", "pvc", "hub") if key in base}
 
 
@@ -175,11 +181,11 @@ def training_job(body: Any, spec: DPOLoopSpec, round_number: int, policy: Policy
     """The round's DPOTrainingJob: the round's collection, from the current policy, promoted through the gate into
     the serving deployment."""
     round_names = names(body["metadata"]["name"], round_number)
-    template = spec.training.to_api()
+    template = api(spec.training)
     dataset = {"collectionRef": {"name": round_names.collection}, **template.pop("dataset", {})}
     result: dict[str, Any] = {
         **template, "model": starting_model(spec, policy), "dataset": dataset,
-        "deployOnCompletion": {**deploy, "promotion": {"evaluation": spec.evaluation.to_api(),
+        "deployOnCompletion": {**deploy, "promotion": {"evaluation": api(spec.evaluation),
                                                        "replaces": {"name": spec.serving.name}}}}
     reference = reference_model(spec, policy)
     if reference is not None:
