@@ -53,7 +53,7 @@ def test_max_rounds_stops_and_a_raised_max_goes_on() -> None:
     assert stop_reason(spec(maxRounds=3), rounds) is None
 
 
-def test_a_refused_round_stops_unless_whenNotPromoted_is_off() -> None:
+def test_a_refused_round_stops_unless_when_not_promoted_is_off() -> None:
     rounds = [done(1, True, 0.2), done(2, False, -0.1)]
     reason, message = stop_reason(spec(maxRounds=5), rounds) or ("", "")
     assert reason == "NotPromoted" and "round 2" in message and "verdict Failed" in message
@@ -94,7 +94,7 @@ def test_the_current_policy_is_the_newest_promoted_round() -> None:
     ({"training": {**SPEC["training"], "hyperparameters": {"finetuningType": "all_weights"}}, "reference": "base"},
      {"name": "tiny", "pvc": {"claimName": "dpo-data", "path": "/models/lp-r1-train/final"}}, BASE),
 ])
-def test_a_round_after_a_promotion_starts_from_it_as_adapterInit_and_reference_say(
+def test_a_round_after_a_promotion_starts_from_it_as_adapter_init_and_reference_say(
         changes: dict[str, Any], model: dict[str, Any], reference: dict[str, Any] | None) -> None:
     loop = spec(**changes)
     policy = current_policy([done(1, True)])
