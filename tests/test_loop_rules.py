@@ -135,3 +135,15 @@ def test_the_lineage_takes_the_gates_figures_and_the_data_checks_digest() -> Non
     assert (current.evaluation, current.verdict, current.candidate_mean, current.baseline_mean) == (
         "lp-r1-train-gate", "Passed", 0.6, 0.4)
     assert current.difference is not None and current.difference.lower == 0.05
+
+
+def test_the_example_loop_is_runnable() -> None:
+    """manifests/examples/loop.yaml (admitted by the CRD in tests/test_install.py) passes the operator's own checks."""
+    from pathlib import Path
+
+    import yaml
+
+    example = yaml.safe_load((Path(__file__).parent.parent / "manifests/examples/loop.yaml").read_text())
+    loop = DPOLoopSpec.model_validate(example["spec"])
+    render.check(loop)
+    render.check_children({"metadata": {**example["metadata"], "namespace": "team-a", "uid": "u1"}}, loop)
