@@ -147,3 +147,12 @@ def test_the_example_loop_is_runnable() -> None:
     loop = DPOLoopSpec.model_validate(example["spec"])
     render.check(loop)
     render.check_children({"metadata": {**example["metadata"], "namespace": "team-a", "uid": "u1"}}, loop)
+
+
+def test_a_serving_deployment_recreated_after_a_promotion_serves_the_promoted_policy() -> None:
+    """Someone deleted it mid-loop: the loop re-creates it with what it served, never silently the base model."""
+    loop = spec()
+    assert render.serving_deployment(LOOP, loop, current_policy([]))["spec"]["model"] == {"explicit": BASE}
+    promoted = render.serving_deployment(LOOP, loop, current_policy([done(1, True), done(2, False)]))
+    assert promoted["spec"]["model"] == {"trainingJobRef": {"name": "lp-r1-train"}}
+    assert promoted["spec"]["port"] == 8000 and "ownerReferences" not in promoted["metadata"]

@@ -164,7 +164,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
         owner("DPOEvaluation", "nat-gate"), DPOEvaluationSpec.model_validate(NAT_EVALUATION), CONFIG,
         Endpoint("http://candidate:8000/v1", "dpo"), Endpoint("http://base:8000/v1", "base"), None),
     "nemo-model-deployment": lambda: nemo.deployment_body("dpo", "ttt-rev1", "ttt-rev1", "dpo-operator ModelDeployment a/b"),
-    "loop-serving-deployment": lambda: loop.serving_deployment(owner("DPOLoop", "lp"), LOOP_SPEC),
+    "loop-serving-deployment": lambda: loop.serving_deployment(owner("DPOLoop", "lp"), LOOP_SPEC, loop.Policy()),
     "loop-collection": lambda: loop.collection(owner("DPOLoop", "lp"), LOOP_SPEC, 2, "http://serving.team-a.svc:8000/v1",
                                                "lp-r1-train"),
     "loop-training-job-lora": lambda: loop.training_job(

@@ -104,7 +104,8 @@ def _serving(loop: _Loop) -> dict[str, Any] | Result:
     deployment = custom_objects.read(deployment_api.KIND, loop.namespace, name)
     if deployment is None and loop.spec.serving.template is not None:
         deployment = custom_objects.ensure(deployment_api.KIND, loop.namespace,
-                                           render.serving_deployment(loop.body, loop.spec))
+                                           render.serving_deployment(loop.body, loop.spec,
+                                                                     current_policy(loop.rounds)))
     if deployment is None:
         return loop.outcome(Phase.PENDING.value, Reason.WaitingForServing,
                             f"ModelDeployment {name} (spec.serving.name) does not exist; create it, or set "

@@ -114,18 +114,19 @@ def check_children(body: Any, spec: DPOLoopSpec) -> None:
     training_job(body, spec, 1, Policy(), api(deploy) if deploy is not None else {})
 
 
-def serving_deployment(body: Any, spec: DPOLoopSpec) -> dict[str, Any]:
-    """The serving ModelDeployment of the base model, created when missing. Not owned by the loop: deleting the loop
-    leaves the promoted policy served (it carries the loop's labels only)."""
+def serving_deployment(body: Any, spec: DPOLoopSpec, policy: Policy) -> dict[str, Any]:
+    """The serving ModelDeployment of the current policy (round 0: the base model), created when missing. Not owned
+    by the loop: deleting the loop leaves the promoted policy served (it carries the loop's labels only)."""
     assert spec.serving.template is not None
     model = spec.training.model
     assert model.pvc is not None
-    explicit = {"name": model.name, "pvc": model.pvc.to_api()}
+    served = {"trainingJobRef": {"name": policy.promoted_job}} if policy.promoted_job else \
+        {"explicit": {"name": model.name, "pvc": model.pvc.to_api()}}
     return {"apiVersion": API_VERSION, "kind": deployment_api.KIND.kind,
             "metadata": {"name": spec.serving.name, "namespace": body["metadata"]["namespace"],
                          "labels": _labels(body, None, "serving")},
             "spec": _checked(deployment_api.ModelDeploymentSpec,
-                             {**api(spec.serving.template), "model": {"explicit": explicit}}, "spec.serving.template")}
+                             {**api(spec.serving.template), "model": served}, "spec.serving.template")}
 
 
 def collection(body: Any, spec: DPOLoopSpec, round_number: int, endpoint: str, served_model: str) -> dict[str, Any]:
