@@ -156,3 +156,19 @@ def test_a_serving_deployment_recreated_after_a_promotion_serves_the_promoted_po
     promoted = render.serving_deployment(LOOP, loop, current_policy([done(1, True), done(2, False)]))
     assert promoted["spec"]["model"] == {"trainingJobRef": {"name": "lp-r1-train"}}
     assert promoted["spec"]["port"] == 8000 and "ownerReferences" not in promoted["metadata"]
+
+
+@pytest.mark.parametrize(("changes", "start"), [
+    ({}, ("base model tiny", "pvc://dpo-data/models/lp-r1-train/final", "DPOTrainingJob lp-r1-train")),
+    ({"reference": "base"}, ("base model tiny", "pvc://dpo-data/models/lp-r1-train/final", "base model tiny")),
+    ({"adapterInit": "base", "reference": "base"}, ("base model tiny", None, "base model tiny")),
+    ({"training": {**SPEC["training"], "hyperparameters": {"finetuningType": "all_weights"}}},
+     ("pvc://dpo-data/models/lp-r1-train/final", None, "DPOTrainingJob lp-r1-train")),
+])
+def test_the_lineage_names_what_a_round_starts_from(changes: dict[str, Any], start: tuple[Any, ...]) -> None:
+    loop, policy = spec(**changes), current_policy([done(1, True)])
+    job = render.training_job(LOOP, loop, 2, policy, {})["spec"]
+    found = render.start_of(loop, policy, job)
+    assert (found.model, found.adapter, found.reference) == start
+    first = render.start_of(loop, render.Policy(), render.training_job(LOOP, loop, 1, render.Policy(), {})["spec"])
+    assert (first.model, first.adapter, first.reference) == ("base model tiny", None, "base model tiny")

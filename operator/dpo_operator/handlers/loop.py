@@ -110,8 +110,7 @@ def _serving(loop: _Loop) -> dict[str, Any] | Result:
         return loop.outcome(Phase.PENDING.value, Reason.WaitingForServing,
                             f"ModelDeployment {name} (spec.serving.name) does not exist; create it, or set "
                             "spec.serving.template for the loop to serve the base model")
-    if loop.fields.serving_model is None:
-        loop.fields.serving_model = _served(deployment)
+    loop.fields.serving_model = _served(deployment)  # its spec says what it serves (a promotion switched it)
     return deployment
 
 
@@ -186,12 +185,9 @@ def _collecting(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> R
         policy = current_policy(loop.rounds[:-1])
         deploy = render.candidate_template(loop.spec, serving)
         manifest = render.training_job(loop.body, loop.spec, current.round, policy, deploy)
-        model = manifest["spec"]["model"]
-        current.starting_model = policy.describe(loop.spec) if model.get("pvc") is None or policy.trained is None \
-            else render.pvc_url(policy.trained)
-        current.starting_adapter = render.pvc_url(policy.trained) if "adapter" in model and policy.trained else None
-        reference = manifest["spec"].get("referenceModel")
-        current.reference_model = f"base model {reference['name']}" if reference else policy.describe(loop.spec)
+        start = render.start_of(loop.spec, policy, manifest["spec"])
+        current.starting_model, current.starting_adapter = start.model, start.adapter
+        current.reference_model = start.reference
         custom_objects.ensure(training_api.KIND, loop.namespace, manifest)
     current.phase = RoundPhase.TRAINING
     return loop.outcome(Phase.RUNNING.value, Reason.Training,
@@ -217,8 +213,7 @@ def _training(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> Res
     if status.get("phase") in FAILED_PHASES:
         return _round_failed(loop, current, Reason.TrainingFailed, f"DPOTrainingJob {current.training_job} ended "
                              f"{status['phase']} ({status.get('reason')}: {status.get('message', '')})")
-    if status.get("phase") != Phase.SUCCEEDED.value or step not in (PromotionStep.PROMOTED.value,
-                                                                      PromotionStep.NOT_PROMOTED.value):
+    if status.get("phase") != Phase.SUCCEEDED.value or step in PHASE_OF_STEP:  # the gate has not decided yet
         current.phase = PHASE_OF_STEP.get(step, RoundPhase.TRAINING)
         record_training(current, status)
         return loop.outcome(Phase.RUNNING.value, Reason.Training if current.phase == RoundPhase.TRAINING else
@@ -227,6 +222,7 @@ def _training(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> Res
     record_training(current, status)
     current.promoted = step == PromotionStep.PROMOTED.value
     current.phase, current.finished_at = RoundPhase.DONE, now()
+    # Promoted or NotPromoted; no step at all: someone removed the gate from the job, which then deployed unjudged
     current.message = (status.get("promotion") or {}).get("message") or status.get("message")
     loop.fields.last_verdict = current.verdict
     if current.promoted:

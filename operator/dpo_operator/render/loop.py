@@ -177,6 +177,26 @@ def reference_model(spec: DPOLoopSpec, policy: Policy) -> dict[str, Any] | None:
     return {key: base[key] for key in ("name", "pvc", "hub") if key in base}
 
 
+@dataclass(frozen=True)
+class Start:
+    """What a round's training starts from, for its lineage."""
+
+    model: str
+    adapter: str | None
+    reference: str
+
+
+def start_of(spec: DPOLoopSpec, policy: Policy, job_spec: dict[str, Any]) -> Start:
+    """The starting model, adapter and DPO reference of a round's job spec, in words."""
+    model, base = job_spec["model"], f"base model {spec.training.model.name}"
+    pvc = model.get("pvc")
+    weights = pvc_url(PvcLocation.model_validate(pvc)) if policy.trained is not None and pvc is not None \
+        and PvcLocation.model_validate(pvc) == policy.trained else base
+    adapter = pvc_url(PvcLocation.model_validate(model["adapter"])) if model.get("adapter") else None
+    reference = base if job_spec.get("referenceModel") else policy.describe(spec)
+    return Start(model=weights, adapter=adapter, reference=reference)
+
+
 def training_job(body: Any, spec: DPOLoopSpec, round_number: int, policy: Policy,
                  deploy: dict[str, Any]) -> dict[str, Any]:
     """The round's DPOTrainingJob: the round's collection, from the current policy, promoted through the gate into
