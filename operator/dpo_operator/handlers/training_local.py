@@ -50,6 +50,7 @@ from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT
     headless_service,
     job_manifest,
     job_name,
+    spec_for_pod,
 )
 from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
@@ -136,7 +137,7 @@ def _train(body: Any, spec: DPOTrainingJobSpec, location: Any) -> Outcome | Resu
     queued = apply_suspend(namespace, ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config)),
                            spec.suspend)
     job = queued.job
-    applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
+    applied = spec_applied(job, SPEC_ENV, spec_for_pod(spec), mutable=("suspend", "deployOnCompletion"))
     state = queued.state or job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe(), queue=queued.queue)
     if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
