@@ -26,6 +26,7 @@ from dpo_operator.handlers.live_progress import (
     training_summary,
     validation_checks,
 )
+from dpo_operator.handlers.training_lineage import check_adapter_lineage
 from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.kube import client, progress
 from dpo_operator.kube.jobs import (
@@ -106,6 +107,7 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
                            "was down); training is not started again on its own: delete and re-create the "
                            "DPOTrainingJob to train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
         check_gpus_fit(spec)
+        check_adapter_lineage(namespace, spec)  # an adapter a job here wrote: its LoRA shape is known now
         # the data check in a CPU-only pod before any GPU is asked for (once the training Job exists it has passed;
         # its own Job may be gone: ttlSecondsAfterFinished)
         if spec.dataset.check.enabled:
