@@ -1,7 +1,7 @@
-"""A DPOLoop with real pods: two rounds on the emulated cluster, the local executor running the collector, the
+"""A DPOLoop with real pods: two LoRA rounds on the emulated cluster, the local executor running the collector, the
 data check, the trainer and the evaluation as local processes and every ModelDeployment as the NIM stand-in
-(``dpo-operator serve``), on a tiny tic-tac-toe policy built here. Round 2 samples from the policy round 1 promoted
-and trains from its weights."""
+(``dpo-operator serve``, base model + adapter), on a tiny tic-tac-toe policy built here. Round 2 samples from the
+policy round 1 promoted and continues its adapter, against the base model as DPO reference."""
 
 from __future__ import annotations
 
@@ -41,18 +41,19 @@ def loop_spec() -> dict[str, Any]:
                        "output": {"claimName": "data", "path": "/datasets"}},
         "training": {"model": {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}},
                      "dataset": {"check": {"maxDuplicateShare": 1.0, "maxNearDuplicateShare": 1.0}},
-                     "hyperparameters": {"finetuningType": "all_weights", "epochs": 1, "batchSize": 8,
-                                         "learningRate": 1e-4, "maxSeqLength": 256},
+                     "hyperparameters": {"finetuningType": "lora", "lora": {"rank": 4, "alpha": 8}, "epochs": 1,
+                                         "batchSize": 8, "learningRate": 1e-3, "maxSeqLength": 256},
                      "local": {"gpusPerNode": 0, "precision": "fp32", "output": {"claimName": "data", "path": "/models"}}},
         # any measured difference passes (scores lie in [-2, 1]): the test is the loop's mechanics, not DPO's gain;
         # missing data (endpoint failures) still never passes
         "evaluation": {"workflow": {"name": "tictactoe", "numExamples": 28}, "maxExamples": 12,
                        "sampling": {"maxTokens": 3, "maxConcurrency": 4}, "bootstrapResamples": 200,
                        "gate": {"minImprovement": -10.0}, "template": {"image": "local/dev-stand-in"}},
+        "adapterInit": "previous", "reference": "base",
     }
 
 
-def test_two_real_rounds_promote_and_chain(pods_reach_services_locally: None, kube: Kube, namespace: str,
+def test_two_real_lora_rounds_promote_and_chain(pods_reach_services_locally: None, kube: Kube, namespace: str,
                                            operator: None, tmp_path: Path) -> None:
     kube.require_emulated()  # runs a kubelet stand-in
     pytest.importorskip("transformers")
@@ -77,9 +78,11 @@ def test_two_real_rounds_promote_and_chain(pods_reach_services_locally: None, ku
         assert lineage["datasetLocation"] == f"pvc://data/datasets/ttt-r{number}-collect"
         assert lineage["candidateMean"] is not None and lineage["difference"]["pairs"] == 12
     assert first["sampledFrom"] == "tiny" and second["sampledFrom"] == "DPOTrainingJob ttt-r1-train"
-    assert second["startingModel"] == "pvc://data/models/ttt-r1-train/final"
-    round2 = kube.get("DPOTrainingJob", namespace, "ttt-r2-train")
-    assert round2["spec"]["model"]["pvc"] == {"claimName": "data", "path": "/models/ttt-r1-train/final"}
+    assert second["startingAdapter"] == "pvc://data/models/ttt-r1-train/final"
+    assert second["referenceModel"] == "base model tiny"
+    round2 = kube.get("DPOTrainingJob", namespace, "ttt-r2-train")["spec"]
+    assert round2["model"]["adapter"] == {"claimName": "data", "path": "/models/ttt-r1-train/final"}
+    assert round2["referenceModel"] == {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}}
     serving = kube.get("ModelDeployment", namespace, "policy")
     assert serving["spec"]["model"] == {"trainingJobRef": {"name": "ttt-r2-train"}}
-    assert (data / "models/ttt-r2-train/final/model.safetensors").exists()
+    assert (data / "models/ttt-r2-train/final/adapter_model.safetensors").exists()
