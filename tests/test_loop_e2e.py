@@ -192,6 +192,22 @@ def test_a_round_the_gate_refuses_stops_the_loop_and_serving_is_unchanged(
              what="candidate removed")
 
 
+def test_a_failed_collection_fails_the_loop_and_serving_is_untouched(kube: Kube, namespace: str, operator: None,
+                                                                   nim: FakeNim) -> None:
+    kube.create("DPOLoop", namespace, LOOP, loop_spec(nim.port))
+    serve(kube, namespace, "serving")
+    job = f"{LOOP}-r1-collect-collect"
+    wait_for(lambda: kube.job(namespace, job), what="collection job", timeout=30)
+    kube.finish_job(namespace, job, succeeded=False, message="")
+    failed = kube.wait_phase("DPOLoop", namespace, LOOP, "Failed", timeout=30)
+    assert failed["status"]["stopReason"] == "CollectionFailed"
+    round1 = failed["status"]["rounds"][0]
+    assert round1["failureReason"] == "CollectionFailed" and round1["promoted"] is False and round1["finishedAt"]
+    assert f"DPOCollection {LOOP}-r1-collect ended Failed" in conditions_of(failed)["Failed"]["message"]
+    assert not kube.exists("DPOTrainingJob", namespace, f"{LOOP}-r1-train")
+    assert kube.get("ModelDeployment", namespace, "serving")["spec"]["model"] == {"explicit": BASE}
+
+
 def test_an_operator_restart_in_each_round_phase_continues_without_a_second_child(
         kube: Kube, namespace: str, nim: FakeNim) -> None:
     kube.require_emulated()  # runs its own operator
