@@ -156,6 +156,8 @@ def _collect(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> Resu
                                      status.get("servedModelName") or "")
         custom_objects.ensure(collection_api.KIND, loop.namespace, manifest)
         current.sampled_from = loop.fields.serving_model
+    elif current.sampled_from is None:  # created just before a restart: its spec says what it samples
+        current.sampled_from = ((found.get("spec") or {}).get("llm") or {}).get("model")
     current.phase = RoundPhase.COLLECTING
     return loop.outcome(Phase.RUNNING.value, Reason.Collecting,
                         f"round {current.round}: DPOCollection {current.collection} samples from "
@@ -178,17 +180,18 @@ def _collecting(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> R
         return loop.outcome(Phase.RUNNING.value, Reason.Collecting, f"round {current.round}: DPOCollection "
                             f"{current.collection} is {status.get('phase') or 'Pending'}")
     record_collection(current, status)
-    if custom_objects.read(training_api.KIND, loop.namespace, current.training_job) is None:
+    policy = current_policy(loop.rounds[:-1])
+    job = custom_objects.read(training_api.KIND, loop.namespace, current.training_job)
+    if job is None:
         if loop.spec.suspend:
             return loop.outcome(Phase.SUSPENDED.value, Reason.Suspended,
                                 f"round {current.round}: collected {current.pairs} pairs; suspended before training")
-        policy = current_policy(loop.rounds[:-1])
         deploy = render.candidate_template(loop.spec, serving)
-        manifest = render.training_job(loop.body, loop.spec, current.round, policy, deploy)
-        start = render.start_of(loop.spec, policy, manifest["spec"])
-        current.starting_model, current.starting_adapter = start.model, start.adapter
-        current.reference_model = start.reference
-        custom_objects.ensure(training_api.KIND, loop.namespace, manifest)
+        job = custom_objects.ensure(training_api.KIND, loop.namespace,
+                                    render.training_job(loop.body, loop.spec, current.round, policy, deploy))
+    start = render.start_of(loop.spec, policy, job["spec"])  # from the job's own spec: also after a restart
+    current.starting_model, current.starting_adapter = start.model, start.adapter
+    current.reference_model = start.reference
     current.phase = RoundPhase.TRAINING
     return loop.outcome(Phase.RUNNING.value, Reason.Training,
                         f"round {current.round}: DPOTrainingJob {current.training_job} trains on {current.pairs} "
