@@ -53,23 +53,20 @@ def served_entity(model: ServedModel, workspace: str) -> tuple[str, str]:
     return remote.entity_ref(model.remote_model, workspace)
 
 
-def _previous_configs(api: NemoApi, backend: NemoDeploymentBackend, deployment: str, tag: str,
-                      keep: str) -> list[str]:
-    return [str(c["name"]) for c in remote.iter_configs(api, backend.workspace)
-            if str(c.get("name", "")).startswith(f"{deployment}-") and c.get("description") == tag
-            and c.get("name") != keep]
-
-
 def retire_older(api: NemoApi, backend: NemoDeploymentBackend, deployment: str, latest: int, tag: str,
                  keep: str) -> None:
-    """Delete the versions before ``latest`` and the configs they used (a config still in use, 409, goes at the
-    next check or with the resource)."""
+    """Delete the versions before ``latest``, then our configs no version still uses (one in use goes at a later
+    check, once the platform has its version DELETED, or with the resource)."""
     for version in remote.versions(api, backend.workspace, deployment):
         number = int(version.get("entity_version") or 0)
         if number < latest and version.get("status") not in remote.GONE:
             remote.delete_version(api, backend.workspace, deployment, number)
-    for name in _previous_configs(api, backend, deployment, tag, keep):
-        remote.delete_config(api, backend.workspace, name)
+    used = {str(v.get("config")) for v in remote.versions(api, backend.workspace, deployment)
+            if v.get("status") != "DELETED"} | {keep}
+    for config in remote.iter_configs(api, backend.workspace):
+        name = str(config.get("name", ""))
+        if name.startswith(f"{deployment}-") and config.get("description") == tag and name not in used:
+            remote.delete_config(api, backend.workspace, name)
 
 
 def roll_out(api: NemoApi, body: Any, spec: ModelDeploymentSpec, entity: str, rev: str) -> dict[str, Any]:

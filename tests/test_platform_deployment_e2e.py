@@ -1,0 +1,182 @@
+"""ModelDeployment, backend nemo with nemo.api v2, against the emulated cluster with the real operator and the strict
+NeMo platform fake (models service + inference gateway, every request and answer validated against NVIDIA's
+OpenAPI document)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kubernetes
+import pytest
+
+from dpo_operator.kube.captured import captured_name
+from dpo_operator.render.platform_models import deployment_name
+from tests.fakes.platform_models import FakePlatformModels
+from tests.kubehelpers import Kube, wait_for
+
+pytestmark = pytest.mark.e2e
+API_KEY = "platform-key-7781"
+
+
+@pytest.fixture()
+def platform() -> Iterator[FakePlatformModels]:
+    with FakePlatformModels(api_key=API_KEY, workspaces=("default", "team-a")) as fake:
+        fake.add_model("team-a", "dpo-a", base_model="team-a/llama-3.2-1b-instruct")
+        fake.add_model("team-a", "dpo-b", base_model="team-a/llama-3.2-1b-instruct")
+        yield fake
+
+
+def spec_for(platform: FakePlatformModels, model: str = "team-a/dpo-a", **nemo: Any) -> dict[str, Any]:
+    return {"backend": "nemo", "model": {"explicit": {"name": model}}, "readinessTimeoutSeconds": 60,
+            "startupTimeoutSeconds": 900, "template": {"nodeSelector": {"gpu": "h100"}},
+            "nemo": {"url": platform.url, "api": "v2", "workspace": "team-a", "imageTag": "1.13.1", "gpu": 2,
+                     "apiKeySecretRef": {"name": "platform", "key": "api-key"}, **nemo}}
+
+
+@pytest.fixture()
+def secret(kube: Kube, namespace: str, platform: FakePlatformModels) -> None:
+    kube.usable_secret(namespace, "platform", {"api-key": API_KEY}, allowed_urls=platform.url)
+
+
+def reason(obj: dict[str, Any], condition: str) -> str:
+    return {c["type"]: c for c in obj["status"]["conditions"]}[condition]["reason"]
+
+
+def test_serves_through_the_gateway_switches_model_and_cleans_up(
+        kube: Kube, namespace: str, operator: None, platform: FakePlatformModels, secret: None,
+        tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from dpo_operator.embedded.model_server import LocalModel, ModelServer
+    from dpo_operator.embedded.tiny_model import CHAT_TEMPLATE, build_tiny_model
+
+    weights = build_tiny_model(tmp_path / "tiny", chat_template=CHAT_TEMPLATE)
+    with ModelServer(LocalModel(str(weights), "team-a/dpo-a")) as nim:
+        platform.backends["team-a/dpo-a"] = nim.root_url
+        kube.create("ModelDeployment", namespace, "served", spec_for(platform))
+        ready = kube.wait_phase("ModelDeployment", namespace, "served", "Ready", timeout=60)
+        status = ready["status"]
+        target = deployment_name(namespace, "served")
+        assert status["remoteDeployment"] == target and status["servedModelName"] == "team-a/dpo-a"
+        assert status["endpoint"] == f"{platform.url}/apis/inference-gateway/v2/workspaces/team-a/openai/-/v1"
+        [config] = platform.configs.values()
+        assert config["model_entity_id"] == "team-a/dpo-a" and config["engine"] == "nim"
+        assert config["executor_config"]["image_tag"] == "1.13.1" and config["executor_config"]["gpu"] == 2
+        assert config["executor_config"]["k8s_nim_operator_config"] == {
+            "startup_probe_grace_seconds": 900, "node_selector": {"gpu": "h100"}}
+        # a client calls the served model where status says, as DPOCollection and DPOEvaluation do
+        answer = httpx.post(f"{status['endpoint']}/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                            json={"model": status["servedModelName"], "max_tokens": 3, "temperature": 0.0,
+                                  "messages": [{"role": "user", "content": "Your move?"}]}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == "team-a/dpo-a" and platform.served_chats == ["team-a/dpo-a"]
+
+    # the promotion gate switches spec.model: a new version of the same deployment, the old one serving meanwhile
+    platform.deployment_script = ["PENDING", "PENDING", "PENDING", "READY"]
+    kube.patch_spec("ModelDeployment", namespace, "served", {"model": {"explicit": {"name": "team-a/dpo-b"}}})
+    kube.wait_phase("ModelDeployment", namespace, "served", "Progressing", timeout=30)
+    versions = wait_for(lambda: len(platform.deployments[f"team-a/{target}"]) == 2
+                        and platform.deployments[f"team-a/{target}"], what="a second deployment version")
+    assert versions[0]["status"] == "READY" and "team-a/dpo-a" in platform.routed("team-a")  # still serving
+    switched = kube.wait_status("ModelDeployment", namespace, "served", lambda s: s.get("phase") == "Ready"
+                                and s.get("servedModelName") == "team-a/dpo-b", timeout=60, what="switched")
+    assert switched["status"]["remoteDeployment"] == target
+    wait_for(lambda: [v["entity_version"] for v in platform.deployments[f"team-a/{target}"]] == [2],
+             timeout=60, what="the old version retired")
+    assert platform.routed("team-a") == ["team-a/dpo-b"]
+    wait_for(lambda: [c["model_entity_id"] for c in platform.configs.values()] == ["team-a/dpo-b"], timeout=60,
+             what="the old config deleted")
+    assert platform.calls_to("create_deployment") == 1 and platform.calls_to("update_deployment") == 1
+
+    kube.delete("ModelDeployment", namespace, "served")
+    wait_for(lambda: not kube.exists("ModelDeployment", namespace, "served"), timeout=60, what="deletion")
+    assert platform.deployments == {} and platform.configs == {}
+    assert set(platform.models) == {"team-a/dpo-a", "team-a/dpo-b"}  # the entities are not ours: left alone
+
+
+def test_transient_errors_are_retried(
+        kube: Kube, namespace: str, operator: None, platform: FakePlatformModels, secret: None) -> None:
+    platform.fail["create_deployment_config"] = [503, 500]
+    platform.fail["create_deployment"] = [409]  # e.g. a concurrent create: read back, not a failure
+    kube.create("ModelDeployment", namespace, "flaky", spec_for(platform))
+    kube.wait_phase("ModelDeployment", namespace, "flaky", "Ready", timeout=60)
+    assert platform.calls_to("create_deployment_config") >= 3
+
+
+def test_a_refusal_or_an_error_fails_with_the_platform_message(
+        kube: Kube, namespace: str, operator: None, platform: FakePlatformModels, secret: None) -> None:
+    platform.fail["create_deployment_config"] = [403]
+    kube.create("ModelDeployment", namespace, "refused", spec_for(platform, model="team-a/dpo-b"))
+    failed = kube.wait_phase("ModelDeployment", namespace, "refused", "Failed", timeout=60)
+    assert reason(failed, "Failed") == "RemoteApiError" and "injected failure 403" in failed["status"]["message"]
+
+    platform.deployment_script = ["PENDING", "ERROR"]
+    kube.create("ModelDeployment", namespace, "broken", spec_for(platform, model="team-a/dpo-b"))
+    broken = kube.wait_phase("ModelDeployment", namespace, "broken", "Failed", timeout=60)
+    assert reason(broken, "Failed") == "DeploymentFailed" and "image pull failed" in broken["status"]["message"]
+
+    kube.create("ModelDeployment", namespace, "unknown", spec_for(platform, model="team-a/never-trained"))
+    unknown = kube.wait_phase("ModelDeployment", namespace, "unknown", "Failed", timeout=60)
+    assert reason(unknown, "Failed") == "ModelUnavailable" and "team-a/never-trained" in unknown["status"]["message"]
+
+
+def test_a_restarted_operator_adopts_its_deployment(kube: Kube, namespace: str, platform: FakePlatformModels,
+                                                   secret: None) -> None:
+    kube.require_emulated()  # runs its own operator
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
+    platform.deployment_script = ["PENDING"]
+    with KopfRunner(args, timeout=60):
+        kube.create("ModelDeployment", namespace, "adopted", spec_for(platform))
+        kube.wait_status("ModelDeployment", namespace, "adopted", lambda s: "is PENDING" in (s.get("message") or ""),
+                         timeout=30, what="pending on the platform")
+    platform.deployment_script = ["READY"]
+    with KopfRunner(args, timeout=60):
+        kube.wait_phase("ModelDeployment", namespace, "adopted", "Ready", timeout=30)
+    assert platform.calls_to("create_deployment") == 1 and len(platform.deployments) == 1  # adopted by name
+    assert len(platform.configs) == 1
+
+
+def test_the_key_stays_secret_and_deletion_uses_the_captured_one(
+        kube: Kube, namespace: str, operator: None, platform: FakePlatformModels, secret: None) -> None:
+    kube.create("ModelDeployment", namespace, "quiet", spec_for(platform))
+    ready = kube.wait_phase("ModelDeployment", namespace, "quiet", "Ready", timeout=60)
+    events = kube.core.list_namespaced_event(namespace)
+    assert API_KEY not in str(ready) and API_KEY not in str(kube.to_dict(events))
+    captured = kube.to_dict(kube.core.read_namespaced_secret(captured_name("quiet"), namespace))
+    assert "dpo.ai/usable" not in (captured["metadata"].get("labels") or {})
+    assert base64.b64decode(captured["data"]["url"]).decode() == platform.url
+
+    kube.core.delete_namespaced_secret("platform", namespace)  # the user's Secret is gone before the resource
+    kube.delete("ModelDeployment", namespace, "quiet")
+    wait_for(lambda: not kube.exists("ModelDeployment", namespace, "quiet"), timeout=60, what="deletion")
+    assert platform.deployments == {} and platform.configs == {}
+
+
+def test_weights_on_a_pvc_are_refused_at_admission(kube: Kube, namespace: str, platform: FakePlatformModels) -> None:
+    spec = spec_for(platform)
+    spec["model"]["explicit"]["loraAdapter"] = {"claimName": "adapters", "path": "/dpo"}
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        kube.create("ModelDeployment", namespace, "lora", spec)
+    assert refused.value.status == 422 and "use backend kubernetes or nimOperator" in str(refused.value.body)
+    assert platform.calls == []
+
+
+def test_the_fake_refuses_what_the_platform_refuses(platform: FakePlatformModels) -> None:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    base = f"{platform.url}/apis/models/v2/workspaces/team-a"
+    valid = {"name": "cfg-1", "engine": "nim", "model_spec": {"model_type": "llm"}, "executor_config": {"gpu": 1}}
+    for bad in ({**valid, "name": "Bad--Name"}, {**valid, "engine": "triton"}, {**valid, "replicas": 2},
+                {k: v for k, v in valid.items() if k != "executor_config"}):
+        answer = httpx.post(f"{base}/deployment-configs", json=bad, headers=headers)
+        assert answer.status_code == 422 and answer.json()["detail"][0]["loc"][0] == "body"
+    assert len(platform.take_rejected()) == 4 and platform.configs == {}
+    assert httpx.post(f"{base}/deployment-configs", json=valid, headers=headers).status_code == 201
+    assert httpx.post(f"{base}/deployments", json={"name": "d1", "config": "cfg-1", "description": "x"},
+                      headers=headers).status_code == 422  # deployments carry no description
+    assert len(platform.take_rejected()) == 1
+    assert httpx.get(f"{base}/deployments/d1", headers={}).status_code == 401
