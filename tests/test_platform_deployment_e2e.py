@@ -1,4 +1,4 @@
-"""ModelDeployment, backend nemo with nemo.api v2, against the emulated cluster with the real operator and the strict
+"""ModelDeployment, backend nemo with nemo.apiVersion v2, against the emulated cluster with the real operator and the strict
 NeMo platform fake (models service + inference gateway, every request and answer validated against NVIDIA's
 OpenAPI document)."""
 
@@ -33,7 +33,7 @@ def platform() -> Iterator[FakePlatformModels]:
 def spec_for(platform: FakePlatformModels, model: str = "team-a/dpo-a", **nemo: Any) -> dict[str, Any]:
     return {"backend": "nemo", "model": {"explicit": {"name": model}}, "readinessTimeoutSeconds": 60,
             "startupTimeoutSeconds": 900, "template": {"nodeSelector": {"gpu": "h100"}},
-            "nemo": {"url": platform.url, "api": "v2", "workspace": "team-a", "imageTag": "1.13.1", "gpu": 2,
+            "nemo": {"url": platform.url, "apiVersion": "v2", "workspace": "team-a", "imageTag": "1.13.1", "gpu": 2,
                      "apiKeySecretRef": {"name": "platform", "key": "api-key"}, **nemo}}
 
 

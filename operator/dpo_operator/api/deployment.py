@@ -66,7 +66,7 @@ class NemoDeploymentBackend(ApiModel):
     url: str = Field(min_length=1, description=(
         "NeMo Deployment Management root (the Entity Store URL in v1); with api v2 the NeMo platform's base URL "
         "(its /apis/models and /apis/inference-gateway routes)."))
-    api: NemoApiGeneration = Field(default=NemoApiGeneration.V1, description=(
+    api_version: NemoApiGeneration = Field(default=NemoApiGeneration.V1, description=(
         "v1: NeMo Microservices Deployment Management (/v1/deployment/...); v2: the NeMo platform (26.x): a "
         "deployment config and deployment in workspace, served through its inference gateway."))
     namespace: str = Field(default="dpo", min_length=1, description=(
@@ -204,7 +204,7 @@ class DeploymentTemplate(ApiModel):
 
 
 PLATFORM_EXPLICIT_MESSAGE = (
-    "backend nemo with nemo.api v2 serves a model entity registered on the NeMo platform (model.explicit.name, "
+    "backend nemo with nemo.apiVersion v2 serves a model entity registered on the NeMo platform (model.explicit.name, "
     "workspace/name): weights or a LoRA adapter on a PVC cannot be served there; use backend kubernetes or "
     "nimOperator for them")
 
@@ -218,11 +218,11 @@ class ModelDeploymentSpec(DeploymentTemplate):
          "message": "backend is immutable (the old backend's deployment would be left behind); create a new "
                     "ModelDeployment"},
         {"rule": "!has(oldSelf.nemo) || (has(self.nemo) && self.nemo.url == oldSelf.nemo.url"
-                 " && self.nemo.namespace == oldSelf.nemo.namespace && self.nemo.api == oldSelf.nemo.api"
+                 " && self.nemo.namespace == oldSelf.nemo.namespace && self.nemo.apiVersion == oldSelf.nemo.apiVersion"
                  " && self.nemo.workspace == oldSelf.nemo.workspace)",
-         "message": "nemo.url, nemo.api, nemo.namespace and nemo.workspace are immutable (the operator deletes the "
+         "message": "nemo.url, nemo.apiVersion, nemo.namespace and nemo.workspace are immutable (the operator deletes the "
                     "NeMo deployment where it created it); create a new ModelDeployment"},
-        {"rule": "!(self.backend == 'nemo' && has(self.nemo) && self.nemo.api == 'v2' && has(self.model.explicit)"
+        {"rule": "!(self.backend == 'nemo' && has(self.nemo) && self.nemo.apiVersion == 'v2' && has(self.model.explicit)"
                  " && (has(self.model.explicit.pvc) || has(self.model.explicit.loraAdapter)))",
          "message": PLATFORM_EXPLICIT_MESSAGE}]})
     model: ModelRef = Field(description="The model to serve.")
@@ -232,7 +232,7 @@ class ModelDeploymentSpec(DeploymentTemplate):
         """The NeMo platform (api v2) serves model entities it knows: weights on a PVC never reach it."""
         explicit = self.model.explicit
         if (self.backend == DeploymentBackend.NEMO.value and self.nemo is not None
-                and self.nemo.api == NemoApiGeneration.V2.value and explicit is not None
+                and self.nemo.api_version == NemoApiGeneration.V2.value and explicit is not None
                 and (explicit.pvc is not None or explicit.lora_adapter is not None)):
             raise ValueError(f"model.explicit: {PLATFORM_EXPLICIT_MESSAGE}")
         return self

@@ -410,29 +410,105 @@ class LocalBackend(ApiModel):
     )
 
 
-class CustomizerBackend(ApiModel):
-    """Settings of the customizer backend (NeMo Customizer trains; the operator submits and polls)."""
+class CustomizerApiVersion(str, Enum):
+    """Which generation of NVIDIA's APIs the customizer backend speaks."""
 
-    entity_store_url: str = Field(min_length=1, description="NeMo Entity Store root, e.g. http://nemo-entity-store:8000.")
-    customizer_url: str | None = Field(default=None, description="NeMo Customizer root; entityStoreUrl when unset.")
-    datastore_url: str = Field(min_length=1, description="NeMo Datastore root, e.g. http://nemo-datastore:3000.")
+    V1 = "v1"
+    V2 = "v2"
+    AUTO = "auto"
+
+
+class PlatformBackend(str, Enum):
+    """The NeMo platform's customization backend that runs a v2 job."""
+
+    RL = "rl"
+
+
+# which generation a customizer block selects where admission can tell (CEL; ``self`` is the customizer block)
+V2_SELECTED_CEL = ("((has(self.customizer.apiVersion) ? self.customizer.apiVersion : 'auto') == 'v2'"
+                   " || ((has(self.customizer.apiVersion) ? self.customizer.apiVersion : 'auto') == 'auto'"
+                   " && has(self.customizer.platformUrl) && !has(self.customizer.entityStoreUrl)))")
+V2_LORA_MESSAGE = ("PEFT is not supported with DPO training on the NeMo platform v2; use finetuningType: all_weights "
+                   "(or the v1 API)")
+
+
+class CustomizerBackend(ApiModel):
+    """Settings of the customizer backend (NeMo Customizer trains; the operator submits and polls).
+
+    v1 (NeMo Microservices 25.x: Entity Store, Datastore, /v1/customization) needs entityStoreUrl and datastoreUrl;
+    v2 (the NeMo platform, nemo-platform 0.6: workspaces, /apis/<service>/v2) needs platformUrl."""
+
+    model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "has(self.platformUrl) || (has(self.entityStoreUrl) && has(self.datastoreUrl))",
+        "message": "customizer needs platformUrl (the NeMo platform, v2) or entityStoreUrl and datastoreUrl "
+                   "(NeMo Microservices v1)"}, {
+        "rule": "!has(self.apiVersion) || self.apiVersion != 'v2' || has(self.platformUrl)",
+        "message": "customizer.apiVersion v2 needs customizer.platformUrl (the NeMo platform root)"}, {
+        "rule": "!has(self.apiVersion) || self.apiVersion != 'v1' || (has(self.entityStoreUrl)"
+                " && has(self.datastoreUrl))",
+        "message": "customizer.apiVersion v1 needs customizer.entityStoreUrl and customizer.datastoreUrl"}]})
+
+    api_version: CustomizerApiVersion = Field(default=CustomizerApiVersion.AUTO, description=(
+        "v1: NeMo Microservices (Entity Store, Datastore, /v1/customization); v2: the NeMo platform (workspaces, "
+        "/apis/<service>/v2: files, jobs, customization, models); auto: v2 when only platformUrl is set, v1 when "
+        "only entityStoreUrl is, and with both the platform is asked (GET /apis/customization/v2/healthz) before "
+        "the first submission. The generation used is recorded in status.customizerApiVersion."))
+    entity_store_url: str | None = Field(default=None, min_length=1, description=(
+        "v1: NeMo Entity Store root, e.g. http://nemo-entity-store:8000."))
+    customizer_url: str | None = Field(default=None, description="v1: NeMo Customizer root; entityStoreUrl when unset.")
+    datastore_url: str | None = Field(default=None, min_length=1, description=(
+        "v1: NeMo Datastore root, e.g. http://nemo-datastore:3000."))
+    platform_url: str | None = Field(default=None, min_length=1, description=(
+        "v2: the NeMo platform root (every service under /apis/<service>/v2), e.g. http://nemo-platform:8080."))
+    workspace: str = Field(default="default", min_length=1, max_length=63,
+                           pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description=(
+        "v2: the platform workspace of the dataset fileset, the job and the output model (it must exist)."))
+    platform_backend: PlatformBackend = Field(default=PlatformBackend.RL, description=(
+        "v2: the platform's customization backend that runs the DPO job: rl (NeMo RL, full weights). The "
+        "automodel backend of nemo-platform 0.6 offers only SFT and distillation."))
     namespace: str = Field(default="dpo", min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description=(
-        "NeMo namespace (Entity Store and Datastore) of the dataset, the job and the output model; created when "
+        "v1: NeMo namespace (Entity Store and Datastore) of the dataset, the job and the output model; created when "
         "missing."))
     dataset_name: str | None = Field(default=None, description=(
-        "Dataset name in the Datastore and Entity Store; <resource namespace>-<resource name> when unset."))
+        "Dataset name in the Datastore and Entity Store (v1) or the fileset name (v2); <resource namespace>-"
+        "<resource name> when unset."))
     output_model: str | None = Field(
-        default=None, description="namespace/name of the model entity the Customizer creates; "
-        "<customizer namespace>/<DPOTrainingJob name> when unset."
+        default=None, description="namespace/name (v1) or workspace/name (v2, the workspace must be customizer."
+        "workspace) of the model the job creates; <customizer namespace or workspace>/<DPOTrainingJob name> when "
+        "unset."
     )
     api_key_secret_ref: SecretKeyRef | None = Field(default=None, description=(
-        "Bearer token for the NeMo services, when they need one."))
+        "Bearer token for the NeMo services (v1) or the platform (v2), when they need one."))
     hf_token_secret_ref: SecretKeyRef | None = Field(default=None, description=(
-        "Token for the Datastore's Hugging Face API (the dataset upload), when it needs one."))
+        "v1: token for the Datastore's Hugging Face API (the dataset upload), when it needs one."))
     poll_interval_seconds: float = Field(default=30.0, ge=1.0, description=(
         "Seconds between polls of the customization job; failed polls back off exponentially."))
     max_consecutive_poll_failures: int = Field(default=10, ge=1, description=(
         "Failed polls in a row after which the resource fails."))
+
+    @model_validator(mode="after")
+    def _urls_for_the_generation(self) -> "CustomizerBackend":
+        v1_urls = self.entity_store_url is not None and self.datastore_url is not None
+        if self.api_version == CustomizerApiVersion.V2.value and self.platform_url is None:
+            raise ValueError("customizer.apiVersion v2 needs customizer.platformUrl (the NeMo platform root)")
+        if self.api_version == CustomizerApiVersion.V1.value and not v1_urls:
+            raise ValueError("customizer.apiVersion v1 needs customizer.entityStoreUrl and customizer.datastoreUrl")
+        if self.platform_url is None and not v1_urls:
+            raise ValueError("customizer needs platformUrl (the NeMo platform, v2) or entityStoreUrl and "
+                             "datastoreUrl (NeMo Microservices v1)")
+        return self
+
+    @property
+    def declared_version(self) -> CustomizerApiVersion | None:
+        """The generation the spec alone decides (None: auto with both kinds of URL, the server is asked)."""
+        version = CustomizerApiVersion(self.api_version)
+        if version != CustomizerApiVersion.AUTO:
+            return version
+        if self.platform_url is not None and self.entity_store_url is None:
+            return CustomizerApiVersion.V2
+        if self.platform_url is None:
+            return CustomizerApiVersion.V1
+        return None
 
 
 class DeployOnCompletion(DeploymentTemplate):
@@ -453,18 +529,26 @@ class Backend(str, Enum):
     CUSTOMIZER = "customizer"
 
 
+# where the remote job lives: the operator must reach it again to cancel it
+IMMUTABLE_REMOTE = ("apiVersion", "entityStoreUrl", "customizerUrl", "namespace", "platformUrl", "workspace",
+                    "platformBackend")
+
+
 class DPOTrainingJobSpec(ApiModel):
     """What to train (dataset, base model, hyperparameters), on which backend, and whether to deploy the result."""
 
     # the operator must reach the remote job it created to cancel it: where it lives cannot change afterwards
     model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": [{
         "rule": "!has(oldSelf.customizer) || (has(self.customizer)"
-                " && self.customizer.entityStoreUrl == oldSelf.customizer.entityStoreUrl"
-                " && self.customizer.namespace == oldSelf.customizer.namespace"
-                " && (has(self.customizer.customizerUrl) ? self.customizer.customizerUrl : '')"
-                " == (has(oldSelf.customizer.customizerUrl) ? oldSelf.customizer.customizerUrl : ''))",
-        "message": "customizer.entityStoreUrl, customizer.customizerUrl and customizer.namespace are immutable (the "
-                   "operator cancels the remote job where it created it); create a new DPOTrainingJob"}, {
+                + "".join(f" && (has(self.customizer.{f}) ? self.customizer.{f} : '')"
+                          f" == (has(oldSelf.customizer.{f}) ? oldSelf.customizer.{f} : '')" for f in IMMUTABLE_REMOTE)
+                + ")",
+        "message": f"customizer.{', customizer.'.join(IMMUTABLE_REMOTE)} are immutable (the operator cancels the "
+                   "remote job where it created it); create a new DPOTrainingJob"}, {
+        "rule": f"!has(self.backend) || self.backend != 'customizer' || !has(self.customizer) || !{V2_SELECTED_CEL}"
+                " || (has(self.hyperparameters) && has(self.hyperparameters.finetuningType)"
+                " && self.hyperparameters.finetuningType == 'all_weights')",
+        "message": f"hyperparameters.finetuningType: {V2_LORA_MESSAGE}"}, {
         "rule": "!has(self.backend) || self.backend != 'customizer' || !has(self.hyperparameters)"
                 " || (has(self.hyperparameters.finetuningType) && self.hyperparameters.finetuningType != 'lora')"
                 " || !has(self.hyperparameters.lora) || !has(self.hyperparameters.lora.targetModules)"
@@ -596,14 +680,19 @@ class DPOTrainingJobStatus(CommonStatus):
     job_name: str | None = Field(default=None, description="The batch/v1 Job (training, or the customizer backend's "
                                                             "dataset upload).")
     queue: QueueStatus | None = Field(default=None, description="Kueue's view of the Job, when it is queued.")
-    remote_job_id: str | None = Field(default=None, description="Id of the NeMo Customizer job.")
+    remote_job_id: str | None = Field(default=None, description=(
+        "Id of the NeMo Customizer job (v1), or the name of the platform job in customizer.workspace (v2)."))
+    customizer_api_version: str | None = Field(default=None, description=(
+        "The API generation the customizer backend uses for this resource (v1 or v2), decided before the first "
+        "submission (customizer.apiVersion, asked from the server for auto with both URLs)."))
     submit_time: str | None = Field(default=None, description="When the remote job was created.")
     submitted_spec: dict[str, str] | None = Field(
         default=None, description="Digest of each spec field the remote job was created from (customizer backend): "
         "later changes to them are reported in the SpecApplied condition as not applied.",
     )
     output_model: str | None = Field(default=None, description=(
-        "The trained model: a directory (pvc://...) or the Customizer's output model (namespace/name)."))
+        "The trained model: a directory (pvc://...), the Customizer's output model (v1: namespace/name), or the "
+        "platform's model entity (v2: workspace/name, full weights, which a ModelDeployment serves)."))
     progress: TrainingProgress | None = None
     validation: ValidationChecks | None = Field(default=None, description=(
         "Offline checks on the validation split at the end of training, beside the reference's (local backend)."))

@@ -52,7 +52,7 @@ BACKENDS: dict[DeploymentBackend, Any] = {DeploymentBackend.KUBERNETES: deployme
 def backend_module(spec: ModelDeploymentSpec) -> Any:
     """The module serving this spec: by backend, and for nemo by the API generation it speaks."""
     if spec.backend == DeploymentBackend.NEMO.value and spec.nemo is not None \
-            and spec.nemo.api == NemoApiGeneration.V2.value:
+            and spec.nemo.api_version == NemoApiGeneration.V2.value:
         return deployment_platform
     return BACKENDS[DeploymentBackend(spec.backend)]
 
@@ -144,7 +144,7 @@ def nemo_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
     """Delete the remote deployments; the finalizer stays until that is confirmed (or a person removes it)."""
     name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     RUNTIME.forget(KIND, body)
-    platform = ((body["spec"].get("nemo") or {}).get("api")) == NemoApiGeneration.V2.value
+    platform = ((body["spec"].get("nemo") or {}).get("apiVersion")) == NemoApiGeneration.V2.value
     try:
         spec: ModelDeploymentSpec | None = ModelDeploymentSpec.model_validate(dict(body["spec"]))
     except ValueError:

@@ -1,4 +1,4 @@
-"""ModelDeployment, ``nemo`` backend with ``nemo.api: v2``: the NeMo platform (26.x) serves the model.
+"""ModelDeployment, ``nemo`` backend with ``nemo.apiVersion: v2``: the NeMo platform (26.x) serves the model.
 
 What is served is a model entity of the platform: the full-weights model a DPOTrainingJob trained there (the
 platform's customization job registers it, and the job's status names it), or one named in ``model.explicit``.
@@ -42,12 +42,12 @@ def session(namespace: str, backend: NemoDeploymentBackend) -> NemoApi:
 def served_entity(model: ServedModel, workspace: str) -> tuple[str, str]:
     """The model entity to serve, or an InvalidSpec saying what to use instead."""
     if model.remote_base is not None or model.adapter is not None:
-        raise InvalidSpec("model: a LoRA adapter cannot be served by backend nemo with nemo.api v2 (DPO on the NeMo "
+        raise InvalidSpec("model: a LoRA adapter cannot be served by backend nemo with nemo.apiVersion v2 (DPO on the NeMo "
                           "platform trains full weights only, and an adapter from the local backend or NeMo "
-                          "Microservices v1 is not a platform entity): serve it with nemo.api v1, or with backend "
+                          "Microservices v1 is not a platform entity): serve it with nemo.apiVersion v1, or with backend "
                           "kubernetes or nimOperator")
     if model.remote_model is None:
-        raise InvalidSpec("model: backend nemo with nemo.api v2 serves a model entity of the NeMo platform (a model "
+        raise InvalidSpec("model: backend nemo with nemo.apiVersion v2 serves a model entity of the NeMo platform (a model "
                           "trained there, or model.explicit.name as workspace/name); this model's weights are on a "
                           "PVC: use backend kubernetes or nimOperator")
     return remote.entity_ref(model.remote_model, workspace)

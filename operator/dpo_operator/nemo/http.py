@@ -22,6 +22,21 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 DEFAULT_DEADLINE = 60.0  # seconds for one request, connect to last byte
 
 
+def validation_message(detail: Any) -> str:
+    """A FastAPI 422 ``detail`` list as one line (``body.spec.training: Extra inputs are not permitted; ...``);
+    any other detail as its text."""
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for item in detail:
+        if isinstance(item, dict) and "msg" in item:
+            where = ".".join(str(p) for p in item.get("loc", []))
+            parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
+        else:
+            parts.append(str(item))
+    return "; ".join(parts)
+
+
 class NemoError(Exception):
     def __init__(self, status: int, message: str, transient: bool) -> None:
         super().__init__(f"{status or 'network error'}: {message}" if status else f"network error: {message}")
@@ -38,7 +53,7 @@ def _message(response: httpx.Response) -> str:
     if isinstance(body, dict):
         for key in ("detail", "message", "error"):
             if body.get(key):
-                return str(body[key])[:500]
+                return validation_message(body[key])[:500]
     return str(body)[:500]
 
 

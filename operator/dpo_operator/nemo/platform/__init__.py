@@ -1,1 +1,1 @@
-"""Clients of the NeMo platform (26.x) v2 APIs: resources in workspaces under ``/apis/<service>/v2/workspaces/``."""
+"""Clients of NVIDIA's NeMo platform (v2): workspaces under ``/apis/<service>/v2``."""
