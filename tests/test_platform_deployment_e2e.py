@@ -42,6 +42,11 @@ def secret(kube: Kube, namespace: str, platform: FakePlatformModels) -> None:
     kube.usable_secret(namespace, "platform", {"api-key": API_KEY}, allowed_urls=platform.url)
 
 
+def deleted_on_the_platform(platform: FakePlatformModels) -> bool:
+    """Every version DELETED (the platform removes them for good after a grace period) or already gone."""
+    return all(v["status"] == "DELETED" for versions in platform.deployments.values() for v in versions)
+
+
 def reason(obj: dict[str, Any], condition: str) -> str:
     return {c["type"]: c for c in obj["status"]["conditions"]}[condition]["reason"]
 
@@ -93,7 +98,8 @@ def test_serves_through_the_gateway_switches_model_and_cleans_up(
 
     kube.delete("ModelDeployment", namespace, "served")
     wait_for(lambda: not kube.exists("ModelDeployment", namespace, "served"), timeout=60, what="deletion")
-    assert platform.deployments == {} and platform.configs == {}
+    assert deleted_on_the_platform(platform) and platform.configs == {}
+    assert platform.calls_to("delete_deployment") >= 1 and platform.calls_to("delete_deployment_config") >= 1
     assert set(platform.models) == {"team-a/dpo-a", "team-a/dpo-b"}  # the entities are not ours: left alone
 
 
@@ -154,7 +160,8 @@ def test_the_key_stays_secret_and_deletion_uses_the_captured_one(
     kube.core.delete_namespaced_secret("platform", namespace)  # the user's Secret is gone before the resource
     kube.delete("ModelDeployment", namespace, "quiet")
     wait_for(lambda: not kube.exists("ModelDeployment", namespace, "quiet"), timeout=60, what="deletion")
-    assert platform.deployments == {} and platform.configs == {}
+    assert deleted_on_the_platform(platform) and platform.configs == {}
+    assert platform.calls_to("delete_deployment") >= 1
 
 
 def test_weights_on_a_pvc_are_refused_at_admission(kube: Kube, namespace: str, platform: FakePlatformModels) -> None:
@@ -180,3 +187,21 @@ def test_the_fake_refuses_what_the_platform_refuses(platform: FakePlatformModels
                       headers=headers).status_code == 422  # deployments carry no description
     assert len(platform.take_rejected()) == 1
     assert httpx.get(f"{base}/deployments/d1", headers={}).status_code == 401
+
+
+def test_a_lora_adapter_or_pvc_weights_are_refused_with_what_to_use_instead() -> None:
+    from dpo_operator.api.common import PvcLocation
+    from dpo_operator.handlers.deployment_platform import served_entity
+    from dpo_operator.runtime.errors import InvalidSpec
+    from dpo_operator.serving.model import ServedModel
+
+    v1_adapter = ServedModel(served_name="team-a/dpo-lora", base_name="meta/llama-3.2-1b-instruct",
+                             remote_model="team-a/dpo-lora", remote_base="meta/llama-3.2-1b-instruct")
+    with pytest.raises(InvalidSpec, match="serve it with nemo.apiVersion v1, or with backend kubernetes"):
+        served_entity(v1_adapter, "team-a")
+    local = ServedModel(served_name="dpo", base_name="tiny", weights=PvcLocation(claim_name="m", path="/out"))
+    with pytest.raises(InvalidSpec, match="use backend kubernetes or nimOperator"):
+        served_entity(local, "team-a")
+    trained = ServedModel(served_name="dpo", base_name="tiny", remote_model="team-b/dpo-full")
+    assert served_entity(trained, "team-a") == ("team-b", "dpo-full")
+    assert served_entity(ServedModel(served_name="x", base_name="x", remote_model="bare"), "team-a") == ("team-a", "bare")
