@@ -220,8 +220,8 @@ class ModelDeploymentSpec(DeploymentTemplate):
         {"rule": "!has(oldSelf.nemo) || (has(self.nemo) && self.nemo.url == oldSelf.nemo.url"
                  " && self.nemo.namespace == oldSelf.nemo.namespace && self.nemo.apiVersion == oldSelf.nemo.apiVersion"
                  " && self.nemo.workspace == oldSelf.nemo.workspace)",
-         "message": "nemo.url, nemo.apiVersion, nemo.namespace and nemo.workspace are immutable (the operator deletes the "
-                    "NeMo deployment where it created it); create a new ModelDeployment"},
+         "message": "nemo.url and nemo.namespace are immutable, as are nemo.apiVersion and nemo.workspace (the "
+                    "operator deletes the NeMo deployment where it created it); create a new ModelDeployment"},
         {"rule": "!(self.backend == 'nemo' && has(self.nemo) && self.nemo.apiVersion == 'v2' && has(self.model.explicit)"
                  " && (has(self.model.explicit.pvc) || has(self.model.explicit.loraAdapter)))",
          "message": PLATFORM_EXPLICIT_MESSAGE}]})
