@@ -205,3 +205,16 @@ def test_a_lora_adapter_or_pvc_weights_are_refused_with_what_to_use_instead() ->
     trained = ServedModel(served_name="dpo", base_name="tiny", remote_model="team-b/dpo-full")
     assert served_entity(trained, "team-a") == ("team-b", "dpo-full")
     assert served_entity(ServedModel(served_name="x", base_name="x", remote_model="bare"), "team-a") == ("team-a", "bare")
+
+
+def test_a_model_trained_on_the_platform_is_served_as_its_output_entity() -> None:
+    from dpo_operator.handlers.deployment_platform import served_entity
+    from dpo_operator.serving.model import from_training_job
+
+    job = {"spec": {"backend": "customizer", "model": {"name": "team-a/llama-3.2-1b-instruct"},
+                    "dataset": {"location": {"hub": {"endpoint": "http://hub:8000", "repoId": "team-a/pairs"}}},
+                    "customizer": {"apiVersion": "v2", "platformUrl": "http://platform:8080", "workspace": "team-a"},
+                    "hyperparameters": {"finetuningType": "all_weights"}},
+           "status": {"phase": "Succeeded", "outputModel": "team-a/tictactoe-dpo"}}
+    model = from_training_job(job, "tictactoe", None)
+    assert served_entity(model, "default") == ("team-a", "tictactoe-dpo")
