@@ -157,11 +157,20 @@ def test_the_key_stays_secret_and_deletion_uses_the_captured_one(
     assert "dpo.ai/usable" not in (captured["metadata"].get("labels") or {})
     assert base64.b64decode(captured["data"]["url"]).decode() == platform.url
 
+    platform.deleted_grace_passes = 10**6  # the platform keeps the DELETED deployment (its grace period)
     kube.core.delete_namespaced_secret("platform", namespace)  # the user's Secret is gone before the resource
     kube.delete("ModelDeployment", namespace, "quiet")
     wait_for(lambda: not kube.exists("ModelDeployment", namespace, "quiet"), timeout=60, what="deletion")
     assert deleted_on_the_platform(platform) and platform.configs == {}
     assert platform.calls_to("delete_deployment") >= 1
+
+    # the same name again, while the platform still keeps the DELETED deployment: it is removed and made anew
+    kube.usable_secret(namespace, "platform", {"api-key": API_KEY}, allowed_urls=platform.url)
+    kube.create("ModelDeployment", namespace, "quiet", spec_for(platform))
+    again = kube.wait_phase("ModelDeployment", namespace, "quiet", "Ready", timeout=60)
+    [version] = platform.deployments[f"team-a/{again['status']['remoteDeployment']}"]
+    assert version["entity_version"] == 1 and version["status"] == "READY"
+    assert platform.calls_to("create_deployment") == 2
 
 
 def test_weights_on_a_pvc_are_refused_at_admission(kube: Kube, namespace: str, platform: FakePlatformModels) -> None:

@@ -9,7 +9,8 @@ OpenAPI document there. State, as the platform keeps it:
 - ``deployments``: by ``workspace/name``, the list of its versions (the last is the latest). Each GET of a
   deployment (or of its versions) is one pass of the platform's controller: the latest version moves one step
   through ``deployment_script`` (PENDING → READY by default, the last repeating); a version marked for deletion
-  goes DELETING → DELETED and is removed (the platform's hard delete after its grace period) at the pass after.
+  goes DELETING → DELETED and is removed (the platform's hard delete after its grace period) after
+  ``deleted_grace_passes`` more passes; deleting a DELETED one again removes it at once (204), as the platform does.
 - The gateway lists (``/openai/-/v1/models``) each model entity of the workspace that a READY version of some
   deployment serves, and proxies ``/openai/-/v1/chat/completions`` for such a model to the OpenAI server
   registered for it in ``backends`` (our NIM stand-in, :mod:`dpo_operator.embedded.model_server`); a model it
@@ -37,12 +38,14 @@ class PlatformModelsMixin:
     deployments: dict[str, list[dict[str, Any]]]
     backends: dict[str, str]
     deployment_script: list[str]
+    deleted_grace_passes: int
     served_chats: list[str]
     new_id: Any
 
     def init_models(self) -> None:
         self.models, self.configs, self.deployments, self.backends = {}, {}, {}, {}
         self.deployment_script = list(DEFAULT_SCRIPT)
+        self.deleted_grace_passes = 0  # passes a DELETED version stays before the platform removes it for good
         self.served_chats = []  # the model of each chat completion the gateway proxied
 
     def add_model(self, workspace: str, name: str, base_model: str | None = None) -> str:
@@ -117,7 +120,9 @@ class PlatformModelsMixin:
         versions = self.deployments.get(key, [])
         for version in list(versions):
             if version["status"] == "DELETED":
-                versions.remove(version)
+                version["_grace"] = version.get("_grace", 0) + 1
+                if version["_grace"] > self.deleted_grace_passes:
+                    versions.remove(version)
             elif version["status"] == "DELETING":
                 self._set(version, "DELETED", "Deployment deleted")
         if versions and versions[-1]["status"] not in ("DELETING", "DELETED", "ERROR"):

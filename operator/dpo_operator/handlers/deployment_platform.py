@@ -84,6 +84,11 @@ def roll_out(api: NemoApi, body: Any, spec: ModelDeploymentSpec, entity: str, re
         capture(KIND.kind, body, api.base_url, api.api_key)  # before anything remote exists: delete can always reach it
         remote.ensure_config(api, backend.workspace, render.config_body(config, tag, entity, spec))
     deployment = remote.get_deployment(api, backend.workspace, target)
+    if deployment is not None and deployment.get("status") == "DELETED":
+        # the tombstone of an earlier ModelDeployment of this name (the platform keeps DELETED ones for a grace
+        # period): deleting it again removes it for good, so the name can be used again
+        remote.delete_deployment(api, backend.workspace, target)
+        deployment = None
     if deployment is None:
         remote.create_deployment(api, backend.workspace, render.deployment_body(target, config))
     elif deployment.get("config") != config:
@@ -125,7 +130,7 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
             if routed:
                 retire_older(api, backend, target, int(deployment.get("entity_version") or 0),
                              remote.owner_tag(namespace, name), str(deployment.get("config")))
-                fields.remote_deployment, fields.serving_revision, fields.ready_replicas = target, rev, 1
+                fields.remote_deployment, fields.serving_revision, fields.ready_replicas = target, rev, spec.replicas
                 fields.endpoint = remote.openai_root(backend.url, workspace)
                 return Outcome(Phase.READY.value, Reason.Ready, f"{where} is ready; the inference gateway routes "
                                f"{entity!r}", fields)
