@@ -95,3 +95,31 @@ def test_a_handler_for_an_operation_the_platform_lacks_is_refused() -> None:
 
     with pytest.raises(PlatformViolation, match="not in NVIDIA's definitions"):
         Wrong()
+
+
+def _rl_job(fake: Any, training: dict[str, Any], **spec: Any) -> httpx.Response:
+    body = {"name": "dpo-a", "spec": {"model": "default/m", "dataset": "default/pairs", "training": training,
+                                      **spec}}
+    return httpx.post(fake.url + "/apis/customization/v2/workspaces/default/rl/jobs", json=body)
+
+
+def test_the_rl_backend_refuses_what_nvidias_dpo_schema_refuses() -> None:
+    from tests.fakes.platform_training import TrainingPlatform
+
+    with TrainingPlatform() as fake:
+        peft = _rl_job(fake, {"type": "dpo", "peft": {"type": "lora"}})
+        lora = _rl_job(fake, {"type": "dpo", "finetuning_type": "lora"})
+        unknown = _rl_job(fake, {"type": "dpo"}, output_model="x")
+        beta = _rl_job(fake, {"type": "dpo", "ref_policy_kl_penalty": -1})
+        untyped = _rl_job(fake, {"learning_rate": 0.1})
+        assert {r.status_code for r in (peft, lora, unknown, beta, untyped)} == {422}
+        assert peft.json()["detail"][0]["loc"] == ["body", "spec", "training"]
+        assert "'peft' was unexpected" in peft.json()["detail"][0]["msg"]
+        assert "'finetuning_type' was unexpected" in lora.json()["detail"][0]["msg"]
+        assert "'output_model' was unexpected" in unknown.json()["detail"][0]["msg"]
+        assert beta.json()["detail"][0]["loc"] == ["body", "spec", "training", "ref_policy_kl_penalty"]
+        assert len(fake.take_rejected()) == 5 and fake.jobs == {}
+        no_backend = httpx.post(fake.url + "/apis/customization/v2/workspaces/default/automodel/jobs",
+                                json={"spec": {}})
+        assert no_backend.status_code == 422 and "no customization backend 'automodel'" in no_backend.text
+        fake.take_rejected()

@@ -60,6 +60,12 @@ CUSTOMIZER = {
                    "hfTokenSecretRef": {"name": "hf", "key": "token"}},
     "job": {"activeDeadlineSeconds": 7200},
 }
+PLATFORM = {  # the NeMo platform (v2)
+    **CUSTOMIZER,
+    "hyperparameters": {"epochs": 1, "batchSize": 16, "learningRate": 0.0001, "finetuningType": "all_weights"},
+    "customizer": {"platformUrl": "http://nemo-platform:8080", "workspace": "team-a",
+                   "apiKeySecretRef": {"name": "nemo", "key": "key"}},
+}
 EVALUATION = {
     "workflow": {"name": "tictactoe", "numExamples": 200},
     "candidate": {"modelDeploymentRef": {"name": "tictactoe-dpo"}},
@@ -127,6 +133,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(CUSTOMIZER), DATASET, "dpo/pairs", CONFIG),
     "upload-job-from-hub": lambda: upload.upload_manifest(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(CUSTOMIZER), HUB, "dpo/pairs", CONFIG),
+    "upload-job-platform": lambda: upload.platform_upload_manifest(
+        owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(PLATFORM), DATASET, "ns-pairs", CONFIG),
     "deploy-on-completion": lambda: deployment.deployment_for(
         owner("DPOTrainingJob", "dpo"), DPOTrainingJobSpec.model_validate(TRAINING)),
     "nim-deployment": lambda: nim.deployment_manifest(

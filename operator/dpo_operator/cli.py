@@ -274,6 +274,10 @@ def _upload_dataset(args: argparse.Namespace) -> int:
     try:
         if args.dataset_dir:
             no_backsteps(args.dataset_dir, "--dataset-dir")
+        if args.platform_url and not (args.fileset and (args.spec or args.spec_env)):
+            raise ValueError("--platform-url needs --fileset and --spec or --spec-env")
+        if args.datastore_url and not args.repo:
+            raise ValueError("--datastore-url needs --repo")
         if args.spec or args.spec_env:  # the operator's upload pod: read, check and convert as the spec says
             from dpo_operator.api.training import DPOTrainingJobSpec
 
@@ -309,6 +313,10 @@ def _checked_upload(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
     from dpo_operator.datacheck.run import check
     from dpo_operator.nemo import datastore
     from dpo_operator.nemo.customizer_jsonl import customizer_files
+    from dpo_operator.nemo.platform import files as platform_files_api
+    from dpo_operator.nemo.platform.client import PlatformClient
+    from dpo_operator.nemo.platform.dpo_rows import platform_files
+    from dpo_operator.render.upload import PLATFORM_KEY_ENV
     from dpo_operator.train.sources import Reading, download_hub, open_splits
 
     reading = Reading.from_spec(spec.dataset, spec.hyperparameters.seed)
@@ -328,9 +336,15 @@ def _checked_upload(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
             if not checked.passed:
                 return {"filesUrl": None, "dataCheck": checked.model_dump(by_alias=True, mode="json")}
         metrics = directory / "metrics.json"
-        files = customizer_files(open_splits(directory, reading), metrics.read_bytes() if metrics.is_file() else b"{}")
+        convert = platform_files if args.platform_url else customizer_files
+        files = convert(open_splits(directory, reading), metrics.read_bytes() if metrics.is_file() else b"{}")
         files.extra = [(f"data-check/{name}", content) for name, content in card]
-        result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
+        if args.platform_url:
+            client = PlatformClient(args.platform_url, args.workspace, os.environ.get(PLATFORM_KEY_ENV) or None)
+            result = platform_files_api.upload_dataset(files, client, args.fileset, "DPO preference pairs uploaded "
+                                                       f"by dpo-operator ({os.environ.get('DPO_DATASET_LOCATION')})")
+        else:
+            result = datastore.upload(files, args.datastore_url, args.repo, os.environ.get("HF_TOKEN"))
     if checked is not None:
         checked.data_card = f"{result['filesUrl']}/data-check/datacard.json"
         result["dataCheck"] = checked.model_dump(by_alias=True, mode="json")
@@ -473,8 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--source-repo", help="namespace/name of a dataset repo on --source-endpoint")
     upload.add_argument("--source-endpoint", help="Hub API root of --source-repo (token: $SOURCE_HF_TOKEN)")
     upload.add_argument("--source-revision", default="main")
-    upload.add_argument("--datastore-url", required=True, help="NeMo Datastore root (token: $HF_TOKEN)")
-    upload.add_argument("--repo", required=True, help="namespace/name of the dataset repo to write")
+    destination = upload.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--datastore-url", help="v1: NeMo Datastore root (token: $HF_TOKEN)")
+    destination.add_argument("--platform-url", help="v2: NeMo platform root (key: $NEMO_API_KEY); needs --spec or "
+                                                    "--spec-env (the rows are converted to the platform's DPO format)")
+    upload.add_argument("--repo", help="v1: namespace/name of the dataset repo to write")
+    upload.add_argument("--workspace", default="default", help="v2: the platform workspace of --fileset")
+    upload.add_argument("--fileset", help="v2: the dataset fileset to write (training.jsonl, validation.jsonl)")
     upload.add_argument("--result-file", help="write the result summary (JSON) here, e.g. /dev/termination-log")
     upload.set_defaults(func=_upload_dataset)
 

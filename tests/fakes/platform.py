@@ -86,6 +86,10 @@ class FakePlatformCore(AppThread):
         self.rejected: list[str] = []
         self.violations: list[str] = []
         self.ids = itertools.count(1)
+        # shared state of the services: filesets (files), model entities (models), by (workspace, name)
+        self.filesets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.files: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.models: dict[tuple[str, str], dict[str, Any]] = {}
         self._handlers: dict[tuple[str, str], tuple[str, Handler]] = {}
         for _, member in inspect.getmembers(type(self), inspect.isfunction):
             if hasattr(member, "platform_route"):
@@ -101,6 +105,14 @@ class FakePlatformCore(AppThread):
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}-{next(self.ids):06d}"
+
+    def add_model(self, ref: str, **fields: Any) -> dict[str, Any]:
+        """A model entity ``workspace/name`` (as the platform's ModelEntity), e.g. a base model a job trains."""
+        workspace, _, name = ref.rpartition("/")
+        entity = {"id": self.new_id("model"), "name": name, "workspace": workspace or "default",
+                  "created_at": timestamp(), "updated_at": timestamp(), **fields}
+        self.models[(entity["workspace"], name)] = entity
+        return entity
 
     def calls_to(self, name: str) -> int:
         return sum(1 for called, _, _ in self.calls if called == name)

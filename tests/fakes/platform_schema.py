@@ -162,13 +162,17 @@ class PlatformSchema:
 
     @staticmethod
     def _detail(where: list[str | int], errors: list[ValidationError]) -> list[dict[str, Any]]:
-        """FastAPI's detail entries; for a union (oneOf/anyOf) the branch that came closest says what is wrong."""
+        """FastAPI's detail entries; for a union (oneOf/anyOf) the branch the value was meant for (a discriminated
+        union's: the one whose ``const`` tag it matches) says what is wrong."""
         out = []
         for e in errors:
             while e.context:
-                e = best_match(e.context) or e
-                if not e.context:
-                    break
+                branches: dict[Any, list[ValidationError]] = {}
+                for sub in e.context:
+                    branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+                tagged = [errs for errs in branches.values() if not any(x.validator == "const" for x in errs)]
+                candidates = [x for errs in (tagged or list(branches.values())) for x in errs]
+                e = best_match(candidates) or e
             out.append({"loc": [*where, *e.absolute_path], "msg": e.message, "type": str(e.validator)})
         return out
 

@@ -543,8 +543,10 @@ class DPOTrainingJobSpec(ApiModel):
                 + "".join(f" && (has(self.customizer.{f}) ? self.customizer.{f} : '')"
                           f" == (has(oldSelf.customizer.{f}) ? oldSelf.customizer.{f} : '')" for f in IMMUTABLE_REMOTE)
                 + ")",
-        "message": f"customizer.{', customizer.'.join(IMMUTABLE_REMOTE)} are immutable (the operator cancels the "
-                   "remote job where it created it); create a new DPOTrainingJob"}, {
+        "message": "customizer.entityStoreUrl, customizer.customizerUrl and customizer.namespace are immutable, as "
+                   "are customizer.apiVersion, customizer.platformUrl, customizer.workspace and "
+                   "customizer.platformBackend (the operator cancels the remote job where it created it); create a "
+                   "new DPOTrainingJob"}, {
         "rule": f"!has(self.backend) || self.backend != 'customizer' || !has(self.customizer) || !{V2_SELECTED_CEL}"
                 " || (has(self.hyperparameters) && has(self.hyperparameters.finetuningType)"
                 " && self.hyperparameters.finetuningType == 'all_weights')",

@@ -32,25 +32,22 @@ from typing import Any
 
 from dpo_operator.api.common import Phase, StorageLocation
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.results import UploadResult, read_result
 from dpo_operator.api.training import (
     KIND,
+    CustomizerApiVersion,
     CustomizerBackend,
     DPOTrainingJobSpec,
     DPOTrainingJobStatus,
     TrainingProgress,
 )
-from dpo_operator.handlers import training_promotion
+from dpo_operator.handlers import training_platform, training_promotion
 from dpo_operator.handlers.training_shared import resolve_dataset
+from dpo_operator.handlers.training_upload import follow_upload
 from dpo_operator.kube import events
 from dpo_operator.kube.captured import capture, read_captured
 from dpo_operator.kube.conditions import elapsed_since_start, now
 from dpo_operator.kube.jobs import (
     digest_applied,
-    ensure_job,
-    failure_message,
-    job_state,
-    pod_results,
     spec_digest,
 )
 from dpo_operator.kube.secrets import SecretMissing, read_secret_key
@@ -59,7 +56,8 @@ from dpo_operator.kube.status import Outcome, is_terminal
 from dpo_operator.nemo import customizer as nemo
 from dpo_operator.nemo.datastore import hf_endpoint
 from dpo_operator.nemo.http import NemoApi, NemoError
-from dpo_operator.handlers.training_datacheck import CONDITION, checked_condition, summary
+from dpo_operator.nemo.platform.client import PlatformClient
+from dpo_operator.handlers.training_datacheck import CONDITION
 from dpo_operator.render.upload import upload_manifest
 from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
@@ -147,31 +145,11 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
             files_url = nemo.datastore_files_url(location.hub.repo_id, location.hub.revision)
         else:
             repo = f"{backend.namespace}/{dataset}"
-            upload = ensure_job(namespace, upload_manifest(body, spec, location, repo, RUNTIME.config))
-            state = job_state(upload)
-            fields.job_name = upload["metadata"]["name"]
-            if state.phase == Phase.FAILED.value:
-                raise PermanentFailure(Reason.DatasetUploadFailed, "uploading the dataset to NeMo Datastore failed: "
-                                       + failure_message(namespace, upload["metadata"]["name"], state))
-            if state.phase != Phase.SUCCEEDED.value:
-                return Outcome(Phase.PENDING.value, Reason.UploadingDataset,
-                               f"copying {location.describe()} to NeMo Datastore repo {repo}", fields)
-            uploaded, why = read_result(UploadResult, pod_results(namespace, upload["metadata"]["name"]))
-            if uploaded is None:  # never register a dataset no pod vouched for
-                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} completed but {why}; "
-                                       "the dataset in NeMo Datastore cannot be trusted")
-            if uploaded.data_check is not None:
-                fields.data_check = summary(uploaded.data_check, uploaded.data_check.data_card)
-                verdict = uploaded.data_check
-                if not verdict.passed:
-                    fields.failure_reason = Reason.DataCheckFailed
-                    message = "the dataset failed the data check: " + "; ".join(verdict.failures)
-                    return Outcome(Phase.FAILED.value, Reason.DataCheckFailed, message, fields,
-                                   conditions={CONDITION: (False, Reason.DataCheckFailed, message)})
-                checked = checked_condition(body, verdict)
-            if uploaded.files_url is None:
-                raise PermanentFailure(Reason.ResultUnavailable, f"upload job {fields.job_name} reported no files URL")
-            files_url = uploaded.files_url
+            followed = follow_upload(body, location, upload_manifest(body, spec, location, repo, RUNTIME.config),
+                                     fields, f"NeMo Datastore repo {repo}")
+            if isinstance(followed, Outcome):
+                return followed
+            files_url, checked = followed.files_url, followed.checked
         try:
             nemo.register_dataset(entity, backend.namespace, dataset, files_url,
                                   f"DPO preference pairs for {namespace}/{name}")
@@ -284,16 +262,43 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
     return Result(Outcome(remote.phase, reason, remote.message, fields, applied))
 
 
+def generation(body: Any, spec: DPOTrainingJobSpec) -> str:
+    """The API generation of this resource: the one it started with (status), else what the spec says, else (auto
+    with both kinds of URL) what the platform root answers."""
+    decided = (body.get("status") or {}).get("customizerApiVersion")
+    if decided:
+        return str(decided)
+    backend = spec.customizer
+    assert backend is not None
+    declared = backend.declared_version
+    if declared is not None:
+        return declared.value
+    assert backend.platform_url is not None
+    key = read_secret_key(body["metadata"]["namespace"], backend.api_key_secret_ref, backend.platform_url)
+    return PlatformClient(backend.platform_url, backend.workspace, key,
+                          deadline=RUNTIME.config.remote_call_deadline).detect()
+
+
 def decide(body: Any, spec: DPOTrainingJobSpec) -> Result:
-    """Submit or poll. The runtime paces calls to ``pollIntervalSeconds`` (:func:`pace`), longer after poll
-    failures (``hold_for``). A failure that ends the resource first cancels whatever remote job carries its tag
-    (the create may have succeeded behind an unreadable answer)."""
+    """Submit or poll, on the API generation of :func:`generation` (v2: :mod:`training_platform`). The runtime paces
+    calls to ``pollIntervalSeconds`` (:func:`pace`), longer after poll failures (``hold_for``). A failure that ends
+    the resource first cancels whatever remote job carries its tag (the create may have succeeded behind an
+    unreadable answer)."""
     assert spec.customizer is not None
-    check_spec(spec)
     try:
-        if (body.get("status") or {}).get("remoteJobId"):
-            return poll(body, spec)
-        return Result(submit(body, spec))
+        version = generation(body, spec)
+        if version == training_platform.VERSION:
+            result = training_platform.decide(body, spec)
+        else:
+            check_spec(spec)
+            submitted = (body.get("status") or {}).get("remoteJobId")
+            result = poll(body, spec) if submitted else Result(submit(body, spec))
+        if result.outcome is not None and not (body.get("status") or {}).get("customizerApiVersion"):
+            fields = result.outcome.fields or DPOTrainingJobStatus()
+            if isinstance(fields, DPOTrainingJobStatus):
+                fields.customizer_api_version = version
+                result.outcome.fields = fields
+        return result
     except SecretMissing as exc:
         return Result(Outcome(Phase.PENDING.value, exc.reason, f"{exc}; {exc.hint}"))
     except NemoError as exc:
@@ -344,6 +349,10 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
     sent only to the URL it was captured for (:mod:`dpo_operator.kube.captured`)."""
     if remote_finished(body):
         return "the remote job had already finished"
+    if (body.get("status") or {}).get("customizerApiVersion") == training_platform.VERSION or (
+            spec is not None and spec.customizer is not None
+            and spec.customizer.declared_version == CustomizerApiVersion.V2):
+        return training_platform.cancel_remote(body, spec)
     meta = body["metadata"]
     job_id = (body.get("status") or {}).get("remoteJobId")
     backend = spec.customizer if spec is not None else None

@@ -77,8 +77,9 @@ class NemoApi:
         async with httpx.AsyncClient(**self._options) as client:
             return await client.request(method, path, **kwargs)
 
-    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> Any:
-        """Send; statuses in ``ok`` (e.g. 409 for "already exists") are answered like a success.
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (), raw: bool = False, **kwargs: Any) -> Any:
+        """Send; statuses in ``ok`` (e.g. 409 for "already exists") are answered like a success; ``raw``: answer
+        the body's bytes (a file) instead of decoding it.
 
         An accepted answer that is not JSON (some services answer plain text) is answered as ``None``.
         ``path`` stays below the base URL (the host the key's Secret allows): an absolute or ``//host`` path, which
@@ -87,7 +88,7 @@ class NemoApi:
             raise ValueError(f"refusing to send a request for {path!r} outside {self.base_url}")
         started, outcome = time.monotonic(), "ok"
         try:
-            return self._request(method, path, ok, **kwargs)
+            return self._request(method, path, ok, raw, **kwargs)
         except NemoError as exc:
             outcome = ("timeout" if "no complete answer" in exc.detail else "network") if exc.status == 0 \
                 else "transient" if exc.transient else "error"
@@ -95,7 +96,7 @@ class NemoApi:
         finally:
             remote_call(self.service, outcome, time.monotonic() - started)
 
-    def _request(self, method: str, path: str, ok: tuple[int, ...], **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, ok: tuple[int, ...], raw: bool, **kwargs: Any) -> Any:
         try:
             response = asyncio.run(asyncio.wait_for(self._send(method, path, **kwargs), self.deadline))
         except TimeoutError:
@@ -104,6 +105,8 @@ class NemoApi:
         except httpx.TransportError as exc:
             raise NemoError(0, f"{method} {self.base_url}{path}: {exc}", transient=True) from exc
         if response.is_success or response.status_code in ok:
+            if raw:
+                return response.content
             try:
                 return response.json() if response.content else None
             except ValueError:
