@@ -80,12 +80,16 @@ def test_serves_through_the_gateway_switches_model_and_cleans_up(
         assert answer.json()["model"] == "team-a/dpo-a" and platform.served_chats == ["team-a/dpo-a"]
 
     # the promotion gate switches spec.model: a new version of the same deployment, the old one serving meanwhile
-    platform.deployment_script = ["PENDING", "PENDING", "PENDING", "READY"]
+    platform.deployment_script = ["PENDING"]  # the new version stays PENDING until the test lets it go on
     kube.patch_spec("ModelDeployment", namespace, "served", {"model": {"explicit": {"name": "team-a/dpo-b"}}})
-    kube.wait_phase("ModelDeployment", namespace, "served", "Progressing", timeout=30)
-    versions = wait_for(lambda: len(platform.deployments[f"team-a/{target}"]) == 2
-                        and platform.deployments[f"team-a/{target}"], what="a second deployment version")
-    assert versions[0]["status"] == "READY" and "team-a/dpo-a" in platform.routed("team-a")  # still serving
+    rolling = kube.wait_status("ModelDeployment", namespace, "served", lambda s: s.get("phase") == "Progressing"
+                               and "(version 2) is PENDING" in (s.get("message") or ""), timeout=30,
+                               what="the new version pending")
+    versions = platform.deployments[f"team-a/{target}"]
+    assert [v["status"] for v in versions] == ["READY", "PENDING"] and "team-a/dpo-a" in platform.routed("team-a")
+    # clients keep calling the old model where they did until the new one is Ready
+    assert rolling["status"]["servedModelName"] == "team-a/dpo-a" and rolling["status"]["endpoint"] == status["endpoint"]
+    platform.deployment_script = ["READY"]
     switched = kube.wait_status("ModelDeployment", namespace, "served", lambda s: s.get("phase") == "Ready"
                                 and s.get("servedModelName") == "team-a/dpo-b", timeout=60, what="switched")
     assert switched["status"]["remoteDeployment"] == target

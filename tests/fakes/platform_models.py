@@ -8,8 +8,8 @@ OpenAPI document there. State, as the platform keeps it:
   one that a deployment version not yet DELETED uses is a 409, as the platform answers.
 - ``deployments``: by ``workspace/name``, the list of its versions (the last is the latest). Each GET of a
   deployment (or of its versions) is one pass of the platform's controller: the latest version moves one step
-  through ``deployment_script`` (PENDING → READY by default, the last repeating); a version marked for deletion
-  goes DELETING → DELETED and is removed (the platform's hard delete after its grace period) after
+  through ``deployment_script`` (PENDING → READY by default, the last repeating) until READY or ERROR; a
+  version marked for deletion goes DELETING → DELETED and is removed (the platform's hard delete after its grace period) after
   ``deleted_grace_passes`` more passes; deleting a DELETED one again removes it at once (204), as the platform does.
 - The gateway lists (``/openai/-/v1/models``) each model entity of the workspace that a READY version of some
   deployment serves, and proxies ``/openai/-/v1/chat/completions`` for such a model to the OpenAI server
@@ -125,7 +125,7 @@ class PlatformModelsMixin:
                     versions.remove(version)
             elif version["status"] == "DELETING":
                 self._set(version, "DELETED", "Deployment deleted")
-        if versions and versions[-1]["status"] not in ("DELETING", "DELETED", "ERROR"):
+        if versions and versions[-1]["status"] not in ("READY", "ERROR", "DELETING", "DELETED"):
             latest = versions[-1]
             step = self.deployment_script[min(latest["_polls"], len(self.deployment_script) - 1)]
             latest["_polls"] += 1

@@ -136,6 +136,10 @@ def decide(body: Any, spec: ModelDeploymentSpec, model: ServedModel, rev: str,
                                f"{entity!r}", fields)
             detail = (f"{where} is READY but the inference gateway does not route {entity!r} yet (listed: "
                       f"{', '.join(listed) or 'none'})")
+    status = body.get("status") or {}
+    if status.get("servingRevision") and status.get("endpoint"):
+        # an older version still serves: clients keep calling it by its name until the new one is Ready
+        fields.endpoint, fields.served_model_name = status["endpoint"], status.get("servedModelName") or entity
     return progressing_or_timed_out(body, spec, fields, detail)
 
 
