@@ -25,8 +25,9 @@ API_KEY = "platform-key-7781"
 @pytest.fixture()
 def platform() -> Iterator[FakePlatformModels]:
     with FakePlatformModels(api_key=API_KEY, workspaces=("default", "team-a")) as fake:
-        fake.add_model("team-a", "dpo-a", base_model="team-a/llama-3.2-1b-instruct")
-        fake.add_model("team-a", "dpo-b", base_model="team-a/llama-3.2-1b-instruct")
+        for name in ("dpo-a", "dpo-b"):  # full-weights models, as a finished customization job registers them
+            fake.add_model(f"team-a/{name}", fileset=f"team-a/{name}", finetuning_type="all_weights",
+                           base_model="team-a/llama-3.2-1b-instruct")
         yield fake
 
 
@@ -104,7 +105,7 @@ def test_serves_through_the_gateway_switches_model_and_cleans_up(
     wait_for(lambda: not kube.exists("ModelDeployment", namespace, "served"), timeout=60, what="deletion")
     assert deleted_on_the_platform(platform) and platform.configs == {}
     assert platform.calls_to("delete_deployment") >= 1 and platform.calls_to("delete_deployment_config") >= 1
-    assert set(platform.models) == {"team-a/dpo-a", "team-a/dpo-b"}  # the entities are not ours: left alone
+    assert set(platform.models) == {("team-a", "dpo-a"), ("team-a", "dpo-b")}  # the entities are not ours: left alone
 
 
 def test_transient_errors_are_retried(
@@ -231,3 +232,34 @@ def test_a_model_trained_on_the_platform_is_served_as_its_output_entity() -> Non
            "status": {"phase": "Succeeded", "outputModel": "team-a/tictactoe-dpo"}}
     model = from_training_job(job, "tictactoe", None)
     assert served_entity(model, "default") == ("team-a", "tictactoe-dpo")
+
+
+def test_a_model_trained_on_the_platform_is_deployed_there_on_completion(
+        kube: Kube, namespace: str, operator: None, tmp_path: Path) -> None:
+    """Train on v2, then serve the output entity the job registered, on the same (fake) platform."""
+    from dpo_operator.embedded.executor import LocalExecutor
+    from tests.datasets import toy_dataset
+    from tests.fakes.platform_models import FullPlatform
+    from tests.test_platform_e2e import BASE
+    from tests.test_platform_e2e import spec_for as training_spec
+
+    kube.require_emulated()  # the upload pod runs on the local kubelet stand-in
+    with FullPlatform(api_key=API_KEY, workspaces=("default", "team-a")) as platform:
+        platform.add_model(BASE)
+        kube.claims(namespace, "dpo-data")
+        local = LocalExecutor(kube.api, tmp_path, namespace)
+        toy_dataset(local.pvc_dir("dpo-data") / "ds")
+        kube.usable_secret(namespace, "platform", {"api-key": API_KEY}, allowed_urls=platform.url)
+        spec = training_spec(platform)
+        spec["deployOnCompletion"] = {"backend": "nemo", "readinessTimeoutSeconds": 60, "nemo": {
+            "url": platform.url, "apiVersion": "v2", "workspace": "team-a",
+            "apiKeySecretRef": {"name": "platform", "key": "api-key"}}}
+        with local:
+            kube.create("DPOTrainingJob", namespace, "trained", spec)
+            done = kube.wait_phase("DPOTrainingJob", namespace, "trained", "Succeeded", timeout=90)
+        output = done["status"]["outputModel"]
+        assert tuple(output.split("/")) in platform.models  # registered by the job's last step
+        served = kube.wait_phase("ModelDeployment", namespace, done["status"]["deploymentName"], "Ready", timeout=60)
+        assert served["status"]["servedModelName"] == output and platform.routed("team-a") == [output]
+        [config] = platform.configs.values()
+        assert config["model_entity_id"] == output

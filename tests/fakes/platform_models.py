@@ -3,7 +3,8 @@
 Plugs into the strict core (tests/fakes/platform.py): every request and answer is validated against NVIDIA's
 OpenAPI document there. State, as the platform keeps it:
 
-- ``models``: model entities by ``workspace/name`` (:meth:`add_model`; a customization job registers its output).
+- ``models`` (the core's): model entities by (workspace, name) (``add_model``; a completed customization job of
+  the training routes registers its output there).
 - ``configs``: deployment configs by ``workspace/name`` (one version each: we never update a config). Deleting
   one that a deployment version not yet DELETED uses is a 409, as the platform answers.
 - ``deployments``: by ``workspace/name``, the list of its versions (the last is the latest). Each GET of a
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 
 from tests.fakes.platform import Answer, Call, FakePlatformCore, error, page, route, timestamp
+from tests.fakes.platform_training import TrainingPlatform
 
 MODELS = "/apis/models/v2/workspaces/{workspace}"
 GATEWAY = "/apis/inference-gateway/v2/workspaces/{workspace}/openai/-"
@@ -33,7 +35,7 @@ DEFAULT_SCRIPT = ("PENDING", "READY")
 class PlatformModelsMixin:
     """Route handlers of the models service and the gateway; state lives on the fake (see the module doc)."""
 
-    models: dict[str, dict[str, Any]]
+    models: dict[tuple[str, str], dict[str, Any]]  # the core's model entities, by (workspace, name)
     configs: dict[str, dict[str, Any]]
     deployments: dict[str, list[dict[str, Any]]]
     backends: dict[str, str]
@@ -43,25 +45,16 @@ class PlatformModelsMixin:
     new_id: Any
 
     def init_models(self) -> None:
-        self.models, self.configs, self.deployments, self.backends = {}, {}, {}, {}
+        self.configs, self.deployments, self.backends = {}, {}, {}
         self.deployment_script = list(DEFAULT_SCRIPT)
         self.deleted_grace_passes = 0  # passes a DELETED version stays before the platform removes it for good
         self.served_chats = []  # the model of each chat completion the gateway proxied
-
-    def add_model(self, workspace: str, name: str, base_model: str | None = None) -> str:
-        """A registered full-weights model entity (as a finished customization job leaves it); answers its ref."""
-        now = timestamp()
-        self.models[f"{workspace}/{name}"] = {
-            "id": self.new_id("model"), "name": name, "workspace": workspace, "created_at": now, "updated_at": now,
-            "fileset": f"{workspace}/{name}", "finetuning_type": "all_weights",
-            **({"base_model": base_model} if base_model else {})}
-        return f"{workspace}/{name}"
 
     # ------------------------------------------------------------------ models and configs
 
     @route("GET", MODELS + "/models/{name}", "get_model")
     async def _get_model(self, call: Call) -> Answer:
-        found = self.models.get(f"{call.workspace}/{call.params['name']}")
+        found = self.models.get((call.workspace or "", call.params["name"]))
         return Answer(200, found) if found else error(404, f"Model '{call.params['name']}' not found")
 
     @route("POST", MODELS + "/deployment-configs", "create_deployment_config")
@@ -228,6 +221,14 @@ class PlatformModelsMixin:
 class FakePlatformModels(PlatformModelsMixin, FakePlatformCore):
     """The core with the models service and gateway routes (a test's ``with`` block starts and checks it)."""
 
-    def __init__(self, api_key: str | None = None, workspaces: tuple[str, ...] = ("default",)) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.init_models()
-        super().__init__(api_key=api_key, workspaces=workspaces)
+
+
+class FullPlatform(PlatformModelsMixin, TrainingPlatform):
+    """Training (files, customization, Jobs) and serving (models, gateway) on one fake platform."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.init_models()
