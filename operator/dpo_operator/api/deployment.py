@@ -53,12 +53,27 @@ class ServiceType(str, Enum):
     LOAD_BALANCER = "LoadBalancer"
 
 
+class NemoApiGeneration(str, Enum):
+    """Which NeMo API the backend speaks: v1 (NeMo Microservices ≤25.x) or v2 (the NeMo platform, 26.x)."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
 class NemoDeploymentBackend(ApiModel):
     """NeMo Deployment Management settings (backend nemo)."""
 
-    url: str = Field(min_length=1, description="NeMo Deployment Management root (the Entity Store URL in v1).")
+    url: str = Field(min_length=1, description=(
+        "NeMo Deployment Management root (the Entity Store URL in v1); with api v2 the NeMo platform's base URL "
+        "(its /apis/models and /apis/inference-gateway routes)."))
+    api_version: NemoApiGeneration = Field(default=NemoApiGeneration.V1, description=(
+        "v1: NeMo Microservices Deployment Management (/v1/deployment/...); v2: the NeMo platform (26.x): a "
+        "deployment config and deployment in workspace, served through its inference gateway."))
     namespace: str = Field(default="dpo", min_length=1, description=(
-        "NeMo namespace of the deployment config and model deployment."))
+        "NeMo namespace of the deployment config and model deployment (api v1)."))
+    workspace: str = Field(default="default", min_length=1, max_length=255, pattern=r"^[\w\-.]+$", description=(
+        "NeMo platform workspace of the deployment config and deployment, and of a model named without one "
+        "(api v2)."))
     image_name: str = Field(default="nvcr.io/nim/meta/llama-3.2-1b-instruct", description=(
         "NIM image Deployment Management runs (nim_deployment.image_name); it must match the served model."))
     image_tag: str = Field(default="1.12.0", min_length=1, description=(
@@ -188,6 +203,12 @@ class DeploymentTemplate(ApiModel):
         return self
 
 
+PLATFORM_EXPLICIT_MESSAGE = (
+    "backend nemo with nemo.apiVersion v2 serves a model entity registered on the NeMo platform (model.explicit.name, "
+    "workspace/name): weights or a LoRA adapter on a PVC cannot be served there; use backend kubernetes or "
+    "nimOperator for them")
+
+
 class ModelDeploymentSpec(DeploymentTemplate):
     """Serve a model with an NVIDIA NIM: the model, and how it is served."""
 
@@ -197,10 +218,24 @@ class ModelDeploymentSpec(DeploymentTemplate):
          "message": "backend is immutable (the old backend's deployment would be left behind); create a new "
                     "ModelDeployment"},
         {"rule": "!has(oldSelf.nemo) || (has(self.nemo) && self.nemo.url == oldSelf.nemo.url"
-                 " && self.nemo.namespace == oldSelf.nemo.namespace)",
-         "message": "nemo.url and nemo.namespace are immutable (the operator deletes the NeMo deployment where it "
-                    "created it); create a new ModelDeployment"}]})
+                 " && self.nemo.namespace == oldSelf.nemo.namespace && self.nemo.apiVersion == oldSelf.nemo.apiVersion"
+                 " && self.nemo.workspace == oldSelf.nemo.workspace)",
+         "message": "nemo.url and nemo.namespace are immutable, as are nemo.apiVersion and nemo.workspace (the "
+                    "operator deletes the NeMo deployment where it created it); create a new ModelDeployment"},
+        {"rule": "!(self.backend == 'nemo' && has(self.nemo) && self.nemo.apiVersion == 'v2' && has(self.model.explicit)"
+                 " && (has(self.model.explicit.pvc) || has(self.model.explicit.loraAdapter)))",
+         "message": PLATFORM_EXPLICIT_MESSAGE}]})
     model: ModelRef = Field(description="The model to serve.")
+
+    @model_validator(mode="after")
+    def _platform_serves_entities(self) -> "ModelDeploymentSpec":
+        """The NeMo platform (api v2) serves model entities it knows: weights on a PVC never reach it."""
+        explicit = self.model.explicit
+        if (self.backend == DeploymentBackend.NEMO.value and self.nemo is not None
+                and self.nemo.api_version == NemoApiGeneration.V2.value and explicit is not None
+                and (explicit.pvc is not None or explicit.lora_adapter is not None)):
+            raise ValueError(f"model.explicit: {PLATFORM_EXPLICIT_MESSAGE}")
+        return self
 
 
 class ModelDeploymentStatus(CommonStatus):

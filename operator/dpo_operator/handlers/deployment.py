@@ -20,11 +20,17 @@ from dpo_operator.api.deployment import (
     KIND,
     DeploymentBackend,
     ModelDeploymentSpec,
+    NemoApiGeneration,
     ModelDeploymentStatus,
 )
 from dpo_operator.api.reasons import Reason
 from dpo_operator.config import OperatorConfig
-from dpo_operator.handlers import deployment_kubernetes, deployment_nemo, deployment_nimoperator
+from dpo_operator.handlers import (
+    deployment_kubernetes,
+    deployment_nemo,
+    deployment_nimoperator,
+    deployment_platform,
+)
 from dpo_operator.handlers.common import enqueue_owner, not_confirmed, object_lock
 from dpo_operator.kube import custom_objects
 from dpo_operator.kube.conditions import elapsed_since_start, now
@@ -41,6 +47,14 @@ DONE = "Ready"
 BACKENDS: dict[DeploymentBackend, Any] = {DeploymentBackend.KUBERNETES: deployment_kubernetes,
                                           DeploymentBackend.NEMO: deployment_nemo,
                                           DeploymentBackend.NIM_OPERATOR: deployment_nimoperator}
+
+
+def backend_module(spec: ModelDeploymentSpec) -> Any:
+    """The module serving this spec: by backend, and for nemo by the API generation it speaks."""
+    if spec.backend == DeploymentBackend.NEMO.value and spec.nemo is not None \
+            and spec.nemo.api_version == NemoApiGeneration.V2.value:
+        return deployment_platform
+    return BACKENDS[DeploymentBackend(spec.backend)]
 
 
 def settled(body: Any) -> bool:
@@ -68,7 +82,7 @@ def decide(body: dict[str, Any]) -> Result:
     new_rollout = status.get("revision") != rev or elapsed_since_start(status.get("rolloutStartTime")) is None
     fields = ModelDeploymentStatus(revision=rev, served_model_name=model.served_name,
                                    rollout_start_time=now() if new_rollout else status["rolloutStartTime"])
-    backend = BACKENDS[DeploymentBackend(spec.backend)]
+    backend = backend_module(spec)
     try:
         return Result(backend.decide(body, spec, model, rev, fields))
     except SecretMissing as exc:
@@ -130,13 +144,20 @@ def nemo_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
     """Delete the remote deployments; the finalizer stays until that is confirmed (or a person removes it)."""
     name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     RUNTIME.forget(KIND, body)
+    platform = ((body["spec"].get("nemo") or {}).get("apiVersion")) == NemoApiGeneration.V2.value
     try:
-        spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))
+        spec: ModelDeploymentSpec | None = ModelDeploymentSpec.model_validate(dict(body["spec"]))
     except ValueError:
-        return
+        if not platform:
+            return
+        spec = None  # the credentials captured at the first create still know where it went
     try:
         with object_lock(body["metadata"]["uid"], RUNTIME.config.remote_call_deadline):
-            log.info("ModelDeployment %s deleted; removed NeMo deployments %s", name,
-                     deployment_nemo.delete_remote(body, spec))
+            if platform:
+                removed = deployment_platform.delete_remote(body, spec)
+            else:
+                assert spec is not None
+                removed = deployment_nemo.delete_remote(body, spec)
+            log.info("ModelDeployment %s deleted; removed NeMo deployments %s", name, removed)
     except Exception as exc:
         raise not_confirmed(KIND, body, "deleting its NeMo deployments", exc, retry) from None
