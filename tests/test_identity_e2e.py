@@ -73,3 +73,35 @@ def test_a_training_job_deleted_by_a_person_fails_it_and_is_not_recreated(
     assert failed["status"]["reason"] == "JobMissing" and failed["status"]["failureReason"] == "JobMissing"
     assert "delete and re-create the DPOTrainingJob" in failed["status"]["message"]
     assert kube.job(namespace, "stopped-train") is None
+
+
+def test_a_job_recorded_in_status_is_never_created_again(kube: Kube, namespace: str) -> None:
+    """One read decides: a Job the status names that is not there raises JobGone and nothing is created."""
+    from dpo_operator.kube.jobs import JobGone, ensure_job
+
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once", "namespace": namespace},
+                "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                               "containers": [{"name": "c", "image": "busybox"}]}}}}
+    with pytest.raises(JobGone):
+        ensure_job(namespace, manifest, recorded=True)
+    assert kube.job(namespace, "once") is None
+    assert ensure_job(namespace, manifest)["metadata"]["name"] == "once"
+    assert kube.job(namespace, "once") is not None
+
+
+def test_a_training_job_deleted_between_two_reads_of_one_reconcile_is_not_recreated(
+        kube: Kube, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race a loaded machine showed: the reconcile saw the trainer Job, a person deleted it, and the same
+    reconcile then created it again. Now the Job is created only while the status does not name it yet."""
+    from dpo_operator.api.training import DPOTrainingJobSpec
+    from dpo_operator.handlers import training_local
+
+    spec = {**TRAINING, "dataset": {"location": {"pvc": {"claimName": "dpo-data", "path": "/ds"}},
+                                    "check": {"enabled": False}}}
+    body = kube.create("DPOTrainingJob", namespace, "raced", spec)
+    body["status"] = {"jobName": "raced-train"}  # an earlier reconcile created it
+    seen = {"metadata": {"name": "raced-train", "namespace": namespace}}  # what the first read of this one saw
+    monkeypatch.setattr(training_local, "get_job", lambda ns, name: seen)
+    outcome = training_local.decide(body, DPOTrainingJobSpec.model_validate(body["spec"]))
+    assert getattr(outcome, "reason", None) == "JobMissing", outcome
+    assert kube.job(namespace, "raced-train") is None

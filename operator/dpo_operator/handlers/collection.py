@@ -34,6 +34,7 @@ from dpo_operator.kube import progress
 from dpo_operator.kube.conditions import now
 from dpo_operator.kube.jobs import (
     JobState,
+    JobGone,
     ensure_job,
     failure,
     get_job,
@@ -130,19 +131,21 @@ def decide(body: dict[str, Any]) -> Result:
         return Result(acknowledge_generation(KIND, body))
     spec = parse_spec(DPOCollectionSpec, body)
     namespace = body["metadata"]["namespace"]
-    recorded_job = (body.get("status") or {}).get("jobName")
-    if recorded_job and get_job(namespace, recorded_job) is None:
-        return Result(Outcome(
-            Phase.FAILED.value, "JobMissing",
-            f"job {recorded_job} disappeared before its result was recorded (deleted, or removed by "
-            "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
-            DPOCollectionStatus(failure_reason=Reason.JobMissing)))
     manifest = job_manifest(body, spec, RUNTIME.config)
-    if spec.queue_name and spec.suspend and get_job(namespace, manifest["metadata"]["name"]) is None:
+    recorded = (body.get("status") or {}).get("jobName") == manifest["metadata"]["name"]
+    if spec.queue_name and spec.suspend and not recorded and get_job(namespace, manifest["metadata"]["name"]) is None:
         return Result(Outcome(Phase.SUSPENDED.value, Reason.Suspended, (
             f"suspended; the job is submitted to LocalQueue {spec.queue_name} when spec.suspend is false"),
             DPOCollectionStatus()))  # Kueue would admit a Job created suspended: none is created yet
-    queued = apply_suspend(namespace, ensure_job(namespace, manifest), spec.suspend)
+    try:
+        created = ensure_job(namespace, manifest, recorded=recorded)
+    except JobGone as gone:
+        return Result(Outcome(
+            Phase.FAILED.value, Reason.JobMissing,
+            f"job {gone} disappeared before its result was recorded (deleted, or removed by "
+            "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
+            DPOCollectionStatus(failure_reason=Reason.JobMissing)))
+    queued = apply_suspend(namespace, created, spec.suspend)
     job = queued.job
     state = queued.state or job_state(job)
     if spec.parallelism > 1 and state.phase == Phase.SUCCEEDED.value:

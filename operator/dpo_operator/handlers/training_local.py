@@ -30,6 +30,7 @@ from dpo_operator.handlers.training_lineage import check_adapter_lineage
 from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.kube import client, progress
 from dpo_operator.kube.jobs import (
+    JobGone,
     ensure_job,
     failure,
     job_state,
@@ -90,6 +91,18 @@ def check_gpus_fit(spec: DPOTrainingJobSpec) -> None:
             f"lower local.gpusPerNode to at most {most} (and raise local.numNodes for as many GPUs in all)"))
 
 
+def job_recorded(body: Any, jname: str) -> bool:
+    """The status already names the trainer Job: it was created, so a missing one was deleted."""
+    return bool((body.get("status") or {}).get("jobName") == jname)
+
+
+def job_missing(jname: str) -> Outcome:
+    return Outcome(Phase.FAILED.value, Reason.JobMissing,
+                   f"job {jname} was deleted before it finished (by a person, or removed while the operator was down); "
+                   "training is not started again on its own: delete and re-create the DPOTrainingJob to train again",
+                   DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
+
+
 def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
     """The data check, then the trainer Job (and headless Service) to have, and the outcome their state implies."""
     validate(spec)
@@ -101,11 +114,8 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
     jname = job_name(name)
     checked = None
     if get_job(namespace, jname) is None:
-        if (body.get("status") or {}).get("jobName") == jname:
-            return Outcome(Phase.FAILED.value, Reason.JobMissing,
-                           f"job {jname} was deleted before it finished (by a person, or removed while the operator "
-                           "was down); training is not started again on its own: delete and re-create the "
-                           "DPOTrainingJob to train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
+        if job_recorded(body, jname):
+            return job_missing(jname)
         check_gpus_fit(spec)
         check_adapter_lineage(namespace, spec)  # an adapter a job here wrote: its LoRA shape is known now
         # the data check in a CPU-only pod before any GPU is asked for (once the training Job exists it has passed;
@@ -132,12 +142,16 @@ def _train(body: Any, spec: DPOTrainingJobSpec, location: Any) -> Outcome | Resu
     jname = job_name(name)
     if spec.local.num_nodes > 1:
         ensure_service(namespace, headless_service(body, jname))
-    if spec.queue_name and spec.suspend and get_job(namespace, jname) is None:
+    if spec.queue_name and spec.suspend and not job_recorded(body, jname) and get_job(namespace, jname) is None:
         return Outcome(Phase.SUSPENDED.value, Reason.Suspended, (  # Kueue would admit a Job created suspended
             f"suspended; the job is submitted to LocalQueue {spec.queue_name} when spec.suspend is false"),
             DPOTrainingJobStatus(dataset_location=location.describe()))
-    queued = apply_suspend(namespace, ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config)),
-                           spec.suspend)
+    try:  # the Job may have been deleted since decide() looked: never re-created then
+        created = ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config),
+                             recorded=job_recorded(body, jname))
+    except JobGone:
+        return job_missing(jname)
+    queued = apply_suspend(namespace, created, spec.suspend)
     job = queued.job
     applied = spec_applied(job, SPEC_ENV, spec_for_pod(spec), mutable=("suspend", "deployOnCompletion"))
     state = queued.state or job_state(job)

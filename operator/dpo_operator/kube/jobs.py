@@ -26,9 +26,19 @@ def get_job(namespace: str, name: str) -> dict[str, Any] | None:
     return none_if_missing(lambda: to_dict(client.batch().read_namespaced_job(name, namespace)))
 
 
-def ensure_job(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Create the Job, or return the one that already exists under its deterministic name."""
+class JobGone(Exception):
+    """A Job the resource's status already names is not there: someone deleted it. It is never created again."""
+
+
+def ensure_job(namespace: str, manifest: dict[str, Any], recorded: bool = False) -> dict[str, Any]:
+    """Create the Job, or return the one that already exists under its deterministic name.
+
+    ``recorded``: the resource's status already names this Job, so a missing one was deleted (by a person, or by its
+    TTL while the operator was down) and :class:`JobGone` is raised instead of creating it. One read decides, so a
+    Job deleted between an earlier read of the same reconcile and this one is not re-created behind its back."""
     def create() -> dict[str, Any]:
+        if recorded:
+            raise JobGone(manifest["metadata"]["name"])
         check_pod_secrets(namespace, manifest["spec"]["template"])  # refuses Secrets that did not opt in
         return to_dict(client.batch().create_namespaced_job(namespace, manifest))
 
