@@ -170,8 +170,13 @@ class ReferenceModel(ApiModel):
         return self
 
     def same_weights(self, model: ModelSource) -> bool:
-        """Whether this names the base model of ``model`` (its name and location, the adapter aside)."""
-        return (self.name, self.pvc, self.hub) == (model.name, model.pvc, model.hub)
+        """Whether this names the base model of ``model`` (its name and location, the adapter aside; a directory's
+        slashes at either end do not count)."""
+        def where(pvc: PvcLocation | None, hub: HubLocation | None) -> tuple[Any, ...]:
+            return (pvc.claim_name, pvc.path.strip("/")) if pvc else (), \
+                (hub.endpoint.rstrip("/"), hub.repo_id, hub.revision) if hub else ()
+
+        return (self.name, where(self.pvc, self.hub)) == (model.name, where(model.pvc, model.hub))
 
 
 class TrainingType(str, Enum):

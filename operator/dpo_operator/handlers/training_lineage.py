@@ -27,8 +27,9 @@ def location_url(location: PvcLocation) -> str:
     return f"pvc://{location.claim_name}/{location.path.strip('/')}".rstrip("/")
 
 
-def _writer(jobs: list[dict[str, Any]], location: PvcLocation) -> DPOTrainingJobSpec | None:
-    """The spec of the succeeded LoRA job whose output is ``location`` (None: no such job, or not readable)."""
+def _writer(jobs: list[dict[str, Any]], location: PvcLocation) -> tuple[str, DPOTrainingJobSpec] | None:
+    """The name and spec of the succeeded LoRA job whose output is ``location`` (None: no such job, or not
+    readable)."""
     url = location_url(location)
     for job in jobs:
         status = job.get("status") or {}
@@ -38,7 +39,8 @@ def _writer(jobs: list[dict[str, Any]], location: PvcLocation) -> DPOTrainingJob
             spec = DPOTrainingJobSpec.model_validate(job.get("spec") or {})
         except ValidationError:
             return None
-        return spec if spec.hyperparameters.finetuning_type == FinetuningType.LORA.value else None
+        lora = spec.hyperparameters.finetuning_type == FinetuningType.LORA.value
+        return (job["metadata"]["name"], spec) if lora else None
     return None
 
 
@@ -47,26 +49,20 @@ def known_adapter_config(jobs: list[dict[str, Any]], location: PvcLocation) -> t
     job that wrote it sets them, and that job's name; a field the job left to its own starting adapter is followed
     up the chain; None where no job of ``jobs`` wrote it. A value not known is None (all-linear targets: the
     module names depend on the model)."""
-    names = {location_url(location): None}
     config: dict[str, Any] = {"r": None, "lora_alpha": None, "target_modules": None}
-    writer_name = None
-    current = location
-    for _ in range(MAX_GENERATIONS):
-        spec = _writer(jobs, current)
-        if spec is None:
-            break
-        if writer_name is None:
-            writer_name = next(j["metadata"]["name"] for j in jobs
-                               if (j.get("status") or {}).get("outputModel", "").rstrip("/") == location_url(current))
+    first = _writer(jobs, location)
+    seen, found = {location_url(location)}, first
+    while found is not None and len(seen) <= MAX_GENERATIONS:
+        _, spec = found
         lora, continued = spec.hyperparameters.lora, spec.model.adapter
         for field, key in (("rank", "r"), ("alpha", "lora_alpha"), ("target_modules", "target_modules")):
             if config[key] is None and (field in lora.model_fields_set or continued is None):
                 config[key] = getattr(lora, field)
-        if continued is None or location_url(continued) in names:
+        if continued is None or location_url(continued) in seen:
             break
-        names[location_url(continued)] = None
-        current = continued
-    return (config, writer_name) if writer_name is not None else None
+        seen.add(location_url(continued))
+        found = _writer(jobs, continued)
+    return (config, first[0]) if first is not None else None
 
 
 def check_adapter_lineage(namespace: str, spec: DPOTrainingJobSpec) -> None:

@@ -17,7 +17,7 @@ from dpo_operator.report.sources import ReportData
 CAPTIONS = {"loss.png": "DPO loss", "reward_margin.png": "Reward margin (chosen - rejected)",
             "accuracy.png": "Preference accuracy"}
 SUMMARY_KEYS = ("steps", "trainSeconds", "referenceSeconds", "strategy", "resumedFromStep", "sharedPrompt",
-                "weightsLoadedBy", "smoothedTrainLoss", "outputModel")
+                "weightsLoadedBy", "reference", "referenceLoads", "smoothedTrainLoss", "outputModel")
 DATASET_KEYS = ("decisionPoints", "candidates", "invalidCandidates", "tiedPairsDropped", "identicalPairsDropped",
                 "belowThresholdDropped", "duplicatesRemoved", "truncatedPairs", "meanScoreDiff", "collectionSeconds",
                 "candidatesPerSecond", "runsCompleted", "runsFailed")

@@ -171,7 +171,7 @@ def load_model(config: TrainConfig, precision: MixedPrecision, on_meta: bool = F
         from peft import LoraConfig, get_peft_model
 
         fresh = LoraConfig(r=adapters_spec.rank, lora_alpha=adapters_spec.alpha, lora_dropout=adapters_spec.dropout,
-                              target_modules=adapters_spec.target_modules or "all-linear", task_type="CAUSAL_LM")
+                           target_modules=adapters_spec.target_modules or "all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(model, fresh)  # adapters stay fp32 on a bf16 base
     if local.compile:
         compile_layers(model)
@@ -488,15 +488,15 @@ class Trainer:
             self.check_logits(dataset)
             self.check_shared_prompt(dataset, sizes)
             reference = self._cached_reference(dataset) if saved is not None else None
-            val_reference = None
+            reference_seconds, val_reference = time.perf_counter() - started, None
             if reference is None or validation is not None:  # a reference model is loaded only to be used
                 log.info("reference policy: %s", self.describe_reference())
                 with self.reference_policy() as scorer:
                     if reference is None:
                         reference = self._reference(dataset, sizes, scorer)
+                        reference_seconds = time.perf_counter() - started  # the training pairs' pass, as before
                     if validation is not None:
                         val_reference = self.reference_logps(validation, validation.rows.sizes(), scorer)
-            reference_seconds = time.perf_counter() - started
 
         position = checkpoint.Position()
         if saved is not None:
