@@ -119,10 +119,12 @@ def test_transient_errors_are_retried(
 
 def test_a_refusal_or_an_error_fails_with_the_platform_message(
         kube: Kube, namespace: str, operator: None, platform: FakePlatformModels, secret: None) -> None:
-    platform.fail["create_deployment_config"] = [403]
+    # a refusal persists, as a missing permission does: a decision lost to a status-write conflict is made again
+    platform.fail["create_deployment_config"] = [403] * 20
     kube.create("ModelDeployment", namespace, "refused", spec_for(platform, model="team-a/dpo-b"))
     failed = kube.wait_phase("ModelDeployment", namespace, "refused", "Failed", timeout=60)
     assert reason(failed, "Failed") == "RemoteApiError" and "injected failure 403" in failed["status"]["message"]
+    platform.fail["create_deployment_config"].clear()
 
     platform.deployment_script = ["PENDING", "ERROR"]
     kube.create("ModelDeployment", namespace, "broken", spec_for(platform, model="team-a/dpo-b"))
