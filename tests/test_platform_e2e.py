@@ -202,7 +202,7 @@ def test_the_key_never_reaches_status_events_children_or_the_log(kube: Kube, nam
                                                                  executor: LocalExecutor) -> None:
     from kopf.testing import KopfRunner
 
-    platform.fail["create-job"] = [400] * 20  # refused every time; the platform's answer is copied into the message: it must be clean
+    platform.fail["create-job"] = [400] * 20  # refused every time; its answer goes into the message: it must be clean
     args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
     with KopfRunner(args, timeout=60) as runner:
         kube.create("DPOTrainingJob", namespace, "hygiene", spec_for(platform))
