@@ -273,5 +273,9 @@ def endpoint_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any
 
 @kopf.on.event(GROUP, VERSION, collection_api.KIND.plural)
 def held_out_collection_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
-    """A DPOCollection that appears releases the evaluations that hold its examples out."""
-    _release_waiting(collection_api.KIND.kind, body, namespace, type)
+    """A DPOCollection that appears releases the evaluations that hold its examples out. An evaluation waits only
+    for the collection to exist (it reads the spec when it plans its Job), so only its appearance is looked at:
+    ADDED, or None when the operator (re)starts and lists every collection; a status write is not (listing the
+    evaluations on every status write of every collection was the most frequent API call with 2,000 collections)."""
+    if type in (None, "ADDED"):
+        _release_waiting(collection_api.KIND.kind, body, namespace, type)
