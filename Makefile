@@ -14,7 +14,7 @@ REGISTRY    ?= ghcr.io/dpo-operator
 TAG         ?= $(VERSION)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 
-.PHONY: venv install lock nat-lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging clean
+.PHONY: venv install lock nat-lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging pin-images clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,9 @@ images:  ## build $(REGISTRY)/dpo-operator:$(TAG) and $(REGISTRY)/dpo-workload:$
 	$(if $(PUSH),docker push $(REGISTRY)/dpo-operator:$(TAG))
 	$(if $(PUSH),docker push $(REGISTRY)/dpo-workload:$(TAG))
 	@echo "helm install dpo-operator charts/dpo-operator -n dpo-system --create-namespace --set image.repository=$(REGISTRY)/dpo-operator --set image.tag=$(TAG) --set workloads.image=$(REGISTRY)/dpo-workload:$(TAG)"
+
+pin-images: $(PY)  ## pin docker/*.Dockerfile base images by digest (needs docker buildx or crane, and the registry)
+	$(PY) scripts/pin_images.py
 
 e2e-kind: install  ## the e2e suite on a kind cluster with the built images (skips without docker/kind)
 	bash scripts/e2e-kind.sh
