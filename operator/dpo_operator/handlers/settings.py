@@ -53,6 +53,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.reconnect_backoff = 1.0
     # kopf's handlers only enqueue (and the deletion handlers cancel remote work): the runtime's lanes do the rest
     settings.queueing.worker_limit = None
+    # a per-object worker (its task, queue and the last event's body) lives this long after the object's last event:
+    # kopf's 5 s kept ~5x as many alive at once while thousands of objects change (the operator's peak RSS)
+    settings.queueing.idle_timeout = 1.0
     settings.execution.max_workers = 16
     config = OperatorConfig.from_env()
     RUNTIME.configure(config)
