@@ -99,8 +99,8 @@ bench-trainer-memory: install  ## our trainer's peak RSS for 10k, 30k and 100k p
 bench-dataset-reader: install  ## the trainer's row readers at 100k and 1M pairs: lazy JSONL vs datasets (Arrow): peak RSS, time
 	$(PY) bench/bench_dataset_reader.py
 
-bench-scale: install  ## 500 DPOCollections against the emulated cluster: time to all Jobs, operator peak RSS
-	$(PY) bench/bench_scale.py --count 500
+bench-scale: install  ## 2,000 DPOCollections against the emulated cluster: time to all Jobs, operator CPU and peak RSS
+	$(PY) bench/bench_scale.py --count 2000
 
 bench-hanging: install  ## 200 ModelDeployments with hanging endpoints: new DPOCollection to Job latency
 	$(PY) bench/bench_hanging.py --count 200
