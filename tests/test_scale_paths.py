@@ -94,3 +94,28 @@ def test_the_release_handlers_are_called_only_for_events_that_can_matter() -> No
     assert not deployment._model_may_be_ready(body=running, type="MODIFIED")
     assert evaluation._endpoint_settled(body={"status": {"phase": "Ready"}})
     assert not evaluation._endpoint_settled(body={"status": {"phase": "Progressing"}})
+
+
+def test_the_evaluation_index_names_each_dependency_of_a_running_evaluation() -> None:
+    from dpo_operator.handlers import evaluation
+
+    spec = {"candidate": {"modelDeploymentRef": {"name": "cand"}}, "baseline": {"baseUrl": "http://b/v1", "model": "m"},
+            "heldOut": {"collectionRef": {"name": "pairs"}}}
+    entries = evaluation.evaluations_by_dependency(body=kopf.Body({"spec": spec}), namespace="ns", name="ev", uid="u1")
+    ref = {"metadata": {"namespace": "ns", "name": "ev", "uid": "u1"}}
+    assert entries == {("ns", "ModelDeployment", "cand"): ref, ("ns", "DPOCollection", "pairs"): ref}
+    assert evaluation._running(body={"status": {"phase": "Pending"}})
+    assert not evaluation._running(body={"status": {"phase": "Succeeded"}})  # a finished one leaves the index
+
+
+def test_a_dependency_releases_the_evaluations_the_index_holds_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpo_operator.handlers import evaluation
+
+    enqueued: list[str] = []
+    monkeypatch.setattr(evaluation.RUNTIME, "enqueue", lambda kind, body: enqueued.append(body["metadata"]["name"]))
+    index = {("ns", "DPOCollection", "pairs"): [{"metadata": {"namespace": "ns", "name": "ev", "uid": "u1"}}]}
+    collection = kopf.Body({"metadata": {"name": "pairs", "namespace": "ns"}})
+    evaluation.held_out_collection_changed(body=collection, namespace="ns", type="ADDED", evaluations_by_dependency=index)
+    evaluation.held_out_collection_changed(body=kopf.Body({"metadata": {"name": "other"}}), namespace="ns",
+                                           type="ADDED", evaluations_by_dependency=index)
+    assert enqueued == ["ev"]
