@@ -14,7 +14,7 @@ REGISTRY    ?= ghcr.io/dpo-operator
 TAG         ?= $(VERSION)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 
-.PHONY: venv install lock nat-lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging clean
+.PHONY: venv install lock nat-lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging pin-images clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,9 @@ images:  ## build $(REGISTRY)/dpo-operator:$(TAG) and $(REGISTRY)/dpo-workload:$
 	$(if $(PUSH),docker push $(REGISTRY)/dpo-workload:$(TAG))
 	@echo "helm install dpo-operator charts/dpo-operator -n dpo-system --create-namespace --set image.repository=$(REGISTRY)/dpo-operator --set image.tag=$(TAG) --set workloads.image=$(REGISTRY)/dpo-workload:$(TAG)"
 
+pin-images: $(PY)  ## pin docker/*.Dockerfile base images by digest (needs docker buildx or crane, and the registry)
+	$(PY) scripts/pin_images.py
+
 e2e-kind: install  ## the e2e suite on a kind cluster with the built images (skips without docker/kind)
 	bash scripts/e2e-kind.sh
 
@@ -96,8 +99,8 @@ bench-trainer-memory: install  ## our trainer's peak RSS for 10k, 30k and 100k p
 bench-dataset-reader: install  ## the trainer's row readers at 100k and 1M pairs: lazy JSONL vs datasets (Arrow): peak RSS, time
 	$(PY) bench/bench_dataset_reader.py
 
-bench-scale: install  ## 500 DPOCollections against the emulated cluster: time to all Jobs, operator peak RSS
-	$(PY) bench/bench_scale.py --count 500
+bench-scale: install  ## 2,000 DPOCollections against the emulated cluster: time to all Jobs, operator CPU and peak RSS
+	$(PY) bench/bench_scale.py --count 2000
 
 bench-hanging: install  ## 200 ModelDeployments with hanging endpoints: new DPOCollection to Job latency
 	$(PY) bench/bench_hanging.py --count 200

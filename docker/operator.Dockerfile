@@ -1,7 +1,8 @@
 # The operator image: light (no torch), non-root, read-only root filesystem friendly.
 #   docker build -f docker/operator.Dockerfile -t ghcr.io/dpo-operator/dpo-operator:0.1.0 .
-# Base image: a tag, not yet a digest (no registry could be reached where this was written). To pin it:
-#   docker buildx imagetools inspect python:3.11-slim   ->  FROM python:3.11-slim@sha256:<that digest>
+# Base image: a tag, not yet a digest (no registry could be reached where this was written), hence its line in
+# docker/unpinned-images.txt. `make pin-images` resolves the digest (docker buildx imagetools inspect, or crane) and
+# rewrites each FROM as python:3.11-slim@sha256:<digest>.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

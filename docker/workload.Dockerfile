@@ -3,8 +3,9 @@
 #   docker build -f docker/workload.Dockerfile -t ghcr.io/dpo-operator/dpo-workload:0.1.0 .
 # TORCH_INDEX selects the wheel flavour: the CUDA 12.8 build for GPU nodes (default), or
 #   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu for a CPU-only image (kind, CI).
-# Base image: a tag, not yet a digest (no registry could be reached where this was written). To pin it:
-#   docker buildx imagetools inspect python:3.12-slim   ->  FROM python:3.12-slim@sha256:<that digest>
+# Base image: a tag, not yet a digest (no registry could be reached where this was written), hence its line in
+# docker/unpinned-images.txt. `make pin-images` resolves the digest (docker buildx imagetools inspect, or crane) and
+# rewrites each FROM as python:3.12-slim@sha256:<digest>.
 # Python 3.12: NVIDIA's NAT examples import typing.override.
 FROM python:3.12-slim
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128

@@ -26,9 +26,12 @@ from dpo_operator.api.results import (
 
 def configure_logging(log_format: str, verbose: bool) -> None:
     """The operator's log lines: text, or JSON (one object a line, the resource's namespace and name under "k8s",
-    through kopf's own formatter) for a log collector."""
+    through kopf's own formatter) for a log collector. kopf's handler replaces the plain one ``main``'s basicConfig
+    put on the root logger, which wrote every line a second time."""
     import kopf
 
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if type(h) is not logging.StreamHandler]
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
                    log_refkey="k8s")
 

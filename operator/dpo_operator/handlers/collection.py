@@ -35,6 +35,7 @@ from dpo_operator.kube.conditions import now
 from dpo_operator.kube.jobs import (
     JobState,
     JobGone,
+    create_or_get_job,
     ensure_job,
     failure,
     get_job,
@@ -82,7 +83,9 @@ def _data_checked(result: CollectionResult) -> dict[str, tuple[bool, str, str]]:
 
 
 def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any,
-                fields: DPOCollectionStatus | None = None) -> Outcome:
+                fields: DPOCollectionStatus | None = None, new_job: bool = False) -> Outcome:
+    """The outcome the Job's state implies. ``new_job``: this reconcile created the Job, so it has no pods to
+    look at yet (their events enqueue the collection again)."""
     fields = fields or DPOCollectionStatus(job_name=job["metadata"]["name"])
     if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
         progress.done(body)
@@ -102,7 +105,8 @@ def outcome_for(namespace: str, job: dict[str, Any], state: JobState, body: Any,
         fields.failure_reason = explained.reason
         return Outcome(state.phase, explained.reason, explained.message, fields)
     if state.phase in (Phase.PENDING.value, Phase.RUNNING.value):
-        state = pod_problem(namespace, job["metadata"]["name"]) or retrying(namespace, job["metadata"]["name"], job, state)
+        problem = None if new_job else pod_problem(namespace, job["metadata"]["name"], job)
+        state = problem or retrying(namespace, job["metadata"]["name"], job, state)
     message = state.message
     if state.phase == Phase.RUNNING.value:
         report = progress.poll(body, job["metadata"]["name"], CollectionReport, RUNTIME.config.progress_interval_seconds)
@@ -138,21 +142,23 @@ def decide(body: dict[str, Any]) -> Result:
             f"suspended; the job is submitted to LocalQueue {spec.queue_name} when spec.suspend is false"),
             DPOCollectionStatus()))  # Kueue would admit a Job created suspended: none is created yet
     try:
-        created = ensure_job(namespace, manifest, recorded=recorded)
+        # none recorded yet: most likely none exists, so create first (one request, not a read and a create)
+        job, created = (ensure_job(namespace, manifest, recorded=True), False) if recorded \
+            else create_or_get_job(namespace, manifest)
     except JobGone as gone:
         return Result(Outcome(
             Phase.FAILED.value, Reason.JobMissing,
             f"job {gone} disappeared before its result was recorded (deleted, or removed by "
             "ttlSecondsAfterFinished while the operator was down); delete and re-create the DPOCollection to run again",
             DPOCollectionStatus(failure_reason=Reason.JobMissing)))
-    queued = apply_suspend(namespace, created, spec.suspend)
+    queued = apply_suspend(namespace, job, spec.suspend, created=created)
     job = queued.job
     state = queued.state or job_state(job)
     if spec.parallelism > 1 and state.phase == Phase.SUCCEEDED.value:
         outcome = merged(namespace, body, spec, job)
     else:
         fields = DPOCollectionStatus(job_name=job["metadata"]["name"], queue=queued.queue)
-        outcome = outcome_for(namespace, job, state, body, fields)
+        outcome = outcome_for(namespace, job, state, body, fields, new_job=created)
     outcome.applied = spec_applied(job, SPEC_ENV, spec.to_api())
     _warn_once(body, outcome)
     return Result(outcome)

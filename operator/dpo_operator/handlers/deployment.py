@@ -125,14 +125,17 @@ if OperatorConfig.from_env().watch_nim_operator:
         enqueue_owner(KIND, body, namespace, type)
 
 
-@kopf.on.event(GROUP, VERSION, training_api.KIND.plural)
+def _model_may_be_ready(body: kopf.Body, type: str | None, **_: Any) -> bool:
+    status = body.get("status") or {}
+    return type != "DELETED" and (status.get("phase") in (Phase.SUCCEEDED.value, Phase.FAILED.value)
+                                  or bool(status.get("promotion")))
+
+
+# ``when``: kopf skips the call (no thread hand-over, no log line) for the events of training jobs still running
+@kopf.on.event(GROUP, VERSION, training_api.KIND.plural, when=_model_may_be_ready)
 def model_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
     """A training job that finishes (or whose promotion gate moves on) releases the deployments waiting for its
     model."""
-    status = body.get("status") or {}
-    if type == "DELETED" or (status.get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value)
-                             and not status.get("promotion")):
-        return
     for deployment in custom_objects.list_in(KIND, namespace):
         ref = (((deployment.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}).get("name")
         if ref == body["metadata"]["name"] and not settled(deployment):

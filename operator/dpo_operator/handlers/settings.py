@@ -18,6 +18,28 @@ log = logging.getLogger(__name__)
 _servers: list[Any] = []  # the metrics endpoint while the operator runs
 
 
+class QuietWatchSuccesses(logging.Filter):
+    """Drops kopf's "Handler '...' succeeded." for event-watching handlers (kopf marks those records
+    ``k8s_skip``: never posted as Kubernetes events) unless kopf.objects logs at DEBUG. Our watch handlers only
+    enqueue, so the line said nothing, once per watch event of every Job, pod and resource (10,000 lines for
+    2,000 DPOCollections, each a write from kopf's event loop); a failing handler still logs, as do the
+    creation, update and deletion handlers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not getattr(record, "k8s_skip", False):
+            return True
+        if not isinstance(record.msg, str) or not record.msg.endswith(" succeeded."):
+            return True
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_watch_successes() -> None:
+    """Install :class:`QuietWatchSuccesses` on kopf's per-object logger (idempotent)."""
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietWatchSuccesses) for f in objects.filters):
+        objects.addFilter(QuietWatchSuccesses())
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Handler progress lives in annotations, so our status schema stays strict and free of kopf's fields.
@@ -31,12 +53,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.reconnect_backoff = 1.0
     # kopf's handlers only enqueue (and the deletion handlers cancel remote work): the runtime's lanes do the rest
     settings.queueing.worker_limit = None
+    # a per-object worker (its task, queue and the last event's body) lives this long after the object's last event:
+    # kopf's 5 s kept ~5x as many alive at once while thousands of objects change (the operator's peak RSS)
+    settings.queueing.idle_timeout = 1.0
     settings.execution.max_workers = 16
     config = OperatorConfig.from_env()
     RUNTIME.configure(config)
     metrics.RUNTIME_COLLECTOR.forget_phases()
     client.load(request_timeout=config.kube_request_timeout)
     redact.install_log_redaction()
+    quiet_watch_successes()
     if config.metrics_port:
         _servers.append(metrics.serve(config.metrics_port))
         log.info("Prometheus metrics on port %d at /metrics", config.metrics_port)

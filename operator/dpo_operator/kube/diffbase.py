@@ -27,8 +27,29 @@ def digested(essence: dict[str, Any]) -> dict[str, Any]:
             for part, value in essence.items()}
 
 
+# what kopf's essence keeps of metadata (labels, annotations) and reads to name its annotation (ownerReferences)
+ESSENCE_METADATA = ("labels", "annotations", "ownerReferences")
+
+
+def _root(field: Any) -> str:
+    return field.split(".")[0] if isinstance(field, str) else str(field[0])
+
+
+def essential_part(body: Any, extra_fields: Collection[Any] | None = None) -> Any:
+    """``body`` without what kopf's essence drops anyway (status, metadata other than :data:`ESSENCE_METADATA`):
+    kopf deep-copies the whole body before dropping them, on every event of every object, and managedFields and
+    status are most of a body. Unchanged when a handler tracks a field of status or metadata."""
+    if any(_root(field) in ("status", "metadata") for field in extra_fields or ()):
+        return body
+    meta = body.get("metadata") or {}
+    light = {key: value for key, value in body.items() if key not in ("status", "metadata")}
+    light["metadata"] = {key: meta[key] for key in ESSENCE_METADATA if key in meta}
+    return kopf.Body(light)
+
+
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's annotation diff-base storage, storing a digest for a large essence (see the module docstring)."""
+    """kopf's annotation diff-base storage, storing a digest for a large essence (see the module docstring), built
+    from the part of the body the essence keeps (:func:`essential_part`)."""
 
     def build(self, *, body: Any, extra_fields: Collection[Any] | None = None) -> Any:
-        return digested(dict(super().build(body=body, extra_fields=extra_fields)))
+        return digested(dict(super().build(body=essential_part(body, extra_fields), extra_fields=extra_fields)))

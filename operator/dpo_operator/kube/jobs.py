@@ -8,12 +8,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from dpo_operator.api.common import Phase
 from dpo_operator.api.exits import REASONS, UNRECOVERABLE, ExitCode
 from dpo_operator.api.reasons import Reason
 from dpo_operator.kube import client
-from dpo_operator.kube.objects import controller_uid, none_if_missing, read_or_create
-from dpo_operator.kube.secrets import check_pod_secrets
+from dpo_operator.kube.objects import controller_uid, none_if_missing, ours, read_or_create
+from dpo_operator.kube.secrets import SecretMissing, check_pod_secrets
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,22 @@ def ensure_job(namespace: str, manifest: dict[str, Any], recorded: bool = False)
         return to_dict(client.batch().create_namespaced_job(namespace, manifest))
 
     return read_or_create(lambda: get_job(namespace, manifest["metadata"]["name"]), create, manifest)
+
+
+def create_or_get_job(namespace: str, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """:func:`ensure_job` for a Job that most likely does not exist yet (its owner has recorded none): create it
+    first and read it only when the name is taken (409), one request instead of a read that finds nothing and a
+    create. Also says whether this call created it (a Job created just now has no pods yet). Same outcome as
+    :func:`ensure_job`: an existing Job is used only when it is ours (:class:`NameConflict` otherwise), and one
+    that exists is returned even while a Secret its pods need is missing or cannot be read."""
+    name = manifest["metadata"]["name"]
+    try:
+        check_pod_secrets(namespace, manifest["spec"]["template"])  # refuses Secrets that did not opt in
+        return to_dict(client.batch().create_namespaced_job(namespace, manifest)), True
+    except (SecretMissing, ApiException):  # 409, or a check that a Job already created no longer needs
+        if (existing := get_job(namespace, name)) is not None:
+            return ours(existing, manifest), False
+        raise
 
 
 @dataclass(frozen=True)
@@ -92,11 +110,13 @@ def _containers(spec: dict[str, Any]) -> list[tuple[Any, ...]]:
             for key in ("initContainers", "containers") for c in spec.get(key) or []]
 
 
-def job_pods(namespace: str, job_name: str, from_template: bool = False) -> list[dict[str, Any]]:
+def job_pods(namespace: str, job_name: str, from_template: bool = False,
+             job: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The pods the Job controls (anyone may create a pod carrying the job-name label: those do not count). With
     ``from_template``, only those running the Job's template's containers: anyone allowed to create pods could set
-    the Job's owner reference too, and a result is trusted only from our workload's image and command."""
-    job = get_job(namespace, job_name)
+    the Job's owner reference too, and a result is trusted only from our workload's image and command. ``job``:
+    the Job as the caller just read it (else it is read here)."""
+    job = job if job is not None else get_job(namespace, job_name)
     if job is None:
         return []
     template = _containers(job["spec"]["template"].get("spec") or {})
@@ -110,10 +130,11 @@ def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
 
 
-def pod_problem(namespace: str, job_name: str) -> JobState | None:
+def pod_problem(namespace: str, job_name: str, job: dict[str, Any] | None = None) -> JobState | None:
     """Why the Job's pods do not start, when they are stuck: a container that cannot be created (missing Secret or
-    ConfigMap key), an image that cannot be pulled, a pod no node can take (e.g. more GPUs than any node has)."""
-    for pod in job_pods(namespace, job_name):
+    ConfigMap key), an image that cannot be pulled, a pod no node can take (e.g. more GPUs than any node has).
+    ``job``: the Job as the caller just read it (saves reading it again)."""
+    for pod in job_pods(namespace, job_name, job=job):
         name = pod["metadata"]["name"]
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue

@@ -34,7 +34,8 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
     return next((r.get("uid") for r in refs if r.get("controller")), None)
 
 
-def _ours(found: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+def ours(found: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """``found`` when its controller owner reference is the one in ``manifest``; else :class:`NameConflict`."""
     wanted = controller_uid(manifest)
     if wanted is not None and controller_uid(found) != wanted:
         meta = manifest["metadata"]
@@ -53,10 +54,10 @@ def read_or_create(read: Callable[[], dict[str, Any] | None], create: Callable[[
     reference is the one in ``manifest`` (same uid): otherwise :class:`NameConflict`."""
     existing = read()
     if existing is not None:
-        return _ours(existing, manifest)
+        return ours(existing, manifest)
     try:
         return create()
     except ApiException as exc:
         if exc.status == 409 and (found := read()) is not None:
-            return _ours(found, manifest)
+            return ours(found, manifest)
         raise

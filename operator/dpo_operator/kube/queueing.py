@@ -40,9 +40,14 @@ def _finished(job: dict[str, Any]) -> bool:
                for c in (job.get("status") or {}).get("conditions") or [])
 
 
-def apply(namespace: str, job: dict[str, Any], suspend: bool) -> Queueing:
-    """Apply the resource's ``suspend`` to ``job`` as described above, and read where Kueue has it."""
+def apply(namespace: str, job: dict[str, Any], suspend: bool, created: bool = False) -> Queueing:
+    """Apply the resource's ``suspend`` to ``job`` as described above, and read where Kueue has it. ``created``:
+    the caller created the Job just now."""
     queue = kueue.queue_of(job)
+    if created and queue is None and not suspend and not job["spec"].get("suspend"):
+        # Kueue makes a Job's Workload after the Job exists: a Job created just now, unqueued and running, has none
+        # to read yet (what reading found nothing would give; a later reconcile reads it)
+        return Queueing(job, None, None)
     workload, obj = kueue.read(namespace, job)
     if _finished(job):  # what Kueue did (admission, preemptions) stays in status
         return Queueing(job, None, _status(queue or "", workload) if obj is not None else None)
