@@ -6,11 +6,10 @@ last training row is reused (as a collection does)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 from dpo_operator.collect.dataset import DatasetFiles
+from dpo_operator.nemo.preference_jsonl import jsonl_files
 from dpo_operator.train.formats import response_text
 from dpo_operator.train.sources import Splits
 
@@ -20,15 +19,5 @@ def customizer_row(row: dict[str, Any]) -> dict[str, Any]:
             "rejected_response": response_text(row["rejected_response"])}
 
 
-def _lines(rows: Any) -> Iterator[bytes]:
-    for index in range(len(rows)):
-        yield json.dumps(customizer_row(rows.row(index)), ensure_ascii=False).encode() + b"\n"
-
-
 def customizer_files(splits: Splits, metrics: bytes = b"{}") -> DatasetFiles:
-    training = b"".join(_lines(splits.training))
-    if splits.validation is not None:
-        validation = b"".join(_lines(splits.validation))
-    else:
-        validation = training[training.rstrip(b"\n").rfind(b"\n") + 1:]
-    return DatasetFiles(training, validation, metrics)
+    return jsonl_files(splits, customizer_row, metrics)

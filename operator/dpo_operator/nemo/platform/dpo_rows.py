@@ -7,11 +7,10 @@ needs both files: without validation rows the last training row is reused (as a 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 from dpo_operator.collect.dataset import DatasetFiles
+from dpo_operator.nemo.preference_jsonl import jsonl_files
 from dpo_operator.train.formats import response_text
 from dpo_operator.train.sources import Splits
 
@@ -24,19 +23,9 @@ def platform_row(row: dict[str, Any]) -> dict[str, Any]:
             "rejected": response_text(row["rejected_response"])}
 
 
-def _lines(rows: Any) -> Iterator[bytes]:
-    for index in range(len(rows)):
-        yield json.dumps(platform_row(rows.row(index)), ensure_ascii=False).encode() + b"\n"
-
-
 def platform_files(splits: Splits, metrics: bytes = b"{}") -> DatasetFiles:
     """The two JSONL files (``metrics`` rides along as ``metrics.json``; ``extra`` files go beside them)."""
-    training = b"".join(_lines(splits.training))
-    if splits.validation is not None:
-        validation = b"".join(_lines(splits.validation))
-    else:
-        validation = training[training.rstrip(b"\n").rfind(b"\n") + 1:]
-    return DatasetFiles(training, validation, metrics)
+    return jsonl_files(splits, platform_row, metrics)
 
 
 def named_files(files: DatasetFiles) -> list[tuple[str, bytes]]:
