@@ -19,11 +19,10 @@ trainingType sft, validation every single step.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from dpo_operator.api.training import V2_LORA_MESSAGE, Hyperparameters
-from dpo_operator.nemo.customizer import _integer, _latest, _number
+from dpo_operator.nemo.customizer import RemoteStatus, _integer, _latest, _number
 from dpo_operator.nemo.http import NemoError
 from dpo_operator.nemo.platform.client import PlatformClient
 
@@ -162,12 +161,8 @@ def _scalar(details: dict[str, Any], series: dict[str, Any], key: str) -> float 
     return latest if latest is not None else _number(details.get(key))
 
 
-@dataclass(frozen=True)
-class PlatformStatus:
-    raw_status: str
-    phase: str
-    progress: dict[str, Any]
-    message: str
+class PlatformStatus(RemoteStatus):
+    """A platform job's status, in the same fields as a Customizer job's (read from the Jobs service's answer)."""
 
     @classmethod
     def parse(cls, answer: dict[str, Any]) -> "PlatformStatus":
