@@ -20,6 +20,7 @@ from dpo_operator.api.common import Phase
 from dpo_operator.api.deployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus, NemoDeploymentBackend
 from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers.deployment_shared import progressing_or_timed_out
+from dpo_operator.handlers.own_key import Refusal, with_own_key
 from dpo_operator.kube.captured import capture, read_captured
 from dpo_operator.kube.secrets import SecretMissing, read_secret_key
 from dpo_operator.kube.status import Outcome
@@ -177,15 +178,14 @@ def delete_remote(body: Any, spec: ModelDeploymentSpec | None) -> list[str]:
     workspace = backend.workspace if backend is not None else None
     refused: Exception | None = None
     if backend is not None:
-        try:
+        def delete_with_own_key() -> list[str]:
             with session(meta["namespace"], backend) as api:
                 return _delete(api, backend.workspace, body)
-        except SecretMissing as exc:
-            refused = exc
-        except NemoError as exc:
-            if exc.status not in (401, 403):
-                raise
-            refused = exc
+
+        deleted = with_own_key(delete_with_own_key)
+        if not isinstance(deleted, Refusal):
+            return deleted
+        refused = deleted
     captured = read_captured(meta["namespace"], meta["name"], meta["uid"])
     if captured is None:
         if refused is None or isinstance(refused, SecretMissing):

@@ -38,18 +38,14 @@ from dpo_operator.api.training import (
     CustomizerBackend,
     DPOTrainingJobSpec,
     DPOTrainingJobStatus,
-    TrainingProgress,
 )
-from dpo_operator.handlers import training_platform, training_promotion
+from dpo_operator.handlers import training_platform, training_promotion, training_remote
 from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.handlers.training_upload import follow_upload
+from dpo_operator.handlers.own_key import Refusal, with_own_key
 from dpo_operator.kube import events
 from dpo_operator.kube.captured import capture, read_captured
-from dpo_operator.kube.conditions import elapsed_since_start, now
-from dpo_operator.kube.jobs import (
-    digest_applied,
-    spec_digest,
-)
+from dpo_operator.kube.conditions import now
 from dpo_operator.kube.secrets import SecretMissing, read_secret_key
 from dpo_operator.kube.redact import remote_body
 from dpo_operator.kube.status import Outcome, is_terminal
@@ -63,9 +59,6 @@ from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 
 log = logging.getLogger(__name__)
-# spec fields read on every poll (so applied to a running remote job); any other change is not applied to it
-APPLIED_WHILE_RUNNING = ("suspend", "deployOnCompletion", "job.activeDeadlineSeconds", "customizer.pollIntervalSeconds",
-                         "customizer.maxConsecutivePollFailures", "customizer.apiKeySecretRef")
 NOT_HONOURED = "FieldsNotHonoured"  # condition naming spec fields the Customizer cannot honour
 WARNINGS = "CustomizerWarnings"  # condition carrying the remote job's warnings
 
@@ -165,7 +158,7 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
                 f"DPOTrainingJob {namespace}/{name}"))
             log.info("DPOTrainingJob %s/%s: created Customizer job %s", namespace, name, job["id"])
         fields.remote_job_id, fields.output_model, fields.dataset_location = job["id"], job.get("output_model"), files_url
-        fields.submit_time, fields.submitted_spec = now(), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING)
+        fields.submit_time, fields.submitted_spec = now(), training_remote.submitted_digest(spec)
         return Outcome(Phase.PENDING.value, Reason.Submitted, f"Customizer job {job['id']} created", fields,
                        (True, Reason.Applied, f"Customizer job {job['id']} runs the current spec"),
                        conditions={NOT_HONOURED: not_honoured_condition(not_honoured),
@@ -199,38 +192,21 @@ def poll(body: Any, spec: DPOTrainingJobSpec) -> Result:
     assert backend is not None
     status = body.get("status") or {}
     job_id = status["remoteJobId"]
-    phase = status.get("phase") or Phase.PENDING.value
     with sessions(body["metadata"]["namespace"], backend) as (_, customizer, _):
-        return _poll(body, spec, customizer, job_id, phase)
+        return _poll(body, spec, customizer, job_id)
 
 
-def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str, phase: str) -> Result:
+def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str) -> Result:
     backend = spec.customizer
     assert backend is not None
     status = body.get("status") or {}
     try:
         remote = nemo.job_status(customizer, job_id)
     except NemoError as exc:
-        if exc.status == 404:
-            raise PermanentFailure(Reason.RemoteJobMissing, f"Customizer job {job_id} no longer exists") from None
-        failures = int(status.get("consecutivePollFailures") or 0) + 1
-        if failures >= backend.max_consecutive_poll_failures:
-            raise PermanentFailure(Reason.PollFailed, f"{failures} consecutive status polls of Customizer job {job_id} "
-                                   f"failed; last error: {exc}") from None
-        delay = min(RUNTIME.config.max_poll_backoff_seconds, backend.poll_interval_seconds * 2 ** failures)
-        return Result(Outcome(phase, Reason.PollFailing, f"polling Customizer job {job_id} failed "
-                              f"({failures} in a row, next try in {delay:.0f}s): {exc}",
-                              DPOTrainingJobStatus(consecutive_poll_failures=failures)), hold_for=delay)
-    applied = digest_applied(status.get("submittedSpec"), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING),
-                             f"Customizer job {job_id}")
-    if spec.suspend:  # refused clearly rather than cancelling work a person may only want paused
-        applied = (False, Reason.SuspendNotSupported, f"spec.suspend is true, but Customizer job {job_id} was "
-                   "submitted already and NeMo Customizer cannot pause a job: it keeps running. Set suspend back to "
-                   "false, or delete the DPOTrainingJob to cancel the job")
-    # null or missing fields keep the last known values
-    progress = {**(status.get("progress") or {}), **remote.progress}
-    fields = DPOTrainingJobStatus(progress=TrainingProgress.model_validate(progress) if progress else None,
-                                  consecutive_poll_failures=None)
+        return training_remote.poll_failed(exc, status, backend, f"Customizer job {job_id}")
+    applied = training_remote.applied_condition(status, spec, f"Customizer job {job_id}",
+                                                "NeMo Customizer cannot pause a job")
+    fields = training_remote.polled_fields(status, remote.progress)
     if remote.phase == Phase.SUCCEEDED.value:
         # the model entity is named only in the job itself (the create answer may predate it): read it back
         job = nemo.get_job(customizer, job_id)
@@ -244,22 +220,8 @@ def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str,
         if result.outcome is not None:
             result.outcome.conditions[WARNINGS] = warnings_condition(body, job)
         return result
-    if remote.phase == Phase.FAILED.value:
-        fields.failure_reason = Reason.CustomizerJobFailed
-        return Result(Outcome(Phase.FAILED.value, Reason.CustomizerJobFailed, remote.message, fields, applied))
-    if remote.phase == Phase.CANCELLED.value:
-        fields.failure_reason = Reason.CustomizerJobCancelled
-        return Result(Outcome(Phase.CANCELLED.value, Reason.CustomizerJobCancelled, remote.message, fields, applied))
-    deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
-    elapsed = elapsed_since_start(status.get("submitTime"))
-    if elapsed is None:  # not a timestamp, or in the future (edited by hand): the clock starts again, never stops
-        fields.submit_time, elapsed = now(), 0.0
-    if deadline is not None and elapsed > deadline:
-        nemo.cancel_job(customizer, job_id)
-        raise PermanentFailure(Reason.DeadlineExceeded, f"Customizer job {job_id} ran longer than "
-                               f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
-    reason = Reason.Training if remote.phase == Phase.RUNNING.value else "Queued"
-    return Result(Outcome(remote.phase, reason, remote.message, fields, applied))
+    return training_remote.not_succeeded(remote.phase, remote.message, fields, applied, status, spec,
+                                         f"Customizer job {job_id}", lambda: nemo.cancel_job(customizer, job_id))
 
 
 def generation(body: Any, spec: DPOTrainingJobSpec) -> str:
@@ -359,15 +321,14 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
     namespace = backend.namespace if backend is not None else None
     refused: Exception | None = None
     if backend is not None:
-        try:
+        def cancel_with_own_key() -> str:
             with sessions(meta["namespace"], backend) as (_, customizer, _):
                 return _cancel(customizer, job_id, meta["uid"], namespace)
-        except SecretMissing as exc:
-            refused = exc
-        except NemoError as exc:
-            if exc.status not in (401, 403):
-                raise
-            refused = exc
+
+        cancelled = with_own_key(cancel_with_own_key)
+        if not isinstance(cancelled, Refusal):
+            return cancelled
+        refused = cancelled
     captured = read_captured(meta["namespace"], meta["name"], meta["uid"])
     if captured is not None:
         log.info("cancelling with the credentials captured at submission (%s)", refused or "no valid spec")

@@ -28,16 +28,15 @@ from typing import Any
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
-from dpo_operator.api.training import KIND, CustomizerBackend, DPOTrainingJobSpec, DPOTrainingJobStatus, \
-    TrainingProgress
-from dpo_operator.handlers import training_promotion
+from dpo_operator.api.training import KIND, CustomizerBackend, DPOTrainingJobSpec, DPOTrainingJobStatus
+from dpo_operator.handlers import training_promotion, training_remote
 from dpo_operator.handlers.training_datacheck import CONDITION
 from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.handlers.training_upload import follow_upload
+from dpo_operator.handlers.own_key import Refusal, with_own_key
 from dpo_operator.kube.captured import capture, read_captured
-from dpo_operator.kube.conditions import elapsed_since_start, now
-from dpo_operator.kube.jobs import digest_applied, spec_digest
-from dpo_operator.kube.secrets import SecretMissing, read_secret_key
+from dpo_operator.kube.conditions import now
+from dpo_operator.kube.secrets import read_secret_key
 from dpo_operator.kube.status import Outcome
 from dpo_operator.nemo.http import NemoError
 from dpo_operator.nemo.platform import customization as remote
@@ -48,9 +47,6 @@ from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
 
 log = logging.getLogger(__name__)
 VERSION = "v2"
-# spec fields read on every poll (so applied to a running remote job); any other change is not applied to it
-APPLIED_WHILE_RUNNING = ("suspend", "deployOnCompletion", "job.activeDeadlineSeconds", "customizer.pollIntervalSeconds",
-                         "customizer.maxConsecutivePollFailures", "customizer.apiKeySecretRef")
 FILESET_NAME = re.compile(r"^[a-z](?!.*--)[a-z0-9\-@.+_]{1,62}(?<!-)$")  # the files service's rule
 
 
@@ -138,7 +134,7 @@ def submit(body: Any, spec: DPOTrainingJobSpec) -> Outcome:
     ref = remote_ref(backend.workspace, job_name)
     fields.remote_job_id, fields.dataset_location = ref, followed.files_url
     fields.output_model = remote.output_model(client, job) or f"{backend.workspace}/{output_name(body, backend)}"
-    fields.submit_time, fields.submitted_spec = now(), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING)
+    fields.submit_time, fields.submitted_spec = now(), training_remote.submitted_digest(spec)
     return Outcome(Phase.PENDING.value, Reason.Submitted, f"NeMo platform job {ref} created", fields,
                    (True, Reason.Applied, f"NeMo platform job {ref} runs the current spec"),
                    conditions={CONDITION: followed.checked} if followed.checked is not None else {})
@@ -152,30 +148,14 @@ def poll(body: Any, spec: DPOTrainingJobSpec) -> Result:
     status = body.get("status") or {}
     ref = status["remoteJobId"]
     _, job_name = split_ref(ref)
-    phase = status.get("phase") or Phase.PENDING.value
     client = client_for(body["metadata"]["namespace"], backend)
     try:
         remote_status = remote.job_status(client, job_name)
     except NemoError as exc:
-        if exc.status == 404:
-            raise PermanentFailure(Reason.RemoteJobMissing, f"NeMo platform job {ref} no longer exists") from None
-        failures = int(status.get("consecutivePollFailures") or 0) + 1
-        if failures >= backend.max_consecutive_poll_failures:
-            raise PermanentFailure(Reason.PollFailed, f"{failures} consecutive status polls of NeMo platform job {ref} "
-                                   f"failed; last error: {exc}") from None
-        delay = min(RUNTIME.config.max_poll_backoff_seconds, backend.poll_interval_seconds * 2 ** failures)
-        return Result(Outcome(phase, Reason.PollFailing, f"polling NeMo platform job {ref} failed "
-                              f"({failures} in a row, next try in {delay:.0f}s): {exc}",
-                              DPOTrainingJobStatus(consecutive_poll_failures=failures)), hold_for=delay)
-    applied = digest_applied(status.get("submittedSpec"), spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING),
-                             f"NeMo platform job {ref}")
-    if spec.suspend:  # refused clearly rather than cancelling work a person may only want paused
-        applied = (False, Reason.SuspendNotSupported, f"spec.suspend is true, but NeMo platform job {ref} was "
-                   "submitted already and is not paused by the operator: it keeps running. Set suspend back to false, "
-                   "or delete the DPOTrainingJob to cancel the job")
-    progress = {**(status.get("progress") or {}), **remote_status.progress}  # missing values keep the last known
-    fields = DPOTrainingJobStatus(progress=TrainingProgress.model_validate(progress) if progress else None,
-                                  consecutive_poll_failures=None)
+        return training_remote.poll_failed(exc, status, backend, f"NeMo platform job {ref}")
+    applied = training_remote.applied_condition(status, spec, f"NeMo platform job {ref}",
+                                                "is not paused by the operator")
+    fields = training_remote.polled_fields(status, remote_status.progress)
     if remote_status.phase == Phase.SUCCEEDED.value:
         job = remote.get_job(client, backend_name(backend), job_name) or {}
         model = remote.output_model(client, job) or status.get("outputModel")
@@ -184,25 +164,12 @@ def poll(body: Any, spec: DPOTrainingJobSpec) -> Result:
                                    "model, so there is no model to deploy")
         fields.output_model = model
         return training_promotion.finish(body, spec, fields, remote_status.message, applied)
+    message = remote_status.message
     if remote_status.phase == Phase.FAILED.value:
-        fields.failure_reason = Reason.CustomizerJobFailed
         tail = remote.log_tail(client, job_name)
-        message = remote_status.message + (f"; last log lines: {' | '.join(tail[-5:])}" if tail else "")
-        return Result(Outcome(Phase.FAILED.value, Reason.CustomizerJobFailed, message[:2000], fields, applied))
-    if remote_status.phase == Phase.CANCELLED.value:
-        fields.failure_reason = Reason.CustomizerJobCancelled
-        return Result(Outcome(Phase.CANCELLED.value, Reason.CustomizerJobCancelled, remote_status.message, fields,
-                              applied))
-    deadline = spec.job.active_deadline_seconds  # checked only while the job still runs: a finished one stands
-    elapsed = elapsed_since_start(status.get("submitTime"))
-    if elapsed is None:
-        fields.submit_time, elapsed = now(), 0.0
-    if deadline is not None and elapsed > deadline:
-        remote.cancel_job(client, job_name)
-        raise PermanentFailure(Reason.DeadlineExceeded, f"NeMo platform job {ref} ran longer than "
-                               f"job.activeDeadlineSeconds ({deadline}s) and was cancelled")
-    reason = Reason.Training if remote_status.phase == Phase.RUNNING.value else "Queued"
-    return Result(Outcome(remote_status.phase, reason, remote_status.message, fields, applied))
+        message = (message + (f"; last log lines: {' | '.join(tail[-5:])}" if tail else ""))[:2000]
+    return training_remote.not_succeeded(remote_status.phase, message, fields, applied, status, spec,
+                                         f"NeMo platform job {ref}", lambda: remote.cancel_job(client, job_name))
 
 
 def decide(body: Any, spec: DPOTrainingJobSpec) -> Result:
@@ -227,14 +194,10 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
         ref = remote_ref(backend.workspace, remote.job_name(meta["namespace"], meta["name"], meta["uid"]))
     refused: Exception | None = None
     if backend is not None and ref is not None:
-        try:
-            return _cancel(client_for(meta["namespace"], backend), ref)
-        except SecretMissing as exc:
-            refused = exc
-        except NemoError as exc:
-            if exc.status not in (401, 403):
-                raise
-            refused = exc
+        cancelled = with_own_key(lambda: _cancel(client_for(meta["namespace"], backend), ref))
+        if not isinstance(cancelled, Refusal):
+            return cancelled
+        refused = cancelled
     captured = read_captured(meta["namespace"], meta["name"], meta["uid"])
     if captured is not None and ref is not None:
         log.info("cancelling with the credentials captured at submission (%s)", refused or "no valid spec")
