@@ -10,10 +10,11 @@ import pytest
 from dpo_operator.api.reasons import Reason
 from dpo_operator.api.training import DPOTrainingJobSpec, DPOTrainingJobStatus
 from dpo_operator.handlers import training_remote
-from dpo_operator.handlers.own_key import with_own_key
+from dpo_operator.handlers.own_key import before_cancelling_without_key, with_own_key
 from dpo_operator.kube.secrets import SecretMissing
+from dpo_operator.nemo.customizer import RemoteStatus
 from dpo_operator.nemo.http import NemoError
-from dpo_operator.runtime.controller import RUNTIME
+from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import PermanentFailure
 
 JOB = "NeMo platform job team-a/dpo-x-1"
@@ -95,3 +96,27 @@ def test_only_a_missing_secret_or_a_refused_key_is_a_refusal() -> None:
     assert with_own_key(lambda: fails(refused)) is refused
     with pytest.raises(NemoError):
         with_own_key(lambda: fails(NemoError(500, "boom", True)))
+
+
+def test_a_poll_reads_the_status_or_answers_the_failure() -> None:
+    def unreachable() -> RemoteStatus:
+        raise NemoError(502, "bad gateway", True)
+
+    failed = training_remote.poll(unreachable, {}, _spec(), JOB, "x")
+    assert isinstance(failed, Result) and failed.outcome is not None and failed.outcome.reason == Reason.PollFailing
+    read = RemoteStatus.parse({"status": "running", "percentage_done": 40.0})
+    polled = training_remote.poll(lambda: read, {"progress": {"trainLoss": 0.5}}, _spec(), JOB, "x")
+    assert isinstance(polled, training_remote.Polled) and polled.remote is read and polled.applied[0] is True
+    assert polled.fields.progress is not None and (polled.fields.progress.train_loss, polled.fields.progress.percentage_done) == (0.5, 40.0)
+
+
+def test_without_any_key_only_a_job_never_submitted_with_one_is_cancelled_keyless() -> None:
+    assert before_cancelling_without_key(None, JOB, False, None) == "no remote job had been created"
+    with pytest.raises(PermanentFailure) as caught:
+        before_cancelling_without_key("dpo-x-1", JOB, False, None)
+    assert caught.value.reason == Reason.InvalidSpec and str(caught.value).startswith(f"{JOB} cannot be cancelled")
+    refused = NemoError(401, "unauthorized", False)
+    with pytest.raises(NemoError) as raised:
+        before_cancelling_without_key("dpo-x-1", JOB, True, refused)
+    assert raised.value is refused
+    assert before_cancelling_without_key("dpo-x-1", JOB, True, SecretMissing("Secret ns/platform does not exist")) is None

@@ -6,12 +6,16 @@ key refused (401/403) the caller falls back to the credentials captured at submi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from dpo_operator.api.reasons import Reason
 from dpo_operator.kube.secrets import SecretMissing
 from dpo_operator.nemo.http import NemoError
+from dpo_operator.runtime.errors import PermanentFailure
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Refusal = SecretMissing | NemoError
 
@@ -26,3 +30,19 @@ def with_own_key(action: Callable[[], T]) -> T | Refusal:
         if exc.status not in (401, 403):
             raise
         return exc
+
+
+def before_cancelling_without_key(job_id: str | None, job: str, spec_valid: bool, refused: Exception | None) -> str | None:
+    """With neither the user's key nor captured credentials: "no remote job had been created" when none was
+    (credentials are captured before any job is created); an InvalidSpec failure when the spec is not valid (where
+    ``job`` runs is unknown); the key's refusal raised again; else None, after a warning: cancel without an API key
+    (the job was never submitted with one)."""
+    if job_id is None:
+        return "no remote job had been created"
+    if not spec_valid:
+        raise PermanentFailure(Reason.InvalidSpec, f"{job} cannot be cancelled: the spec is not valid (so where it "
+                               "runs is unknown) and no credentials were captured; fix the spec")
+    if isinstance(refused, NemoError):
+        raise refused
+    log.warning("%s; cancelling without an API key", refused)
+    return None

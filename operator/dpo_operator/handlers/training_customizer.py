@@ -42,7 +42,7 @@ from dpo_operator.api.training import (
 from dpo_operator.handlers import training_platform, training_promotion, training_remote
 from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.handlers.training_upload import follow_upload
-from dpo_operator.handlers.own_key import Refusal, with_own_key
+from dpo_operator.handlers.own_key import Refusal, before_cancelling_without_key, with_own_key
 from dpo_operator.kube import events
 from dpo_operator.kube.captured import capture, read_captured
 from dpo_operator.kube.conditions import now
@@ -197,16 +197,12 @@ def poll(body: Any, spec: DPOTrainingJobSpec) -> Result:
 
 
 def _poll(body: Any, spec: DPOTrainingJobSpec, customizer: NemoApi, job_id: str) -> Result:
-    backend = spec.customizer
-    assert backend is not None
     status = body.get("status") or {}
-    try:
-        remote = nemo.job_status(customizer, job_id)
-    except NemoError as exc:
-        return training_remote.poll_failed(exc, status, backend, f"Customizer job {job_id}")
-    applied = training_remote.applied_condition(status, spec, f"Customizer job {job_id}",
-                                                "NeMo Customizer cannot pause a job")
-    fields = training_remote.polled_fields(status, remote.progress)
+    polled = training_remote.poll(lambda: nemo.job_status(customizer, job_id), status, spec,
+                                  f"Customizer job {job_id}", "NeMo Customizer cannot pause a job")
+    if isinstance(polled, Result):
+        return polled
+    remote, applied, fields = polled
     if remote.phase == Phase.SUCCEEDED.value:
         # the model entity is named only in the job itself (the create answer may predate it): read it back
         job = nemo.get_job(customizer, job_id)
@@ -334,14 +330,9 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
         log.info("cancelling with the credentials captured at submission (%s)", refused or "no valid spec")
         with NemoApi(captured.url, captured.api_key, deadline=RUNTIME.config.remote_call_deadline, service="customizer") as customizer:
             return _cancel(customizer, job_id, meta["uid"], namespace)
-    if job_id is None:  # credentials are captured before any job is created: none was
-        return "no remote job had been created"
-    if backend is None:
-        raise PermanentFailure(Reason.InvalidSpec, f"Customizer job {job_id} cannot be cancelled: the spec is not "
-                               "valid (so where it runs is unknown) and no credentials were captured; fix the spec")
-    if isinstance(refused, NemoError):
-        raise refused
-    log.warning("%s; cancelling without an API key", refused)  # never submitted with a key: try without one
+    if (answer := before_cancelling_without_key(job_id, f"Customizer job {job_id}", backend is not None, refused)) is not None:
+        return answer
+    assert backend is not None
     with NemoApi(backend.customizer_url or backend.entity_store_url,
                  deadline=RUNTIME.config.remote_call_deadline, service="customizer") as customizer:
         return _cancel(customizer, job_id, meta["uid"], namespace)

@@ -33,12 +33,11 @@ from dpo_operator.handlers import training_promotion, training_remote
 from dpo_operator.handlers.training_datacheck import CONDITION
 from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.handlers.training_upload import follow_upload
-from dpo_operator.handlers.own_key import Refusal, with_own_key
+from dpo_operator.handlers.own_key import Refusal, before_cancelling_without_key, with_own_key
 from dpo_operator.kube.captured import capture, read_captured
 from dpo_operator.kube.conditions import now
 from dpo_operator.kube.secrets import read_secret_key
 from dpo_operator.kube.status import Outcome
-from dpo_operator.nemo.http import NemoError
 from dpo_operator.nemo.platform import customization as remote
 from dpo_operator.nemo.platform.client import PlatformClient
 from dpo_operator.render.upload import platform_upload_manifest
@@ -149,13 +148,11 @@ def poll(body: Any, spec: DPOTrainingJobSpec) -> Result:
     ref = status["remoteJobId"]
     _, job_name = split_ref(ref)
     client = client_for(body["metadata"]["namespace"], backend)
-    try:
-        remote_status = remote.job_status(client, job_name)
-    except NemoError as exc:
-        return training_remote.poll_failed(exc, status, backend, f"NeMo platform job {ref}")
-    applied = training_remote.applied_condition(status, spec, f"NeMo platform job {ref}",
-                                                "is not paused by the operator")
-    fields = training_remote.polled_fields(status, remote_status.progress)
+    polled = training_remote.poll(lambda: remote.job_status(client, job_name), status, spec,
+                                  f"NeMo platform job {ref}", "is not paused by the operator")
+    if isinstance(polled, Result):
+        return polled
+    remote_status, applied, fields = polled
     if remote_status.phase == Phase.SUCCEEDED.value:
         job = remote.get_job(client, backend_name(backend), job_name) or {}
         model = remote.output_model(client, job) or status.get("outputModel")
@@ -204,15 +201,10 @@ def cancel_remote(body: Any, spec: DPOTrainingJobSpec | None) -> str:
         workspace, _ = split_ref(ref)
         return _cancel(PlatformClient(captured.url, workspace, captured.api_key,
                                       deadline=RUNTIME.config.remote_call_deadline), ref)
-    if status.get("remoteJobId") is None:  # credentials are captured before any job is created: none was
-        return "no remote job had been created"
-    if backend is None:
-        raise PermanentFailure(Reason.InvalidSpec, f"NeMo platform job {ref} cannot be cancelled: the spec is not "
-                               "valid (so where it runs is unknown) and no credentials were captured; fix the spec")
-    if isinstance(refused, NemoError):
-        raise refused
-    log.warning("%s; cancelling without an API key", refused)  # never submitted with a key: try without one
-    assert backend.platform_url is not None and ref is not None
+    if (answer := before_cancelling_without_key(status.get("remoteJobId"), f"NeMo platform job {ref}", backend is not None,
+                                         refused)) is not None:
+        return answer
+    assert backend is not None and backend.platform_url is not None and ref is not None
     return _cancel(PlatformClient(backend.platform_url, backend.workspace,
                                   deadline=RUNTIME.config.remote_call_deadline), ref)
 

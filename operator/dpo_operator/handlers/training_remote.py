@@ -6,7 +6,7 @@ Each backend asks its own service and words its own job (``job``: "Customizer jo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from dpo_operator.api.common import Phase
 from dpo_operator.api.reasons import Reason
@@ -14,6 +14,7 @@ from dpo_operator.api.training import CustomizerBackend, DPOTrainingJobSpec, DPO
 from dpo_operator.kube.conditions import elapsed_since_start, now
 from dpo_operator.kube.jobs import digest_applied, spec_digest
 from dpo_operator.kube.status import Outcome
+from dpo_operator.nemo.customizer import RemoteStatus
 from dpo_operator.nemo.http import NemoError
 from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import PermanentFailure
@@ -28,6 +29,25 @@ Condition = tuple[bool, str, str]
 def submitted_digest(spec: DPOTrainingJobSpec) -> dict[str, str]:
     """The digest of the fields a running job follows, recorded at submission (status.submittedSpec)."""
     return spec_digest(spec.to_api(), APPLIED_WHILE_RUNNING)
+
+
+class Polled(NamedTuple):
+    """A job's status as read, the ``Applied`` condition and the status fields the poll gives."""
+
+    remote: RemoteStatus
+    applied: Condition
+    fields: DPOTrainingJobStatus
+
+
+def poll(read: Callable[[], RemoteStatus], status: dict[str, Any], spec: DPOTrainingJobSpec, job: str,
+         unpaused: str) -> Polled | Result:
+    """Read the job's status (``read``); when that fails, the Result of :func:`poll_failed`."""
+    assert spec.customizer is not None
+    try:
+        remote = read()
+    except NemoError as exc:
+        return poll_failed(exc, status, spec.customizer, job)
+    return Polled(remote, applied_condition(status, spec, job, unpaused), polled_fields(status, remote.progress))
 
 
 def poll_failed(exc: NemoError, status: dict[str, Any], backend: CustomizerBackend, job: str) -> Result:

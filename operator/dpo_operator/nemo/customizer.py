@@ -300,10 +300,16 @@ def job_warnings(job: dict[str, Any]) -> list[str]:
 def job_status(customizer: NemoApi, job_id: str) -> RemoteStatus:
     """The job's status; an answer that is not a JSON object is a failed poll (counted, retried, and after
     ``maxConsecutivePollFailures`` in a row the resource fails), never a crash."""
-    answer = customizer.request("GET", f"/v1/customization/jobs/{job_id}/status")
+    return RemoteStatus.parse(status_object(customizer.request("GET", f"/v1/customization/jobs/{job_id}/status"),
+                                            f"GET /v1/customization/jobs/{job_id}/status"))
+
+
+def status_object(answer: Any, what: str) -> dict[str, Any]:
+    """A status answer as a JSON object (no body: an empty one); anything else is a transient NemoError, so a
+    failed poll that is counted and retried (``what`` names the request)."""
     if answer is None:
-        answer = {}
+        return {}
     if not isinstance(answer, dict):
-        raise NemoError(200, f"GET /v1/customization/jobs/{job_id}/status answered {type(answer).__name__}, not a "
-                        f"JSON object: {str(answer)[:200]}", transient=True)
-    return RemoteStatus.parse(answer)
+        raise NemoError(200, f"{what} answered {type(answer).__name__}, not a JSON object: {str(answer)[:200]}",
+                        transient=True)
+    return answer

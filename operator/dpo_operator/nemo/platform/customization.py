@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from dpo_operator.api.training import V2_LORA_MESSAGE, Hyperparameters
-from dpo_operator.nemo.customizer import RemoteStatus, _integer, _latest, _number
+from dpo_operator.nemo.customizer import RemoteStatus, _integer, _latest, _number, status_object
 from dpo_operator.nemo.http import NemoError
 from dpo_operator.nemo.platform.client import PlatformClient
 
@@ -189,10 +189,5 @@ class PlatformStatus(RemoteStatus):
 
 def job_status(client: PlatformClient, name: str) -> PlatformStatus:
     """The job's status; an answer that is not a JSON object is a failed poll (counted and retried)."""
-    answer = client.request("GET", JOBS, JOBS, name, "status")
-    if answer is None:
-        answer = {}
-    if not isinstance(answer, dict):
-        raise NemoError(200, f"GET status of platform job {name} answered {type(answer).__name__}, not a JSON "
-                        f"object: {str(answer)[:200]}", transient=True)
-    return PlatformStatus.parse(answer)
+    return PlatformStatus.parse(status_object(client.request("GET", JOBS, JOBS, name, "status"),
+                                              f"GET status of platform job {name}"))
