@@ -17,7 +17,7 @@ CHART = ROOT / "charts" / "dpo-operator"
 INSTALL = ROOT / "manifests" / "install.yaml"
 HEALTH_LUA = ROOT / "manifests" / "argocd" / "health.lua"
 HEALTH_CM = ROOT / "manifests" / "argocd" / "argocd-cm-health.yaml"
-KINDS = ("DPOCollection", "DPOTrainingJob", "ModelDeployment", "DPOEvaluation")
+KINDS = ("DPOCollection", "DPOTrainingJob", "ModelDeployment", "DPOEvaluation", "DPOLoop")
 NAMESPACE, RELEASE = "dpo-system", "dpo-operator"
 HEADER = (f"# Generated from charts/dpo-operator by scripts/render_install.py (make manifests): do not edit.\n"
           f"# kubectl apply --server-side -f manifests/install.yaml  (namespace {NAMESPACE}, all namespaces watched)\n")

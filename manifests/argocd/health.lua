@@ -1,4 +1,6 @@
--- Argo CD health for dpo.ai resources (DPOCollection, DPOTrainingJob, ModelDeployment, DPOEvaluation).
+-- Argo CD health for dpo.ai resources (DPOCollection, DPOTrainingJob, ModelDeployment, DPOEvaluation, DPOLoop).
+-- A DPOLoop: Running (a round in progress, its round and round phase in the message) -> Progressing; stopped
+-- (maxRounds, a refused round, too little improvement) is Succeeded -> Healthy, with its stopReason; Suspended.
 -- A DPOEvaluation's verdict (Passed, Failed, NoGate, Inconclusive) is part of the message: a finished
 -- comparison is Healthy whatever it found; an evaluation that could not measure is Failed -> Degraded.
 -- Succeeded / Ready -> Healthy; Failed / Cancelled, or a True Failed condition -> Degraded;
@@ -63,6 +65,16 @@ end
 local label = phase or "Unknown"
 if status.verdict ~= nil then
   label = label .. " (verdict " .. tostring(status.verdict) .. ")"
+end
+if status.currentRound ~= nil then
+  label = label .. " (round " .. tostring(status.currentRound)
+  if status.roundPhase ~= nil then
+    label = label .. ", " .. tostring(status.roundPhase)
+  end
+  label = label .. ")"
+end
+if status.stopReason ~= nil then
+  label = label .. " (stopped: " .. tostring(status.stopReason) .. ")"
 end
 if phase == nil and holds("Failed") then
   label = "Failed"

@@ -39,10 +39,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "dpo-operator.workRules" -}}
 # kopf patches annotations and finalizers; ModelDeployments are created for deployOnCompletion
 - apiGroups: [dpo.ai]
-  resources: [dpocollections, dpotrainingjobs, modeldeployments, dpoevaluations]
+  resources: [dpocollections, dpotrainingjobs, modeldeployments, dpoevaluations, dpoloops]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [dpo.ai]
-  resources: [dpocollections/status, dpotrainingjobs/status, modeldeployments/status, dpoevaluations/status]
+  resources: [dpocollections/status, dpotrainingjobs/status, modeldeployments/status, dpoevaluations/status, dpoloops/status]
   verbs: [patch]
 # the promotion gate removes the candidate (and base-model) ModelDeployments it created
 - apiGroups: [dpo.ai]
@@ -50,7 +50,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [delete]
 # children carry ownerReferences with blockOwnerDeletion: OpenShift requires update on the owner's finalizers
 - apiGroups: [dpo.ai]
-  resources: [dpocollections/finalizers, dpotrainingjobs/finalizers, modeldeployments/finalizers, dpoevaluations/finalizers]
+  resources: [dpocollections/finalizers, dpotrainingjobs/finalizers, modeldeployments/finalizers, dpoevaluations/finalizers, dpoloops/finalizers]
   verbs: [update]
 - apiGroups: [batch]
   resources: [jobs]

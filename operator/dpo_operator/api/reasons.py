@@ -104,6 +104,14 @@ class Reason(StrEnum):
     GateFailed = "GateFailed"
     NoGate = "NoGate"
     Inconclusive = "Inconclusive"
+    # DPOLoop
+    WaitingForServing = "WaitingForServing"
+    RoundStarted = "RoundStarted"
+    Collecting = "Collecting"
+    MaxRounds = "MaxRounds"
+    BelowMinImprovement = "BelowMinImprovement"
+    CollectionFailed = "CollectionFailed"
+    TrainingFailed = "TrainingFailed"
     # conditions
     Applied = "Applied"
     ChangeNotApplied = "ChangeNotApplied"

@@ -24,7 +24,7 @@ from dpo_operator.api.common import (
 from dpo_operator.api.deployment import DeploymentTemplate
 from dpo_operator.api.kinds import KindInfo, PrinterColumn, status_columns
 from dpo_operator.api.promotion import Promotion, PromotionStatus
-from dpo_operator.api.schema_hints import immutable, nested
+from dpo_operator.api.schema_hints import immutable, nested, no_server_default
 
 
 class CollectionReference(LocalObjectReference):
@@ -143,6 +143,35 @@ class ModelSource(ApiModel):
     hub: HubLocation | None = Field(default=None, description=(
         "Download the weights from this hub repository instead (local backend; the customizer backend uses name "
         "only)."))
+    adapter: PvcLocation | None = Field(default=None, description=(
+        "LoRA only, local backend: a saved LoRA adapter (a PEFT directory, as this trainer writes <output>/<job>/"
+        "final) that training continues from instead of a fresh adapter: it is loaded trainable on top of the base "
+        "model above, and the trained adapter saved is a complete adapter of that base (not a delta). Rank, alpha "
+        "and target modules are the saved adapter's: hyperparameters.lora may leave them out, and a value set "
+        "there that differs is refused. Unset: a fresh adapter."))
+
+
+class ReferenceModel(ApiModel):
+    """The DPO reference policy, when it is not the policy training starts from (local backend)."""
+
+    name: str = Field(min_length=1, description=(
+        "Model id: an HF repo id, or a name for the weights in pvc. Equal to model (name and location) with LoRA: "
+        "the base model, scored with the adapter switched off (no second copy is loaded)."))
+    pvc: PvcLocation | None = Field(default=None, description=(
+        "Load the weights from this directory instead (a model as save_pretrained writes it, with the same "
+        "tokenizer as model)."))
+    hub: HubLocation | None = Field(default=None, description=(
+        "Download the weights from this hub repository instead (its tokenSecretRef is read for this model only)."))
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "ReferenceModel":
+        if self.pvc is not None and self.hub is not None:
+            raise ValueError("referenceModel: set at most one of 'pvc' or 'hub'")
+        return self
+
+    def same_weights(self, model: ModelSource) -> bool:
+        """Whether this names the base model of ``model`` (its name and location, the adapter aside)."""
+        return (self.name, self.pvc, self.hub) == (model.name, model.pvc, model.hub)
 
 
 class TrainingType(str, Enum):
@@ -281,9 +310,14 @@ CUSTOMIZER_MODULES_HINT = ("the customizer backend names Megatron modules (fused
 class LoraParams(ApiModel):
     """LoRA adapter settings (finetuningType lora)."""
 
-    rank: int = Field(default=16, ge=1, le=1024, description=(
-        "Adapter rank r (the Customizer's adapter_dim, which must be a power of two there)."))
-    alpha: int = Field(default=32, ge=1, description="LoRA alpha: the adapter's update is scaled by alpha / rank.")
+    # no server default: with model.adapter the stored object says whether the user set them (unset: the saved
+    # adapter's); the model's defaults still apply otherwise
+    rank: int = Field(default=16, ge=1, le=1024, json_schema_extra=no_server_default(), description=(
+        "Adapter rank r (the Customizer's adapter_dim, which must be a power of two there); 16 when unset (with "
+        "model.adapter: the saved adapter's)."))
+    alpha: int = Field(default=32, ge=1, json_schema_extra=no_server_default(), description=(
+        "LoRA alpha: the adapter's update is scaled by alpha / rank; 32 when unset (with model.adapter: the saved "
+        "adapter's)."))
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input "
                                                                     "(the Customizer's adapter_dropout).")
     target_modules: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
@@ -475,6 +509,10 @@ class DPOTrainingJobSpec(ApiModel):
     backend: Backend = Field(default=Backend.LOCAL, description=(
         "local: our trainer in a Kubernetes Job (GPUs of this cluster); customizer: NeMo Customizer trains."),
         json_schema_extra=immutable("backend is immutable"))
+    reference_model: ReferenceModel | None = Field(default=None, description=(
+        "Local backend: the DPO reference policy, whose log-probs the loss compares with the policy's; loaded for "
+        "the reference pass only, then freed. Unset: the policy training starts from (model, plus model.adapter "
+        "when set)."), json_schema_extra=immutable("referenceModel is immutable; create a new DPOTrainingJob"))
     hyperparameters: Hyperparameters = nested(Hyperparameters, **immutable("hyperparameters are immutable"))
     local: LocalBackend | None = Field(default=None, description=(
         "Settings of the local backend; required there (output names where the model goes)."))
@@ -504,7 +542,27 @@ class DPOTrainingJobSpec(ApiModel):
                              "backend queues in NeMo Customizer: drop queueName")
         if self.workload_priority_class_name and not self.queue_name:
             raise ValueError("workloadPriorityClassName needs queueName (Kueue orders only the Jobs it queues)")
+        for problem in starting_point_problems(self):
+            raise ValueError(problem)
         return self
+
+
+def starting_point_problems(spec: DPOTrainingJobSpec) -> list[str]:
+    """What contradicts model.adapter or referenceModel in ``spec``, each naming its field and what to do instead."""
+    problems: list[str] = []
+    customizer = spec.backend == Backend.CUSTOMIZER.value
+    if spec.model.adapter is not None:
+        if customizer:
+            problems.append("model.adapter is for the local backend: NeMo Customizer starts from its config's base "
+                            "model; use backend: local to continue training an adapter")
+        elif spec.hyperparameters.finetuning_type == FinetuningType.ALL_WEIGHTS.value:
+            problems.append("model.adapter needs hyperparameters.finetuningType lora (an adapter is trained on top "
+                            "of the base); to train every weight from it, merge it into a model and name that in "
+                            "model.pvc")
+    if spec.reference_model is not None and customizer:
+        problems.append("referenceModel is for the local backend: NeMo Customizer's reference is its base model; "
+                        "drop referenceModel or use backend: local")
+    return problems
 
 
 class TrainingProgress(ApiModel):
