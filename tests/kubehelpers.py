@@ -17,7 +17,7 @@ from dpo_operator.api import GROUP, VERSION
 T = TypeVar("T")
 
 PLURALS = {"DPOCollection": "dpocollections", "DPOTrainingJob": "dpotrainingjobs", "ModelDeployment": "modeldeployments",
-           "DPOEvaluation": "dpoevaluations"}
+           "DPOEvaluation": "dpoevaluations", "DPOLoop": "dpoloops"}
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> T:

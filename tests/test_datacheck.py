@@ -162,3 +162,15 @@ def test_conversational_rows_without_a_chat_template_are_refused_by_row(tmp_path
     assert not result.passed and result.rows_rejected == 3
     assert "training/training_file.jsonl:1: cannot tokenise the row: ValueError: conversational responses " \
            "(message lists) need a tokenizer with a chat template" in result.failures[0]
+
+
+def test_the_result_carries_the_training_files_sha256(tmp_path: Path) -> None:
+    """The digest a DPOLoop records as the round's dataset lineage: the bytes of the file the trainer reads."""
+    import hashlib
+
+    result, _ = run(tmp_path, [pair(i) for i in range(5)])
+    data = (tmp_path / "data/training/training_file.jsonl").read_bytes()
+    assert result.training_sha256 == hashlib.sha256(data).hexdigest()
+    jsonl(tmp_path / "data/training/training_file.jsonl", [pair(i) for i in range(6)])
+    again, _ = check(tmp_path / "data", Reading(), DataCheckSettings(), 1024, None, None, {"location": "test"})
+    assert again.training_sha256 != result.training_sha256

@@ -115,6 +115,7 @@ class DataCheckResult(PodResult):
     failures: list[str] = Field([], max_length=MAX_ITEMS)
     warnings: list[str] = Field([], max_length=MAX_ITEMS)
     data_card: str | None = Field(None, max_length=MAX_TEXT)
+    training_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
 
 
 class UploadResult(PodResult):

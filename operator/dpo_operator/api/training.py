@@ -646,6 +646,8 @@ class DataCheckSummary(ApiModel):
     ties_dropped: int | None = Field(default=None, description="Rows without a preference (ties), dropped.")
     warnings: int | None = Field(default=None, description="Warnings (listed in the DataChecked condition).")
     data_card: str | None = Field(default=None, description="The data card (JSON) and histogram's location.")
+    training_file_sha256: str | None = Field(default=None, description=(
+        "sha256 of the training file as the check read it (a single file; unset for a save_to_disk directory)."))
 
 
 class DPOTrainingJobStatus(CommonStatus):

@@ -6,6 +6,7 @@ file fails the pod (exit 3), as it would fail the trainer."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,22 @@ def check(directory: Path, reading: Reading, settings: Any, max_seq_length: int,
         ties_dropped=sum(f.ties_dropped for f in figures.values()),
         failures=[_short(m) for m in verdict.failures[:MESSAGES_KEPT]],
         warnings=[_short(m) for m in body["warnings"][:MESSAGES_KEPT]],
-        data_card=str(card_dir / card.CARD_FILE) if card_dir is not None else None)
+        data_card=str(card_dir / card.CARD_FILE) if card_dir is not None else None,
+        training_sha256=file_sha256(directory / reading.training))
     while len(result.to_json()) > TERMINATION_MESSAGE_LIMIT and (result.warnings or result.failures):
         (result.warnings or result.failures).pop()
     return result, content
+
+
+def file_sha256(path: Path) -> str | None:
+    """sha256 of a training file (the lineage's dataset digest); None for a directory (save_to_disk)."""
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _short(message: str) -> str:

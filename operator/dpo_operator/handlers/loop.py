@@ -29,6 +29,7 @@ from dpo_operator.api.loop import KIND, DPOLoopSpec, DPOLoopStatus, RoundPhase, 
 from dpo_operator.api.promotion import PromotionStep
 from dpo_operator.api.reasons import Reason
 from dpo_operator.handlers.common import enqueue_owner
+from dpo_operator.handlers.evaluation import api_root
 from dpo_operator.handlers.loop_rules import current_policy, record_collection, record_training, stop_reason
 from dpo_operator.kube import custom_objects
 from dpo_operator.kube.conditions import now
@@ -63,8 +64,10 @@ class _Loop:
         last = self.rounds[-1] if self.rounds else None
         self.fields.current_round = last.round if last else None
         self.fields.round_phase = last.phase if last else None
-        if last is not None and phase not in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        if last is not None and last.phase != RoundPhase.DONE.value:
             last.message = message
+        # a null inside a list item is not a removal but an invalid value: leave unknown lineage fields out
+        self.fields.rounds = [RoundStatus.model_validate(r.model_dump(exclude_none=True)) for r in self.rounds]
         return Result(Outcome(phase, reason, message, self.fields), requeue_after=0.0 if requeue else None)
 
 
@@ -72,16 +75,21 @@ def decide(body: dict[str, Any]) -> Result:
     """The loop's one decision: the next step of the current round, or the next round, or the end."""
     spec = parse_spec(DPOLoopSpec, body)
     render.check(spec)
+    render.check_children(body, spec)
     loop = _Loop(body, spec)
     last = loop.rounds[-1] if loop.rounds else None
     if last is not None and last.phase == RoundPhase.DONE.value and (why := stop_reason(spec, loop.rounds)):
         loop.fields.stop_reason = why[0]
         failed = why[0] in (Reason.CollectionFailed, Reason.TrainingFailed)
         return loop.outcome(Phase.FAILED.value if failed else Phase.SUCCEEDED.value, why[0], why[1])
+    between_rounds = last is None or last.phase == RoundPhase.DONE.value
+    if between_rounds and spec.suspend:
+        return loop.outcome(Phase.SUSPENDED.value, Reason.Suspended, f"suspended before round {len(loop.rounds) + 1}; "
+                            "set spec.suspend false to go on")
     serving = _serving(loop)
     if isinstance(serving, Result):
         return serving
-    if last is None or last.phase == RoundPhase.DONE.value:
+    if between_rounds:
         return _next_round(loop)
     if last.phase == RoundPhase.SERVING.value:
         return _collect(loop, last, serving)
@@ -121,9 +129,6 @@ def _ready(deployment: dict[str, Any]) -> bool:
 
 
 def _next_round(loop: _Loop) -> Result:
-    if loop.spec.suspend:
-        return loop.outcome(Phase.SUSPENDED.value, Reason.Suspended,
-                            f"suspended before round {len(loop.rounds) + 1}; set spec.suspend false to go on")
     number = len(loop.rounds) + 1
     names = render.names(loop.name, number)
     loop.rounds.append(RoundStatus(round=number, phase=RoundPhase.SERVING, collection=names.collection,
@@ -146,7 +151,8 @@ def _collect(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> Resu
             return loop.outcome(Phase.SUSPENDED.value, Reason.Suspended,
                                 f"round {current.round}: suspended before collecting")
         status = serving["status"]
-        manifest = render.collection(loop.body, loop.spec, current.round, status["endpoint"],
+        manifest = render.collection(loop.body, loop.spec, current.round,
+                                     api_root(serving, loop.namespace, RUNTIME.config),
                                      status.get("servedModelName") or "")
         custom_objects.ensure(collection_api.KIND, loop.namespace, manifest)
         current.sampled_from = loop.fields.serving_model

@@ -35,7 +35,8 @@ class Checked:
 def summary(result: DataCheckResult, card: str | None) -> DataCheckSummary:
     return DataCheckSummary(passed=result.passed, format=result.format, pairs=result.pairs.get("training"),
                             validation_pairs=result.pairs.get("validation"), rows_rejected=result.rows_rejected,
-                            ties_dropped=result.ties_dropped, warnings=len(result.warnings), data_card=card)
+                            ties_dropped=result.ties_dropped, warnings=len(result.warnings), data_card=card,
+                            training_file_sha256=result.training_sha256)
 
 
 def run_check(body: Any, spec: DPOTrainingJobSpec, location: StorageLocation, card: str | None) -> Checked | Outcome:

@@ -100,6 +100,14 @@ def check(spec: DPOLoopSpec) -> None:
                           "yourself and drop serving.template")
 
 
+def check_children(body: Any, spec: DPOLoopSpec) -> None:
+    """InvalidSpec now, before anything runs, for a template the round's DPOCollection or DPOTrainingJob would be
+    refused with (the child kinds' own rules, naming the loop's field)."""
+    collection(body, spec, 1, "http://serving.invalid/v1", "policy")
+    deploy = spec.serving.candidate or spec.serving.template
+    training_job(body, spec, 1, Policy(), deploy.to_api() if deploy is not None else {})
+
+
 def serving_deployment(body: Any, spec: DPOLoopSpec) -> dict[str, Any]:
     """The serving ModelDeployment of the base model, created when missing. Not owned by the loop: deleting the loop
     leaves the promoted policy served (it carries the loop's labels only)."""
