@@ -82,7 +82,7 @@ def test_demo_loop_runs_two_rounds(tmp_path: Path) -> None:
     stop = "stopped: NotPromoted" if False in promoted else "stopped: MaxRounds"
     assert stop in out
     # the lineage: each round's children by name, sampled from the policy served at the time
-    assert "round 1: sampled from base model tictactoe-base" in out
+    assert "round 1: sampled from tictactoe-base" in out
     if len(rows) == 2:
         assert "round 2: sampled from DPOTrainingJob tictactoe-r1-train" in out
     served = [f"DPOTrainingJob tictactoe-r{i + 1}-train" for i, p in enumerate(promoted) if p]
