@@ -57,14 +57,13 @@ def test_loop_spec_is_a_valid_dpoloop() -> None:
 
 @pytest.mark.workload
 @pytest.mark.e2e
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)  # a guard against a hang, not a timing assertion: the machine may be loaded
 def test_demo_loop_runs_two_rounds(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     workdir = tmp_path / "loop"
     run = subprocess.run([sys.executable, "-m", "dpo_operator", "demo-loop", "--workdir", str(workdir),
-                          "--rounds", "2", "--examples", "40", "--held-out", "40", "--epochs", "2",
-                          "--warmup-steps", "100", "--timeout", "840"],
-                         capture_output=True, text=True, timeout=880)
+                          "--rounds", "2", "--examples", "100", "--held-out", "100", "--timeout", "1700"],
+                         capture_output=True, text=True, timeout=1750)
     out = run.stdout
     assert run.returncode in (0, 2), (out + run.stderr)[-4000:]  # 1: the loop or a child failed
     # the per-round table: one row per round that ran, with every figure filled in

@@ -48,7 +48,8 @@ def table(rounds: list[RoundFigures]) -> list[str]:
 
 
 def write_plot(rounds: list[RoundFigures], path: Path, title: str = "DPOLoop: tic-tac-toe, score per round") -> Path:
-    """Left: each round's candidate and baseline mean move value, promoted candidates filled, refused ones hollow.
+    """Left: each round's baseline (the policy served during the round, joined by a line) and candidate mean move
+    value, promoted candidates filled, refused ones hollow.
     Right: the paired difference (candidate - baseline) with its interval, against 0 (the gate's bar)."""
     import matplotlib
 
@@ -62,7 +63,6 @@ def write_plot(rounds: list[RoundFigures], path: Path, title: str = "DPOLoop: ti
     figure, (scores, diffs) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
     scores.plot(numbers, [val(r.baseline) for r in rounds], "s--", color="tab:gray",
                 label="baseline (policy served during the round)")
-    scores.plot(numbers, [val(r.candidate) for r in rounds], "-", color="tab:blue", alpha=0.5)
     for promoted, marker_face, label in ((True, "tab:blue", "candidate, promoted"),
                                          (False, "white", "candidate, refused by the gate")):
         chosen = [r for r in rounds if r.promoted is promoted]
@@ -81,6 +81,7 @@ def write_plot(rounds: list[RoundFigures], path: Path, title: str = "DPOLoop: ti
     diffs.legend(loc="best", fontsize="small")
     for axes in (scores, diffs):
         axes.set_xticks(numbers)
+        axes.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
         axes.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
