@@ -66,3 +66,14 @@ def test_an_evaluation_verdict_is_in_the_message(health: Any) -> None:  # noqa: 
     missing["status"]["verdict"] = "Inconclusive"
     status, message = health(missing)
     assert status == "Degraded" and message.startswith("Failed (verdict Inconclusive): baseline: 3 of 30")
+
+
+def test_a_loop_shows_its_round_and_why_it_stopped(health: Any) -> None:  # noqa: F811
+    running = with_conditions("Running", [condition("Progressing")], message="round 2: DPOCollection lp-r2-collect")
+    running["status"].update(currentRound=2, roundPhase="Collecting")
+    status, message = health(running)
+    assert status == "Progressing" and message.startswith("Running (round 2, Collecting): round 2")
+    stopped = with_conditions("Succeeded", [condition("Succeeded")], message="stopped after round 1")
+    stopped["status"].update(currentRound=1, roundPhase="Done", stopReason="NotPromoted")
+    status, message = health(stopped)
+    assert status == "Healthy" and "(stopped: NotPromoted)" in message

@@ -60,20 +60,21 @@ def test_crds_apply_with_validation_and_are_discovered(tmp_path: Path) -> None:
         assert 'no matches for kind "DPOCollection" in version "dpo.ai/v1alpha1"\nensure CRDs are installed first' \
             in early.stderr
         applied = kubectl(embedded.kubeconfig, "apply", "--validate=strict", "-f", str(ROOT / "crds"))
-        assert applied.stdout.split("\n")[:4] == [
+        assert applied.stdout.split("\n")[:5] == [
             f"customresourcedefinition.apiextensions.k8s.io/{plural}.dpo.ai created"
-            for plural in ("dpocollections", "dpoevaluations", "dpotrainingjobs", "modeldeployments")]
+            for plural in ("dpocollections", "dpoevaluations", "dpoloops", "dpotrainingjobs", "modeldeployments")]
         again = kubectl(embedded.kubeconfig, "apply", "--validate=strict", "-f", str(ROOT / "crds"))
-        assert again.stdout.count("unchanged") == 4
+        assert again.stdout.count("unchanged") == 5
         resources = _table(kubectl(embedded.kubeconfig, "api-resources", "--api-group=dpo.ai").stdout)
         assert resources[1:] == [["dpocollections", "dpoc", "dpo.ai/v1alpha1", "true", "DPOCollection"],
                                  ["dpoevaluations", "dpoeval", "dpo.ai/v1alpha1", "true", "DPOEvaluation"],
+                                 ["dpoloops", "dpoloop", "dpo.ai/v1alpha1", "true", "DPOLoop"],
                                  ["dpotrainingjobs", "dpotj", "dpo.ai/v1alpha1", "true", "DPOTrainingJob"],
                                  ["modeldeployments", "dpomd", "dpo.ai/v1alpha1", "true", "ModelDeployment"]]
         core = _table(kubectl(embedded.kubeconfig, "api-resources", "--api-group=").stdout)
         assert ["persistentvolumeclaims", "pvc", "v1", "true", "PersistentVolumeClaim"] in core
         established = kubectl(embedded.kubeconfig, "wait", "--for=condition=Established", "crd", "--all", "--timeout=10s")
-        assert established.stdout.count("condition met") == 4
+        assert established.stdout.count("condition met") == 5
 
 
 def test_pipeline_client_side_apply_get_and_delete(cluster: Path) -> None:
@@ -228,7 +229,7 @@ def dev_cluster(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 def test_dev_cluster_runs_a_collection_to_succeeded(dev_cluster: tuple[Path, str]) -> None:
     kubeconfig, policy = dev_cluster
     crds = kubectl(kubeconfig, "get", "crd", "-o", "name").stdout
-    assert crds.count("dpo.ai") == 4
+    assert crds.count("dpo.ai") == 5
     # the NIM Operator's CRDs too (backend nimOperator; its stand-in controller runs in the dev cluster)
     assert "nimservices.apps.nvidia.com" in crds and "nimcaches.apps.nvidia.com" in crds
     kubectl(kubeconfig, "create", "namespace", "demo")

@@ -192,6 +192,22 @@ def test_a_round_the_gate_refuses_stops_the_loop_and_serving_is_unchanged(
              what="candidate removed")
 
 
+def test_a_failed_collection_fails_the_loop_and_serving_is_untouched(kube: Kube, namespace: str, operator: None,
+                                                                   nim: FakeNim) -> None:
+    kube.create("DPOLoop", namespace, LOOP, loop_spec(nim.port))
+    serve(kube, namespace, "serving")
+    job = f"{LOOP}-r1-collect-collect"
+    wait_for(lambda: kube.job(namespace, job), what="collection job", timeout=30)
+    kube.finish_job(namespace, job, succeeded=False, message="")
+    failed = kube.wait_phase("DPOLoop", namespace, LOOP, "Failed", timeout=30)
+    assert failed["status"]["stopReason"] == "CollectionFailed"
+    round1 = failed["status"]["rounds"][0]
+    assert round1["failureReason"] == "CollectionFailed" and round1["promoted"] is False and round1["finishedAt"]
+    assert f"DPOCollection {LOOP}-r1-collect ended Failed" in conditions_of(failed)["Failed"]["message"]
+    assert not kube.exists("DPOTrainingJob", namespace, f"{LOOP}-r1-train")
+    assert kube.get("ModelDeployment", namespace, "serving")["spec"]["model"] == {"explicit": BASE}
+
+
 def test_an_operator_restart_in_each_round_phase_continues_without_a_second_child(
         kube: Kube, namespace: str, nim: FakeNim) -> None:
     kube.require_emulated()  # runs its own operator
@@ -274,3 +290,32 @@ def test_a_missing_serving_deployment_without_a_template_is_awaited(kube: Kube, 
     serve(kube, namespace, "mine")
     wait_round_phase(kube, namespace, 1, "Collecting")
     assert not kube.get("ModelDeployment", namespace, "mine")["metadata"].get("ownerReferences")
+
+
+def test_a_child_created_just_before_a_crash_is_adopted_not_made_twice(kube: Kube, namespace: str,
+                                                                       nim: FakeNim) -> None:
+    """The worst moment: the round's DPOCollection was created, the status saying so was not written yet."""
+    kube.require_emulated()  # runs its own operator
+    from kopf.testing import KopfRunner
+
+    from dpo_operator.api.loop import DPOLoopSpec
+    from dpo_operator.render import loop as render
+
+    body = kube.create("DPOLoop", namespace, LOOP, loop_spec(nim.port, max_rounds=1))
+    kube.custom.patch_namespaced_custom_object_status("dpo.ai", "v1alpha1", namespace, "dpoloops", LOOP, {"status": {
+        "phase": "Running", "currentRound": 1, "roundPhase": "Serving", "rounds": [{
+            "round": 1, "phase": "Serving", "collection": f"{LOOP}-r1-collect", "trainingJob": f"{LOOP}-r1-train",
+            "evaluation": f"{LOOP}-r1-train-gate", "startedAt": "2026-01-01T00:00:00Z"}]}})
+    spec = DPOLoopSpec.model_validate(body["spec"])
+    made = kube.custom.create_namespaced_custom_object("dpo.ai", "v1alpha1", namespace, "dpocollections", render.collection(
+        body, spec, 1, f"http://127.0.0.1:{nim.port}/v1", "tiny"))
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "dpo_operator.handlers"]
+    with KopfRunner(args, timeout=60):
+        serve(kube, namespace, "serving")
+        status = wait_round_phase(kube, namespace, 1, "Collecting")["status"]
+        assert status["rounds"][0]["sampledFrom"] == "tiny"
+        collect(kube, namespace, 1)
+        wait_round_phase(kube, namespace, 1, "Training")
+    assert names(kube, namespace, "dpocollections") == [f"{LOOP}-r1-collect"]
+    assert kube.get("DPOCollection", namespace, f"{LOOP}-r1-collect")["metadata"]["uid"] == made["metadata"]["uid"]
+    assert names(kube, namespace, "dpotrainingjobs") == [f"{LOOP}-r1-train"]

@@ -39,6 +39,15 @@ def test_the_base_model_is_served_as_baseline_when_nothing_else_is_named() -> No
     assert candidate["metadata"]["ownerReferences"][0]["uid"] == "u-1"
 
 
+def test_a_job_that_continued_an_adapter_is_compared_with_the_policy_it_started_from() -> None:
+    adapter = {"claimName": "models", "path": "/round-0/final"}
+    spec = spec_with({"evaluation": TEMPLATE},
+                     model={"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}, "adapter": adapter})
+    baseline = render.baseline_deployment(BODY, spec, render.plan(BODY, spec))
+    assert baseline is not None and baseline["spec"]["model"] == {"explicit": {
+        "name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}, "loraAdapter": adapter}}
+
+
 def test_the_replaced_deployment_is_the_baseline_and_the_target() -> None:
     plan = render.plan(BODY, spec_with({"evaluation": TEMPLATE, "replaces": {"name": "serving"}}))
     assert plan.baseline == {"modelDeploymentRef": {"name": "serving"}} and plan.baseline_deployment is None

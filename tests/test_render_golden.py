@@ -18,13 +18,23 @@ from dpo_operator.api.collection import DPOCollectionSpec
 from dpo_operator.api.common import HubLocation, PvcLocation, StorageLocation
 from dpo_operator.api.deployment import ModelDeploymentSpec
 from dpo_operator.api.evaluation import DPOEvaluationSpec
+from dpo_operator.api.loop import DPOLoopSpec
 from dpo_operator.api.training import DPOTrainingJobSpec
 from dpo_operator.config import OperatorConfig
 from dpo_operator.evaluate.endpoints import Endpoint
 from dpo_operator.evaluate.heldout import TrainingExamples
-from dpo_operator.render import collection, deployment, evaluation, nemo, nim, nimoperator, training, upload
+from dpo_operator.render import collection, deployment, evaluation, loop, nemo, nim, nimoperator, training, upload
 from dpo_operator.serving.model import ServedModel
 
+LOOP_SPEC = DPOLoopSpec.model_validate({
+    "serving": {"name": "serving", "template": {"port": 8000}},
+    "collection": {"workflow": {"name": "tictactoe", "numExamples": 8}, "llm": {"temperature": 0.8},
+                   "output": {"claimName": "dpo-data", "path": "/loop"}},
+    "training": {"model": {"name": "tiny", "pvc": {"claimName": "models", "path": "/tiny"}},
+                 "hyperparameters": {"finetuningType": "lora", "learningRate": 0.0001},
+                 "local": {"gpusPerNode": 1, "output": {"claimName": "dpo-data", "path": "/models"}}},
+    "evaluation": {"workflow": {"name": "tictactoe", "numExamples": 40}, "gate": {"minImprovement": 0.0}},
+    "reference": "base"})
 GOLDEN = Path(__file__).parent / "golden"
 REGENERATE = os.environ.get("DPO_REGENERATE_GOLDEN") == "1"
 CONFIG = OperatorConfig()  # the defaults, never the environment
@@ -154,6 +164,12 @@ BUILDERS: dict[str, Callable[[], Any]] = {
         owner("DPOEvaluation", "nat-gate"), DPOEvaluationSpec.model_validate(NAT_EVALUATION), CONFIG,
         Endpoint("http://candidate:8000/v1", "dpo"), Endpoint("http://base:8000/v1", "base"), None),
     "nemo-model-deployment": lambda: nemo.deployment_body("dpo", "ttt-rev1", "ttt-rev1", "dpo-operator ModelDeployment a/b"),
+    "loop-serving-deployment": lambda: loop.serving_deployment(owner("DPOLoop", "lp"), LOOP_SPEC, loop.Policy()),
+    "loop-collection": lambda: loop.collection(owner("DPOLoop", "lp"), LOOP_SPEC, 2, "http://serving.team-a.svc:8000/v1",
+                                               "lp-r1-train"),
+    "loop-training-job-lora": lambda: loop.training_job(
+        owner("DPOLoop", "lp"), LOOP_SPEC, 2, loop.Policy("lp-r1-train", PvcLocation(
+            claim_name="dpo-data", path="/models/lp-r1-train/final")), {"port": 8001, "replicas": 1}),
 }
 
 

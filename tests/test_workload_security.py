@@ -223,7 +223,7 @@ def test_rbac_is_what_the_operator_uses() -> None:
     objects = render_manifests.render_chart()
     work = next(o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "dpo-operator")
     granted = grants([work])
-    for kind in ("dpocollections", "dpotrainingjobs", "modeldeployments", "dpoevaluations"):
+    for kind in ("dpocollections", "dpotrainingjobs", "modeldeployments", "dpoevaluations", "dpoloops"):
         assert ("dpo.ai", f"{kind}/finalizers", "update") in granted
         assert ("dpo.ai", kind, "update") not in granted
         # only the promotion gate deletes one of our kinds: the candidate ModelDeployments it created

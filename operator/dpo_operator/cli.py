@@ -178,6 +178,22 @@ def _check_model_path(model: str | None, spec: Any) -> None:
                    + "; check the path, or that the model was copied there")
 
 
+def _check_starting_point(args: argparse.Namespace, spec: Any) -> None:
+    """model.adapter must be a LoRA adapter agreeing with hyperparameters.lora (exit 3 otherwise; 5 when missing),
+    and a referenceModel directory must exist (5): both before any weight is read."""
+    if getattr(args, "adapter", None):
+        from dpo_operator.train.adapters import check_adapter
+
+        check_adapter(args.adapter, spec.hyperparameters.lora)
+    reference = getattr(args, "reference_model", None)
+    if reference and reference.startswith("/") and not Path(reference).is_dir():
+        from dpo_operator.api.exits import NotFound
+
+        pvc = spec.reference_model.pvc if spec.reference_model is not None else None
+        where = f"referenceModel.pvc.path {pvc.path!r} on PVC {pvc.claim_name}" if pvc is not None else reference
+        raise NotFound(f"reference model directory not found: {where} does not exist; check the path")
+
+
 def _train(args: argparse.Namespace) -> int:
     """Train, then leave at once when several ranks ran (see dpo_operator.train.trainer._FINISHED): the result is
     written and the checkpoints are complete, nothing is left to tear down but torch's process group."""
@@ -204,12 +220,14 @@ def _train_once(args: argparse.Namespace) -> int:
 
     try:
         spec = _load_spec(args, DPOTrainingJobSpec)
-        for flag in ("output_dir", "dataset_dir", "model"):
+        for flag in ("output_dir", "dataset_dir", "model", "adapter", "reference_model"):
             if getattr(args, flag) and getattr(args, flag).startswith("/"):  # a directory (a model may be a hub id)
                 no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
         _check_model_path(args.model, spec)
+        _check_starting_point(args, spec)
         with _dataset_directory(args, Reading.from_spec(spec.dataset, spec.hyperparameters.seed)) as dataset_dir:
-            config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir)
+            config = TrainConfig.from_spec(spec, args.model or spec.model.name, dataset_dir, args.output_dir,
+                                           adapter=args.adapter, reference=args.reference_model)
             if args.max_steps:
                 config.max_steps = args.max_steps
             summary = train(config)
@@ -246,7 +264,8 @@ def _check_data(args: argparse.Namespace) -> int:
     try:
         spec = _load_spec(args, DPOTrainingJobSpec)
         _check_model_path(args.model, spec)  # a typo'd model path fails here (not found), before any GPU pod
-        for flag in ("card_dir", "dataset_dir", "model"):
+        _check_starting_point(args, spec)  # so does an adapter that contradicts hyperparameters.lora
+        for flag in ("card_dir", "dataset_dir", "model", "adapter", "reference_model"):
             if getattr(args, flag) and getattr(args, flag).startswith("/"):
                 no_backsteps(getattr(args, flag), f"--{flag.replace('_', '-')}")
         reading = Reading.from_spec(spec.dataset, spec.hyperparameters.seed)
@@ -458,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run DPO/SFT training (what a training pod runs; needs the [workload] extra)")
     _add_workload_args(train, "DPOTrainingJob")
     train.add_argument("--model", help="model directory or hub id (default: spec.model.name)")
+    train.add_argument("--adapter", help="the saved LoRA adapter directory of spec.model.adapter")
+    train.add_argument("--reference-model", help="referenceModel's directory or hub id (default: its name)")
     _add_dataset_source_args(train, "directory with training/ and validation/ JSONL files")
     train.add_argument("--output-dir", required=True, help="checkpoints, metrics.jsonl and final/ go here")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -467,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "check pod runs)")
     _add_workload_args(check_data, "DPOTrainingJob")
     check_data.add_argument("--model", help="tokenizer directory or hub id (lengths in words without one)")
+    check_data.add_argument("--adapter", help="the saved LoRA adapter directory of spec.model.adapter (its config is "
+                                              "checked against hyperparameters.lora)")
+    check_data.add_argument("--reference-model", help="referenceModel's directory (checked to exist)")
     _add_dataset_source_args(check_data, "the dataset location's directory")
     check_data.add_argument("--card-dir", help="write datacard.json and lengths.png here")
     check_data.set_defaults(func=_check_data)

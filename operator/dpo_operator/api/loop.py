@@ -128,8 +128,9 @@ class StopRule(ApiModel):
 class DPOLoopSpec(ApiModel):
     """Rounds of collect → train → evaluate → promote."""
 
-    max_rounds: int = Field(default=3, ge=1, le=1000, description=(
-        "Rounds to run at most; raising it on a loop that stopped at maxRounds continues it."))
+    max_rounds: int = Field(default=3, ge=1, le=100, description=(
+        "Rounds to run at most (up to 100: status keeps every round's lineage); raising it on a loop that stopped "
+        "at maxRounds continues it."))
     serving: ServingSpec = Field(description="The ModelDeployment serving the current policy.")
     collection: CollectionTemplate = Field(description=(  # type: ignore[valid-type]
         "Each round's DPOCollection (<loop>-r<N>-collect): its llm is the serving deployment, its output "

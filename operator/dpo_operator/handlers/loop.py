@@ -104,13 +104,13 @@ def _serving(loop: _Loop) -> dict[str, Any] | Result:
     deployment = custom_objects.read(deployment_api.KIND, loop.namespace, name)
     if deployment is None and loop.spec.serving.template is not None:
         deployment = custom_objects.ensure(deployment_api.KIND, loop.namespace,
-                                           render.serving_deployment(loop.body, loop.spec))
+                                           render.serving_deployment(loop.body, loop.spec,
+                                                                     current_policy(loop.rounds)))
     if deployment is None:
         return loop.outcome(Phase.PENDING.value, Reason.WaitingForServing,
                             f"ModelDeployment {name} (spec.serving.name) does not exist; create it, or set "
                             "spec.serving.template for the loop to serve the base model")
-    if loop.fields.serving_model is None:
-        loop.fields.serving_model = _served(deployment)
+    loop.fields.serving_model = _served(deployment)  # its spec says what it serves (a promotion switched it)
     return deployment
 
 
@@ -156,6 +156,8 @@ def _collect(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> Resu
                                      status.get("servedModelName") or "")
         custom_objects.ensure(collection_api.KIND, loop.namespace, manifest)
         current.sampled_from = loop.fields.serving_model
+    elif current.sampled_from is None:  # created just before a restart: its spec says what it samples
+        current.sampled_from = ((found.get("spec") or {}).get("llm") or {}).get("model")
     current.phase = RoundPhase.COLLECTING
     return loop.outcome(Phase.RUNNING.value, Reason.Collecting,
                         f"round {current.round}: DPOCollection {current.collection} samples from "
@@ -178,20 +180,18 @@ def _collecting(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> R
         return loop.outcome(Phase.RUNNING.value, Reason.Collecting, f"round {current.round}: DPOCollection "
                             f"{current.collection} is {status.get('phase') or 'Pending'}")
     record_collection(current, status)
-    if custom_objects.read(training_api.KIND, loop.namespace, current.training_job) is None:
+    policy = current_policy(loop.rounds[:-1])
+    job = custom_objects.read(training_api.KIND, loop.namespace, current.training_job)
+    if job is None:
         if loop.spec.suspend:
             return loop.outcome(Phase.SUSPENDED.value, Reason.Suspended,
                                 f"round {current.round}: collected {current.pairs} pairs; suspended before training")
-        policy = current_policy(loop.rounds[:-1])
         deploy = render.candidate_template(loop.spec, serving)
-        manifest = render.training_job(loop.body, loop.spec, current.round, policy, deploy)
-        model = manifest["spec"]["model"]
-        current.starting_model = policy.describe(loop.spec) if model.get("pvc") is None or policy.trained is None \
-            else render.pvc_url(policy.trained)
-        current.starting_adapter = render.pvc_url(policy.trained) if "adapter" in model and policy.trained else None
-        reference = manifest["spec"].get("referenceModel")
-        current.reference_model = f"base model {reference['name']}" if reference else policy.describe(loop.spec)
-        custom_objects.ensure(training_api.KIND, loop.namespace, manifest)
+        job = custom_objects.ensure(training_api.KIND, loop.namespace,
+                                    render.training_job(loop.body, loop.spec, current.round, policy, deploy))
+    start = render.start_of(loop.spec, policy, job["spec"])  # from the job's own spec: also after a restart
+    current.starting_model, current.starting_adapter = start.model, start.adapter
+    current.reference_model = start.reference
     current.phase = RoundPhase.TRAINING
     return loop.outcome(Phase.RUNNING.value, Reason.Training,
                         f"round {current.round}: DPOTrainingJob {current.training_job} trains on {current.pairs} "
@@ -216,8 +216,7 @@ def _training(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> Res
     if status.get("phase") in FAILED_PHASES:
         return _round_failed(loop, current, Reason.TrainingFailed, f"DPOTrainingJob {current.training_job} ended "
                              f"{status['phase']} ({status.get('reason')}: {status.get('message', '')})")
-    if status.get("phase") != Phase.SUCCEEDED.value or step not in (PromotionStep.PROMOTED.value,
-                                                                      PromotionStep.NOT_PROMOTED.value):
+    if status.get("phase") != Phase.SUCCEEDED.value or step in PHASE_OF_STEP:  # the gate has not decided yet
         current.phase = PHASE_OF_STEP.get(step, RoundPhase.TRAINING)
         record_training(current, status)
         return loop.outcome(Phase.RUNNING.value, Reason.Training if current.phase == RoundPhase.TRAINING else
@@ -226,6 +225,7 @@ def _training(loop: _Loop, current: RoundStatus, serving: dict[str, Any]) -> Res
     record_training(current, status)
     current.promoted = step == PromotionStep.PROMOTED.value
     current.phase, current.finished_at = RoundPhase.DONE, now()
+    # Promoted or NotPromoted; no step at all: someone removed the gate from the job, which then deployed unjudged
     current.message = (status.get("promotion") or {}).get("message") or status.get("message")
     loop.fields.last_verdict = current.verdict
     if current.promoted:

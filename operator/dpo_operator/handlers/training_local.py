@@ -26,6 +26,7 @@ from dpo_operator.handlers.live_progress import (
     training_summary,
     validation_checks,
 )
+from dpo_operator.handlers.training_lineage import check_adapter_lineage
 from dpo_operator.handlers.training_shared import resolve_dataset
 from dpo_operator.kube import client, progress
 from dpo_operator.kube.jobs import (
@@ -50,6 +51,7 @@ from dpo_operator.render.training import (  # noqa: F401  (_command, MASTER_PORT
     headless_service,
     job_manifest,
     job_name,
+    spec_for_pod,
 )
 from dpo_operator.runtime.controller import RUNTIME, Result
 from dpo_operator.runtime.errors import InvalidSpec, PermanentFailure
@@ -105,6 +107,7 @@ def decide(body: Any, spec: DPOTrainingJobSpec) -> Outcome | Result:
                            "was down); training is not started again on its own: delete and re-create the "
                            "DPOTrainingJob to train again", DPOTrainingJobStatus(failure_reason=Reason.JobMissing))
         check_gpus_fit(spec)
+        check_adapter_lineage(namespace, spec)  # an adapter a job here wrote: its LoRA shape is known now
         # the data check in a CPU-only pod before any GPU is asked for (once the training Job exists it has passed;
         # its own Job may be gone: ttlSecondsAfterFinished)
         if spec.dataset.check.enabled:
@@ -136,7 +139,7 @@ def _train(body: Any, spec: DPOTrainingJobSpec, location: Any) -> Outcome | Resu
     queued = apply_suspend(namespace, ensure_job(namespace, job_manifest(body, spec, location, RUNTIME.config)),
                            spec.suspend)
     job = queued.job
-    applied = spec_applied(job, SPEC_ENV, spec.to_api(), mutable=("suspend", "deployOnCompletion"))
+    applied = spec_applied(job, SPEC_ENV, spec_for_pod(spec), mutable=("suspend", "deployOnCompletion"))
     state = queued.state or job_state(job)
     fields = DPOTrainingJobStatus(job_name=jname, dataset_location=location.describe(), queue=queued.queue)
     if state.phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):

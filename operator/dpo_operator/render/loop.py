@@ -66,10 +66,16 @@ def _metadata(body: Any, name: str, round_number: int, component: str) -> dict[s
             "ownerReferences": [owner_reference(KIND.kind, body)]}
 
 
+def api(model: BaseModel) -> dict[str, Any]:
+    """What was set in ``model``, in API form: defaults stay unset, so the API server (and, for LoRA rank and alpha
+    with model.adapter, the saved adapter) decides them as for a hand-written child."""
+    return model.model_dump(by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
+
+
 def _checked(model: type[BaseModel], spec: dict[str, Any], field: str) -> dict[str, Any]:
     """``spec`` as the child kind accepts it, else InvalidSpec naming the loop's field."""
     try:
-        return model.model_validate(spec).to_api()
+        return api(model.model_validate(spec))
     except ValidationError as exc:
         raise InvalidSpec(describe_validation_error(exc, field)) from None
 
@@ -105,32 +111,33 @@ def check_children(body: Any, spec: DPOLoopSpec) -> None:
     refused with (the child kinds' own rules, naming the loop's field)."""
     collection(body, spec, 1, "http://serving.invalid/v1", "policy")
     deploy = spec.serving.candidate or spec.serving.template
-    training_job(body, spec, 1, Policy(), deploy.to_api() if deploy is not None else {})
+    training_job(body, spec, 1, Policy(), api(deploy) if deploy is not None else {})
 
 
-def serving_deployment(body: Any, spec: DPOLoopSpec) -> dict[str, Any]:
-    """The serving ModelDeployment of the base model, created when missing. Not owned by the loop: deleting the loop
-    leaves the promoted policy served (it carries the loop's labels only)."""
+def serving_deployment(body: Any, spec: DPOLoopSpec, policy: Policy) -> dict[str, Any]:
+    """The serving ModelDeployment of the current policy (round 0: the base model), created when missing. Not owned
+    by the loop: deleting the loop leaves the promoted policy served (it carries the loop's labels only)."""
     assert spec.serving.template is not None
     model = spec.training.model
     assert model.pvc is not None
-    explicit = {"name": model.name, "pvc": model.pvc.to_api()}
+    served = {"trainingJobRef": {"name": policy.promoted_job}} if policy.promoted_job else \
+        {"explicit": {"name": model.name, "pvc": model.pvc.to_api()}}
     return {"apiVersion": API_VERSION, "kind": deployment_api.KIND.kind,
             "metadata": {"name": spec.serving.name, "namespace": body["metadata"]["namespace"],
                          "labels": _labels(body, None, "serving")},
             "spec": _checked(deployment_api.ModelDeploymentSpec,
-                             {**spec.serving.template.to_api(), "model": {"explicit": explicit}}, "spec.serving.template")}
+                             {**api(spec.serving.template), "model": served}, "spec.serving.template")}
 
 
 def collection(body: Any, spec: DPOLoopSpec, round_number: int, endpoint: str, served_model: str) -> dict[str, Any]:
     """The round's DPOCollection: sampling from the serving deployment (the current policy), its own output
     directory, the seed offset by the round."""
     name = names(body["metadata"]["name"], round_number).collection
-    template = spec.collection.to_api()
+    template = api(spec.collection)
     output = spec.collection.output
-    llm = {**template.pop("llm"), "baseUrl": endpoint}
+    llm = {**template.pop("llm", {}), "baseUrl": endpoint}
     llm.setdefault("model", served_model)
-    template.pop("output")
+    template.pop("output", None)
     result = {**template, "llm": llm, "seed": spec.collection.seed + round_number - 1,
               "output": {"pvc": {"claimName": output.claim_name, "path": f"{output.path.rstrip('/')}/{name}"}}}
     return {"apiVersion": API_VERSION, "kind": collection_api.KIND.kind,
@@ -141,9 +148,9 @@ def collection(body: Any, spec: DPOLoopSpec, round_number: int, endpoint: str, s
 def candidate_template(spec: DPOLoopSpec, serving: dict[str, Any] | None) -> dict[str, Any]:
     """How candidates are served: serving.candidate, else serving.template, else the serving deployment's spec."""
     if spec.serving.candidate is not None:
-        return spec.serving.candidate.to_api()
+        return api(spec.serving.candidate)
     if spec.serving.template is not None:
-        return spec.serving.template.to_api()
+        return api(spec.serving.template)
     assert serving is not None
     return {k: v for k, v in (serving.get("spec") or {}).items() if k != "model"}
 
@@ -151,7 +158,7 @@ def candidate_template(spec: DPOLoopSpec, serving: dict[str, Any] | None) -> dic
 def starting_model(spec: DPOLoopSpec, policy: Policy) -> dict[str, Any]:
     """The round's spec.model: the base model, continued from the current policy (all weights: its weights;
     LoRA with adapterInit previous: its adapter)."""
-    base = spec.training.model.to_api()
+    base = api(spec.training.model)
     if policy.trained is None:
         return base
     if spec.training.hyperparameters.finetuning_type == FinetuningType.ALL_WEIGHTS.value:
@@ -166,8 +173,28 @@ def reference_model(spec: DPOLoopSpec, policy: Policy) -> dict[str, Any] | None:
     round starts from a trained policy."""
     if spec.reference != ReferencePolicy.BASE.value or policy.trained is None:
         return None
-    base = spec.training.model.to_api()
+    base = api(spec.training.model)
     return {key: base[key] for key in ("name", "pvc", "hub") if key in base}
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a round's training starts from, for its lineage."""
+
+    model: str
+    adapter: str | None
+    reference: str
+
+
+def start_of(spec: DPOLoopSpec, policy: Policy, job_spec: dict[str, Any]) -> Start:
+    """The starting model, adapter and DPO reference of a round's job spec, in words."""
+    model, base = job_spec["model"], f"base model {spec.training.model.name}"
+    pvc = model.get("pvc")
+    weights = pvc_url(PvcLocation.model_validate(pvc)) if policy.trained is not None and pvc is not None \
+        and PvcLocation.model_validate(pvc) == policy.trained else base
+    adapter = pvc_url(PvcLocation.model_validate(model["adapter"])) if model.get("adapter") else None
+    reference = base if job_spec.get("referenceModel") else policy.describe(spec)
+    return Start(model=weights, adapter=adapter, reference=reference)
 
 
 def training_job(body: Any, spec: DPOLoopSpec, round_number: int, policy: Policy,
@@ -175,11 +202,11 @@ def training_job(body: Any, spec: DPOLoopSpec, round_number: int, policy: Policy
     """The round's DPOTrainingJob: the round's collection, from the current policy, promoted through the gate into
     the serving deployment."""
     round_names = names(body["metadata"]["name"], round_number)
-    template = spec.training.to_api()
+    template = api(spec.training)
     dataset = {"collectionRef": {"name": round_names.collection}, **template.pop("dataset", {})}
     result: dict[str, Any] = {
         **template, "model": starting_model(spec, policy), "dataset": dataset,
-        "deployOnCompletion": {**deploy, "promotion": {"evaluation": spec.evaluation.to_api(),
+        "deployOnCompletion": {**deploy, "promotion": {"evaluation": api(spec.evaluation),
                                                        "replaces": {"name": spec.serving.name}}}}
     reference = reference_model(spec, policy)
     if reference is not None:

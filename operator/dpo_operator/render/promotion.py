@@ -1,5 +1,6 @@
 """The objects a DPOTrainingJob's promotion gate creates (pure builders): the candidate ModelDeployment, the
-base-model ModelDeployment when nothing else is the baseline, and the DPOEvaluation that decides.
+base-model ModelDeployment when nothing else is the baseline (with model.adapter: the base model and that starting
+adapter, the policy training started from), and the DPOEvaluation that decides.
 
 Names are derived from the job's name, so a restarted operator finds what it created instead of creating more.
 """
@@ -87,9 +88,11 @@ def baseline_deployment(body: Any, spec: DPOTrainingJobSpec, gate: GatePlan) -> 
     assert spec.deploy_on_completion is not None
     if spec.backend == Backend.CUSTOMIZER.value:
         model: dict[str, Any] = {"name": customizer_base_model(spec.model.name)}
-    else:
+    else:  # the policy training started from: the base model, and its starting adapter when it had one
         assert spec.model.pvc is not None
         model = {"name": spec.model.name, "pvc": spec.model.pvc.to_api()}
+        if spec.model.adapter is not None:
+            model["loraAdapter"] = spec.model.adapter.to_api()
     deploy = {k: v for k, v in spec.deploy_on_completion.deployment_spec().items() if k != "servedModelName"}
     return {"apiVersion": API_VERSION, "kind": deployment_api.KIND.kind,
             "metadata": _metadata(body, gate.baseline_deployment, "baseline"),

@@ -37,6 +37,31 @@ def _dataset_args(dataset: StorageLocation) -> list[str]:
             f"--dataset-hub-revision={dataset.hub.revision}"]
 
 
+def _starting_point_args(spec: DPOTrainingJobSpec) -> list[str]:
+    """Where the pod finds model.adapter and referenceModel (a mounted directory, or a hub id by name)."""
+    args = [f"--adapter={mounted(spec.model.adapter)}"] if spec.model.adapter is not None else []
+    reference = spec.reference_model
+    if reference is not None:
+        args.append(f"--reference-model={mounted(reference.pvc) if reference.pvc else reference.name}")
+    return args
+
+
+def _starting_point_env(spec: DPOTrainingJobSpec) -> list[dict[str, Any]]:
+    """The reference's hub token (its own variable: the model's HF_TOKEN goes to the model's hub only)."""
+    hub = spec.reference_model.hub if spec.reference_model is not None else None
+    return secret_env("REFERENCE_HF_TOKEN", hub.token_secret_ref if hub else None)
+
+
+def spec_for_pod(spec: DPOTrainingJobSpec) -> dict[str, Any]:
+    """The spec the pod reads. With model.adapter, hyperparameters.lora carries only the fields the user set: the
+    trainer compares those with the saved adapter (the others are the adapter's)."""
+    api = spec.to_api()
+    if spec.model.adapter is not None:
+        api["hyperparameters"]["lora"] = spec.hyperparameters.lora.model_dump(
+            by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
+    return api
+
+
 def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> list[str]:
     """The trainer's argv. No shell ever parses it, and every value from the spec travels as ``--flag=value`` (one
     argument, never read as an option even when it starts with ``-``). Several nodes: torchrun takes its rendezvous
@@ -47,7 +72,7 @@ def _command(spec: DPOTrainingJobSpec, name: str, dataset: StorageLocation) -> l
     assert local is not None and local.output is not None
     model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
     train = ["-m", "dpo_operator", "train", f"--spec-env={SPEC_ENV}", f"--model={model}", *_dataset_args(dataset),
-             f"--output-dir={mounted(local.output)}/{name}", "--result-file=/dev/termination-log"]
+             *_starting_point_args(spec), f"--output-dir={mounted(local.output)}/{name}", "--result-file=/dev/termination-log"]
     # a rank's death restarts all; on SIGTERM torchrun gives the ranks the pod's grace period to save (less a margin)
     restarts = f"--max-restarts={RESTARTS_ON_RANK_FAILURE}"
     shutdown = f"--shutdown-timeout={max(1, grace_seconds(spec) - 10)}"
@@ -63,6 +88,11 @@ def grace_seconds(spec: DPOTrainingJobSpec) -> int:
     """Seconds a training pod has from SIGTERM to SIGKILL: time to finish a step and save a checkpoint."""
     grace = spec.template.termination_grace_period_seconds
     return TRAINING_GRACE_SECONDS if grace is None else grace
+
+
+def _reference_hub_endpoint(spec: DPOTrainingJobSpec) -> str | None:
+    hub = spec.reference_model.hub if spec.reference_model is not None else None
+    return hub.endpoint if hub is not None else None
 
 
 def _wandb_url(spec: DPOTrainingJobSpec) -> str | None:
@@ -101,15 +131,21 @@ def headless_service(body: Any, name: str) -> dict[str, Any]:
 
 
 def _claim_volumes(spec: DPOTrainingJobSpec, dataset: StorageLocation) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The PVCs a trainer or data check pod mounts under MOUNT_ROOT/<claim>: the dataset's, the output's and the
-    model's (each once)."""
+    """The PVCs a trainer or data check pod mounts under MOUNT_ROOT/<claim>: the dataset's, the output's, the
+    model's, the starting adapter's and the reference model's (each once; a claim only the last two use is
+    mounted read-only)."""
     assert spec.local is not None and spec.local.output is not None
     claims = {dataset.pvc.claim_name: True} if dataset.pvc is not None else {}
     claims[spec.local.output.claim_name] = False
     if spec.model.pvc is not None:
         claims.setdefault(spec.model.pvc.claim_name, True)
+    reference = spec.reference_model.pvc if spec.reference_model is not None else None
+    read_only = {p.claim_name for p in (spec.model.adapter, reference) if p is not None} - set(claims)
+    for claim in sorted(read_only):
+        claims[claim] = True
     volumes = [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)]
-    mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}"} for i, claim in enumerate(claims)]
+    mounts = [{"name": f"pvc-{i}", "mountPath": f"{MOUNT_ROOT}/{claim}", **({"readOnly": True} if claim in read_only
+                                                                           else {})} for i, claim in enumerate(claims)]
     return volumes, mounts
 
 
@@ -122,9 +158,10 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
     volumes, mounts = _claim_volumes(spec, dataset)
     volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    env = [spec_env(SPEC_ENV, spec.to_api()),
+    env = [spec_env(SPEC_ENV, spec_for_pod(spec)),
            {"name": "DPO_RESOURCE_NAME", "value": name},
            *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None),
+           *_starting_point_env(spec),
            *secret_env("DATASET_HF_TOKEN", dataset.hub.token_secret_ref if dataset.hub else None)]
     if local.wandb is not None:  # the run id is the resource's uid: a restarted pod continues the same run
         env += [*secret_env("WANDB_API_KEY", local.wandb.api_key_secret_ref),
@@ -152,6 +189,7 @@ def job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLocation, 
                queue_name=spec.queue_name, priority_class=spec.workload_priority_class_name,
                secret_destinations={"HF_TOKEN": spec.model.hub.endpoint if spec.model.hub else None,
                                     "DATASET_HF_TOKEN": dataset.hub.endpoint if dataset.hub else None,
+                                    "REFERENCE_HF_TOKEN": _reference_hub_endpoint(spec),
                                     "WANDB_API_KEY": _wandb_url(spec)})
 
 
@@ -188,8 +226,8 @@ def check_job_manifest(body: Any, spec: DPOTrainingJobSpec, dataset: StorageLoca
     volumes, mounts = _claim_volumes(spec, dataset)
     model = mounted(spec.model.pvc) if spec.model.pvc else spec.model.name
     command = ["dpo-operator", "check-data", f"--spec-env={SPEC_ENV}", f"--model={model}", *_dataset_args(dataset),
-               f"--card-dir={check_card_dir(spec, name)}", "--result-file=/dev/termination-log"]
-    env = [spec_env(SPEC_ENV, spec.to_api()),
+               *_starting_point_args(spec), f"--card-dir={check_card_dir(spec, name)}", "--result-file=/dev/termination-log"]
+    env = [spec_env(SPEC_ENV, spec_for_pod(spec)),
            {"name": "DPO_DATASET_LOCATION", "value": dataset.describe()},
            *secret_env("HF_TOKEN", spec.model.hub.token_secret_ref if spec.model.hub else None),
            *secret_env("DATASET_HF_TOKEN", dataset.hub.token_secret_ref if dataset.hub else None)]

@@ -141,6 +141,10 @@ class DDP:
     def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
         return None  # the model itself is whole: save_pretrained reads it directly
 
+    def frozen(self, model: nn.Module, scorer: Any) -> nn.Module:
+        """``scorer(model)`` for inference only (a reference policy loaded apart): on this rank's device, whole."""
+        return scorer(model.to(self.device))  # type: ignore[no-any-return]
+
     def initialise(self, wrapped: nn.Module) -> None:
         """Called once the wrapped model holds its weights, before any forward."""
 
@@ -175,6 +179,14 @@ class FSDP(DDP):
 
         # the root group (embeddings, final norm, LM head) is gathered when the scorer's forward runs
         return fully_shard(scorer, mesh=self.mesh, mp_policy=self.policy)
+
+    def frozen(self, model: nn.Module, scorer: Any) -> nn.Module:
+        """``scorer(model)`` for inference only, sharded as the policy is (each decoder layer, then the rest)."""
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in decoder_layers(model):
+            fully_shard(layer, mesh=self.mesh, mp_policy=self.policy)
+        return fully_shard(scorer(model), mesh=self.mesh, mp_policy=self.policy)  # type: ignore[no-any-return]
 
     def initialise(self, wrapped: nn.Module) -> None:
         """FSDP2 fixes each group's gradient dtypes from the parameters that require grad when it initialises, by

@@ -8,8 +8,10 @@
 - ``prefetch``: the next steps' batches prepared on the host while a GPU computes.
 
 The reference policy is the model before training: its completion log-probs are computed once, before the first
-step, each rank scoring its own share of the pairs (with LoRA: adapters disabled, so no second copy of the weights
-exists). Each step runs chosen and rejected sequences through one forward pass and the LM head sees only the
+step, each rank scoring its own share of the pairs (with a fresh LoRA adapter: adapters disabled, so no second copy
+of the weights exists). A run may continue a saved adapter (``adapter``) and name another reference: the base model
+(``reference_base``: adapters disabled again) or a model loaded for the reference pass only (``reference``), then
+freed (``adapters``). Each step runs chosen and rejected sequences through one forward pass and the LM head sees only the
 positions that predict completion tokens. Where the attention takes a custom mask, a pair is one sequence
 (prompt, chosen, rejected) in which the rejected response sees the prompt but not the chosen one, so the prompt is
 computed once per pair rather than twice (``data.Batch``); a check on the longest pairs falls back to two sequences.
@@ -19,12 +21,14 @@ their pair counts so the update equals the single-process one. Under FSDP only r
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from dpo_operator.api.training import DatasetSource, DPOTrainingJobSpec, Hyperparameters, LocalBackend
-from dpo_operator.train import checkpoint, distributed
+from dpo_operator.train import adapters, checkpoint, distributed
 from dpo_operator.train.preemption import Preempted, StopOnSigterm
 from dpo_operator.train.data import (Batch, EncodedDataset, EncodedPair, collate, epoch_batches,
                                      longest_pairs, rank_share, sharded_chunks)
@@ -88,11 +92,25 @@ class TrainConfig(BaseModel):
     progress_seconds: float = 5.0  # a progress line for the operator at most this often (and at each phase change)
     plots: bool = True  # PNG curves beside metrics.jsonl at the end (needs matplotlib)
     dataset: DatasetSource | None = None  # files, format, split; None: our own layout
+    adapter: str | None = None  # a saved LoRA adapter to continue (model.adapter): loaded trainable
+    reference: str | None = None  # a reference policy loaded for the reference pass only (a directory or hub id)
+    reference_base: bool = False  # the reference is the base model: scored with the adapters off (LoRA)
 
     @classmethod
-    def from_spec(cls, spec: DPOTrainingJobSpec, model: str, dataset_dir: str, output_dir: str) -> "TrainConfig":
+    def from_spec(cls, spec: DPOTrainingJobSpec, model: str, dataset_dir: str, output_dir: str,
+                  adapter: str | None = None, reference: str | None = None) -> "TrainConfig":
+        """``adapter`` and ``reference``: where model.adapter and referenceModel are (mounted directories); a hub
+        reference defaults to its name. A reference equal to the base model is never loaded again: with a starting
+        adapter it is the base with the adapters off, otherwise it is the starting policy itself."""
+        if spec.model.adapter is not None and adapter is None:
+            raise ValueError("model.adapter is set but no adapter directory was given (--adapter)")
+        chosen, lora = spec.reference_model, spec.hyperparameters.finetuning_type == "lora"
+        separate = chosen is not None and not chosen.same_weights(spec.model)
         return cls(model=model, dataset_dir=dataset_dir, output_dir=output_dir, hyperparameters=spec.hyperparameters,
-                   local=spec.local or LocalBackend(), dataset=spec.dataset)
+                   local=spec.local or LocalBackend(), dataset=spec.dataset,
+                   adapter=adapter if spec.model.adapter is not None else None,
+                   reference=(reference or chosen.name) if separate and chosen is not None else None,
+                   reference_base=chosen is not None and not separate and lora and spec.model.adapter is not None)
 
     def reading(self) -> Reading:
         seed = self.hyperparameters.seed
@@ -147,12 +165,14 @@ def load_model(config: TrainConfig, precision: MixedPrecision, on_meta: bool = F
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if lora:
+    if lora and config.adapter is not None:
+        model = adapters.attach_adapter(model, config.adapter, adapters_spec, on_meta)
+    elif lora:
         from peft import LoraConfig, get_peft_model
 
-        adapters = LoraConfig(r=adapters_spec.rank, lora_alpha=adapters_spec.alpha, lora_dropout=adapters_spec.dropout,
+        fresh = LoraConfig(r=adapters_spec.rank, lora_alpha=adapters_spec.alpha, lora_dropout=adapters_spec.dropout,
                               target_modules=adapters_spec.target_modules or "all-linear", task_type="CAUSAL_LM")
-        model = get_peft_model(model, adapters)  # adapters stay fp32 on a bf16 base
+        model = get_peft_model(model, fresh)  # adapters stay fp32 on a bf16 base
     if local.compile:
         compile_layers(model)
     return model
@@ -216,6 +236,7 @@ class Trainer:
         self.loss_config = config.loss_config()
         self.last_validation: dict[str, float] = {}
         self.shared_prompt = config.local.shared_prompt and supports_custom_masks(self.model)
+        self.reference_loads = 0  # reference models loaded besides the policy (referenceModel): 0 or 1 a run
         if config.local.shared_prompt and not self.shared_prompt:
             log.info("two sequences per pair: %s", custom_mask_problem(self.model))
 
@@ -312,29 +333,85 @@ class Trainer:
     def _chunk_size(self) -> int:
         return 2 * max(1, -(-self.config.hyperparameters.batch_size // self.env.world_size))
 
+    def describe_reference(self) -> str:
+        if self.config.reference is not None:
+            return f"{self.config.reference} (loaded for the reference pass)"
+        if self.config.lora and self.config.adapter is not None and not self.config.reference_base:
+            return "the starting policy (base model and model.adapter)"
+        return "the base model (adapters off)" if self.config.lora else "the starting model"
+
+    @contextmanager
+    def reference_policy(self) -> Iterator[Any]:
+        """The scorer of the reference policy, for the reference passes inside: the policy as it is before training
+        (adapters off when they are fresh, or when the reference is the base), or a model loaded apart and freed
+        on leaving."""
+        if self.config.reference is not None:
+            with self._loaded_reference() as scorer:
+                yield scorer
+            return
+        adapters_off = self.config.lora and (self.config.adapter is None or self.config.reference_base)
+        disable = self.model.disable_adapter() if adapters_off and hasattr(self.model, "disable_adapter") \
+            else nullcontext()
+        self.model.eval()
+        try:
+            with disable:
+                yield self.scorer
+        finally:
+            self.model.train()
+
+    @contextmanager
+    def _loaded_reference(self) -> Iterator[Any]:
+        """referenceModel, placed as the policy is (each rank whole, or sharded with only rank 0 reading it)."""
+        assert self.config.reference is not None
+        name, dtype, token = self.config.reference, self.precision.frozen_weight_dtype(True), \
+            os.environ.get("REFERENCE_HF_TOKEN")
+        source = None
+        if self.loaded_by == "rank 0":
+            model = adapters.load_reference(name, dtype, token, len(self.tokenizer), on_meta=True)
+            if self.env.is_main:
+                source = adapters.load_reference(name, dtype, token, len(self.tokenizer))
+        else:
+            model = adapters.load_reference(name, dtype, token, len(self.tokenizer))
+        self.reference_loads += 1
+        log.info("reference policy: %s", name)
+        scorer = self.strategy.frozen(model, CompletionLogps)
+        if self.loaded_by == "rank 0":
+            self.strategy.materialize(model, source)
+            del source
+        try:
+            yield scorer
+        finally:
+            del scorer, model
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
     @torch.no_grad()
-    def reference_logps(self, dataset: EncodedDataset, sizes: Any) -> torch.Tensor:
-        """[N, 2] (chosen, rejected) summed completion log-probs of the model as it is now (the reference)."""
+    def reference_logps(self, dataset: EncodedDataset, sizes: Any, scorer: Any = None) -> torch.Tensor:
+        """[N, 2] (chosen, rejected) summed completion log-probs of the reference policy (``scorer``: one already
+        opened with :meth:`reference_policy`)."""
+        if scorer is None:
+            with self.reference_policy() as opened:
+                return self.reference_logps(dataset, sizes, opened)
         count, env = len(dataset), self.env
         local = torch.zeros(-(-count // env.world_size), 2, device=self.device)
-        disable = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
-        self.model.eval()
+        shared = self.shared_prompt and (scorer is self.scorer or supports_custom_masks(scorer.model))
+
         def prepare(chunk: tuple[list[int], int]) -> tuple[Batch, torch.Tensor]:
             indices, real = chunk
             rows = torch.tensor([(i - env.rank) // env.world_size for i in indices[:real]], dtype=torch.long)
-            return self._host_batch(dataset, indices), self._host_tensor(rows)
+            return self._host_batch(dataset, indices, shared), self._host_tensor(rows)
 
         chunks = sharded_chunks(count, env.rank, env.world_size, self._chunk_size(), sizes)
-        with disable, Prefetcher(chunks, prepare, self._prefetch_depth) as prepared:
+        with Prefetcher(chunks, prepare, self._prefetch_depth) as prepared:
             for (indices, real), (host, host_rows) in prepared:
                 batch, rows = host.to(self.device), host_rows.to(self.device, non_blocking=True)
                 with self.precision.autocast():
-                    sums, _ = self.scorer(**batch.inputs())
+                    sums, _ = scorer(**batch.inputs())
                 pairs = len(indices)
                 local[rows, 0] = sums[:real].float()
                 local[rows, 1] = sums[pairs: pairs + real].float()
-        self.strategy.after_inference(self.scorer)
-        self.model.train()
+        self.strategy.after_inference(scorer)
         return env.gather_strided(local, count).cpu()
 
     @torch.no_grad()
@@ -364,14 +441,18 @@ class Trainer:
         metrics = {f"val/{key}": float(totals[i] / totals[-1]) for i, key in enumerate((*METRIC_KEYS, *LIKELIHOOD_KEYS))}
         return {**metrics, "val/pairs": float(totals[-1])}
 
-    def _reference(self, dataset: EncodedDataset, sizes: Any, resuming: bool) -> torch.Tensor:
-        """Computed once; kept beside the checkpoints so a resumed run does not score the dataset again."""
+    def _cached_reference(self, dataset: EncodedDataset) -> torch.Tensor | None:
         cache = self.output / "checkpoints" / "reference.pt"
-        if resuming and cache.is_file():
+        if cache.is_file():
             cached = torch.load(cache, weights_only=True)
             if cached.shape == (len(dataset), 2):
                 return cached
-        reference = self.reference_logps(dataset, sizes)
+        return None
+
+    def _reference(self, dataset: EncodedDataset, sizes: Any, scorer: Any) -> torch.Tensor:
+        """Computed once; kept beside the checkpoints so a resumed run does not score the dataset again."""
+        cache = self.output / "checkpoints" / "reference.pt"
+        reference = self.reference_logps(dataset, sizes, scorer)
         if self.env.is_main and self.config.local.save_every_steps:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(reference, cache.with_suffix(".tmp"))
@@ -406,9 +487,16 @@ class Trainer:
         with self.progress.phase("reference pass"):
             self.check_logits(dataset)
             self.check_shared_prompt(dataset, sizes)
-            reference = self._reference(dataset, sizes, resuming=saved is not None)
+            reference = self._cached_reference(dataset) if saved is not None else None
+            val_reference = None
+            if reference is None or validation is not None:  # a reference model is loaded only to be used
+                log.info("reference policy: %s", self.describe_reference())
+                with self.reference_policy() as scorer:
+                    if reference is None:
+                        reference = self._reference(dataset, sizes, scorer)
+                    if validation is not None:
+                        val_reference = self.reference_logps(validation, validation.rows.sizes(), scorer)
             reference_seconds = time.perf_counter() - started
-            val_reference = self.reference_logps(validation, validation.rows.sizes()) if validation else None
 
         position = checkpoint.Position()
         if saved is not None:
@@ -452,7 +540,8 @@ class Trainer:
                                        "trainSeconds": round(time.perf_counter() - reports.started, 3),
                                        "smoothedTrainLoss": self.progress.report.smoothed_train_loss,
                                        "strategy": self.strategy.name, "resumedFromStep": resumed_from,
-                                       "sharedPrompt": self.shared_prompt, "weightsLoadedBy": self.loaded_by}
+                                       "sharedPrompt": self.shared_prompt, "weightsLoadedBy": self.loaded_by,
+                                       "reference": self.describe_reference(), "referenceLoads": self.reference_loads}
             if validation is not None and val_reference is not None:
                 summary["validation"] = self.last_validation if validated_at == position.step else \
                     self._validate(validation, val_reference, sink, position.step, float(position.epoch))
