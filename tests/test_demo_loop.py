@@ -1,7 +1,9 @@
 """`make demo-loop`: a DPOLoop of tic-tac-toe rounds on the embedded cluster, its per-round table, lineage and plot.
 
 The end-to-end test runs `dpo-operator demo-loop` as a separate process (it owns its own emulated cluster and
-environment) in its smallest configuration: 2 rounds on few positions. The table and plot helpers are tested on
+environment) in a smaller configuration: 2 rounds, each gate on 100 held-out positions (200 in the demo). On fewer
+collected positions (100) round 1's model is not better than the starting policy (+0.034, interval [-0.139, +0.208]):
+the gate refuses it and there is no second round to follow. The table and plot helpers are tested on
 their own with figures as the loop's status carries them."""
 
 from __future__ import annotations
@@ -62,10 +64,12 @@ def test_demo_loop_runs_two_rounds(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     workdir = tmp_path / "loop"
     run = subprocess.run([sys.executable, "-m", "dpo_operator", "demo-loop", "--workdir", str(workdir),
-                          "--rounds", "2", "--examples", "100", "--held-out", "100", "--timeout", "1700"],
+                          "--rounds", "2", "--held-out", "100", "--timeout", "1700"],
                          capture_output=True, text=True, timeout=1750)
     out = run.stdout
-    assert run.returncode in (0, 2), (out + run.stderr)[-4000:]  # 1: the loop or a child failed
+    # 0: round 1 was promoted (as `make demo`'s model, the same collection and training); 2: the gate refused
+    # round 1 (the demo has no improvement to show); 1: the loop or a child failed
+    assert run.returncode == 0, (out + run.stderr)[-4000:]
     # the per-round table: one row per round that ran, with every figure filled in
     header = out.index("round   pairs")
     rows = [line.split() for line in out[header:].splitlines()[1:3] if re.match(r"\d+\s", line)]
@@ -77,7 +81,7 @@ def test_demo_loop_runs_two_rounds(tmp_path: Path) -> None:
     promoted = [r[-1] == "yes" for r in rows]
     # the loop stops at the first refused round, else runs maxRounds
     assert len(rows) == (promoted.index(False) + 1 if False in promoted else 2)
-    assert run.returncode == (0 if promoted[0] else 2)
+    assert promoted[0]
     stop = "stopped: NotPromoted" if False in promoted else "stopped: MaxRounds"
     assert stop in out
     # the lineage: each round's children by name, sampled from the policy served at the time
