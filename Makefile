@@ -14,7 +14,7 @@ REGISTRY    ?= ghcr.io/dpo-operator
 TAG         ?= $(VERSION)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 
-.PHONY: venv install lock nat-lock lint demo dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging pin-images clean
+.PHONY: venv install lock nat-lock lint demo demo-loop dev-cluster test test-e2e crds manifests images e2e-kind bench-pairs bench-trainer bench-trainer-vocab bench-trainer-memory bench-dataset-reader bench-scale bench-hanging pin-images clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ lint: install  ## ruff and mypy, as configured in pyproject.toml
 
 demo: install  ## run the pipeline on an embedded, emulated cluster (no cluster, no GPU)
 	$(PY) -m dpo_operator demo
+
+demo-loop: install  ## rounds of on-policy DPO (a DPOLoop) on the embedded cluster; plot in .demo/loop/
+	$(PY) -m dpo_operator demo-loop
 
 dev-cluster: install  ## an emulated cluster (API server, CRDs, operator, local executor) for kubectl, until Ctrl-C
 	$(PY) -m dpo_operator dev-cluster

@@ -386,6 +386,14 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir), examples=args.examples, timeout=args.timeout)
 
 
+def _demo_loop(args: argparse.Namespace) -> int:
+    from dpo_operator.embedded.demo_loop import LoopDemoConfig, run_demo_loop
+
+    return run_demo_loop(Path(args.workdir), LoopDemoConfig(
+        examples=args.examples, held_out=args.held_out, rounds=args.rounds, epochs=args.epochs,
+        warmup_steps=args.warmup_steps, timeout=args.timeout))
+
+
 def _dev_cluster(args: argparse.Namespace) -> int:
     from dpo_operator.embedded.dev_cluster import run_dev_cluster
 
@@ -554,6 +562,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--examples", type=int, default=200, help="tic-tac-toe positions (episodes) to collect on")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.set_defaults(func=_demo)
+
+    demo_loop = sub.add_parser("demo-loop", help="rounds of on-policy DPO (a DPOLoop) on an embedded, emulated cluster "
+                                                 "(no cluster, no GPU)")
+    demo_loop.add_argument("--workdir", default=".demo/loop", help="where local volumes, pod logs and the plot "
+                                                                   "(score-per-round.png) go")
+    demo_loop.add_argument("--examples", type=int, default=200, help="tic-tac-toe positions each round collects on")
+    demo_loop.add_argument("--held-out", type=int, default=200, help="held-out positions each round's gate evaluates")
+    demo_loop.add_argument("--rounds", type=int, default=3, help="the loop's maxRounds")
+    demo_loop.add_argument("--epochs", type=int, default=3, help="training epochs per round")
+    demo_loop.add_argument("--warmup-steps", type=int, default=300, help="supervised warm-up steps of the starting "
+                                                                         "policy")
+    demo_loop.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    demo_loop.set_defaults(func=_demo_loop)
 
     dev = sub.add_parser("dev-cluster", help="keep an emulated cluster (API server, CRDs, operator, local executor) "
                                              "running for kubectl, until Ctrl-C")
