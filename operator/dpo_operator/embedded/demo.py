@@ -70,7 +70,16 @@ def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
     with demo_cluster(workdir, NAMESPACE) as env:
         build_starting_policy(env)
         base_port, trained_port = free_port(), free_port()
-        apply(env.custom, NAMESPACE, pipeline(examples, base_port, trained_port), "pipeline.yaml")
+        resources = pipeline(examples, base_port, trained_port)
+        # the starting policy's NIM first: the collector calls it at a 127.0.0.1 port, where a refusal for
+        # NEVER_ANSWERED_SECONDS means a wrong URL (exit code 4), and a NIM process starts slowly on a busy machine
+        apply(env.custom, NAMESPACE, resources[:1], "base-policy.yaml")
+        print("\n$ kubectl wait --for=condition=Ready modeldeployment/base-policy -n dpo-demo")
+        served = follow(env.custom, NAMESPACE, lambda: _served(env.custom, "base-policy"), timeout, env.started)
+        if served != "ready":
+            print(f"\npipeline stopped: {served}")
+            return 1
+        apply(env.custom, NAMESPACE, resources[1:], "pipeline.yaml")
         final = follow(env.custom, NAMESPACE, lambda: _verdict(env.custom), timeout, env.started)
         if final not in ("ready", NOT_PROMOTED):
             print(f"\npipeline stopped: {final}")
@@ -85,6 +94,16 @@ def run_demo(workdir: Path, examples: int = 200, timeout: float = 600.0) -> int:
 
 
 NOT_PROMOTED = "not promoted"
+
+
+def _served(custom: kubernetes.client.CustomObjectsApi, name: str) -> str | None:
+    """"ready" once the ModelDeployment serves, a message when it failed, else None (still starting)."""
+    status = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", name).get("status") or {}
+    if status.get("phase") == "Ready":
+        return "ready"
+    if status.get("phase") == "Failed":
+        return f"ModelDeployment {name} failed: {status.get('message')}"
+    return None
 
 
 def _verdict(custom: kubernetes.client.CustomObjectsApi) -> str | None:
