@@ -172,3 +172,12 @@ def test_the_lineage_names_what_a_round_starts_from(changes: dict[str, Any], sta
     assert (found.model, found.adapter, found.reference) == start
     first = render.start_of(loop, render.Policy(), render.training_job(LOOP, loop, 1, render.Policy(), {})["spec"])
     assert (first.model, first.adapter, first.reference) == ("base model tiny", None, "base model tiny")
+
+
+def test_a_serving_deployment_finds_its_loops_through_the_index() -> None:
+    from dpo_operator.handlers.loop import loops_by_serving
+
+    body = {"metadata": {"namespace": "ns", "name": "loop", "uid": "u1"}, "spec": {"serving": {"name": "policy"}}}
+    assert loops_by_serving(body=body, namespace="ns", name="loop", uid="u1") == {
+        ("ns", "policy"): {"metadata": {"namespace": "ns", "name": "loop", "uid": "u1"}}}
+    assert loops_by_serving(body={"spec": {}}, namespace="ns", name="loop", uid="u1") == {}

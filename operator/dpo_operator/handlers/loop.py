@@ -269,9 +269,18 @@ def round_training_changed(body: kopf.Body, namespace: str, type: str | None, **
     enqueue_owner(KIND, body, namespace, type)
 
 
+# kopf keeps this index from its watch of DPOLoops: a ModelDeployment's event finds the loops it serves without
+# listing every DPOLoop of the namespace (as evaluations_by_dependency does for DPOEvaluations)
+@kopf.index(GROUP, VERSION, KIND.plural)
+def loops_by_serving(body: kopf.Body, namespace: str, name: str, uid: str,
+                     **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """(namespace, serving ModelDeployment name) -> the loop's identity (what the runtime enqueues)."""
+    serving = ((body.get("spec") or {}).get("serving") or {}).get("name")
+    return {(namespace, serving): {"metadata": {"namespace": namespace, "name": name, "uid": uid}}} if serving else {}
+
+
 @kopf.on.event(GROUP, VERSION, deployment_api.KIND.plural)
-def serving_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+def serving_changed(body: kopf.Body, namespace: str, loops_by_serving: Any, **_: Any) -> None:
     """The serving deployment (adopted ones carry no label of ours) became Ready or changed: its loops go on."""
-    for loop in custom_objects.list_in(KIND, namespace):
-        if ((loop.get("spec") or {}).get("serving") or {}).get("name") == body["metadata"]["name"]:
-            RUNTIME.enqueue(KIND, loop)
+    for loop in loops_by_serving.get((namespace, body["metadata"]["name"]), ()):
+        RUNTIME.enqueue(KIND, loop)
