@@ -91,4 +91,5 @@ class OperatorConfig:
             progress_interval_seconds=float(env.get("DPO_PROGRESS_INTERVAL_SECONDS", cls.progress_interval_seconds)),
             metrics_port=int(env.get("DPO_METRICS_PORT") or cls.metrics_port),
             queue_check_seconds=float(env.get("DPO_QUEUE_CHECK_SECONDS", cls.queue_check_seconds)),
+            rollout_check_seconds=float(env.get("DPO_ROLLOUT_CHECK_SECONDS", cls.rollout_check_seconds)),
         )
