@@ -25,6 +25,13 @@ TEST_SECRETS = {"nim-key": ({"api-key": "sk-1"}, "http://nim.example:8000/v1"),
                 "ngc": ({"NGC_API_KEY": "ngc-1"}, "https://api.ngc.nvidia.com")}
 
 
+@pytest.fixture(autouse=True)
+def quick_rollout_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Operators started by tests look at a rolling-out ModelDeployment every second (default 5 s): the NIM
+    stand-ins and fakes answer at once, so the default only adds waiting. Autouse, so set before any operator."""
+    monkeypatch.setenv("DPO_ROLLOUT_CHECK_SECONDS", "1")
+
+
 @pytest.fixture(scope="session")
 def pod_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the emulated API server reads pod logs from (``<namespace>/<pod>/output.log``)."""

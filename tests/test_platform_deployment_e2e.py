@@ -38,13 +38,6 @@ def spec_for(platform: FakePlatformModels, model: str = "team-a/dpo-a", **nemo: 
                      "apiKeySecretRef": {"name": "platform", "key": "api-key"}, **nemo}}
 
 
-@pytest.fixture(autouse=True)
-def quick_rollout_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The platform reports a deployment's status only when asked: look every second (default 5), before the
-    operator fixture starts (autouse fixtures come first)."""
-    monkeypatch.setenv("DPO_ROLLOUT_CHECK_SECONDS", "1")
-
-
 @pytest.fixture()
 def secret(kube: Kube, namespace: str, platform: FakePlatformModels) -> None:
     kube.usable_secret(namespace, "platform", {"api-key": API_KEY}, allowed_urls=platform.url)
