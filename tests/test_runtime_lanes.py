@@ -83,3 +83,28 @@ def test_liveness_reports_a_stall_and_recovers(objects: Any) -> None:
     finally:
         release.set()
         settings.RUNTIME = original
+
+
+def test_a_final_outcome_lost_to_a_conflict_is_written_again_without_waiting_for_the_pacing(
+        objects: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on a loaded machine: kopf patched the object between our read and our status write (409), and an
+    InvalidSpec waited for the kind's 30 s pacing before it was written again."""
+    from kubernetes.client.exceptions import ApiException
+
+    from dpo_operator.kube.status import Outcome
+
+    writes: list[str] = []
+
+    def write_status(kind: Any, body: Any, outcome: Outcome, done: str) -> dict[str, Any]:
+        writes.append(outcome.phase)
+        if len(writes) == 1:
+            raise ApiException(status=409, reason="Conflict")
+        return {"phase": outcome.phase}
+
+    monkeypatch.setattr(runtime_module, "write_status", write_status)
+    runtime = Runtime(OperatorConfig(conflict_retry_seconds=0.1))
+    runtime.register(Controller(deployment.KIND, lambda obj: Result(Outcome("Failed", "InvalidSpec", "bad field")),
+                                lambda b: None, pace=lambda b: 3600.0))
+    runtime.enqueue(deployment.KIND, body(objects, "a", "bad"))
+    wait_for(lambda: len(writes) == 2, timeout=20, what="the refused write made again")
+    assert writes == ["Failed", "Failed"]

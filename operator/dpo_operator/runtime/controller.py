@@ -41,7 +41,7 @@ from dpo_operator.kube.locks import LOCKS
 from dpo_operator.kube.pods import WorkloadNotAllowed
 from dpo_operator.kube.redact import remote_body
 from dpo_operator.kube.secrets import SecretMissing
-from dpo_operator.kube.status import Outcome, write_status
+from dpo_operator.kube.status import TERMINAL_PHASES, Outcome, write_status
 from dpo_operator.nemo.http import NemoError
 from dpo_operator.runtime import metrics
 from dpo_operator.runtime.errors import (
@@ -311,6 +311,11 @@ class Runtime:
                     status = write_status(controller.kind, fresh, result.outcome, controller.done_condition)
                 except ApiException as exc:
                     if exc.status == 409:  # the object changed since it was read: decide again on a fresh copy
+                        if result.outcome.phase in TERMINAL_PHASES:
+                            # a final outcome (InvalidSpec, Failed, ...) is written again at once, not after the
+                            # kind's pacing: it asks nothing more of a remote service once it is recorded
+                            with self._cv:
+                                self._held_until.pop(key, None)
                         self._finish(key, epoch, self.config.conflict_retry_seconds)
                         return
                     if exc.status == 404:
