@@ -254,6 +254,7 @@ def test_the_workload_policy_reaches_the_operator(monkeypatch: pytest.MonkeyPatc
     defaults = next(o for o in render_manifests.render_chart() if o["kind"] == "Deployment")
     env = {e["name"]: e.get("value") for e in defaults["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["DPO_POD_SECURITY_LEVEL"] == "restricted" and env["DPO_ALLOWED_TOLERATIONS"] == "nvidia.com/gpu"
+    monkeypatch.delenv("DPO_ROLLOUT_CHECK_SECONDS")  # the test operators' quicker look (conftest): not the chart's
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     config = OperatorConfig.from_env()
